@@ -1,0 +1,80 @@
+"""bulkpull: pull many container images at once into verified archives.
+
+The public API is exactly ``__all__``; everything else is an implementation detail. Pulling is
+async::
+
+    report = await bulkpull.pull_images(["alpine:3.19", "busybox"], "bundles/")
+
+and every error bulkpull raises on purpose is a :class:`BulkpullError`.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+from bulkpull.auth import Credentials
+from bulkpull.digest import Digest
+from bulkpull.errors import (
+    AuthenticationError,
+    BulkpullError,
+    ContentError,
+    DigestMismatchError,
+    ImageListError,
+    InvalidPlatformError,
+    InvalidReferenceError,
+    NotFoundError,
+    PlatformNotFoundError,
+    RegistryDiagnostic,
+    RegistryError,
+    TransportError,
+    UnsupportedMediaTypeError,
+    is_temporary,
+)
+from bulkpull.imagelist import ImageSpec, image_spec, parse_image_list, read_image_list
+from bulkpull.options import PullOptions, RetryPolicy
+from bulkpull.platform import DEFAULT_PLATFORM, Platform
+from bulkpull.pull import ImageResult, PullReport, pull_image, pull_images
+from bulkpull.reference import Reference, parse_reference
+
+__version__ = version("bulkpull")
+
+__all__ = [
+    "DEFAULT_PLATFORM",
+    "AuthenticationError",
+    "BulkpullError",
+    "ContentError",
+    "Credentials",
+    "Digest",
+    "DigestMismatchError",
+    "ImageListError",
+    "ImageResult",
+    "ImageSpec",
+    "InvalidPlatformError",
+    "InvalidReferenceError",
+    "NotFoundError",
+    "Platform",
+    "PlatformNotFoundError",
+    "PullOptions",
+    "PullReport",
+    "Reference",
+    "RegistryDiagnostic",
+    "RegistryError",
+    "RetryPolicy",
+    "TransportError",
+    "UnsupportedMediaTypeError",
+    "__version__",
+    "image_spec",
+    "is_temporary",
+    "parse_image_list",
+    "parse_reference",
+    "pull_image",
+    "pull_images",
+    "read_image_list",
+]
+
+# Show public names as bulkpull.X in tracebacks, reprs and docs, not bulkpull.errors.X.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) or callable(_obj):
+        _obj.__module__ = __name__
+del _name, _obj

@@ -1,0 +1,154 @@
+"""Registry authentication as data: challenges, token requests, tokens and credentials.
+
+Nothing here touches the network. ``transport`` sends what these functions describe and hands the
+answers back, so the whole challenge/token dance is tested without a server (httpx's auth-flow
+idea). Imports only ``errors``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlencode, urlsplit
+
+from bulkpull.errors import AuthenticationError
+
+# The distribution token spec: servers should never issue tokens for less than 60 seconds, and a
+# response without ``expires_in`` means exactly that.
+DEFAULT_TOKEN_LIFETIME = 60.0
+# Renew this long before expiry so a request never leaves with a token about to lapse.
+TOKEN_RENEW_MARGIN = 10.0
+# A token response is a small JSON document; a larger one is an error page or an attack.
+MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
+
+# One auth-param: key=token or key="quoted string" (backslash escapes; commas inside quotes are
+# part of the value, as in scope="repository:a/b:pull,push").
+_PARAM = re.compile(r'\s*([A-Za-z][\w.-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*(?:,|$)')
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A username and password (or identity token) for one registry; never shown in repr."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def basic_header(self) -> str:
+        raw = f"{self.username}:{self.password}".encode()
+        return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """One ``WWW-Authenticate`` challenge; the scheme is lowercased, as are parameter keys."""
+
+    scheme: str
+    params: Mapping[str, str]
+
+    @property
+    def realm(self) -> str:
+        return self.params.get("realm", "")
+
+
+def parse_challenges(headers: Iterable[str]) -> list[Challenge]:
+    """Parse ``WWW-Authenticate`` header values; one challenge per header line.
+
+    Schemes we cannot answer are kept so the caller can say what the registry asked for.
+    """
+    challenges = []
+    for header in headers:
+        scheme, _, rest = header.strip().partition(" ")
+        if scheme:
+            challenges.append(Challenge(scheme.lower(), _parse_params(rest)))
+    return challenges
+
+
+def _parse_params(text: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    position = 0
+    while position < len(text):
+        match = _PARAM.match(text, position)
+        if not match or match.end() == position:
+            break
+        key, quoted, bare = match.groups()
+        value = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare
+        params[key.lower()] = value
+        position = match.end()
+    return params
+
+
+def pull_scope(repository: str) -> str:
+    """The scope a pull needs; registries often omit it from the ``/v2/`` challenge."""
+    return f"repository:{repository}:pull"
+
+
+def token_url(challenge: Challenge, scopes: Iterable[str]) -> str:
+    """The GET URL for a bearer token: the realm plus ``service`` and one ``scope`` per scope.
+
+    A query already in the realm is kept, as the token spec allows realms that carry one.
+    """
+    realm = challenge.realm
+    parts = urlsplit(realm)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise AuthenticationError("GET", realm or "(no realm)", 401, text="unusable token realm")
+    query: list[tuple[str, str]] = []
+    if "service" in challenge.params:
+        query.append(("service", challenge.params["service"]))
+    query.extend(("scope", scope) for scope in scopes)
+    if not query:
+        return realm
+    separator = "&" if parts.query else "?"
+    return realm + separator + urlencode(query)
+
+
+def may_send_credentials(realm: str, registry_origin: str) -> bool:
+    """Whether credentials may go to this token realm.
+
+    Over HTTPS always; over plain HTTP only to the registry's own origin (a registry the user
+    already reaches in the clear), never to a third host that could read them off the wire.
+    """
+    parts = urlsplit(realm)
+    if parts.scheme == "https":
+        return True
+    return f"{parts.scheme}://{parts.netloc}" == registry_origin
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A bearer token and the monotonic time after which it must be renewed."""
+
+    value: str = field(repr=False)
+    renew_at: float
+
+    @property
+    def header(self) -> str:
+        return f"Bearer {self.value}"
+
+    def is_fresh(self, now: float | None = None) -> bool:
+        return (time.monotonic() if now is None else now) < self.renew_at
+
+
+def parse_token_response(body: bytes, url: str, now: float | None = None) -> Token:
+    """Read ``token`` or ``access_token`` and the lifetime from a token server's JSON answer.
+
+    ``access_token`` wins when both are present (the OAuth2 name, which distribution prefers);
+    the lifetime defaults to, and is never taken as shorter than, 60 seconds.
+    """
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        raise AuthenticationError("GET", url, 200, text="token response is not a JSON object")
+    value = document.get("access_token") or document.get("token")
+    if not isinstance(value, str) or not value:
+        raise AuthenticationError("GET", url, 200, text="token response holds no token")
+    lifetime = document.get("expires_in")
+    if not isinstance(lifetime, int | float) or lifetime < DEFAULT_TOKEN_LIFETIME:
+        lifetime = DEFAULT_TOKEN_LIFETIME
+    start = time.monotonic() if now is None else now
+    return Token(value, start + float(lifetime) - TOKEN_RENEW_MARGIN)

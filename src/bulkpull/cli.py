@@ -1,0 +1,196 @@
+"""The ``bulkpull`` command: flags in, progress and a summary out, exit codes.
+
+Uses only the public ``bulkpull`` API (what the CLI needs, the library exports) plus typer and
+rich. Exit codes: 0 every image pulled, 1 some failed (the rest still completed), 2 usage error or
+a bad list line, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import bulkpull
+from bulkpull import (
+    BulkpullError,
+    Credentials,
+    ImageListError,
+    ImageResult,
+    InvalidPlatformError,
+    Platform,
+    PullOptions,
+    PullReport,
+    RetryPolicy,
+)
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bulkpull {bulkpull.__version__}")
+        raise typer.Exit()
+
+
+@app.command(
+    help="Pull every image in IMAGES_FILE (or - for stdin) into one archive per image.\n\n"
+    "Each line is SOURCE [NEW_NAME]; blank lines and # comments are ignored. Archives load "
+    "with docker load, podman load, skopeo and ctr images import.",
+    epilog="Example: bulkpull images.txt --out-dir bundles/ --platform linux/arm64",
+)
+def pull(
+    images_file: Annotated[str, typer.Argument(metavar="IMAGES_FILE", show_default=False)],
+    out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where archives go.")] = Path(
+        "bundles"
+    ),
+    jobs: Annotated[
+        int, typer.Option("-j", "--jobs", min=1, help="Images resolved and written at once.")
+    ] = 4,
+    max_downloads: Annotated[
+        int,
+        typer.Option("--max-downloads", min=1, help="Blob downloads at once, all images together."),
+    ] = 8,
+    platform: Annotated[
+        str,
+        typer.Option("--platform", help="os/arch[/variant] to pick from multi-platform images."),
+    ] = "linux/amd64",
+    plain_http: Annotated[bool, typer.Option("--plain-http", help="Use HTTP, not HTTPS.")] = False,
+    skip_tls_verify: Annotated[
+        bool, typer.Option("--skip-tls-verify", help="Accept any TLS certificate.")
+    ] = False,
+    username: Annotated[str | None, typer.Option("-u", "--username", help="Registry user.")] = None,
+    password: Annotated[
+        str | None,
+        typer.Option("-p", "--password", help="Registry password (prefer --password-stdin)."),
+    ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    retries: Annotated[
+        int, typer.Option("--retries", min=0, help="Repeats of a failed request.")
+    ] = 3,
+    retry_delay: Annotated[
+        float, typer.Option("--retry-delay", min=0.0, help="First backoff in seconds; doubles.")
+    ] = 2.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to connect, and of read silence.")
+    ] = 60.0,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Log requests and retries.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("-q", "--quiet", help="Print only errors and the summary.")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        specs = bulkpull.read_image_list(images_file)
+        options = PullOptions(
+            platform=Platform.parse(platform),
+            jobs=jobs,
+            max_downloads=max_downloads,
+            plain_http=plain_http,
+            skip_tls_verify=skip_tls_verify,
+            credentials=_credentials(username, password, password_stdin, images_file),
+            retry=RetryPolicy(retries=retries, delay=retry_delay),
+            timeout=timeout,
+        )
+    except (ImageListError, InvalidPlatformError) as exc:
+        _usage_error(str(exc))
+    if not specs:
+        _usage_error(f"{images_file}: no images listed")
+
+    def report_progress(result: ImageResult) -> None:
+        if not quiet or not result.ok:
+            err.print(_result_line(result), soft_wrap=True)
+
+    try:
+        report = asyncio.run(
+            bulkpull.pull_images(specs, out_dir, options, on_result=report_progress)
+        )
+    except KeyboardInterrupt:
+        err.print("interrupted; verified and partial blobs are kept for the next run")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    _print_summary(report)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_SOME_FAILED)
+
+
+def _credentials(
+    username: str | None, password: str | None, password_stdin: bool, images_file: str
+) -> Credentials | None:
+    if password is not None and password_stdin:
+        _usage_error("--password and --password-stdin cannot be used together")
+    if password_stdin:
+        if images_file == "-":
+            _usage_error("--password-stdin cannot be used when the image list is read from stdin")
+        password = sys.stdin.readline().rstrip("\r\n")
+    if password is not None and username is None:
+        _usage_error("a password needs --username")
+    if username is None:
+        return None
+    return Credentials(username, password or "")
+
+
+def _usage_error(message: str) -> NoReturn:
+    err.print(f"bulkpull: {message}", soft_wrap=True)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def _result_line(result: ImageResult) -> str:
+    if result.error is not None:
+        return f"failed  {result.spec.source}: {result.error}"
+    digest = result.manifest_digest.short if result.manifest_digest else "?"
+    return f"pulled  {result.spec.source} -> {result.archive} ({digest}, {_size(result.size)})"
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _print_summary(report: PullReport) -> None:
+    table = Table(title=None, show_edge=False, pad_edge=False)
+    for column in ("image", "digest", "platform", "size", "archive or error"):
+        table.add_column(column, overflow="fold")
+    for result in report.results:
+        digest = str(result.manifest_digest)[:19] if result.manifest_digest else "-"
+        platform = str(result.platform) if result.platform else "-"
+        where = str(result.archive) if result.ok else f"error: {result.error}"
+        table.add_row(str(result.spec.source), digest, platform, _size(result.size), where)
+    out.print(table)
+    pulled = len(report.results) - len(report.failed)
+    out.print(f"{pulled} of {len(report.results)} images pulled, {len(report.failed)} failed")
+
+
+def main() -> None:
+    """Entry point of the ``bulkpull`` script and ``python -m bulkpull``."""
+    try:
+        app()
+    except BulkpullError as exc:  # an error the pull did not attribute to an image
+        err.print(f"bulkpull: {exc}", soft_wrap=True)
+        sys.exit(EXIT_SOME_FAILED)

@@ -1,0 +1,77 @@
+"""The knobs of a pull, as frozen values validated when they are made.
+
+Options are built once at the edge (the CLI, or a library caller) and passed down; lower layers
+receive only the pieces they use. Imports only ``errors``, ``platform`` and ``auth``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bulkpull.auth import Credentials
+from bulkpull.platform import DEFAULT_PLATFORM, Platform
+
+# Registries and CDNs throttle a single client beyond a handful of parallel blob GETs; eight keeps
+# a fast link busy without tripping Docker Hub's or a small registry's limits.
+DEFAULT_MAX_DOWNLOADS = 8
+# Resolving and archiving are light; four images in flight keep downloads fed.
+DEFAULT_JOBS = 4
+DEFAULT_RETRIES = 3
+DEFAULT_RETRY_DELAY = 2.0
+# containers/image caps its exponential backoff at a minute; so do we, Retry-After included.
+MAX_RETRY_DELAY = 60.0
+# Applies to connecting and to silence while reading; never to a whole transfer, since a large
+# layer on a slow link may take hours and still be moving.
+DEFAULT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """How often and how patiently a temporary failure is retried.
+
+    ``retries`` counts repeats after the first try, so ``retries=3`` means at most four tries.
+    """
+
+    retries: int = DEFAULT_RETRIES
+    delay: float = DEFAULT_RETRY_DELAY
+    max_delay: float = MAX_RETRY_DELAY
+
+    def __post_init__(self) -> None:
+        if self.retries < 0:
+            raise ValueError("retries must be >= 0")
+        if self.delay < 0 or self.max_delay < 0:
+            raise ValueError("retry delays must be >= 0")
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before repeat number ``attempt`` (1-based): exponential with jitter."""
+        base = min(self.delay * 2.0 ** (attempt - 1), self.max_delay)
+        return base * random.uniform(0.8, 1.2)  # jitter, not cryptography
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PullOptions:
+    """Everything that shapes a pull besides the list of images and the output directory.
+
+    ``store_dir`` is the content-addressed blob store; by default ``OUT_DIR/.bulkpull-store``,
+    so rerunning into the same directory reuses every blob already verified.
+    """
+
+    platform: Platform = DEFAULT_PLATFORM
+    jobs: int = DEFAULT_JOBS
+    max_downloads: int = DEFAULT_MAX_DOWNLOADS
+    plain_http: bool = False
+    skip_tls_verify: bool = False
+    credentials: Credentials | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float = DEFAULT_TIMEOUT
+    store_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ValueError("jobs must be > 0")
+        if self.max_downloads < 1:
+            raise ValueError("max_downloads must be > 0")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be > 0")

@@ -1,0 +1,147 @@
+"""Manifest and blob requests for one image, verified against the digests that name them.
+
+Resolving turns a reference into the exact manifest to pull: it fetches the tag or digest, checks
+the bytes against the reference's digest and ``Docker-Content-Digest``, and when it finds an index
+it picks the platform and fetches that manifest by digest. Blob bodies are handed out as streams;
+hashing them is the blob store's job. Imports ``transport`` and the value modules below it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from bulkpull.digest import Digest
+from bulkpull.errors import ContentError, DigestMismatchError, InvalidReferenceError
+from bulkpull.manifest import (
+    MANIFEST_ACCEPT,
+    MAX_MANIFEST_BYTES,
+    Descriptor,
+    ImageIndex,
+    ImageManifest,
+    choose_platform,
+    parse_manifest,
+)
+from bulkpull.platform import Platform
+from bulkpull.reference import Reference
+from bulkpull.transport import Transport
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(?:\d+|\*)")
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedManifest:
+    """A manifest or index exactly as the registry sent it, with its verified digest."""
+
+    raw: bytes
+    media_type: str
+    digest: Digest
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedImage:
+    """What to download for one reference: the chosen manifest and where it came from.
+
+    ``platform`` is the index entry's platform when the reference named an index; for a plain
+    manifest it is only known once the config is read.
+    """
+
+    reference: Reference
+    manifest: FetchedManifest
+    content: ImageManifest
+    index: FetchedManifest | None = None
+    platform: Platform | None = None
+
+    @property
+    def blobs(self) -> tuple[Descriptor, ...]:
+        """Config first, then layers in manifest order: the order archives are written in."""
+        return (self.content.config, *self.content.layers)
+
+    @property
+    def size(self) -> int:
+        return self.manifest.size + sum(blob.size for blob in self.blobs)
+
+
+class RegistryClient:
+    """Pulls manifests and blobs through a shared :class:`Transport`."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    async def resolve(self, reference: Reference, platform: Platform) -> ResolvedImage:
+        """Fetch the manifest for ``reference``, going through an index to ``platform``."""
+        what = str(reference)
+        top = await self.fetch_manifest(reference, reference.identifier)
+        content = parse_manifest(top.raw, top.media_type, what)
+        if isinstance(content, ImageManifest):
+            return ResolvedImage(reference, top, content)
+        entry = choose_platform(content, platform, what)
+        child = await self.fetch_manifest(reference, str(entry.digest), expected=entry)
+        child_content = parse_manifest(child.raw, child.media_type, f"{what} ({entry.platform})")
+        if isinstance(child_content, ImageIndex):
+            raise ContentError(f"{what}: index entry {entry.digest} is itself an index")
+        return ResolvedImage(reference, child, child_content, top, entry.platform)
+
+    async def fetch_manifest(
+        self, reference: Reference, identifier: str, expected: Descriptor | None = None
+    ) -> FetchedManifest:
+        """GET one manifest and verify its bytes: against the digest asked for, and against
+        ``Docker-Content-Digest`` when the registry sends one."""
+        path = f"/v2/{reference.path}/manifests/{identifier}"
+        async with self.transport.request(
+            "GET", reference.registry_host, reference.path, path, {"Accept": MANIFEST_ACCEPT}
+        ) as response:
+            raw = await response.read(MAX_MANIFEST_BYTES)
+            media_type = response.content_type
+            header = response.headers.get("Docker-Content-Digest")
+        what = f"manifest {reference.name}@{identifier}"
+        actual = Digest.of(raw)
+        if identifier.startswith("sha256:") and str(actual) != identifier:
+            raise DigestMismatchError(what, identifier, str(actual), len(raw))
+        if expected is not None and expected.size != len(raw):
+            raise DigestMismatchError(
+                what, f"{expected.digest} ({expected.size} bytes)", str(actual), len(raw)
+            )
+        if header and _header_digest(header, what) != actual:
+            raise DigestMismatchError(f"{what} (Docker-Content-Digest)", header, str(actual))
+        return FetchedManifest(raw, media_type, actual)
+
+    @asynccontextmanager
+    async def open_blob(
+        self, reference: Reference, digest: Digest, offset: int = 0
+    ) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
+        """Stream a blob from ``offset``; yields where the body really starts and the chunks.
+
+        Not retried here: a body can break after any byte, so the caller retries the whole
+        download (resuming from what it kept) through :meth:`Transport.retrying`.
+
+        A server that ignores ``Range`` answers 200 with the whole blob, and the start is then
+        0; a 206 is trusted only when its ``Content-Range`` begins exactly at ``offset``.
+        """
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        path = f"/v2/{reference.path}/blobs/{digest}"
+        async with self.transport.request(
+            "GET", reference.registry_host, reference.path, path, headers, retry=False
+        ) as response:
+            start = 0
+            if response.status == 206:
+                match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
+                if not match or int(match.group(1)) != offset:
+                    raise ContentError(
+                        f"GET {response.url}: Content-Range does not start at {offset}"
+                    )
+                start = offset
+            yield start, response.iter_chunks()
+
+
+def _header_digest(header: str, what: str) -> Digest:
+    try:
+        return Digest.parse(header.strip())
+    except InvalidReferenceError as exc:
+        raise ContentError(f"{what}: unusable Docker-Content-Digest {header!r}") from exc

@@ -1,0 +1,351 @@
+"""Real components for the tests in this directory: a distribution registry and a Docker engine.
+
+Both run as child processes of the test session, listen only on loopback or on unix sockets, keep
+their state in temporary directories and are stopped again at the end of the session.
+
+When a component cannot be used (a tool is missing, the engine does not start), ``unavailable``
+skips the test with the reason; with ``CI=true`` in the environment it fails the test instead, so
+CI never passes by skipping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+# Proxy settings must never send loopback traffic elsewhere; the children get none of them.
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def in_ci() -> bool:
+    """True when the environment says this is a CI run (``CI=true``)."""
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip the current test because a real component is missing; under ``CI=true``, fail it."""
+    if in_ci():
+        pytest.fail(f"{reason} (a skip under CI=true is a failure)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_tool(name: str) -> str:
+    """The absolute path of the executable ``name``, or skip/fail when it is not on PATH."""
+    path = shutil.which(name)
+    if path is None:
+        unavailable(f"{name!r} is not installed (not found on PATH)")
+    return path
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for child processes: ours without proxy settings, plus ``extra``."""
+    env = {key: value for key, value in os.environ.items() if key.lower() not in _PROXY_VARIABLES}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost,::1"
+    env.update(extra)
+    return env
+
+
+def run(
+    args: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    check: bool = True,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a command and capture its output; with ``check``, fail the test on a non-zero exit."""
+    result = subprocess.run(
+        list(args),
+        env=env if env is not None else child_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"command failed with exit code {result.returncode}: {' '.join(args)}\n"
+            f"--- stdout ---\n{result.stdout.decode(errors='replace')}\n"
+            f"--- stderr ---\n{result.stderr.decode(errors='replace')}",
+            pytrace=False,
+        )
+    return result
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a log file, for failure messages."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(no log: {exc})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _stop(process: subprocess.Popen[bytes], *, grace: float) -> None:
+    """Stop a child started in its own session: SIGTERM, then SIGKILL to its process group."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=grace)
+    # The child leads its own process group (start_new_session); end whatever is left of it.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=10)
+
+
+def _unmount_below(root: Path) -> None:
+    """Detach mounts left below ``root`` (deepest first) so that it can be removed."""
+    try:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return
+    prefix = str(root.resolve()) + "/"
+    points = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4:
+            point = fields[4].replace("\\040", " ")
+            if point.startswith(prefix):
+                points.append(point)
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+def remove_tree(root: Path) -> None:
+    """Remove a directory tree that a daemon may have left mounts in."""
+    _unmount_below(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Distribution registry
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A running distribution registry on 127.0.0.1 speaking plain HTTP."""
+
+    host: str
+    """``127.0.0.1:PORT``; the registry part of references."""
+    root: Path
+    """The storage directory."""
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+
+def _http_status(url: str, timeout: float = 2) -> int | None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as response:
+            status: int = response.status
+            return status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (OSError, ValueError):
+        return None
+
+
+def _registry_config(root: Path, port: int) -> str:
+    # JSON is valid YAML, which is what the registry reads.
+    config = {
+        "version": "0.1",
+        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(root)},
+            "delete": {"enabled": True},
+            "maintenance": {"uploadpurging": {"enabled": False}},
+        },
+        "http": {"addr": f"127.0.0.1:{port}", "secret": "bulkpull-tests"},
+    }
+    return json.dumps(config, indent=2)
+
+
+@contextlib.contextmanager
+def start_registry(workdir: Path, *, attempts: int = 3, timeout: float = 30) -> Iterator[Registry]:
+    """Run ``docker-registry serve`` with storage in ``workdir`` until the context exits."""
+    binary = require_tool("docker-registry")
+    workdir.mkdir(parents=True, exist_ok=True)
+    last_log = ""
+    for attempt in range(attempts):
+        port = free_port()
+        root = workdir / f"storage-{attempt}"
+        root.mkdir()
+        config = workdir / f"config-{attempt}.yml"
+        config.write_text(_registry_config(root, port))
+        log = workdir / f"registry-{attempt}.log"
+        with log.open("wb") as log_file:
+            process = subprocess.Popen(
+                [binary, "serve", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=child_env(),
+                start_new_session=True,
+            )
+        try:
+            deadline = time.monotonic() + timeout
+            while process.poll() is None and time.monotonic() < deadline:
+                if _http_status(f"http://127.0.0.1:{port}/v2/") == 200:
+                    break
+                time.sleep(0.1)
+            else:
+                # Exited (for instance: the port was taken meanwhile) or never answered.
+                last_log = log_tail(log)
+                continue
+            yield Registry(f"127.0.0.1:{port}", root, log)
+            return
+        finally:
+            _stop(process, grace=10)
+    unavailable(f"docker-registry did not start after {attempts} attempts; log:\n{last_log}")
+
+
+# --------------------------------------------------------------------------------------------
+# Docker engine
+
+
+@dataclass(frozen=True)
+class DockerEngine:
+    """A private Docker engine reachable on a unix socket."""
+
+    socket: Path
+    data_root: Path
+    log: Path
+    config_dir: Path
+    """``DOCKER_CONFIG`` for the client: keeps the user's client configuration out."""
+
+    @property
+    def host(self) -> str:
+        """The ``DOCKER_HOST`` value."""
+        return f"unix://{self.socket}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """A child environment whose ``docker`` talks to this engine."""
+        return child_env(DOCKER_HOST=self.host, DOCKER_CONFIG=str(self.config_dir))
+
+    def docker(
+        self, *args: str, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run the docker client against this engine."""
+        return run(["docker", *args], env=self.env, timeout=timeout, check=check)
+
+
+def _docker_precondition() -> None:
+    for tool in ("dockerd", "docker"):
+        require_tool(tool)
+    if os.geteuid() != 0:
+        unavailable("dockerd needs root to run a private engine (tests run as a non-root user)")
+
+
+@contextlib.contextmanager
+def start_dockerd(workdir: Path, *, timeout: float = 60) -> Iterator[DockerEngine]:
+    """Run a private ``dockerd`` (vfs storage, no networking) until the context exits.
+
+    State goes to ``workdir``; sockets go to a short directory in /tmp because unix socket paths
+    are limited to 107 bytes (dockerd puts its containerd's socket below ``--exec-root``).
+    """
+    _docker_precondition()
+    data_root = workdir / "data"
+    data_root.mkdir(parents=True)
+    config_dir = workdir / "client"
+    config_dir.mkdir()
+    (config_dir / "config.json").write_text("{}")
+    exec_root = Path(tempfile.mkdtemp(prefix="bp-", dir="/tmp"))
+    daemon_config = workdir / "daemon.json"
+    daemon_config.write_text("{}")  # keeps /etc/docker/daemon.json out
+    sock = exec_root / "docker.sock"
+    log = workdir / "dockerd.log"
+    tag = exec_root.name
+    args = [
+        "dockerd",
+        "--config-file", str(daemon_config),
+        "--iptables=false",
+        "--ip6tables=false",
+        "--ip-masq=false",
+        "--ip-forward=false",
+        "--bridge=none",
+        "--userland-proxy=false",
+        "--storage-driver=vfs",
+        "--data-root", str(data_root),
+        "--exec-root", str(exec_root),
+        "--pidfile", str(exec_root / "docker.pid"),
+        "--containerd-namespace", f"{tag}-moby",
+        "--containerd-plugins-namespace", f"{tag}-plugins",
+        "-H", f"unix://{sock}",
+    ]  # fmt: skip
+    engine = DockerEngine(sock, data_root, log, config_dir)
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=child_env(),
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                unavailable(
+                    f"dockerd exited with code {process.returncode} while starting; "
+                    f"log tail:\n{log_tail(log)}"
+                )
+            if sock.exists() and engine.docker("info", timeout=20, check=False).returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                unavailable(f"dockerd did not answer within {timeout}s; log tail:\n{log_tail(log)}")
+            time.sleep(0.25)
+        yield engine
+    finally:
+        containerd_pid = _read_pid(exec_root / "containerd" / "containerd.pid")
+        _stop(process, grace=20)
+        if containerd_pid is not None:
+            _stop_pid(containerd_pid, exec_root)
+        remove_tree(exec_root)
+        remove_tree(data_root)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _stop_pid(pid: int, exec_root: Path) -> None:
+    """Kill the containerd that dockerd started for us, if dockerd left it running."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return  # already gone
+    if str(exec_root).encode() not in cmdline:
+        return  # the pid was reused by an unrelated process
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
