@@ -125,7 +125,9 @@ def make_image(
         ],
     }
     media_type = str(manifest["mediaType"])
-    return Image(_canonical(manifest), media_type, config_bytes, tuple(layers), (os_name, arch, variant))
+    return Image(
+        _canonical(manifest), media_type, config_bytes, tuple(layers), (os_name, arch, variant)
+    )
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,9 @@ class Index:
         return self.images + self.attestations
 
 
-def make_index(images: list[Image], *, docker_types: bool = False, attestation: bool = False) -> Index:
+def make_index(
+    images: list[Image], *, docker_types: bool = False, attestation: bool = False
+) -> Index:
     """An index over ``images``; ``attestation`` adds a BuildKit-style unknown/unknown entry."""
     entries: list[dict[str, object]] = []
     attestations: list[Image] = []
@@ -161,17 +165,29 @@ def make_index(images: list[Image], *, docker_types: bool = False, attestation: 
         os_name, arch, variant = image.platform
         platform = {"os": os_name, "architecture": arch} | ({"variant": variant} if variant else {})
         entries.append(
-            {"mediaType": image.media_type, "digest": image.digest, "size": len(image.manifest),
-             "platform": platform}
+            {
+                "mediaType": image.media_type,
+                "digest": image.digest,
+                "size": len(image.manifest),
+                "platform": platform,
+            }
         )
     if attestation and images:
-        statement = make_image([make_layer({"statement.json": b"{}"})], os_name="unknown", arch="unknown")
+        statement = make_image(
+            [make_layer({"statement.json": b"{}"})], os_name="unknown", arch="unknown"
+        )
         attestations.append(statement)
         entries.append(
-            {"mediaType": OCI_MANIFEST, "digest": statement.digest, "size": len(statement.manifest),
-             "platform": {"os": "unknown", "architecture": "unknown"},
-             "annotations": {"vnd.docker.reference.type": "attestation-manifest",
-                             "vnd.docker.reference.digest": images[0].digest}}
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": statement.digest,
+                "size": len(statement.manifest),
+                "platform": {"os": "unknown", "architecture": "unknown"},
+                "annotations": {
+                    "vnd.docker.reference.type": "attestation-manifest",
+                    "vnd.docker.reference.digest": images[0].digest,
+                },
+            }
         )
     media_type = DOCKER_LIST if docker_types else OCI_INDEX
     index = {"schemaVersion": 2, "mediaType": media_type, "manifests": entries}
@@ -179,7 +195,7 @@ def make_index(images: list[Image], *, docker_types: bool = False, attestation: 
 
 
 def write_oci_layout(directory: Path, tagged: dict[str, Image | Index]) -> None:
-    """Write an OCI image layout holding ``tagged`` (tag → image) for ``skopeo copy oci:DIR:TAG``."""
+    """Write an OCI image layout of ``tagged`` (tag → image) for ``skopeo copy oci:DIR:TAG``."""
     blobs = directory / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
     (directory / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
@@ -196,8 +212,12 @@ def write_oci_layout(directory: Path, tagged: dict[str, Image | Index]) -> None:
                 put(blob)
         put(item.manifest)
         entries.append(
-            {"mediaType": item.media_type, "digest": item.digest, "size": len(item.manifest),
-             "annotations": {"org.opencontainers.image.ref.name": tag}}
+            {
+                "mediaType": item.media_type,
+                "digest": item.digest,
+                "size": len(item.manifest),
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }
         )
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
     (directory / "index.json").write_bytes(_canonical(index))

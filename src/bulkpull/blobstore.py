@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -48,7 +49,8 @@ class BlobStore:
         if final.is_file():
             return final
         self._directory.mkdir(parents=True, exist_ok=True)
-        temporary = final.with_name(f"{digest.hex}.{os.getpid()}.tmp")
+        # Unique per call: two images of one run may carry the same manifest at the same time.
+        temporary = final.with_name(f"{digest.hex}.{secrets.token_hex(8)}.tmp")
         async with aiofiles.open(temporary, "wb") as out:
             await out.write(data)
         os.replace(temporary, final)

@@ -35,9 +35,11 @@ EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-app = typer.Typer(add_completion=False, rich_markup_mode=None)
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+# Locals stay out of tracebacks: they hold passwords.
+app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_show_locals=False)
+# Messages carry registry text and user input; none of it is rich markup.
+err = Console(stderr=True, highlight=False, markup=False)
+out = Console(highlight=False, markup=False)
 
 
 def _version(value: bool) -> None:
@@ -173,16 +175,30 @@ def _size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _print_summary(report: PullReport) -> None:
-    table = Table(title=None, show_edge=False, pad_edge=False)
-    for column in ("image", "digest", "platform", "size", "archive or error"):
-        table.add_column(column, overflow="fold")
+def _summary_rows(report: PullReport) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
     for result in report.results:
         digest = str(result.manifest_digest)[:19] if result.manifest_digest else "-"
         platform = str(result.platform) if result.platform else "-"
         where = str(result.archive) if result.ok else f"error: {result.error}"
-        table.add_row(str(result.spec.source), digest, platform, _size(result.size), where)
-    out.print(table)
+        rows.append((str(result.spec.source), digest, platform, _size(result.size), where))
+    return rows
+
+
+def _print_summary(report: PullReport) -> None:
+    """A table on a terminal; one plain line per image elsewhere, so logs and greps keep
+    each image whole."""
+    rows = _summary_rows(report)
+    if out.is_terminal:
+        table = Table(show_edge=False, pad_edge=False)
+        for column in ("image", "digest", "platform", "size", "archive or error"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+    else:
+        for row in rows:
+            out.print("  ".join(row), soft_wrap=True)
     pulled = len(report.results) - len(report.failed)
     out.print(f"{pulled} of {len(report.results)} images pulled, {len(report.failed)} failed")
 

@@ -95,7 +95,7 @@ _SCHEMA1_HINT: Final = (
 
 JsonObject = Mapping[str, object]
 _T = TypeVar("_T")
-_JSON_NAMES: Final[dict[type, str]] = {dict: "object", list: "list", str: "string"}
+_JSON_NAMES: Final[dict[type, str]] = {dict: "an object", list: "a list", str: "a string"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +243,7 @@ def _decide_type(declared: str, body: JsonObject, what: str) -> str:
     body_type = body.get("mediaType")
     if body_type is not None and not isinstance(body_type, str):
         raise ContentError(f"{what}: mediaType is not a string")
-    if body.get("schemaVersion") == 1:
+    if _schema_version(body) == 1:
         return DOCKER_SCHEMA1_SIGNED_MANIFEST if "signatures" in body else DOCKER_SCHEMA1_MANIFEST
     if declared not in _GENERIC_TYPES:
         if body_type is not None and body_type != declared:
@@ -265,7 +265,7 @@ def _decide_type(declared: str, body: JsonObject, what: str) -> str:
 def _type_by_shape(body: JsonObject) -> str | None:
     """OCI allows omitting ``mediaType``; a schemaVersion 2 body is then an OCI index or
     manifest, told apart by its fields."""
-    if body.get("schemaVersion") != 2:
+    if _schema_version(body) != 2:
         return None
     if "manifests" in body:
         return OCI_INDEX
@@ -290,9 +290,14 @@ def _require_consistent(media_type: str, body: JsonObject, what: str) -> None:
     for name in wrong:
         if name in body:
             raise ContentError(f"{what}: {media_type} must not have {name!r}")
-    version = body.get("schemaVersion", 2)
-    if version != 2 or not isinstance(version, int):
-        raise ContentError(f"{what}: schemaVersion must be 2, got {version!r}")
+    if "schemaVersion" in body and _schema_version(body) != 2:
+        raise ContentError(f"{what}: schemaVersion must be 2, got {body['schemaVersion']!r}")
+
+
+def _schema_version(body: JsonObject) -> int | None:
+    """``schemaVersion`` when it is a real integer (JSON ``true`` and ``1.0`` are not)."""
+    version = body.get("schemaVersion")
+    return version if type(version) is int else None
 
 
 def _load_object(raw: bytes, limit: int, what: str) -> JsonObject:
@@ -378,7 +383,7 @@ def _field(body: JsonObject, name: str, kind: type[_T], what: str, where: str | 
     """A required field of the given JSON type; its absence or wrong type is bad content."""
     value = body.get(name)
     if not isinstance(value, kind):
-        shown = "missing" if value is None else f"not a {_JSON_NAMES.get(kind, kind.__name__)}"
+        shown = "missing" if value is None else f"not {_JSON_NAMES.get(kind, kind.__name__)}"
         raise ContentError(f"{what}: {where or name} is {shown}")
     return value
 

@@ -1,0 +1,251 @@
+"""An in-process registry (aiohttp.web on loopback) for exact HTTP assertions and fault injection.
+
+It speaks enough of the distribution API for a pull: ``/v2/`` with an anonymous, Basic or Bearer
+challenge, a token endpoint, manifests by tag or digest, and blobs, optionally redirected to a
+second server (a "CDN") that records whether ``Authorization`` reached it. Every request is
+logged, so tests can count what was asked for. Knobs inject faults: statuses before success, a
+reset after K bytes, corrupted bytes, ignored ``Range``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from imagefactory import Image, Index, sha256
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    query: dict[str, list[str]]
+
+
+@dataclass
+class Faults:
+    """Faults for one blob digest (or every path, under the key ``"*"``)."""
+
+    statuses: list[int] = field(default_factory=list)  # answered in turn before success
+    retry_after: str | None = None
+    reset_after: int | None = None  # close the connection after this many body bytes, once
+    corrupt_times: int = 0  # flip a byte in this many responses
+    ignore_range: bool = False
+
+
+class FakeRegistry:
+    """State and handlers; :func:`serve` puts it on a loopback port."""
+
+    def __init__(
+        self,
+        *,
+        auth: str = "none",
+        username: str = "",
+        password: str = "",
+    ) -> None:
+        self.auth = auth
+        self.username = username
+        self.password = password
+        self.manifests: dict[tuple[str, str], tuple[bytes, str]] = {}
+        self.blobs: dict[str, bytes] = {}
+        self.seen: list[Seen] = []
+        self.faults: dict[str, Faults] = {}
+        self.cdn_url: str | None = None
+        self.tokens: set[str] = set()
+        self.omit_content_digest = False
+        self.content_digest_override: str | None = None
+
+    # --- content -------------------------------------------------------------------------
+    def put_manifest(self, repo: str, reference: str, raw: bytes, media_type: str) -> None:
+        self.manifests[(repo, reference)] = (raw, media_type)
+        self.manifests[(repo, sha256(raw))] = (raw, media_type)
+
+    def add(self, repo: str, tag: str, item: Image | Index) -> None:
+        """Serve ``item`` as ``repo:tag`` with every manifest and blob it refers to."""
+        images = item.children if isinstance(item, Index) else (item,)
+        for image in images:
+            self.put_manifest(repo, image.digest, image.manifest, image.media_type)
+            self.blobs.update(image.blobs)
+        self.put_manifest(repo, tag, item.manifest, item.media_type)
+
+    # --- observation ---------------------------------------------------------------------
+    def count(self, method: str, path_suffix: str) -> int:
+        return sum(1 for s in self.seen if s.method == method and s.path.endswith(path_suffix))
+
+    def paths(self) -> Counter[str]:
+        return Counter(f"{s.method} {s.path}" for s in self.seen)
+
+    # --- the application -----------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._record])
+        app.router.add_get("/v2/", self._ping)
+        app.router.add_get("/token", self._token)
+        app.router.add_route("*", "/v2/{repo:.+}/manifests/{reference}", self._manifest)
+        app.router.add_get("/v2/{repo:.+}/blobs/{digest}", self._blob)
+        return app
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        query: dict[str, list[str]] = {}
+        for key, value in request.query.items():
+            query.setdefault(key, []).append(value)
+        self.seen.append(Seen(request.method, request.path, dict(request.headers), query))
+        return await handler(request)
+
+    def _challenge(self, request: web.Request) -> str:
+        if self.auth == "basic":
+            return 'Basic realm="fake"'
+        realm = f"http://{request.host}/token"
+        return f'Bearer realm="{realm}",service="fake-registry"'
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        if self.auth == "none":
+            return True
+        if self.auth == "basic":
+            return header == _basic(self.username, self.password)
+        return header.removeprefix("Bearer ") in self.tokens
+
+    def _unauthorized(self, request: web.Request) -> web.Response:
+        body = {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}
+        return web.json_response(
+            body, status=401, headers={"WWW-Authenticate": self._challenge(request)}
+        )
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._unauthorized(request)
+        return web.json_response({})
+
+    async def _token(self, request: web.Request) -> web.Response:
+        if self.username and request.headers.get("Authorization") != _basic(
+            self.username, self.password
+        ):
+            return web.json_response({"details": "incorrect username or password"}, status=401)
+        token = secrets.token_hex(8)
+        self.tokens.add(token)
+        return web.json_response({"token": token, "expires_in": 300})
+
+    def _fault_response(self, key: str) -> web.Response | None:
+        faults = self.faults.get(key) or self.faults.get("*")
+        if faults and faults.statuses:
+            status = faults.statuses.pop(0)
+            headers = {"Retry-After": faults.retry_after} if faults.retry_after else {}
+            code = "TOOMANYREQUESTS" if status == 429 else "UNAVAILABLE"
+            body = {"errors": [{"code": code, "message": f"injected {status}"}]}
+            return web.json_response(body, status=status, headers=headers)
+        return None
+
+    async def _manifest(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            return self._unauthorized(request)
+        repo, reference = request.match_info["repo"], request.match_info["reference"]
+        fault = self._fault_response(f"{repo}:{reference}")
+        if fault:
+            return fault
+        found = self.manifests.get((repo, reference))
+        if found is None:
+            body = {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}
+            return web.json_response(body, status=404)
+        raw, media_type = found
+        headers = {"Content-Type": media_type}
+        if not self.omit_content_digest:
+            headers["Docker-Content-Digest"] = self.content_digest_override or sha256(raw)
+        return web.Response(body=None if request.method == "HEAD" else raw, headers=headers)
+
+    async def _blob(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            return self._unauthorized(request)
+        digest = request.match_info["digest"]
+        if digest not in self.blobs:
+            body = {"errors": [{"code": "BLOB_UNKNOWN", "message": "blob unknown"}]}
+            return web.json_response(body, status=404)
+        if self.cdn_url:
+            raise web.HTTPTemporaryRedirect(f"{self.cdn_url}/cdn/{digest}?X-Signature=abc")
+        return await self.send_blob(request, digest)
+
+    async def send_blob(self, request: web.Request, digest: str) -> web.StreamResponse:
+        """Answer with the blob, honouring ``Range`` and the faults set for it."""
+        fault = self._fault_response(digest)
+        if fault:
+            return fault
+        data = self.blobs[digest]
+        faults = self.faults.get(digest, Faults())
+        if faults.corrupt_times:
+            faults.corrupt_times -= 1
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
+        start = _range_start(request.headers.get("Range", ""))
+        status, headers = 200, {"Content-Type": "application/octet-stream"}
+        if start is not None and not faults.ignore_range:
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+            data = data[start:]
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = len(data)
+        await response.prepare(request)
+        if faults.reset_after is not None:
+            cut, faults.reset_after = faults.reset_after, None
+            await response.write(data[:cut])
+            # Give the client time to read what was sent: a reset discards unread buffers, and
+            # the tests count the bytes a client managed to keep.
+            await asyncio.sleep(0.2)
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        await response.write(data)
+        await response.write_eof()
+        return response
+
+
+class FakeCDN:
+    """A second host blobs are redirected to; it never needs (and must never get) credentials."""
+
+    def __init__(self, registry: FakeRegistry) -> None:
+        self.registry = registry
+        self.seen: list[Seen] = []
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/cdn/{digest}", self._blob)
+        return app
+
+    async def _blob(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append(Seen(request.method, request.path, dict(request.headers), {}))
+        return await self.registry.send_blob(request, request.match_info["digest"])
+
+
+def _basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def _range_start(header: str) -> int | None:
+    if not header.startswith("bytes=") or not header.endswith("-"):
+        return None
+    return int(header.removeprefix("bytes=").removesuffix("-"))
+
+
+@asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    """Run ``app`` on a free loopback port; yields ``host:port``."""
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield f"127.0.0.1:{server.port}"
+    finally:
+        await server.close()
+
+
+def schema1_manifest() -> tuple[bytes, str]:
+    body = json.dumps({"schemaVersion": 1, "name": "x", "tag": "1", "fsLayers": []}).encode()
+    return body, "application/vnd.docker.distribution.manifest.v1+prettyjws"
