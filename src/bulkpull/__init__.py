@@ -10,6 +10,7 @@ and every error bulkpull raises on purpose is a :class:`BulkpullError`.
 
 from __future__ import annotations
 
+import inspect
 from importlib.metadata import version
 
 from bulkpull.auth import Credentials
@@ -33,7 +34,7 @@ from bulkpull.errors import (
 from bulkpull.imagelist import ImageSpec, image_spec, parse_image_list, read_image_list
 from bulkpull.options import PullOptions, RetryPolicy
 from bulkpull.platform import DEFAULT_PLATFORM, Platform
-from bulkpull.pull import ImageResult, PullReport, pull_image, pull_images
+from bulkpull.pull import ImageResult, PullReport, ResultCallback, pull_image, pull_images
 from bulkpull.reference import Reference, parse_reference
 
 __version__ = version("bulkpull")
@@ -59,6 +60,7 @@ __all__ = [
     "Reference",
     "RegistryDiagnostic",
     "RegistryError",
+    "ResultCallback",
     "RetryPolicy",
     "TransportError",
     "UnsupportedMediaTypeError",
@@ -75,6 +77,6 @@ __all__ = [
 # Show public names as bulkpull.X in tracebacks, reprs and docs, not bulkpull.errors.X.
 for _name in __all__:
     _obj = globals()[_name]
-    if isinstance(_obj, type) or callable(_obj):
+    if isinstance(_obj, type) or inspect.isfunction(_obj):
         _obj.__module__ = __name__
 del _name, _obj

@@ -114,7 +114,13 @@ def may_send_credentials(realm: str, registry_origin: str) -> bool:
     parts = urlsplit(realm)
     if parts.scheme == "https":
         return True
-    return f"{parts.scheme}://{parts.netloc}" == registry_origin
+    registry = urlsplit(registry_origin)
+    # urlsplit lowercases the host name, which is case-insensitive.
+    return (parts.scheme, parts.hostname, parts.port) == (
+        registry.scheme,
+        registry.hostname,
+        registry.port,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -23,10 +24,12 @@ from bulkpull import (
     Credentials,
     ImageListError,
     ImageResult,
+    ImageSpec,
     InvalidPlatformError,
     Platform,
     PullOptions,
     PullReport,
+    ResultCallback,
     RetryPolicy,
 )
 
@@ -123,19 +126,34 @@ def pull(
     if not specs:
         _usage_error(f"{images_file}: no images listed")
 
+    finished: list[ImageResult] = []
+
     def report_progress(result: ImageResult) -> None:
+        finished.append(result)
         if not quiet or not result.ok:
             err.print(_result_line(result), soft_wrap=True)
 
     try:
-        report = asyncio.run(
-            bulkpull.pull_images(specs, out_dir, options, on_result=report_progress)
+        report = asyncio.run(_pull_until_signalled(specs, out_dir, options, report_progress))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pulled = sum(result.ok for result in finished)
+        err.print(
+            f"interrupted: {pulled} of {len(specs)} images pulled; verified and partial blobs "
+            "are kept for the next run"
         )
-    except KeyboardInterrupt:
-        err.print("interrupted; verified and partial blobs are kept for the next run")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     _print_summary(report)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_SOME_FAILED)
+
+
+async def _pull_until_signalled(
+    specs: list[ImageSpec], out_dir: Path, options: PullOptions, on_result: ResultCallback
+) -> PullReport:
+    """Pull, treating SIGTERM like Ctrl-C: cancel, keep what is verified, write no archive."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await bulkpull.pull_images(specs, out_dir, options, on_result=on_result)
 
 
 def _credentials(
@@ -161,9 +179,14 @@ def _usage_error(message: str) -> NoReturn:
 
 def _result_line(result: ImageResult) -> str:
     if result.error is not None:
-        return f"failed  {result.spec.source}: {result.error}"
+        return f"failed  {result.spec.source}: {_error_text(result.error)}"
     digest = result.manifest_digest.short if result.manifest_digest else "?"
     return f"pulled  {result.spec.source} -> {result.archive} ({digest}, {_size(result.size)})"
+
+
+def _error_text(error: BulkpullError) -> str:
+    tries = f" (after {error.tries} tries)" if error.tries > 1 else ""
+    return f"{error}{tries}"
 
 
 def _size(size: int) -> str:
@@ -180,7 +203,9 @@ def _summary_rows(report: PullReport) -> list[tuple[str, ...]]:
     for result in report.results:
         digest = str(result.manifest_digest)[:19] if result.manifest_digest else "-"
         platform = str(result.platform) if result.platform else "-"
-        where = str(result.archive) if result.ok else f"error: {result.error}"
+        where = (
+            str(result.archive) if result.error is None else f"error: {_error_text(result.error)}"
+        )
         rows.append((str(result.spec.source), digest, platform, _size(result.size), where))
     return rows
 

@@ -31,7 +31,13 @@ TEMPORARY_CODES = frozenset({"TOOMANYREQUESTS", "UNAVAILABLE"})
 
 
 class BulkpullError(Exception):
-    """Root of every error bulkpull raises deliberately."""
+    """Root of every error bulkpull raises deliberately.
+
+    ``tries`` is how many attempts the failed operation got before giving up (set by the
+    retry loop), so a summary can say "after 4 tries" without parsing messages.
+    """
+
+    tries: int = 1
 
 
 class InvalidReferenceError(BulkpullError, ValueError):

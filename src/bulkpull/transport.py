@@ -189,6 +189,8 @@ class Transport:
         self._plain_http = plain_http
         self._ssl: ssl.SSLContext | bool = not skip_tls_verify
         self._endpoints: dict[str, asyncio.Task[_Endpoint]] = {}
+        # origin → monotonic time before which no new request goes there (after a 429).
+        self._paused_until: dict[str, float] = {}
         self._tokens: dict[tuple[str, str], Token] = {}
         self._token_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
@@ -234,15 +236,14 @@ class Transport:
             try:
                 return await attempt()
             except BulkpullError as exc:
+                exc.tries = tries
                 if not is_temporary(exc) or tries > self._retry.retries:
-                    if tries > 1:
-                        exc.add_note(f"after {tries} tries")
                     raise
                 delay = self._retry.backoff(tries)
                 advised = getattr(exc, "retry_after", None)
                 if advised is not None:
                     delay = max(delay, min(advised, self._retry.max_delay))
-                log.info("retrying in %.1fs after: %s", delay, exc)
+                log.info("retrying in %.1fs (try %d failed): %s", delay, tries, exc)
                 await asyncio.sleep(delay)
 
     async def _endpoint(self, registry: str) -> _Endpoint:
@@ -370,12 +371,26 @@ class Transport:
     async def _open(
         self, method: str, url: str, headers: Mapping[str, str]
     ) -> aiohttp.ClientResponse:
+        await self._wait_while_paused(_origin_of(url))
         try:
             return await self._session.request(
                 method, url, headers=headers, allow_redirects=False, ssl=self._ssl
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransportError(f"{method} {redact(url)}: {_describe(exc)}") from exc
+
+    async def _wait_while_paused(self, origin: str) -> None:
+        # A loop, not an Event: another 429 may extend the pause while we sleep.
+        while (wait := self._paused_until.get(origin, 0.0) - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)
+
+    def _pause(self, origin: str, seconds: float) -> None:
+        """Hold back every new request to ``origin``: a registry that throttles one worker
+        would otherwise be hammered by all the others until each got its own 429."""
+        until = time.monotonic() + min(seconds, self._retry.max_delay)
+        if until > self._paused_until.get(origin, 0.0):
+            self._paused_until[origin] = until
+            log.warning("%s is throttling: pausing requests to it for %.1fs", origin, seconds)
 
     async def _error(self, method: str, response: aiohttp.ClientResponse) -> RegistryError:
         """Turn an error status into the matching :class:`RegistryError`, body capped."""
@@ -390,6 +405,9 @@ class Transport:
         text = "" if diagnostics else body.decode("utf-8", "replace")
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         status = response.status
+        if status == 429:
+            origin = _origin_of(str(response.url))
+            self._pause(origin, retry_after if retry_after is not None else self._retry.backoff(1))
         kind: type[RegistryError] = RegistryError
         if status in (401, 403):
             kind = AuthenticationError

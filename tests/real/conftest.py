@@ -18,7 +18,7 @@ _TESTS_DIR = Path(__file__).resolve().parent.parent
 if str(_TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(_TESTS_DIR))
 
-from services import (  # noqa: E402
+from .services import (  # noqa: E402
     DockerEngine,
     Registry,
     require_tool,
@@ -26,7 +26,7 @@ from services import (  # noqa: E402
     start_registry,
     unavailable,
 )
-from testimages import PushedImages, build_and_push  # noqa: E402
+from .testimages import PushedImages, build_and_push  # noqa: E402
 
 _HERE = Path(__file__).resolve().parent
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -158,6 +160,49 @@ class Registry:
     def url(self) -> str:
         return f"http://{self.host}"
 
+    def log_offset(self) -> int:
+        """The current end of the log, to pass to ``requests`` or ``blob_downloads`` later."""
+        return self.log.stat().st_size
+
+    def requests(self, since: int = 0) -> list[Request]:
+        """The requests in the access log after offset ``since``, in the order logged."""
+        with self.log.open("rb") as log:
+            log.seek(since)
+            text = log.read().decode(errors="replace")
+        return [
+            Request(match["method"], match["path"], int(match["status"]), match["agent"])
+            for match in _ACCESS_LOG_LINE.finditer(text)
+        ]
+
+    def blob_downloads(self, since: int = 0) -> list[Request]:
+        """The blob GETs (``GET /v2/<repository>/blobs/<digest>``) after offset ``since``."""
+        return [request for request in self.requests(since) if request.blob is not None]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request the registry answered, from its access log."""
+
+    method: str
+    path: str
+    status: int
+    agent: str
+
+    @property
+    def blob(self) -> str | None:
+        """The digest, if this is a blob download."""
+        match = _BLOB_PATH.fullmatch(self.path)
+        return match["digest"] if match and self.method == "GET" else None
+
+
+# Access log lines are in the Apache combined format.
+_ACCESS_LOG_LINE = re.compile(
+    r'^\S+ \S+ \S+ \[[^\]]*\] "(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" '
+    r'(?P<status>[0-9]{3}) \S+ "[^"]*" "(?P<agent>[^"]*)"$',
+    re.MULTILINE,
+)
+_BLOB_PATH = re.compile(r"/v2/(?P<repository>\S+)/blobs/(?P<digest>sha256:[0-9a-f]{64})(\?\S*)?")
+
 
 def _http_status(url: str, timeout: float = 2) -> int | None:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -175,7 +220,8 @@ def _registry_config(root: Path, port: int) -> str:
     # JSON is valid YAML, which is what the registry reads.
     config = {
         "version": "0.1",
-        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        # The access log goes to the log file too: tests read the requests from it.
+        "log": {"level": "warn", "accesslog": {"disabled": False}},
         "storage": {
             "filesystem": {"rootdirectory": str(root)},
             "delete": {"enabled": True},
@@ -245,6 +291,18 @@ class DockerEngine:
         return f"unix://{self.socket}"
 
     @property
+    def containerd_socket(self) -> Path:
+        """The socket of the containerd that this dockerd started and uses."""
+        return self.socket.parent / "containerd" / "containerd.sock"
+
+    def ctr(
+        self, namespace: str, *args: str, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run containerd's ``ctr`` in ``namespace`` against this engine's containerd."""
+        command = ["ctr", "--address", str(self.containerd_socket), "--namespace", namespace]
+        return run([*command, *args], env=self.env, timeout=timeout, check=check)
+
+    @property
     def env(self) -> dict[str, str]:
         """A child environment whose ``docker`` talks to this engine."""
         return child_env(DOCKER_HOST=self.host, DOCKER_CONFIG=str(self.config_dir))
@@ -281,7 +339,8 @@ def start_dockerd(workdir: Path, *, timeout: float = 60) -> Iterator[DockerEngin
     daemon_config.write_text("{}")  # keeps /etc/docker/daemon.json out
     sock = exec_root / "docker.sock"
     log = workdir / "dockerd.log"
-    tag = exec_root.name
+    # containerd namespaces of our own: even a shared containerd keeps our containers apart.
+    tag = f"bulkpull-{secrets.token_hex(4)}"
     args = [
         "dockerd",
         "--config-file", str(daemon_config),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
-from archives import normalize_tagged, read_archives
-from services import run
-from testimages import PushedImages
+
+from .archives import normalize_tagged, read_archives
+from .services import run
+from .testimages import PushedImages
 
 pytestmark = pytest.mark.real
 
@@ -40,7 +42,10 @@ def test_bad_list_line_is_a_usage_error_before_any_pull(
     pushed_images: PushedImages, bulkpull_command: list[str], tmp_path: Path
 ) -> None:
     good = pushed_images.shared_oci_a.reference
+    log_start = pushed_images.registry.log_offset()
     transcript, code, out_dir = _pull(bulkpull_command, [good, "Not//A Valid:ref!"], tmp_path)
     assert code == 2, transcript
     assert "images.txt:2" in transcript
     assert not out_dir.exists() or read_archives(out_dir) == [], transcript
+    time.sleep(0.2)  # the registry logs a request just after answering it
+    assert pushed_images.registry.requests(log_start) == [], "the registry was contacted"

@@ -1,22 +1,27 @@
-"""End to end: the CLI pulls from a real registry; docker, skopeo read what it wrote.
+"""End to end: the CLI pulls from a real registry; docker, containerd and skopeo read the result.
 
 One CLI run pulls the whole test set (tags, a digest-only reference, a renamed image, a
 multi-platform index); each archive is then checked on its own: its layout, ``docker load`` and
-the image ID, ``skopeo inspect`` through both the docker-archive and the oci-archive transport.
+the image ID, ``ctr images import`` with unpacking, ``skopeo inspect`` through both the
+docker-archive and the oci-archive transport. The registry's access log shows what was downloaded.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import dataclass, field
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import pytest
-from archives import Archive, blob_path, normalize_tagged, read_archives, sha256
-from services import DockerEngine, run
-from testimages import BUSYBOX_GREETING, PushedImage, PushedImages, host_arch
+
+from .archives import Archive, blob_path, normalize_tagged, read_archives, sha256
+from .services import DockerEngine, Request, run
+from .testimages import BUSYBOX_GREETING, DEFAULT_PLATFORM_ARCH, PushedImage, PushedImages
 
 pytestmark = pytest.mark.real
 
@@ -65,7 +70,8 @@ class Pull:
     result: subprocess.CompletedProcess[bytes]
     out_dir: Path
     lines: list[Line]
-    _by_role: dict[str, Archive] = field(default_factory=dict)
+    blob_downloads: list[Request]
+    """The registry's blob GETs during the run."""
 
     def describe(self) -> str:
         return (
@@ -117,8 +123,17 @@ def pull(
 ) -> Pull:
     lines = list_lines(pushed_images)
     workdir = tmp_path_factory.mktemp("roundtrip")
+    registry = pushed_images.registry
+    log_start = registry.log_offset()
     argv, result, out_dir = pull_list(bulkpull_command, [line.text for line in lines], workdir)
-    return Pull(argv, result, out_dir, lines)
+    # The registry logs a request just after answering it: give the last lines a moment.
+    needed = {blob for line in lines for blob in line.pushed.image.blobs}
+    deadline = time.monotonic() + 3
+    downloads = registry.blob_downloads(log_start)
+    while {d.blob for d in downloads} < needed and time.monotonic() < deadline:
+        time.sleep(0.1)
+        downloads = registry.blob_downloads(log_start)
+    return Pull(argv, result, out_dir, lines, downloads)
 
 
 def test_cli_pulls_every_line_into_one_archive(pull: Pull) -> None:
@@ -130,6 +145,24 @@ def test_cli_pulls_every_line_into_one_archive(pull: Pull) -> None:
     )
     leftovers = [path.name for path in pull.out_dir.glob("*.partial")]
     assert leftovers == [], f"unfinished files left in the output directory: {leftovers}"
+
+
+def test_each_needed_blob_is_downloaded_once(pull: Pull) -> None:
+    pull.require_success()
+    needed = {blob for line in pull.lines for blob in line.pushed.image.blobs}
+    counts = Counter(download.blob for download in pull.blob_downloads)
+    # The base layer is in five lines from four repositories; the store fetches it once.
+    assert {digest: counts[digest] for digest in needed} == dict.fromkeys(needed, 1), (
+        f"blob GETs: {pull.blob_downloads}"
+    )
+    multi = pull.line("multi-platform").pushed
+    assert multi.index is not None
+    other_platforms = {
+        blob for image in multi.index.images if image is not multi.image for blob in image.blobs
+    } - needed
+    assert other_platforms, "the other platform's image should have blobs of its own"
+    fetched = other_platforms & set(counts)
+    assert not fetched, f"blobs of platforms not asked for were downloaded: {fetched}"
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -191,6 +224,25 @@ def test_docker_runs_the_pulled_busybox(pull: Pull, dockerd: DockerEngine) -> No
     assert shell.stdout.decode() == "42\n"
 
 
+@pytest.mark.parametrize("role", ROLES)
+def test_containerd_imports_and_unpacks_archive(
+    pull: Pull, dockerd: DockerEngine, real_tool: Callable[[str], str], role: str
+) -> None:
+    real_tool("ctr")
+    archive = pull.archive(role)
+    line = pull.line(role)
+    namespace = f"bulkpull-ctr-{ROLES.index(role)}"
+    # Unpacking with the native snapshotter checks every layer against its diff_id.
+    dockerd.ctr(namespace, "images", "import", "--snapshotter", "native", str(archive.path))
+    listed = dockerd.ctr(namespace, "images", "list").stdout.decode().splitlines()
+    rows = {row.split()[0]: row.split() for row in listed[1:]}
+    assert line.repo_tag in rows, f"ctr images list:\n{chr(10).join(listed)}"
+    allowed = {line.pushed.image.digest} | (
+        {line.pushed.index.digest} if line.pushed.index else set()
+    )
+    assert rows[line.repo_tag][2] in allowed
+
+
 def skopeo_inspect(transport: str, path: Path, *flags: str) -> bytes:
     return run(["skopeo", "inspect", *flags, f"{transport}:{path}"]).stdout
 
@@ -223,12 +275,12 @@ def test_skopeo_reads_oci_archive(pull: Pull, role: str) -> None:
     assert sha256(config) == image.config_digest
 
 
-def test_multi_platform_archive_holds_the_host_platform_child(pull: Pull) -> None:
+def test_multi_platform_archive_holds_the_default_platform_child(pull: Pull) -> None:
     pushed = pull.line("multi-platform").pushed
     assert pushed.index is not None
     archive = pull.archive("multi-platform")
     child = pushed.image
-    assert child.platform == ("linux", host_arch(), "")
+    assert child.platform == ("linux", DEFAULT_PLATFORM_ARCH, "")
     assert archive.blob(child.digest) == child.manifest
     (item,) = archive.manifest_json
     assert item["Config"] == blob_path(child.config_digest)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import imagefactory
 import pytest
-from services import DockerEngine, run
-from testimages import BUSYBOX_GREETING, PushedImages
+
+from .services import DockerEngine, run
+from .testimages import BUSYBOX_GREETING, PushedImages
 
 pytestmark = pytest.mark.real
 

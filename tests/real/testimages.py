@@ -18,11 +18,15 @@ from pathlib import Path
 
 import imagefactory
 from imagefactory import Image, Index, Layer
-from services import Registry, run, unavailable
+
+from .services import Registry, run, unavailable
 
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 BUSYBOX_APPLETS = ("sh", "echo", "cat", "ls", "true")
 BUSYBOX_GREETING = "hello from bulkpull"
+
+DEFAULT_PLATFORM_ARCH = "amd64"
+"""The architecture the CLI picks from a multi-platform image unless told otherwise."""
 
 _OCI_TYPES = (imagefactory.OCI_MANIFEST, imagefactory.OCI_INDEX)
 _MACHINE_TO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
@@ -89,7 +93,7 @@ class PushedImage:
     reference: str
     """The reference as pushed: ``127.0.0.1:PORT/repo:tag``."""
     image: Image
-    """The single-platform image a pull yields (for an index: the child for this host)."""
+    """The single-platform image a pull yields (for an index: the linux/amd64 child)."""
     index: Index | None = None
     """The index behind ``reference``, for multi-platform images."""
 
@@ -222,7 +226,7 @@ def build_and_push(registry: Registry, workdir: Path) -> PushedImages:
         shared_docker=pushed("shared-docker", shared_docker),
         pinned=pushed("pinned", pinned),
         busybox=pushed("busybox", busybox),
-        multi=pushed("multi", children[arch], index),
+        multi=pushed("multi", children[DEFAULT_PLATFORM_ARCH], index),
     )
 
 
