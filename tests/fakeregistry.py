@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import secrets
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ class Seen:
     path: str
     headers: dict[str, str]
     query: dict[str, list[str]]
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -40,8 +42,13 @@ class Faults:
     statuses: list[int] = field(default_factory=list)  # answered in turn before success
     retry_after: str | None = None
     reset_after: int | None = None  # close the connection after this many body bytes, once
+    stall_after: int | None = None  # go silent after this many bytes, once, then close
+    stall_seconds: float = 0.0
+    truncate_to: int | None = None  # a short body with a matching Content-Length, once
     corrupt_times: int = 0  # flip a byte in this many responses
     ignore_range: bool = False
+    expire_tokens: int = 0  # forget every token and answer 401, this many times
+    chunk_delay: float = 0.0  # pause between 256 KiB chunks: a slow link
 
 
 class FakeRegistry:
@@ -63,6 +70,7 @@ class FakeRegistry:
         self.faults: dict[str, Faults] = {}
         self.cdn_url: str | None = None
         self.tokens: set[str] = set()
+        self.bytes_sent: Counter[str] = Counter()
         self.omit_content_digest = False
         self.content_digest_override: str | None = None
 
@@ -168,6 +176,11 @@ class FakeRegistry:
         if not self._authorized(request):
             return self._unauthorized(request)
         digest = request.match_info["digest"]
+        faults = self.faults.get(digest)
+        if faults and faults.expire_tokens:
+            faults.expire_tokens -= 1
+            self.tokens.clear()
+            return self._unauthorized(request)
         if digest not in self.blobs:
             body = {"errors": [{"code": "BLOB_UNKNOWN", "message": "blob unknown"}]}
             return web.json_response(body, status=404)
@@ -184,28 +197,44 @@ class FakeRegistry:
         faults = self.faults.get(digest, Faults())
         if faults.corrupt_times:
             faults.corrupt_times -= 1
-            data = bytes([data[0] ^ 0xFF]) + data[1:]
+            data = data[:-1] + bytes([data[-1] ^ 0xFF])
         start = _range_start(request.headers.get("Range", ""))
         status, headers = 200, {"Content-Type": "application/octet-stream"}
         if start is not None and not faults.ignore_range:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
             data = data[start:]
+        if faults.truncate_to is not None:
+            data, faults.truncate_to = data[: faults.truncate_to], None
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = len(data)
         await response.prepare(request)
-        if faults.reset_after is not None:
-            cut, faults.reset_after = faults.reset_after, None
-            await response.write(data[:cut])
-            # Give the client time to read what was sent: a reset discards unread buffers, and
-            # the tests count the bytes a client managed to keep.
+        cut = faults.reset_after if faults.reset_after is not None else faults.stall_after
+        if cut is not None:
+            await self._send(response, digest, data[:cut], faults.chunk_delay)
+            if faults.stall_after is not None:
+                faults.stall_after = None
+                await asyncio.sleep(faults.stall_seconds)
+            faults.reset_after = None
+            # Let the client read what was sent: a reset discards unread buffers, and the
+            # tests count the bytes a client managed to keep.
             await asyncio.sleep(0.2)
             assert request.transport is not None
             request.transport.close()
             return response
-        await response.write(data)
+        await self._send(response, digest, data, faults.chunk_delay)
         await response.write_eof()
         return response
+
+    async def _send(
+        self, response: web.StreamResponse, digest: str, data: bytes, delay: float
+    ) -> None:
+        step = 256 * 1024 if delay else max(len(data), 1)
+        for offset in range(0, len(data), step):
+            await response.write(data[offset : offset + step])
+            self.bytes_sent[digest] += len(data[offset : offset + step])
+            if delay:
+                await asyncio.sleep(delay)
 
 
 class FakeCDN:

@@ -15,14 +15,13 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-
-import aiofiles
+from typing import BinaryIO
 
 from bulkpull.digest import Digest, DigestVerifier
 from bulkpull.errors import DigestMismatchError
 
-# Bytes gathered before one write: a thread hand-off per network chunk (often a few KiB) would
-# cost more than the write itself.
+# Bytes gathered before one hash-and-write in a worker thread: a thread hand-off per network
+# chunk (often a few KiB) would cost more than the work itself.
 WRITE_BUFFER_BYTES = 1024 * 1024
 READ_BUFFER_BYTES = 1024 * 1024
 
@@ -45,16 +44,21 @@ class BlobStore:
 
     async def put_bytes(self, digest: Digest, data: bytes) -> Path:
         """Store bytes already verified in memory (manifests), atomically."""
+        return await asyncio.to_thread(self._put_bytes, digest, data)
+
+    def _put_bytes(self, digest: Digest, data: bytes) -> Path:
         final = self.path(digest)
-        if final.is_file():
-            return final
-        self._directory.mkdir(parents=True, exist_ok=True)
-        # Unique per call: two images of one run may carry the same manifest at the same time.
-        temporary = final.with_name(f"{digest.hex}.{secrets.token_hex(8)}.tmp")
-        async with aiofiles.open(temporary, "wb") as out:
-            await out.write(data)
-        os.replace(temporary, final)
+        if not final.is_file():
+            self._directory.mkdir(parents=True, exist_ok=True)
+            # Unique per call: two images of one run may carry the same manifest at once.
+            temporary = final.with_name(f"{digest.hex}.{secrets.token_hex(8)}.tmp")
+            temporary.write_bytes(data)
+            os.replace(temporary, final)
         return final
+
+    async def read_small(self, digest: Digest) -> bytes:
+        """A stored blob's bytes; only for configs and manifests, never layers."""
+        return await asyncio.to_thread(self.path(digest).read_bytes)
 
     async def ingest(self, digest: Digest, size: int, opener: BlobOpener, what: str) -> Path:
         """Download a blob through ``opener`` unless it is here, resuming a partial file.
@@ -65,13 +69,17 @@ class BlobStore:
         final = self.path(digest)
         if final.is_file():
             return final
-        self._directory.mkdir(parents=True, exist_ok=True)
         partial = final.with_name(f"{digest.hex}.partial")
         verifier = await asyncio.to_thread(_rehash, partial, digest, size)
-        async with opener(verifier.size) as (start, chunks):
-            if start != verifier.size:
-                verifier = DigestVerifier(digest, size)
-            await _append(partial, chunks, verifier, truncate=start == 0)
+        if verifier.size == size and verifier.actual != digest:
+            # A complete partial file with wrong bytes: nothing in it can be trusted.
+            partial.unlink()
+            verifier = DigestVerifier(digest, size)
+        if verifier.size < size or size == 0:
+            async with opener(verifier.size) as (start, chunks):
+                if start != verifier.size:
+                    verifier = DigestVerifier(digest, size)
+                await _receive(partial, chunks, verifier, truncate=start == 0)
         try:
             verifier.verify(what)
         except DigestMismatchError:
@@ -81,25 +89,39 @@ class BlobStore:
         return final
 
 
-async def _append(
+async def _receive(
     partial: Path, chunks: AsyncIterator[bytes], verifier: DigestVerifier, *, truncate: bool
 ) -> None:
-    """Hash and write chunks; what arrived before a failure is flushed so it can be resumed."""
+    """Gather chunks into large buffers, each hashed and written by one thread hop.
+
+    What arrived before a failure or a cancellation is written too, so it can be resumed.
+    The file is opened and closed here rather than through an async file library: a task
+    cancelled while such a library opens a file in a thread would leak the file.
+    """
     buffer = bytearray()
     limit = verifier.expected_size
-    async with aiofiles.open(partial, "wb" if truncate else "ab") as out:
+    with _open_partial(partial, truncate) as handle:
         try:
             async for chunk in chunks:
-                verifier.update(chunk)
                 buffer += chunk
                 if len(buffer) >= WRITE_BUFFER_BYTES:
-                    await out.write(bytes(buffer))
+                    await asyncio.to_thread(_hash_and_write, handle, verifier, bytes(buffer))
                     buffer.clear()
-                if limit is not None and verifier.size > limit:
+                if limit is not None and verifier.size + len(buffer) > limit:
                     break  # longer than promised: stop reading; verify() refuses it
         finally:
-            if buffer:
-                await out.write(bytes(buffer))
+            _hash_and_write(handle, verifier, buffer)
+
+
+def _open_partial(partial: Path, truncate: bool) -> BinaryIO:
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    return partial.open("wb" if truncate else "ab")
+
+
+def _hash_and_write(handle: BinaryIO, verifier: DigestVerifier, data: bytes | bytearray) -> None:
+    """Runs in a worker thread: hashlib and file writes release the GIL for large buffers."""
+    verifier.update(data)
+    handle.write(data)
 
 
 def _rehash(partial: Path, digest: Digest, size: int) -> DigestVerifier:

@@ -63,7 +63,7 @@ class DigestVerifier:
     size: int = 0
     _hash: hashlib._Hash = field(default_factory=hashlib.sha256, repr=False)
 
-    def update(self, chunk: bytes | memoryview) -> None:
+    def update(self, chunk: bytes | bytearray | memoryview) -> None:
         self._hash.update(chunk)
         self.size += len(chunk)
 

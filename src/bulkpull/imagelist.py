@@ -108,7 +108,7 @@ def read_image_list(path: str | Path) -> list[ImageSpec]:
     if str(path) == STDIN:
         return parse_image_list(sys.stdin, "<stdin>")
     try:
-        with Path(path).open(encoding="utf-8") as handle:
+        with Path(path).open(encoding="utf-8-sig") as handle:  # tolerate a BOM
             return parse_image_list(handle, str(path))
     except (OSError, UnicodeDecodeError) as exc:
         raise ImageListError(str(path), 0, f"cannot read: {exc}") from exc

@@ -45,9 +45,10 @@ class RetryPolicy:
             raise ValueError("retry delays must be >= 0")
 
     def backoff(self, attempt: int) -> float:
-        """Seconds to wait before repeat number ``attempt`` (1-based): exponential with jitter."""
-        base = min(self.delay * 2.0 ** (attempt - 1), self.max_delay)
-        return base * random.uniform(0.8, 1.2)  # jitter, not cryptography
+        """Seconds to wait before repeat number ``attempt`` (1-based): exponential with jitter,
+        never above ``max_delay``."""
+        base = self.delay * 2.0 ** (attempt - 1)
+        return min(base * random.uniform(0.8, 1.2), self.max_delay)  # jitter, not cryptography
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

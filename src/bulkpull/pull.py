@@ -15,9 +15,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiofiles
-import aiofiles.os
-
 from bulkpull.archive import ArchiveImage, write_archive
 from bulkpull.blobstore import BlobStore
 from bulkpull.digest import Digest
@@ -84,7 +81,7 @@ async def pull_images(
     specs = [image if isinstance(image, ImageSpec) else image_spec(image) for image in images]
     options = options or PullOptions()
     out = Path(out_dir)
-    await aiofiles.os.makedirs(out, exist_ok=True)
+    await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     store = BlobStore(options.store_dir or out / STORE_DIRNAME)
     connections = options.max_downloads + options.jobs
     async with open_session(timeout=options.timeout, connections=connections) as session:
@@ -196,18 +193,21 @@ class _Run:
         async with self._downloads:
             try:
                 return await self._registry.transport.retrying(attempt)
-            except DigestMismatchError as exc:
+            except DigestMismatchError as first:
                 # The store dropped the bad bytes; one more try from zero, then give up.
-                log.info("%s; downloading again", exc)
-                return await self._registry.transport.retrying(attempt)
+                log.info("%s; downloading again", first)
+                try:
+                    return await self._registry.transport.retrying(attempt)
+                except BulkpullError as second:
+                    second.tries += first.tries
+                    raise
 
     async def _config(self, resolved: ResolvedImage) -> ImageConfig:
         """Read the config and check it against the manifest: docker load refuses an image
         whose layer count differs from ``rootfs.diff_ids``."""
         descriptor = resolved.content.config
         what = f"config of {resolved.reference}"
-        async with aiofiles.open(self._store.path(descriptor.digest), "rb") as handle:
-            config = parse_config(await handle.read(), what)
+        config = parse_config(await self._store.read_small(descriptor.digest), what)
         if len(config.diff_ids) != len(resolved.content.layers):
             raise ContentError(
                 f"{what}: {len(config.diff_ids)} diff_ids for {len(resolved.content.layers)} layers"

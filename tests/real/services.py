@@ -257,7 +257,9 @@ def start_registry(workdir: Path, *, attempts: int = 3, timeout: float = 30) -> 
         try:
             deadline = time.monotonic() + timeout
             while process.poll() is None and time.monotonic() < deadline:
-                if _http_status(f"http://127.0.0.1:{port}/v2/") == 200:
+                # Our registry logs the probe; another server that got the port would not.
+                answered = _http_status(f"http://127.0.0.1:{port}/v2/") == 200
+                if answered and b'"GET /v2/ HTTP/1.1" 200' in log.read_bytes():
                     break
                 time.sleep(0.1)
             else:
@@ -289,6 +291,12 @@ class DockerEngine:
     def host(self) -> str:
         """The ``DOCKER_HOST`` value."""
         return f"unix://{self.socket}"
+
+    def remove_all_images(self) -> None:
+        """Forget every image, so that the next load cannot reuse layers it already has."""
+        listed = self.docker("image", "ls", "--all", "--quiet").stdout.decode().split()
+        if listed:
+            self.docker("image", "rm", "--force", *sorted(set(listed)))
 
     @property
     def containerd_socket(self) -> Path:

@@ -1,0 +1,236 @@
+"""The import rules of DESIGN.md, read from the source with ``ast``.
+
+A module imports only bulkpull modules above it in ``LAYERS``; ``cli`` uses only the public
+package; each third-party dependency (and ``tarfile``) has exactly the owners listed in ``OWNERS``.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import bulkpull
+
+SOURCE = Path(bulkpull.__file__).parent
+PACKAGE = "bulkpull"
+
+# Lowest first. "__init__" stands for the package itself (``import bulkpull``).
+LAYERS = (
+    "errors",
+    "digest",
+    "reference",
+    "platform",
+    "manifest",
+    "auth",
+    "options",
+    "transport",
+    "registry",
+    "blobstore",
+    "archive",
+    "imagelist",
+    "pull",
+    "__init__",
+    "cli",
+    "__main__",
+)
+# Modules that may import only the public package, never a submodule.
+PUBLIC_API_ONLY = frozenset({"cli"})
+# Top-level import name -> the modules allowed to import it.
+OWNERS = {
+    "aiohttp": frozenset({"transport"}),
+    "aiohttp_socks": frozenset({"transport"}),
+    "typer": frozenset({"cli"}),
+    "rich": frozenset({"cli"}),
+    "tarfile": frozenset({"archive"}),
+    "aiofiles": frozenset({"blobstore", "pull"}),
+}
+
+
+@dataclass(frozen=True)
+class Import:
+    """One imported module as ``module`` names it: a bulkpull layer or a top-level name."""
+
+    target: str
+    internal: bool
+    line: int
+    text: str
+
+
+def imports_of(source: str) -> list[Import]:
+    """Every import in ``source`` (nested and ``TYPE_CHECKING`` ones too), resolved."""
+    found: list[Import] = []
+    for node in ast.walk(ast.parse(source)):
+        text = ast.unparse(node) if isinstance(node, ast.Import | ast.ImportFrom) else ""
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.append(_classify(alias.name, node.lineno, text))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                # Relative: "from . import x" / "from .x import y" inside the package.
+                base = f"{PACKAGE}.{node.module}" if node.module else PACKAGE
+            else:
+                base = node.module or ""
+            if base == PACKAGE:
+                for alias in node.names:
+                    submodule = alias.name in LAYERS and alias.name != "__init__"
+                    target = f"{PACKAGE}.{alias.name}" if submodule else PACKAGE
+                    found.append(_classify(target, node.lineno, text))
+            else:
+                found.append(_classify(base, node.lineno, text))
+    return sorted(found, key=lambda i: (i.line, i.target))
+
+
+def _classify(name: str, line: int, text: str) -> Import:
+    if name == PACKAGE:
+        return Import("__init__", True, line, text)
+    if name.startswith(f"{PACKAGE}."):
+        return Import(name.split(".")[1], True, line, text)
+    return Import(name.split(".")[0], False, line, text)
+
+
+def violations(module: str, source: str) -> list[str]:
+    """What ``module`` imports against the rules, one sentence each."""
+    problems: list[str] = []
+    if module not in LAYERS:
+        return [f"bulkpull.{module} is not placed in LAYERS; add it where it belongs"]
+    rank = LAYERS.index(module)
+    for imported in imports_of(source):
+        where = f"bulkpull.{module} line {imported.line}: {imported.text!r}"
+        if imported.internal:
+            if imported.target == module:
+                continue
+            if imported.target not in LAYERS:
+                problems.append(f"{where} imports unknown module bulkpull.{imported.target}")
+            elif module in PUBLIC_API_ONLY and imported.target != "__init__":
+                problems.append(
+                    f"{where} imports bulkpull.{imported.target}; {module} may use only the "
+                    "public API (import from bulkpull)"
+                )
+            elif LAYERS.index(imported.target) >= rank:
+                problems.append(
+                    f"{where} imports bulkpull.{imported.target}, which is not above "
+                    f"{module} in the layer order"
+                )
+        elif imported.target in OWNERS and module not in OWNERS[imported.target]:
+            owners = ", ".join(sorted(OWNERS[imported.target]))
+            problems.append(f"{where} imports {imported.target}, which only {owners} may import")
+    return problems
+
+
+MODULES = sorted(path.stem for path in SOURCE.glob("*.py"))
+
+
+def test_every_layer_is_a_module_and_every_module_is_a_layer() -> None:
+    assert sorted(LAYERS) == MODULES
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_imports_follow_layers_and_dependency_owners(module: str) -> None:
+    source = (SOURCE / f"{module}.py").read_text(encoding="utf-8")
+
+    problems = violations(module, source)
+
+    assert not problems, "\n".join(problems)
+
+
+# The checker itself, on sources written for the purpose: each rule must be able to fail.
+@pytest.mark.parametrize(
+    ("module", "source", "expected"),
+    [
+        pytest.param("digest", "from bulkpull.errors import X", [], id="below-is-fine"),
+        pytest.param(
+            "errors",
+            "from bulkpull.digest import Digest",
+            [
+                "bulkpull.errors line 1: 'from bulkpull.digest import Digest' imports "
+                "bulkpull.digest, which is not above errors in the layer order"
+            ],
+            id="upward-import",
+        ),
+        pytest.param(
+            "registry",
+            "def f():\n    import bulkpull.pull",
+            [
+                "bulkpull.registry line 2: 'import bulkpull.pull' imports bulkpull.pull, "
+                "which is not above registry in the layer order"
+            ],
+            id="nested-import",
+        ),
+        pytest.param(
+            "manifest",
+            "from . import auth",
+            [
+                "bulkpull.manifest line 1: 'from . import auth' imports bulkpull.auth, "
+                "which is not above manifest in the layer order"
+            ],
+            id="relative-import",
+        ),
+        pytest.param(
+            "pull",
+            "from bulkpull import PullOptions",
+            [
+                "bulkpull.pull line 1: 'from bulkpull import PullOptions' imports "
+                "bulkpull.__init__, which is not above pull in the layer order"
+            ],
+            id="package-import-below-init",
+        ),
+        pytest.param("cli", "import bulkpull\nfrom bulkpull import Platform", [], id="cli-public"),
+        pytest.param(
+            "cli",
+            "from bulkpull.errors import BulkpullError",
+            [
+                "bulkpull.cli line 1: 'from bulkpull.errors import BulkpullError' imports "
+                "bulkpull.errors; cli may use only the public API (import from bulkpull)"
+            ],
+            id="cli-submodule",
+        ),
+        pytest.param(
+            "cli",
+            "from bulkpull import errors",
+            [
+                "bulkpull.cli line 1: 'from bulkpull import errors' imports bulkpull.errors; "
+                "cli may use only the public API (import from bulkpull)"
+            ],
+            id="cli-submodule-via-package",
+        ),
+        pytest.param(
+            "registry",
+            "import aiohttp.web",
+            [
+                "bulkpull.registry line 1: 'import aiohttp.web' imports aiohttp, which only "
+                "transport may import"
+            ],
+            id="foreign-owner",
+        ),
+        pytest.param(
+            "pull",
+            "from tarfile import TarFile",
+            [
+                "bulkpull.pull line 1: 'from tarfile import TarFile' imports tarfile, which only "
+                "archive may import"
+            ],
+            id="tarfile-outside-archive",
+        ),
+        pytest.param(
+            "archive",
+            "import aiofiles",
+            [
+                "bulkpull.archive line 1: 'import aiofiles' imports aiofiles, which only "
+                "blobstore, pull may import"
+            ],
+            id="aiofiles-outside-owners",
+        ),
+        pytest.param("transport", "import aiohttp_socks", [], id="owner-may-import"),
+        pytest.param(
+            "gadgets",
+            "",
+            ["bulkpull.gadgets is not placed in LAYERS; add it where it belongs"],
+            id="unplaced-module",
+        ),
+    ],
+)
+def test_checker_reports_module_and_import(module: str, source: str, expected: list[str]) -> None:
+    assert violations(module, source) == expected

@@ -1,0 +1,341 @@
+"""The tar writer: one file that is an OCI layout and a docker archive, from local blobs only."""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bulkpull.archive import ArchiveImage, write_archive
+from bulkpull.digest import Digest
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+@dataclass
+class Store:
+    """Blob files on disk, named by digest, the way the blob store keeps them."""
+
+    root: Path
+
+    def add(self, data: bytes) -> Digest:
+        digest = Digest.of(data)
+        path = self.path(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return digest
+
+    def path(self, digest: Digest) -> Path:
+        return self.root / "sha256" / digest.hex
+
+    def image(
+        self,
+        name: str,
+        ref_name: str,
+        config: bytes,
+        layers: list[bytes],
+        media_type: str = OCI_MANIFEST,
+    ) -> ArchiveImage:
+        config_digest = self.add(config)
+        layer_digests = tuple(self.add(layer) for layer in layers)
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": media_type,
+                "config": {"digest": str(config_digest), "size": len(config)},
+                "layers": [{"digest": str(d)} for d in layer_digests],
+            }
+        ).encode()
+        return ArchiveImage(
+            name=name,
+            ref_name=ref_name,
+            manifest=self.add(manifest),
+            manifest_media_type=media_type,
+            manifest_size=len(manifest),
+            config=config_digest,
+            layers=layer_digests,
+        )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "store")
+
+
+@pytest.fixture
+def alpine(store: Store) -> ArchiveImage:
+    # Layer sizes straddle tar's 512-byte blocks: padding must be exact for each.
+    return store.image(
+        "docker.io/library/alpine:3.19",
+        "3.19",
+        b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}',
+        [b"\x1f\x8b layer one" * 100, b"x" * 512, b"", os.urandom(70_001)],
+    )
+
+
+@pytest.fixture
+def busybox(store: Store, alpine: ArchiveImage) -> ArchiveImage:
+    """Shares its last layer with ``alpine`` and has a layer of its own."""
+    shared = store.path(alpine.layers[-1]).read_bytes()
+    return store.image(
+        "registry.example:5000/tools/busybox:1.36",
+        "1.36",
+        b'{"architecture":"arm64","os":"linux"}',
+        [shared, b"busybox layer"],
+        media_type=DOCKER_MANIFEST,
+    )
+
+
+def blob_name(digest: Digest) -> str:
+    return f"blobs/sha256/{digest.hex}"
+
+
+def read_members(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {
+            member.name: tar.extractfile(member).read()  # type: ignore[union-attr]
+            for member in tar.getmembers()
+            if member.isfile()
+        }
+
+
+def test_members_in_order_layout_first_blobs_in_manifest_order_manifest_json_last(
+    tmp_path: Path, store: Store, alpine: ArchiveImage
+) -> None:
+    archive = tmp_path / "alpine.tar"
+
+    write_archive(archive, [alpine], store.path)
+
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert names == [
+        "oci-layout",
+        "blobs",
+        "blobs/sha256",
+        blob_name(alpine.manifest),
+        blob_name(alpine.config),
+        *(blob_name(layer) for layer in alpine.layers),
+        "index.json",
+        "manifest.json",
+    ]
+
+
+def test_only_regular_files_and_the_two_blob_directories(
+    tmp_path: Path, store: Store, alpine: ArchiveImage, busybox: ArchiveImage
+) -> None:
+    archive = tmp_path / "both.tar"
+
+    write_archive(archive, [alpine, busybox], store.path)
+
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+    directories = [m.name for m in members if m.isdir()]
+    others = [m.name for m in members if not m.isdir() and not m.isfile()]
+    assert directories == ["blobs", "blobs/sha256"]
+    assert others == []
+    for member in members:
+        assert (member.mtime, member.uid, member.gid) == (0, 0, 0), member.name
+        assert (member.uname, member.gname) == ("", ""), member.name
+        assert member.mode == (0o755 if member.isdir() else 0o644), member.name
+
+
+def test_blobs_are_the_exact_bytes_of_the_store(
+    tmp_path: Path, store: Store, alpine: ArchiveImage
+) -> None:
+    archive = tmp_path / "alpine.tar"
+
+    write_archive(archive, [alpine], store.path)
+
+    members = read_members(archive)
+    for digest in alpine.blobs:
+        assert members[blob_name(digest)] == store.path(digest).read_bytes()
+        assert Digest.of(members[blob_name(digest)]) == digest
+
+
+def test_oci_layout_file(tmp_path: Path, store: Store, alpine: ArchiveImage) -> None:
+    archive = tmp_path / "alpine.tar"
+
+    write_archive(archive, [alpine], store.path)
+
+    assert json.loads(read_members(archive)["oci-layout"]) == {"imageLayoutVersion": "1.0.0"}
+
+
+def test_blob_shared_by_two_images_is_stored_once(
+    tmp_path: Path, store: Store, alpine: ArchiveImage, busybox: ArchiveImage
+) -> None:
+    archive = tmp_path / "both.tar"
+
+    write_archive(archive, [alpine, busybox], store.path)
+
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    blobs = [name for name in names if name.startswith("blobs/sha256/")]
+    assert len(blobs) == len(set(blobs))
+    assert set(blobs) == {blob_name(d) for d in (*alpine.blobs, *busybox.blobs)}
+    assert blob_name(alpine.layers[-1]) in blobs
+    assert busybox.layers[0] == alpine.layers[-1]
+
+
+def test_manifest_json_points_into_blobs_with_full_names(
+    tmp_path: Path, store: Store, alpine: ArchiveImage, busybox: ArchiveImage
+) -> None:
+    archive = tmp_path / "both.tar"
+
+    write_archive(archive, [alpine, busybox], store.path)
+
+    manifest = json.loads(read_members(archive)["manifest.json"])
+    assert manifest == [
+        {
+            "Config": blob_name(alpine.config),
+            "RepoTags": ["docker.io/library/alpine:3.19"],
+            "Layers": [blob_name(layer) for layer in alpine.layers],
+        },
+        {
+            "Config": blob_name(busybox.config),
+            "RepoTags": ["registry.example:5000/tools/busybox:1.36"],
+            "Layers": [blob_name(layer) for layer in busybox.layers],
+        },
+    ]
+
+
+def test_index_json_names_each_image_and_carries_no_platform(
+    tmp_path: Path, store: Store, alpine: ArchiveImage, busybox: ArchiveImage
+) -> None:
+    archive = tmp_path / "both.tar"
+
+    write_archive(archive, [alpine, busybox], store.path)
+
+    index = json.loads(read_members(archive)["index.json"])
+    assert index == {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": str(alpine.manifest),
+                "size": alpine.manifest_size,
+                "annotations": {
+                    "io.containerd.image.name": "docker.io/library/alpine:3.19",
+                    "org.opencontainers.image.ref.name": "3.19",
+                },
+            },
+            {
+                "mediaType": DOCKER_MANIFEST,
+                "digest": str(busybox.manifest),
+                "size": busybox.manifest_size,
+                "annotations": {
+                    "io.containerd.image.name": "registry.example:5000/tools/busybox:1.36",
+                    "org.opencontainers.image.ref.name": "1.36",
+                },
+            },
+        ],
+    }
+
+
+def test_every_blob_named_in_index_and_manifest_json_is_in_the_tar(
+    tmp_path: Path, store: Store, alpine: ArchiveImage, busybox: ArchiveImage
+) -> None:
+    archive = tmp_path / "both.tar"
+
+    write_archive(archive, [alpine, busybox], store.path)
+
+    members = read_members(archive)
+    index = json.loads(members["index.json"])
+    for entry in index["manifests"]:
+        blob = members[blob_name(Digest.parse(entry["digest"]))]
+        assert len(blob) == entry["size"]
+    for item in json.loads(members["manifest.json"]):
+        for path in (item["Config"], *item["Layers"]):
+            assert path in members
+
+
+def test_same_images_give_identical_bytes(
+    tmp_path: Path, store: Store, alpine: ArchiveImage, busybox: ArchiveImage
+) -> None:
+    first, second = tmp_path / "first.tar", tmp_path / "second.tar"
+
+    write_archive(first, [alpine, busybox], store.path)
+    for digest in (*alpine.blobs, *busybox.blobs):
+        os.utime(store.path(digest), (1_700_000_000, 1_700_000_000))
+        store.path(digest).chmod(0o600)
+    write_archive(second, [alpine, busybox], store.path)
+
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_size_is_returned_and_whole_tar_records(
+    tmp_path: Path, store: Store, alpine: ArchiveImage
+) -> None:
+    archive = tmp_path / "alpine.tar"
+
+    size = write_archive(archive, [alpine], store.path)
+
+    assert size == archive.stat().st_size
+    assert size % tarfile.RECORDSIZE == 0
+    assert archive.read_bytes()[-1024:] == b"\0" * 1024
+
+
+def test_archive_extracts_with_tarfile(
+    tmp_path: Path, store: Store, alpine: ArchiveImage, busybox: ArchiveImage
+) -> None:
+    archive = tmp_path / "both.tar"
+    write_archive(archive, [alpine, busybox], store.path)
+    out = tmp_path / "out"
+
+    with tarfile.open(archive) as tar:
+        tar.extractall(out, filter="data")
+
+    for digest in (*alpine.blobs, *busybox.blobs):
+        assert (out / blob_name(digest)).read_bytes() == store.path(digest).read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "blobs",
+        "index.json",
+        "manifest.json",
+        "oci-layout",
+    ]
+
+
+def test_missing_blob_raises_and_leaves_no_file(
+    tmp_path: Path, store: Store, alpine: ArchiveImage
+) -> None:
+    archive = tmp_path / "alpine.tar"
+    store.path(alpine.layers[1]).unlink()
+
+    with pytest.raises(FileNotFoundError):
+        write_archive(archive, [alpine], store.path)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+def test_failure_keeps_an_earlier_archive_of_the_same_name(
+    tmp_path: Path, store: Store, alpine: ArchiveImage
+) -> None:
+    archive = tmp_path / "alpine.tar"
+    write_archive(archive, [alpine], store.path)
+    earlier = archive.read_bytes()
+    store.path(alpine.config).unlink()
+
+    with pytest.raises(FileNotFoundError):
+        write_archive(archive, [alpine], store.path)
+
+    assert archive.read_bytes() == earlier
+    assert not archive.with_name("alpine.tar.partial").exists()
+
+
+def test_each_blob_is_looked_up_once_even_when_an_image_repeats(
+    tmp_path: Path, store: Store, alpine: ArchiveImage
+) -> None:
+    asked: list[Digest] = []
+
+    def blob_path(digest: Digest) -> Path:
+        asked.append(digest)
+        return store.path(digest)
+
+    write_archive(tmp_path / "alpine.tar", [alpine, alpine], blob_path)
+
+    assert asked == list(alpine.blobs)

@@ -1,0 +1,282 @@
+"""The image list format: SOURCE [NEW_NAME] per line, comments, errors as FILE:LINE: reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bulkpull.errors import ImageListError
+from bulkpull.imagelist import image_spec, parse_image_list, read_image_list
+
+HEX = "a" * 64
+OTHER_HEX = "b" * 64
+
+
+def targets(text: str) -> list[str]:
+    return [str(spec.target) for spec in parse_image_list(text.splitlines(), "images.txt")]
+
+
+def test_comments_blank_lines_and_inline_comments_are_ignored() -> None:
+    text = """\
+# base images
+alpine:3.19
+
+   busybox   # the small one
+\t
+ghcr.io/acme/tool:1.2#pinned
+    # indented comment
+"""
+    assert targets(text) == [
+        "docker.io/library/alpine:3.19",
+        "docker.io/library/busybox:latest",
+        "ghcr.io/acme/tool:1.2",
+    ]
+
+
+def test_specs_remember_where_they_came_from() -> None:
+    specs = parse_image_list(["# header", "", "alpine:3.19", "busybox"], "list.txt")
+
+    assert [spec.origin for spec in specs] == ["list.txt:3", "list.txt:4"]
+
+
+def test_crlf_line_endings_are_accepted() -> None:
+    assert targets("alpine:3.19\r\nbusybox\r\n") == [
+        "docker.io/library/alpine:3.19",
+        "docker.io/library/busybox:latest",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "source", "target"),
+    [
+        pytest.param(
+            "alpine",
+            "docker.io/library/alpine:latest",
+            "docker.io/library/alpine:latest",
+            id="default-tag",
+        ),
+        pytest.param(
+            "alpine:3.19 registry.example/alpine",
+            "docker.io/library/alpine:3.19",
+            "registry.example/alpine:3.19",
+            id="new-name-keeps-source-tag",
+        ),
+        pytest.param(
+            "alpine:3.19 registry.example:5000/base/alpine:stable",
+            "docker.io/library/alpine:3.19",
+            "registry.example:5000/base/alpine:stable",
+            id="new-name-with-own-tag",
+        ),
+        pytest.param(
+            "alpine:3.19 mirror/alpine:latest",
+            "docker.io/library/alpine:3.19",
+            "docker.io/mirror/alpine:latest",
+            id="explicit-latest-is-kept",
+        ),
+        pytest.param(
+            f"alpine@sha256:{HEX}",
+            f"docker.io/library/alpine@sha256:{HEX}",
+            f"docker.io/library/alpine:sha256-{HEX}",
+            id="digest-only-gets-digest-tag",
+        ),
+        pytest.param(
+            f"alpine@sha256:{HEX} registry.example/alpine",
+            f"docker.io/library/alpine@sha256:{HEX}",
+            f"registry.example/alpine:sha256-{HEX}",
+            id="digest-only-renamed-gets-digest-tag",
+        ),
+        pytest.param(
+            f"alpine:3.19@sha256:{HEX}",
+            f"docker.io/library/alpine:3.19@sha256:{HEX}",
+            "docker.io/library/alpine:3.19",
+            id="tag-and-digest-pulls-digest-names-tag",
+        ),
+        pytest.param(
+            f"alpine:3.19@sha256:{HEX} registry.example/alpine",
+            f"docker.io/library/alpine:3.19@sha256:{HEX}",
+            "registry.example/alpine:3.19",
+            id="tag-and-digest-renamed",
+        ),
+    ],
+)
+def test_source_and_new_name_give_source_and_target(line: str, source: str, target: str) -> None:
+    [spec] = parse_image_list([line], "images.txt")
+
+    assert str(spec.source) == source
+    assert str(spec.target) == target
+    assert spec.target.digest is None
+    assert spec.target.tag is not None
+
+
+def test_image_spec_without_new_name_matches_the_list_form() -> None:
+    [from_list] = parse_image_list(["alpine:3.19 registry.example/alpine"], "images.txt")
+
+    spec = image_spec("alpine:3.19", "registry.example/alpine", origin="images.txt:1")
+
+    assert spec == from_list
+
+
+@pytest.mark.parametrize(
+    ("lines", "line_number", "reason"),
+    [
+        pytest.param(
+            ["alpine", "alpine:3.19 a b"],
+            2,
+            "expected 'SOURCE [NEW_NAME]', got 'alpine:3.19 a b'",
+            id="too-many-fields",
+        ),
+        pytest.param(
+            ["alpine", "", "Alpine:3.19"],
+            3,
+            "invalid reference 'Alpine:3.19': repository name must be lowercase",
+            id="bad-source",
+        ),
+        pytest.param(
+            ["alpine:3.19 registry.example/Alpine"],
+            1,
+            "invalid reference 'registry.example/Alpine': repository name must be lowercase",
+            id="bad-new-name",
+        ),
+        pytest.param(
+            [f"alpine:3.19 registry.example/alpine@sha256:{HEX}"],
+            1,
+            f"invalid reference 'registry.example/alpine@sha256:{HEX}': "
+            "a new name cannot carry a digest",
+            id="new-name-with-digest",
+        ),
+        pytest.param(
+            ["alpine@sha512:" + "a" * 128],
+            1,
+            "unsupported digest algorithm 'sha512'",
+            id="unsupported-digest",
+        ),
+    ],
+)
+def test_bad_line_raises_file_line_reason(lines: list[str], line_number: int, reason: str) -> None:
+    with pytest.raises(ImageListError) as caught:
+        parse_image_list(lines, "images.txt")
+
+    assert (caught.value.source, caught.value.line) == ("images.txt", line_number)
+    assert str(caught.value).startswith(f"images.txt:{line_number}: ")
+    assert reason in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("lines", "earlier", "later"),
+    [
+        pytest.param(["alpine:3.19", "# x", "alpine:3.19"], 1, 3, id="same-line-twice"),
+        pytest.param(
+            ["busybox", "alpine:3.19", "docker.io/library/alpine:3.19"], 2, 3, id="same-normalized"
+        ),
+        pytest.param(
+            ["alpine:3.19", "registry.example/alpine:3.19 docker.io/library/alpine"],
+            1,
+            2,
+            id="renamed-onto-another",
+        ),
+        pytest.param(
+            [f"alpine:3.19@sha256:{HEX}", f"alpine:3.19@sha256:{OTHER_HEX}"],
+            1,
+            2,
+            id="two-digests-one-tag",
+        ),
+        pytest.param(["a/b:c", "a_b:c"], 1, 2, id="different-names-same-file"),
+    ],
+)
+def test_two_lines_for_one_archive_are_refused_naming_the_earlier_line(
+    lines: list[str], earlier: int, later: int
+) -> None:
+    with pytest.raises(ImageListError) as caught:
+        parse_image_list(lines, "images.txt")
+
+    assert caught.value.line == later
+    assert f"line {earlier}" in caught.value.reason
+
+
+def test_same_source_under_two_new_names_is_allowed() -> None:
+    assert targets("alpine:3.19 mirror/alpine\nalpine:3.19 mirror/alpine:stable\n") == [
+        "docker.io/mirror/alpine:3.19",
+        "docker.io/mirror/alpine:stable",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "filename"),
+    [
+        ("alpine", "alpine_latest.tar"),
+        ("alpine:3.19", "alpine_3.19.tar"),
+        ("docker.io/library/alpine:3.19", "alpine_3.19.tar"),
+        ("bitnami/redis:7.2", "bitnami_redis_7.2.tar"),
+        ("library/foo/bar:2", "library_foo_bar_2.tar"),
+        ("ghcr.io/acme/tool:v1.2-rc_1", "ghcr.io_acme_tool_v1.2-rc_1.tar"),
+        ("127.0.0.1:5000/test/a:v1", "127.0.0.1_5000_test_a_v1.tar"),
+        ("localhost/app:Dev", "localhost_app_Dev.tar"),
+        ("[::1]:5000/test/a:v1", "___1__5000_test_a_v1.tar"),
+        (f"alpine@sha256:{HEX}", f"alpine_sha256-{HEX}.tar"),
+        ("alpine:3.19 registry.example/base/alpine", "registry.example_base_alpine_3.19.tar"),
+    ],
+)
+def test_archive_filename_is_familiar_target_made_safe(line: str, filename: str) -> None:
+    [spec] = parse_image_list([line], "images.txt")
+
+    assert spec.archive_filename == filename
+
+
+def test_read_image_list_reads_a_utf8_file(tmp_path: Path) -> None:
+    path = tmp_path / "images.txt"
+    path.write_text("# tools\nalpine:3.19\nbusybox registry.example/busybox\n", encoding="utf-8")
+
+    specs = read_image_list(path)
+
+    assert [str(spec.target) for spec in specs] == [
+        "docker.io/library/alpine:3.19",
+        "registry.example/busybox:latest",
+    ]
+    assert specs[0].origin == f"{path}:2"
+
+
+def test_read_image_list_ignores_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "images.txt"
+    path.write_bytes(b"\xef\xbb\xbfalpine:3.19\r\nbusybox\r\n")
+
+    assert [str(spec.target) for spec in read_image_list(path)] == [
+        "docker.io/library/alpine:3.19",
+        "docker.io/library/busybox:latest",
+    ]
+
+
+def test_read_image_list_reports_error_lines_of_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "images.txt"
+    path.write_text("alpine\n\nnot a valid line\n", encoding="utf-8")
+
+    with pytest.raises(ImageListError, match=r"images\.txt:3: expected") as caught:
+        read_image_list(path)
+
+    assert caught.value.source == str(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        pytest.param("missing.txt", None, id="missing"),
+        pytest.param("latin1.txt", "caf\xe9\n".encode("latin-1"), id="not-utf8"),
+    ],
+)
+def test_unreadable_list_is_an_image_list_error_naming_the_file(
+    tmp_path: Path, name: str, content: bytes | None
+) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+
+    with pytest.raises(ImageListError, match="cannot read") as caught:
+        read_image_list(path)
+
+    assert caught.value.source == str(path)
+    assert str(caught.value).startswith(f"{path}:")
+
+
+def test_directory_is_an_image_list_error(tmp_path: Path) -> None:
+    with pytest.raises(ImageListError, match="cannot read"):
+        read_image_list(tmp_path)

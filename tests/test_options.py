@@ -1,0 +1,125 @@
+"""Pull options and the retry policy: validated on construction, backoff bounded."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from bulkpull.auth import Credentials
+from bulkpull.options import MAX_RETRY_DELAY, PullOptions, RetryPolicy
+from bulkpull.platform import DEFAULT_PLATFORM, Platform
+
+# backoff() is random; this many draws make "every draw within bounds" meaningful.
+DRAWS = 200
+
+
+def test_defaults_are_valid() -> None:
+    options = PullOptions()
+
+    assert options.platform == DEFAULT_PLATFORM
+    assert options.jobs >= 1
+    assert options.max_downloads >= 1
+    assert options.timeout > 0
+    assert options.retry == RetryPolicy()
+    assert options.store_dir is None
+
+
+def test_options_are_frozen() -> None:
+    options = PullOptions()
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.jobs = 9  # type: ignore[misc]
+
+
+def test_options_keep_what_they_are_given() -> None:
+    credentials = Credentials("alice", "secret")
+    options = PullOptions(
+        platform=Platform("linux", "arm64"),
+        jobs=2,
+        max_downloads=3,
+        plain_http=True,
+        skip_tls_verify=True,
+        credentials=credentials,
+        retry=RetryPolicy(retries=0),
+        timeout=1.5,
+        store_dir=Path("/tmp/store"),
+    )
+
+    assert options.credentials is credentials
+    assert (options.jobs, options.max_downloads, options.timeout) == (2, 3, 1.5)
+    assert options.retry.retries == 0
+
+
+def test_options_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        PullOptions(DEFAULT_PLATFORM)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param({"jobs": 0}, "jobs must be > 0", id="jobs-zero"),
+        pytest.param({"jobs": -1}, "jobs must be > 0", id="jobs-negative"),
+        pytest.param({"max_downloads": 0}, "max_downloads must be > 0", id="downloads-zero"),
+        pytest.param({"timeout": 0}, "timeout must be > 0", id="timeout-zero"),
+        pytest.param({"timeout": -1.0}, "timeout must be > 0", id="timeout-negative"),
+    ],
+)
+def test_pull_options_refuse_values_that_cannot_work(
+    changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        PullOptions(**changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param({"retries": -1}, "retries must be >= 0", id="retries-negative"),
+        pytest.param({"delay": -0.1}, "retry delays must be >= 0", id="delay-negative"),
+        pytest.param({"max_delay": -1.0}, "retry delays must be >= 0", id="max-delay-negative"),
+    ],
+)
+def test_retry_policy_refuses_negative_values(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RetryPolicy(**changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("changes", [{"retries": 0}, {"delay": 0.0}, {"max_delay": 0.0}])
+def test_retry_policy_accepts_zero(changes: dict[str, object]) -> None:
+    RetryPolicy(**changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("attempt", "base"),
+    [(1, 2.0), (2, 4.0), (3, 8.0), (4, 16.0), (5, 32.0)],
+)
+def test_backoff_doubles_per_attempt_within_twenty_percent_jitter(
+    attempt: int, base: float
+) -> None:
+    policy = RetryPolicy(delay=2.0, max_delay=MAX_RETRY_DELAY)
+
+    draws = [policy.backoff(attempt) for _ in range(DRAWS)]
+
+    assert all(0.8 * base <= draw <= 1.2 * base for draw in draws), (min(draws), max(draws))
+    assert len(set(draws)) > 1, "no jitter"
+
+
+@pytest.mark.parametrize("attempt", [6, 7, 10, 30, 200])
+def test_backoff_never_exceeds_max_delay(attempt: int) -> None:
+    policy = RetryPolicy(delay=2.0, max_delay=MAX_RETRY_DELAY)
+
+    draws = [policy.backoff(attempt) for _ in range(DRAWS)]
+
+    assert all(0.8 * MAX_RETRY_DELAY <= draw <= MAX_RETRY_DELAY for draw in draws), (
+        min(draws),
+        max(draws),
+    )
+
+
+def test_zero_delay_never_waits() -> None:
+    policy = RetryPolicy(delay=0.0)
+
+    assert {policy.backoff(attempt) for attempt in range(1, 10)} == {0.0}
