@@ -1,0 +1,165 @@
+"""The public surface: ``bulkpull.__all__`` is complete, sorted as RUF022 wants, and shown as
+``bulkpull.X``."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+import inspect
+import re
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import bulkpull
+
+INIT = Path(bulkpull.__file__)
+# Every implementation module; __main__ is left out because importing it runs the command.
+SUBMODULES = sorted(
+    path.stem for path in INIT.parent.glob("*.py") if path.stem not in {"__init__", "__main__"}
+)
+
+
+def ruf022_key(name: str) -> tuple[int, list[str | int]]:
+    """ruff's isort-style key: SCREAMING_CASE, then CamelCase, then the rest; natural order."""
+    if len(name) > 1 and name.isupper():
+        category = 0
+    elif name[:1].isupper():
+        category = 1
+    else:
+        category = 2
+    parts = re.split(r"(\d+)", name)
+    return category, [int(part) if index % 2 else part for index, part in enumerate(parts)]
+
+
+def test_ruf022_key_orders_constants_classes_then_the_rest_naturally() -> None:
+    names = ["pull", "Platform", "__version__", "DEFAULT_PLATFORM", "A10", "A9", "X"]
+
+    assert sorted(names, key=ruf022_key) == [
+        "DEFAULT_PLATFORM",
+        "A9",
+        "A10",
+        "Platform",
+        "X",
+        "__version__",
+        "pull",
+    ]
+
+
+def test_all_is_sorted_as_ruff_ruf022_wants() -> None:
+    assert bulkpull.__all__ == sorted(bulkpull.__all__, key=ruf022_key)
+
+
+def test_all_has_no_duplicates() -> None:
+    assert len(bulkpull.__all__) == len(set(bulkpull.__all__))
+
+
+@pytest.mark.parametrize("name", bulkpull.__all__)
+def test_every_exported_name_exists(name: str) -> None:
+    assert hasattr(bulkpull, name)
+
+
+def test_everything_the_package_imports_from_its_modules_is_exported() -> None:
+    tree = ast.parse(INIT.read_text(encoding="utf-8"))
+    bound: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bulkpull"):
+            bound.update(alias.asname or alias.name for alias in node.names)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name) and target.id != "__all__":
+                    bound.add(target.id)
+    public = {name for name in bound if not name.startswith("_") or name.endswith("__")}
+
+    assert sorted(public - set(bulkpull.__all__)) == []
+
+
+def _defined_in(modules: list[ModuleType]) -> dict[str, object]:
+    """Every class (and type alias) a bulkpull module defines, by name."""
+    found: dict[str, object] = {}
+    for module in modules:
+        tree = ast.parse(Path(module.__file__ or "").read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef):
+                found[node.name] = getattr(module, node.name)
+            elif isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    value = getattr(module, getattr(target, "id", ""), None)
+                    if (
+                        isinstance(target, ast.Name)
+                        and target.id[:1].isupper()
+                        and (getattr(value, "__origin__", None) is not None)
+                    ):
+                        found[target.id] = value
+    return found
+
+
+def _annotation_names(annotation: object) -> set[str]:
+    if not isinstance(annotation, str):
+        return set()
+    return {
+        node.id
+        for node in ast.walk(ast.parse(annotation, mode="eval"))
+        if isinstance(node, ast.Name)
+    }
+
+
+def _annotations_of_public_surface(obj: object) -> set[str]:
+    """Names used in the annotations a caller of ``obj`` sees: parameters, returns, fields,
+    and the signatures of public methods and properties."""
+    names: set[str] = set()
+    functions: list[object] = []
+    if inspect.isfunction(obj):
+        functions.append(obj)
+    elif isinstance(obj, type):
+        if dataclasses.is_dataclass(obj):
+            for field in dataclasses.fields(obj):
+                if not field.name.startswith("_"):
+                    names |= _annotation_names(field.type)
+        for attribute, value in vars(obj).items():
+            if attribute.startswith("_") and attribute != "__init__":
+                continue
+            if isinstance(value, property):
+                functions.append(value.fget)
+            elif isinstance(value, classmethod | staticmethod):
+                functions.append(value.__func__)
+            elif inspect.isfunction(value):
+                functions.append(value)
+    for function in functions:
+        for parameter, annotation in getattr(function, "__annotations__", {}).items():
+            if not parameter.startswith("_"):
+                names |= _annotation_names(annotation)
+    return names
+
+
+def test_every_bulkpull_type_in_a_public_signature_is_exported() -> None:
+    modules = [importlib.import_module(f"bulkpull.{name}") for name in SUBMODULES]
+    ours = _defined_in(modules)
+    missing = {}
+    for exported in bulkpull.__all__:
+        for name in _annotations_of_public_surface(getattr(bulkpull, exported)):
+            if name in ours and name not in bulkpull.__all__:
+                missing.setdefault(name, []).append(exported)
+
+    assert missing == {}, "used in the public API but not exported: " + ", ".join(
+        f"{name} (by {', '.join(users)})" for name, users in sorted(missing.items())
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        name
+        for name in bulkpull.__all__
+        if isinstance(getattr(bulkpull, name), type) or inspect.isfunction(getattr(bulkpull, name))
+    ],
+)
+def test_exported_classes_and_functions_show_as_bulkpull(name: str) -> None:
+    assert getattr(bulkpull, name).__module__ == "bulkpull"
+
+
+def test_version_is_the_installed_distribution_version() -> None:
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", bulkpull.__version__)
