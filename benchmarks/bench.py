@@ -102,10 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     shared = parser.add_argument_group("scenario shared")
     shared.add_argument("--images", type=positive, default=12, help="number of images")
     shared.add_argument(
-        "--base-sizes", type=parse_sizes, default="6MiB,3MiB", help="shared base layer sizes"
+        "--base-sizes", type=parse_sizes, default="16MiB,8MiB", help="shared base layer sizes"
     )
     shared.add_argument(
-        "--unique-sizes", type=parse_sizes, default="3MiB,1MiB", help="per-image layer sizes"
+        "--unique-sizes", type=parse_sizes, default="6MiB,2MiB", help="per-image layer sizes"
     )
     shared.add_argument(
         "--shared-format", choices=[f.value for f in LayerFormat], default=LayerFormat.GZIP.value
@@ -207,7 +207,8 @@ def run(args: argparse.Namespace, workdir: Path) -> list[dict[str, object]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="bulkpull-bench-", dir=args.workdir))
     try:
         records = run(args, workdir)

@@ -343,7 +343,11 @@ def push_images(
                 f"pushed {image.manifest.digest}"
             )
 
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
+    pool = ThreadPoolExecutor(max_workers=parallel)
+    try:
         futures = [pool.submit(push, dest, image) for dest, image in destinations.items()]
         for future in futures:
             future.result()
+    finally:
+        # On failure or interruption, start no further pushes; running ones end soon.
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -94,13 +94,13 @@ def _classify(name: str, line: int, text: str) -> Import:
 def violations(module: str, source: str) -> list[str]:
     """What ``module`` imports against the rules, one sentence each."""
     problems: list[str] = []
-    if module not in LAYERS:
-        return [f"bulkpull.{module} is not placed in LAYERS; add it where it belongs"]
-    rank = LAYERS.index(module)
+    placed = module in LAYERS
+    if not placed:
+        problems.append(f"bulkpull.{module} is not placed in LAYERS; add it where it belongs")
     for imported in imports_of(source):
         where = f"bulkpull.{module} line {imported.line}: {imported.text!r}"
         if imported.internal:
-            if imported.target == module:
+            if imported.target == module or not placed:
                 continue
             if imported.target not in LAYERS:
                 problems.append(f"{where} imports unknown module bulkpull.{imported.target}")
@@ -109,7 +109,7 @@ def violations(module: str, source: str) -> list[str]:
                     f"{where} imports bulkpull.{imported.target}; {module} may use only the "
                     "public API (import from bulkpull)"
                 )
-            elif LAYERS.index(imported.target) >= rank:
+            elif LAYERS.index(imported.target) >= LAYERS.index(module):
                 problems.append(
                     f"{where} imports bulkpull.{imported.target}, which is not above "
                     f"{module} in the layer order"
@@ -226,8 +226,12 @@ def test_module_imports_follow_layers_and_dependency_owners(module: str) -> None
         pytest.param("transport", "import aiohttp_socks", [], id="owner-may-import"),
         pytest.param(
             "gadgets",
-            "",
-            ["bulkpull.gadgets is not placed in LAYERS; add it where it belongs"],
+            "from bulkpull.pull import pull_image\nimport tarfile",
+            [
+                "bulkpull.gadgets is not placed in LAYERS; add it where it belongs",
+                "bulkpull.gadgets line 2: 'import tarfile' imports tarfile, which only archive "
+                "may import",
+            ],
             id="unplaced-module",
         ),
     ],

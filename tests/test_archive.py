@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from bulkpull.archive import ArchiveImage, write_archive
+from bulkpull.archive import ArchiveImage, ImageContent, update_layout, write_archive
 from bulkpull.digest import Digest
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 
 @dataclass
@@ -33,14 +34,10 @@ class Store:
     def path(self, digest: Digest) -> Path:
         return self.root / "sha256" / digest.hex
 
-    def image(
-        self,
-        name: str,
-        ref_name: str,
-        config: bytes,
-        layers: list[bytes],
-        media_type: str = OCI_MANIFEST,
-    ) -> ArchiveImage:
+    def content(
+        self, config: bytes, layers: list[bytes], media_type: str = OCI_MANIFEST
+    ) -> tuple[ImageContent, bytes]:
+        """One platform's image in the store, and its manifest's bytes."""
         config_digest = self.add(config)
         layer_digests = tuple(self.add(layer) for layer in layers)
         manifest = json.dumps(
@@ -51,15 +48,28 @@ class Store:
                 "layers": [{"digest": str(d)} for d in layer_digests],
             }
         ).encode()
-        return ArchiveImage(
-            name=name,
-            ref_name=ref_name,
-            manifest=self.add(manifest),
-            manifest_media_type=media_type,
-            manifest_size=len(manifest),
-            config=config_digest,
-            layers=layer_digests,
-        )
+        return ImageContent(self.add(manifest), config_digest, layer_digests), manifest
+
+    def image(
+        self,
+        name: str,
+        ref_name: str,
+        config: bytes,
+        layers: list[bytes],
+        media_type: str = OCI_MANIFEST,
+    ) -> ArchiveImage:
+        content, manifest = self.content(config, layers, media_type)
+        return ArchiveImage(name, ref_name, media_type, content.manifest, len(manifest), (content,))
+
+    def index(self, name: str, ref_name: str, contents: list[ImageContent]) -> ArchiveImage:
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [{"digest": str(c.manifest)} for c in contents],
+            }
+        ).encode()
+        return ArchiveImage(name, ref_name, OCI_INDEX, self.add(index), len(index), tuple(contents))
 
 
 @pytest.fixture
@@ -81,7 +91,7 @@ def alpine(store: Store) -> ArchiveImage:
 @pytest.fixture
 def busybox(store: Store, alpine: ArchiveImage) -> ArchiveImage:
     """Shares its last layer with ``alpine`` and has a layer of its own."""
-    shared = store.path(alpine.layers[-1]).read_bytes()
+    shared = store.path(alpine.contents[0].layers[-1]).read_bytes()
     return store.image(
         "registry.example:5000/tools/busybox:1.36",
         "1.36",
@@ -117,9 +127,9 @@ def test_members_in_order_layout_first_blobs_in_manifest_order_manifest_json_las
         "oci-layout",
         "blobs",
         "blobs/sha256",
-        blob_name(alpine.manifest),
-        blob_name(alpine.config),
-        *(blob_name(layer) for layer in alpine.layers),
+        blob_name(alpine.digest),
+        blob_name(alpine.contents[0].config),
+        *(blob_name(layer) for layer in alpine.contents[0].layers),
         "index.json",
         "manifest.json",
     ]
@@ -177,8 +187,8 @@ def test_blob_shared_by_two_images_is_stored_once(
     blobs = [name for name in names if name.startswith("blobs/sha256/")]
     assert len(blobs) == len(set(blobs))
     assert set(blobs) == {blob_name(d) for d in (*alpine.blobs, *busybox.blobs)}
-    assert blob_name(alpine.layers[-1]) in blobs
-    assert busybox.layers[0] == alpine.layers[-1]
+    assert blob_name(alpine.contents[0].layers[-1]) in blobs
+    assert busybox.contents[0].layers[0] == alpine.contents[0].layers[-1]
 
 
 def test_manifest_json_points_into_blobs_with_full_names(
@@ -191,14 +201,14 @@ def test_manifest_json_points_into_blobs_with_full_names(
     manifest = json.loads(read_members(archive)["manifest.json"])
     assert manifest == [
         {
-            "Config": blob_name(alpine.config),
+            "Config": blob_name(alpine.contents[0].config),
             "RepoTags": ["docker.io/library/alpine:3.19"],
-            "Layers": [blob_name(layer) for layer in alpine.layers],
+            "Layers": [blob_name(layer) for layer in alpine.contents[0].layers],
         },
         {
-            "Config": blob_name(busybox.config),
+            "Config": blob_name(busybox.contents[0].config),
             "RepoTags": ["registry.example:5000/tools/busybox:1.36"],
-            "Layers": [blob_name(layer) for layer in busybox.layers],
+            "Layers": [blob_name(layer) for layer in busybox.contents[0].layers],
         },
     ]
 
@@ -217,8 +227,8 @@ def test_index_json_names_each_image_and_carries_no_platform(
         "manifests": [
             {
                 "mediaType": OCI_MANIFEST,
-                "digest": str(alpine.manifest),
-                "size": alpine.manifest_size,
+                "digest": str(alpine.digest),
+                "size": alpine.size,
                 "annotations": {
                     "io.containerd.image.name": "docker.io/library/alpine:3.19",
                     "org.opencontainers.image.ref.name": "3.19",
@@ -226,8 +236,8 @@ def test_index_json_names_each_image_and_carries_no_platform(
             },
             {
                 "mediaType": DOCKER_MANIFEST,
-                "digest": str(busybox.manifest),
-                "size": busybox.manifest_size,
+                "digest": str(busybox.digest),
+                "size": busybox.size,
                 "annotations": {
                     "io.containerd.image.name": "registry.example:5000/tools/busybox:1.36",
                     "org.opencontainers.image.ref.name": "1.36",
@@ -304,7 +314,7 @@ def test_missing_blob_raises_and_leaves_no_file(
     tmp_path: Path, store: Store, alpine: ArchiveImage
 ) -> None:
     archive = tmp_path / "alpine.tar"
-    store.path(alpine.layers[1]).unlink()
+    store.path(alpine.contents[0].layers[1]).unlink()
 
     with pytest.raises(FileNotFoundError):
         write_archive(archive, [alpine], store.path)
@@ -318,7 +328,7 @@ def test_failure_keeps_an_earlier_archive_of_the_same_name(
     archive = tmp_path / "alpine.tar"
     write_archive(archive, [alpine], store.path)
     earlier = archive.read_bytes()
-    store.path(alpine.config).unlink()
+    store.path(alpine.contents[0].config).unlink()
 
     with pytest.raises(FileNotFoundError):
         write_archive(archive, [alpine], store.path)
@@ -339,3 +349,77 @@ def test_each_blob_is_looked_up_once_even_when_an_image_repeats(
     write_archive(tmp_path / "alpine.tar", [alpine, alpine], blob_path)
 
     assert asked == list(alpine.blobs)
+
+
+def test_multi_platform_image_stores_index_and_every_platform_docker_gets_the_first(
+    tmp_path: Path, store: Store
+) -> None:
+    amd64, _ = store.content(b'{"architecture":"amd64"}', [b"amd64 layer", b"shared layer"])
+    arm64, _ = store.content(b'{"architecture":"arm64"}', [b"shared layer", b"arm64 layer"])
+    image = store.index("docker.io/library/alpine:3.19", "3.19", [amd64, arm64])
+    archive = tmp_path / "alpine.tar"
+
+    write_archive(archive, [image], store.path)
+
+    with tarfile.open(archive) as tar:
+        blobs = [name for name in tar.getnames() if name.startswith("blobs/sha256/")]
+    assert blobs == [
+        blob_name(image.digest),
+        blob_name(amd64.manifest),
+        blob_name(amd64.config),
+        *(blob_name(layer) for layer in amd64.layers),
+        blob_name(arm64.manifest),
+        blob_name(arm64.config),
+        blob_name(arm64.layers[1]),
+    ]
+    members = read_members(archive)
+    assert json.loads(members["manifest.json"]) == [
+        {
+            "Config": blob_name(amd64.config),
+            "RepoTags": ["docker.io/library/alpine:3.19"],
+            "Layers": [blob_name(layer) for layer in amd64.layers],
+        }
+    ]
+    [entry] = json.loads(members["index.json"])["manifests"]
+    assert (entry["mediaType"], entry["digest"], entry["size"]) == (
+        OCI_INDEX,
+        str(image.digest),
+        image.size,
+    )
+    assert "platform" not in entry
+
+
+def layout_names(directory: Path) -> list[tuple[str, str]]:
+    index = json.loads((directory / "index.json").read_bytes())
+    assert index["schemaVersion"] == 2
+    return [
+        (entry["annotations"]["org.opencontainers.image.ref.name"], entry["digest"])
+        for entry in index["manifests"]
+    ]
+
+
+def test_update_layout_creates_a_layout_and_adds_images_after_those_present(
+    tmp_path: Path, store: Store, alpine: ArchiveImage, busybox: ArchiveImage
+) -> None:
+    layout = tmp_path / "layout"
+    layout.mkdir()
+
+    update_layout(layout, [alpine])
+    update_layout(layout, [busybox])
+
+    assert json.loads((layout / "oci-layout").read_bytes()) == {"imageLayoutVersion": "1.0.0"}
+    assert layout_names(layout) == [("3.19", str(alpine.digest)), ("1.36", str(busybox.digest))]
+    assert sorted(p.name for p in layout.iterdir()) == ["index.json", "oci-layout"]
+
+
+def test_update_layout_replaces_the_entry_of_the_same_ref_name(
+    tmp_path: Path, store: Store, alpine: ArchiveImage, busybox: ArchiveImage
+) -> None:
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    newer = store.image("docker.io/library/alpine:3.19", "3.19", b'{"newer":true}', [b"new"])
+    update_layout(layout, [alpine, busybox])
+
+    update_layout(layout, [newer])
+
+    assert layout_names(layout) == [("1.36", str(busybox.digest)), ("3.19", str(newer.digest))]

@@ -183,9 +183,11 @@ def test_token_url_adds_service_and_scopes_to_realm(
         pytest.param("ftp://auth.example/token", id="ftp"),
         pytest.param("/token", id="relative"),
         pytest.param("https:///token", id="no-host"),
+        pytest.param("https://auth.example:99999/token", id="port-out-of-range"),
+        pytest.param("http://auth.example:http/token", id="port-not-a-number"),
     ],
 )
-def test_token_url_refuses_realm_that_is_not_http_or_https(realm: str) -> None:
+def test_token_url_refuses_unusable_realm(realm: str) -> None:
     challenge = Challenge("bearer", {"realm": realm, "service": "svc"})
 
     with pytest.raises(AuthenticationError, match="unusable token realm"):
@@ -247,6 +249,13 @@ def test_credentials_go_over_https_anywhere_but_over_http_only_to_the_registry(
     realm: str, origin: str, allowed: bool
 ) -> None:
     assert may_send_credentials(realm, origin) is allowed
+
+
+@pytest.mark.parametrize(
+    "realm", ["http://registry.local:99999/token", "http://registry.local:abc/token"]
+)
+def test_credentials_are_withheld_from_realm_with_unusable_port(realm: str) -> None:
+    assert may_send_credentials(realm, "http://registry.local:5000") is False
 
 
 def test_credentials_repr_hides_password() -> None:

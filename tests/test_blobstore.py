@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +169,48 @@ async def test_bytes_buffered_before_a_break_are_all_kept(store: BlobStore) -> N
     path = await store.ingest(digest, len(big), registry.open, "big blob")
 
     assert registry.offsets == [0, kept]
+    assert path.read_bytes() == big
+
+
+async def test_cancelled_download_leaves_a_partial_that_resumes(store: BlobStore) -> None:
+    chunk = 2 * WRITE_BUFFER_BYTES
+    big = os.urandom(3 * chunk)
+    digest = Digest.of(big)
+    first_chunk_sent = asyncio.Event()
+
+    @asynccontextmanager
+    async def stalls_after_one_chunk(
+        offset: int,
+    ) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
+        async def chunks() -> AsyncIterator[bytes]:
+            first_chunk_sent.set()
+            yield big[:chunk]
+            await asyncio.Event().wait()  # the rest never comes
+            yield big[chunk:]
+
+        yield 0, chunks()
+
+    loop = asyncio.get_running_loop()
+    workers = ThreadPoolExecutor(max_workers=1)
+    loop.set_default_executor(workers)
+    download = asyncio.create_task(store.ingest(digest, len(big), stalls_after_one_chunk, "big"))
+    await first_chunk_sent.wait()
+    # The first chunk's write, handed to a worker thread, completes; the cancellation (Ctrl-C)
+    # reaches the download before it has resumed to learn so.
+    workers.shutdown(wait=True)
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+    download.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await download
+
+    held = partial_of(store, digest).read_bytes()
+    assert len(held) <= len(big)
+    assert held == big[: len(held)], "the partial file is not a prefix of the blob"
+
+    registry = Registry(big, chunk=chunk)
+    path = await store.ingest(digest, len(big), registry.open, "big")
+
+    assert registry.offsets == [len(held)]
     assert path.read_bytes() == big
 
 

@@ -13,6 +13,7 @@ from bulkpull.errors import (
     InvalidPlatformError,
     InvalidReferenceError,
     NotFoundError,
+    OutputError,
     PlatformNotFoundError,
     RegistryDiagnostic,
     RegistryError,
@@ -66,6 +67,7 @@ def registry_error(
             DigestMismatchError("blob", "sha256:a", "sha256:b"), False, id="digest-mismatch"
         ),
         pytest.param(ContentError("bad"), False, id="content"),
+        pytest.param(OutputError("disk full"), False, id="output"),
         pytest.param(InvalidReferenceError("A", "uppercase"), False, id="invalid-reference"),
         pytest.param(BulkpullError("x"), False, id="root"),
         pytest.param(ConnectionResetError(), False, id="foreign-exception"),
@@ -202,6 +204,7 @@ def test_platform_not_found_keeps_wanted_and_available() -> None:
         (AuthenticationError, (RegistryError,)),
         (NotFoundError, (RegistryError,)),
         (TransportError, (BulkpullError,)),
+        (OutputError, (BulkpullError,)),
         (ContentError, (BulkpullError,)),
         (DigestMismatchError, (ContentError,)),
         (UnsupportedMediaTypeError, (ContentError,)),
@@ -214,7 +217,8 @@ def test_error_tree(kind: type[BaseException], bases: tuple[type[BaseException],
 
 
 @pytest.mark.parametrize(
-    "kind", [RegistryError, AuthenticationError, NotFoundError, TransportError, ContentError]
+    "kind",
+    [RegistryError, AuthenticationError, NotFoundError, TransportError, OutputError, ContentError],
 )
 def test_registry_transport_and_content_errors_are_not_value_errors(
     kind: type[BaseException],

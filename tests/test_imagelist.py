@@ -109,6 +109,51 @@ def test_source_and_new_name_give_source_and_target(line: str, source: str, targ
     assert spec.target.tag is not None
 
 
+@pytest.mark.parametrize(
+    ("line", "target", "platforms"),
+    [
+        pytest.param("alpine:3.19", "docker.io/library/alpine:3.19", [], id="none"),
+        pytest.param(
+            "alpine:3.19 platform=linux/arm64",
+            "docker.io/library/alpine:3.19",
+            ["linux/arm64"],
+            id="one",
+        ),
+        pytest.param(
+            "alpine:3.19 platform=linux/arm/v7,linux/amd64",
+            "docker.io/library/alpine:3.19",
+            ["linux/arm/v7", "linux/amd64"],
+            id="several-in-order",
+        ),
+        pytest.param(
+            "alpine:3.19 platform=linux/amd64,linux/x86_64,linux/amd64",
+            "docker.io/library/alpine:3.19",
+            ["linux/amd64"],
+            id="repeats-dropped-after-normalizing",
+        ),
+        pytest.param(
+            "alpine:3.19 registry.example/alpine platform=linux/arm64  # arm boxes",
+            "registry.example/alpine:3.19",
+            ["linux/arm64"],
+            id="with-new-name-and-comment",
+        ),
+        pytest.param(
+            "alpine:3.19 platform=linux/arm64 registry.example/alpine",
+            "registry.example/alpine:3.19",
+            ["linux/arm64"],
+            id="before-new-name",
+        ),
+    ],
+)
+def test_platform_field_overrides_platforms_for_the_line(
+    line: str, target: str, platforms: list[str]
+) -> None:
+    [spec] = parse_image_list([line], "images.txt")
+
+    assert str(spec.target) == target
+    assert [str(platform) for platform in spec.platforms] == platforms
+
+
 def test_image_spec_without_new_name_matches_the_list_form() -> None:
     [from_list] = parse_image_list(["alpine:3.19 registry.example/alpine"], "images.txt")
 
@@ -123,9 +168,28 @@ def test_image_spec_without_new_name_matches_the_list_form() -> None:
         pytest.param(
             ["alpine", "alpine:3.19 a b"],
             2,
-            "expected 'SOURCE [NEW_NAME]', got 'alpine:3.19 a b'",
+            "got 'alpine:3.19 a b'",
             id="too-many-fields",
         ),
+        pytest.param(
+            ["alpine platform=linux/amd64 platform=linux/arm64"],
+            1,
+            "got 'alpine platform=linux/amd64 platform=linux/arm64'",
+            id="two-platform-fields",
+        ),
+        pytest.param(
+            ["platform=linux/amd64"],
+            1,
+            "got 'platform=linux/amd64'",
+            id="platform-without-source",
+        ),
+        pytest.param(
+            ["alpine", "alpine:3.19 platform=linux"],
+            2,
+            "platform must be OS/ARCH[/VARIANT], got 'linux'",
+            id="bad-platform",
+        ),
+        pytest.param(["alpine platform="], 1, "no platform given", id="empty-platform"),
         pytest.param(
             ["alpine", "", "Alpine:3.19"],
             3,

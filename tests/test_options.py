@@ -18,7 +18,8 @@ DRAWS = 200
 def test_defaults_are_valid() -> None:
     options = PullOptions()
 
-    assert options.platform == DEFAULT_PLATFORM
+    assert options.platforms == (DEFAULT_PLATFORM,)
+    assert options.force is False
     assert options.jobs >= 1
     assert options.max_downloads >= 1
     assert options.timeout > 0
@@ -36,7 +37,8 @@ def test_options_are_frozen() -> None:
 def test_options_keep_what_they_are_given() -> None:
     credentials = Credentials("alice", "secret")
     options = PullOptions(
-        platform=Platform("linux", "arm64"),
+        platforms=(Platform("linux", "arm64"), Platform("linux", "amd64")),
+        force=True,
         jobs=2,
         max_downloads=3,
         plain_http=True,
@@ -48,18 +50,20 @@ def test_options_keep_what_they_are_given() -> None:
     )
 
     assert options.credentials is credentials
+    assert [str(platform) for platform in options.platforms] == ["linux/arm64", "linux/amd64"]
     assert (options.jobs, options.max_downloads, options.timeout) == (2, 3, 1.5)
     assert options.retry.retries == 0
 
 
 def test_options_are_keyword_only() -> None:
     with pytest.raises(TypeError):
-        PullOptions(DEFAULT_PLATFORM)  # type: ignore[misc]
+        PullOptions((DEFAULT_PLATFORM,))  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
+        pytest.param({"platforms": ()}, "platforms must not be empty", id="no-platforms"),
         pytest.param({"jobs": 0}, "jobs must be > 0", id="jobs-zero"),
         pytest.param({"jobs": -1}, "jobs must be > 0", id="jobs-negative"),
         pytest.param({"max_downloads": 0}, "max_downloads must be > 0", id="downloads-zero"),
@@ -117,6 +121,13 @@ def test_backoff_never_exceeds_max_delay(attempt: int) -> None:
         min(draws),
         max(draws),
     )
+
+
+@pytest.mark.parametrize("attempt", [1025, 10_000])
+def test_backoff_after_very_many_retries_is_max_delay(attempt: int) -> None:
+    policy = RetryPolicy(retries=20_000, delay=2.0, max_delay=MAX_RETRY_DELAY)
+
+    assert 0.8 * MAX_RETRY_DELAY <= policy.backoff(attempt) <= MAX_RETRY_DELAY
 
 
 def test_zero_delay_never_waits() -> None:

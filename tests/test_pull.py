@@ -284,7 +284,7 @@ async def test_an_index_resolves_to_the_wanted_platform_skipping_attestations(
     arm64 = f.make_image([f.random_layer(100)], arch="arm64")
     registry.add("multi/img", "1", f.make_index([amd64, arm64], attestation=True))
     host = await start(registry.app())
-    options = dataclasses.replace(options, platform=Platform.parse(wanted))
+    options = dataclasses.replace(options, platforms=(Platform.parse(wanted),))
 
     result = await bulkpull.pull_image(f"{host}/multi/img:1", tmp_path, options)
 
@@ -301,7 +301,7 @@ async def test_a_missing_platform_lists_what_the_index_has(
     images = [f.make_image([f.random_layer(100)], arch=a) for a in ("amd64", "arm64")]
     registry.add("multi/img", "1", f.make_index(images, attestation=True))
     host = await start(registry.app())
-    options = dataclasses.replace(options, platform=Platform.parse("linux/s390x"))
+    options = dataclasses.replace(options, platforms=(Platform.parse("linux/s390x"),))
 
     result = await bulkpull.pull_image(f"{host}/multi/img:1", tmp_path, options)
 

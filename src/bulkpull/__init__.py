@@ -24,6 +24,7 @@ from bulkpull.errors import (
     InvalidPlatformError,
     InvalidReferenceError,
     NotFoundError,
+    OutputError,
     PlatformNotFoundError,
     RegistryDiagnostic,
     RegistryError,
@@ -31,16 +32,24 @@ from bulkpull.errors import (
     UnsupportedMediaTypeError,
     is_temporary,
 )
-from bulkpull.imagelist import ImageSpec, image_spec, parse_image_list, read_image_list
+from bulkpull.imagelist import (
+    ImageSpec,
+    image_spec,
+    parse_image_list,
+    parse_platforms,
+    read_image_list,
+)
 from bulkpull.options import PullOptions, RetryPolicy
 from bulkpull.platform import DEFAULT_PLATFORM, Platform
 from bulkpull.pull import ImageResult, PullReport, ResultCallback, pull_image, pull_images
 from bulkpull.reference import Reference, parse_reference
+from bulkpull.verify import ArchiveCheck, verify_archive
 
 __version__ = version("bulkpull")
 
 __all__ = [
     "DEFAULT_PLATFORM",
+    "ArchiveCheck",
     "AuthenticationError",
     "BulkpullError",
     "ContentError",
@@ -53,6 +62,7 @@ __all__ = [
     "InvalidPlatformError",
     "InvalidReferenceError",
     "NotFoundError",
+    "OutputError",
     "Platform",
     "PlatformNotFoundError",
     "PullOptions",
@@ -68,10 +78,12 @@ __all__ = [
     "image_spec",
     "is_temporary",
     "parse_image_list",
+    "parse_platforms",
     "parse_reference",
     "pull_image",
     "pull_images",
     "read_image_list",
+    "verify_archive",
 ]
 
 # Show public names as bulkpull.X in tracebacks, reprs and docs, not bulkpull.errors.X.

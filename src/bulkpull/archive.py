@@ -1,5 +1,8 @@
 """The tar writer: one archive that is an OCI image layout and a docker archive at once.
 
+It also adds images to an OCI image layout directory (``update_layout``), the form to carry
+to a site that pushes into its own registry.
+
 Every loader reads a different part of the same tar: ``docker load`` (graphdriver store) and
 ``skopeo``'s ``docker-archive:`` read ``manifest.json``; containerd, Docker's containerd store and
 ``oci-archive:`` read ``oci-layout`` + ``index.json``. Both point at the same
@@ -41,24 +44,51 @@ _NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPN
 
 
 @dataclass(frozen=True, slots=True)
-class ArchiveImage:
-    """One image to put in an archive, by digest; its blobs must already be in the store.
+class ImageContent:
+    """One platform's image: the manifest and the blobs it names, config first."""
 
-    ``name`` is the full normalized reference (``docker.io/library/alpine:3.19``), which every
-    loader accepts as a name; ``ref_name`` is its tag, the conventional OCI ref name.
+    manifest: Digest
+    config: Digest
+    layers: tuple[Digest, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveImage:
+    """One named image to put in an archive; its blobs must already be in the store.
+
+    ``digest``/``media_type``/``size`` describe what the name points at: a manifest, or an
+    index over several ``contents``. ``name`` is the full normalized reference
+    (``docker.io/library/alpine:3.19``), which every loader accepts; ``ref_name`` is the OCI
+    ref name (the tag in a single-image archive, the full name where tags would collide).
+    ``docker load`` sees only the first of ``contents``: it can tag one image per name.
     """
 
     name: str
     ref_name: str
-    manifest: Digest
-    manifest_media_type: str
-    manifest_size: int
-    config: Digest
-    layers: tuple[Digest, ...]
+    media_type: str
+    digest: Digest
+    size: int
+    contents: tuple[ImageContent, ...]
 
     @property
     def blobs(self) -> tuple[Digest, ...]:
-        return (self.manifest, self.config, *self.layers)
+        found = [self.digest]
+        for content in self.contents:
+            found += [content.manifest, content.config, *content.layers]
+        return tuple(dict.fromkeys(found))
+
+    @property
+    def descriptor(self) -> dict[str, object]:
+        """The ``index.json`` entry: named, and without ``platform``.
+
+        A platform on a top-level entry makes containerd silently skip it on other hosts.
+        """
+        return {
+            "mediaType": self.media_type,
+            "digest": str(self.digest),
+            "size": self.size,
+            "annotations": {CONTAINERD_NAME: self.name, OCI_REF_NAME: self.ref_name},
+        }
 
 
 def blob_member(digest: Digest) -> str:
@@ -103,35 +133,49 @@ def _write_members(
 
 
 def index_document(images: Sequence[ArchiveImage]) -> dict[str, object]:
-    """The OCI ``index.json``: one descriptor per image, named, and without ``platform``.
+    """The OCI ``index.json``: one descriptor per named image."""
+    return _index([image.descriptor for image in images])
 
-    A platform on a top-level entry makes containerd silently skip it on other hosts.
-    """
-    return {
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX_MEDIA_TYPE,
-        "manifests": [
-            {
-                "mediaType": image.manifest_media_type,
-                "digest": str(image.manifest),
-                "size": image.manifest_size,
-                "annotations": {CONTAINERD_NAME: image.name, OCI_REF_NAME: image.ref_name},
-            }
-            for image in images
-        ],
-    }
+
+def _index(descriptors: Sequence[object]) -> dict[str, object]:
+    return {"schemaVersion": 2, "mediaType": OCI_INDEX_MEDIA_TYPE, "manifests": list(descriptors)}
 
 
 def docker_manifest(images: Sequence[ArchiveImage]) -> list[dict[str, object]]:
-    """The docker-archive ``manifest.json``: config and layers in manifest order, one tag each."""
+    """The docker-archive ``manifest.json``: one item per name, config and layers in order."""
     return [
         {
-            "Config": blob_member(image.config),
+            "Config": blob_member(image.contents[0].config),
             "RepoTags": [image.name],
-            "Layers": [blob_member(layer) for layer in image.layers],
+            "Layers": [blob_member(layer) for layer in image.contents[0].layers],
         }
         for image in images
     ]
+
+
+def update_layout(directory: Path, images: Sequence[ArchiveImage]) -> None:
+    """Add ``images`` to the OCI image layout in ``directory``, whose blobs are in place.
+
+    Entries already there keep their place unless an image of the same ref name replaces
+    them. ``index.json`` is replaced atomically, so a reader sees the old or the new one.
+    """
+    layout = directory / "oci-layout"
+    if not layout.exists():
+        layout.write_bytes(OCI_LAYOUT)
+    index_path = directory / "index.json"
+    kept: list[object] = []
+    if index_path.exists():
+        existing = json.loads(index_path.read_bytes()).get("manifests", [])
+        names = {image.ref_name for image in images}
+        kept = [entry for entry in existing if _ref_name(entry) not in names]
+    partial = index_path.with_name("index.json.partial")
+    partial.write_bytes(_json(_index(kept + [image.descriptor for image in images])))
+    os.replace(partial, index_path)
+
+
+def _ref_name(entry: object) -> str | None:
+    annotations = entry.get("annotations") if isinstance(entry, dict) else None
+    return annotations.get(OCI_REF_NAME) if isinstance(annotations, dict) else None
 
 
 def _json(document: object) -> bytes:

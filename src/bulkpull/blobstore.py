@@ -100,16 +100,24 @@ async def _receive(
     """
     buffer = bytearray()
     limit = verifier.expected_size
+    writing: asyncio.Future[None] | None = None
     with _open_partial(partial, truncate) as handle:
         try:
             async for chunk in chunks:
                 buffer += chunk
                 if len(buffer) >= WRITE_BUFFER_BYTES:
-                    await asyncio.to_thread(_hash_and_write, handle, verifier, bytes(buffer))
+                    data = bytes(buffer)
                     buffer.clear()
+                    writing = asyncio.ensure_future(
+                        asyncio.to_thread(_hash_and_write, handle, verifier, data)
+                    )
+                    await asyncio.shield(writing)
                 if limit is not None and verifier.size + len(buffer) > limit:
                     break  # longer than promised: stop reading; verify() refuses it
         finally:
+            if writing is not None and not writing.done():
+                # A thread cannot be interrupted: let its write land before the file closes.
+                await asyncio.wait({writing})
             _hash_and_write(handle, verifier, buffer)
 
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -26,11 +27,11 @@ from bulkpull import (
     ImageResult,
     ImageSpec,
     InvalidPlatformError,
-    Platform,
     PullOptions,
     PullReport,
     ResultCallback,
     RetryPolicy,
+    parse_platforms,
 )
 
 EXIT_OK = 0
@@ -62,6 +63,17 @@ def pull(
     out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where archives go.")] = Path(
         "bundles"
     ),
+    bundle: Annotated[
+        Path | None,
+        typer.Option("--bundle", help="Write every image into this one archive instead."),
+    ] = None,
+    oci_layout: Annotated[
+        Path | None,
+        typer.Option("--oci-layout", help="Write every image into (or add to) this OCI layout."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rewrite archives that already hold the image.")
+    ] = False,
     jobs: Annotated[
         int, typer.Option("-j", "--jobs", min=1, help="Images resolved and written at once.")
     ] = 4,
@@ -70,9 +82,15 @@ def pull(
         typer.Option("--max-downloads", min=1, help="Blob downloads at once, all images together."),
     ] = 8,
     platform: Annotated[
-        str,
-        typer.Option("--platform", help="os/arch[/variant] to pick from multi-platform images."),
-    ] = "linux/amd64",
+        list[str] | None,
+        typer.Option(
+            "--platform",
+            help="os/arch[/variant] to pick from multi-platform images; repeat for several "
+            "(each gets its own archive, or all go in the bundle or layout).  [default: "
+            "linux/amd64]",
+            show_default=False,
+        ),
+    ] = None,
     plain_http: Annotated[bool, typer.Option("--plain-http", help="Use HTTP, not HTTPS.")] = False,
     skip_tls_verify: Annotated[
         bool, typer.Option("--skip-tls-verify", help="Accept any TLS certificate.")
@@ -112,7 +130,8 @@ def pull(
     try:
         specs = bulkpull.read_image_list(images_file)
         options = PullOptions(
-            platform=Platform.parse(platform),
+            platforms=parse_platforms(",".join(platform or ["linux/amd64"])),
+            force=force,
             jobs=jobs,
             max_downloads=max_downloads,
             plain_http=plain_http,
@@ -125,6 +144,9 @@ def pull(
         _usage_error(str(exc))
     if not specs:
         _usage_error(f"{images_file}: no images listed")
+    if bundle is not None and oci_layout is not None:
+        _usage_error("--bundle and --oci-layout cannot be used together")
+    destination = _Destination(out_dir, bundle, oci_layout)
 
     finished: list[ImageResult] = []
 
@@ -134,7 +156,7 @@ def pull(
             err.print(_result_line(result), soft_wrap=True)
 
     try:
-        report = asyncio.run(_pull_until_signalled(specs, out_dir, options, report_progress))
+        report = asyncio.run(_pull_until_signalled(specs, destination, options, report_progress))
     except (KeyboardInterrupt, asyncio.CancelledError):
         pulled = sum(result.ok for result in finished)
         err.print(
@@ -146,14 +168,23 @@ def pull(
     raise typer.Exit(EXIT_OK if report.ok else EXIT_SOME_FAILED)
 
 
+@dataclass(frozen=True)
+class _Destination:
+    out_dir: Path
+    bundle: Path | None
+    oci_layout: Path | None
+
+
 async def _pull_until_signalled(
-    specs: list[ImageSpec], out_dir: Path, options: PullOptions, on_result: ResultCallback
+    specs: list[ImageSpec], to: _Destination, options: PullOptions, on_result: ResultCallback
 ) -> PullReport:
     """Pull, treating SIGTERM like Ctrl-C: cancel, keep what is verified, write no archive."""
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    return await bulkpull.pull_images(specs, out_dir, options, on_result=on_result)
+    return await bulkpull.pull_images(
+        specs, to.out_dir, options, bundle=to.bundle, oci_layout=to.oci_layout, on_result=on_result
+    )
 
 
 def _credentials(
@@ -228,9 +259,40 @@ def _print_summary(report: PullReport) -> None:
     out.print(f"{pulled} of {len(report.results)} images pulled, {len(report.failed)} failed")
 
 
+verify_app = typer.Typer(
+    add_completion=False, rich_markup_mode=None, pretty_exceptions_show_locals=False
+)
+
+
+@verify_app.command(
+    help="Check archives: re-hash every blob, check index.json and manifest.json against "
+    "each other and every layer count against rootfs.diff_ids. Exit 1 if any check fails."
+)
+def verify(
+    archives: Annotated[list[Path], typer.Argument(metavar="ARCHIVE...", show_default=False)],
+) -> None:
+    failed = 0
+    for path in archives:
+        check = bulkpull.verify_archive(path)
+        if check.ok:
+            names = ", ".join(check.names)
+            out.print(f"ok      {path}: {check.blobs} blobs verified; {names}", soft_wrap=True)
+            continue
+        failed += 1
+        for problem in check.problems:
+            out.print(f"FAILED  {path}: {problem}", soft_wrap=True)
+    raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
 def main() -> None:
-    """Entry point of the ``bulkpull`` script and ``python -m bulkpull``."""
+    """Entry point of the ``bulkpull`` script and ``python -m bulkpull``.
+
+    ``bulkpull verify ARCHIVE...`` checks archives; anything else is a pull, so the everyday
+    ``bulkpull images.txt`` needs no sub-command.
+    """
     try:
+        if sys.argv[1:2] == ["verify"]:
+            verify_app(args=sys.argv[2:], prog_name="bulkpull verify")
         app()
     except BulkpullError as exc:  # an error the pull did not attribute to an image
         err.print(f"bulkpull: {exc}", soft_wrap=True)

@@ -12,6 +12,7 @@ a token. This module imports nothing from bulkpull.
     │   ├── AuthenticationError                  401/403, refused login, token endpoint failure
     │   └── NotFoundError                        404: unknown repository, tag or blob
     ├── TransportError                           connection, TLS, timeout, truncated body
+    ├── OutputError                              an archive or layout cannot be written
     └── ContentError                             what came back is not what we can use
         ├── DigestMismatchError                  bytes do not hash (or size) to what was promised
         ├── UnsupportedMediaTypeError            schema1 and other types we do not pull
@@ -112,6 +113,10 @@ class NotFoundError(RegistryError):
 
 class TransportError(BulkpullError):
     """The request did not complete: connection, TLS, timeout or a cut-short body."""
+
+
+class OutputError(BulkpullError):
+    """An archive or layout could not be written (disk full, permissions, a bad path)."""
 
 
 class ContentError(BulkpullError):

@@ -1,9 +1,9 @@
 """The image list: what to pull, what to call it, and which archive it goes to.
 
-One image per line, ``SOURCE [NEW_NAME]``; blank lines and ``#`` comments are ignored. The whole
-list is parsed before any network I/O, so a typo on line 300 stops the run at once with
-``FILE:LINE: reason`` instead of after an hour of downloads. Imports ``errors``, ``digest`` and
-``reference``; reading the file (or stdin) is its only I/O.
+One image per line, ``SOURCE [NEW_NAME] [platform=OS/ARCH[/VARIANT][,...]]``; blank lines and
+``#`` comments are ignored. The whole list is parsed before any network I/O, so a typo on line 300
+stops the run at once with ``FILE:LINE: reason`` instead of after an hour of downloads. Imports
+``errors``, ``reference`` and ``platform``; reading the file (or stdin) is its only I/O.
 """
 
 from __future__ import annotations
@@ -11,13 +11,15 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bulkpull.errors import ImageListError, InvalidReferenceError
+from bulkpull.errors import ImageListError, InvalidPlatformError, InvalidReferenceError
+from bulkpull.platform import Platform
 from bulkpull.reference import Reference, parse_reference
 
 STDIN = "-"
+PLATFORM_FIELD = "platform="
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -26,12 +28,14 @@ class ImageSpec:
     """One image to pull: where from (``source``) and under which name (``target``).
 
     ``target`` always has a tag and never a digest: it is the name loaders give the image.
-    ``origin`` says where the spec came from (``FILE:LINE``) for messages.
+    ``platforms`` overrides the run's platforms for this image when not empty. ``origin`` says
+    where the spec came from (``FILE:LINE``) for messages.
     """
 
     source: Reference
     target: Reference
     origin: str = ""
+    platforms: tuple[Platform, ...] = ()
 
     @property
     def archive_filename(self) -> str:
@@ -84,16 +88,12 @@ def parse_image_list(lines: Iterable[str], name: str) -> list[ImageSpec]:
         fields = line.split("#", 1)[0].split()
         if not fields:
             continue
-        if len(fields) > 2:
-            raise ImageListError(
-                name, number, f"expected 'SOURCE [NEW_NAME]', got {line.strip()!r}"
-            )
         try:
-            spec = image_spec(
-                fields[0], fields[1] if len(fields) == 2 else None, f"{name}:{number}"
-            )
-        except InvalidReferenceError as exc:
+            spec = _parse_line(fields, f"{name}:{number}")
+        except (InvalidReferenceError, InvalidPlatformError) as exc:
             raise ImageListError(name, number, str(exc)) from exc
+        except ValueError as exc:
+            raise ImageListError(name, number, f"{exc}, got {line.strip()!r}") from exc
         earlier = claimed.setdefault(spec.archive_filename, number)
         if earlier != number:
             raise ImageListError(
@@ -101,6 +101,25 @@ def parse_image_list(lines: Iterable[str], name: str) -> list[ImageSpec]:
             )
         specs.append(spec)
     return specs
+
+
+def _parse_line(fields: list[str], origin: str) -> ImageSpec:
+    names = [field for field in fields if not field.startswith(PLATFORM_FIELD)]
+    settings = [field.removeprefix(PLATFORM_FIELD) for field in fields if field not in names]
+    if not 1 <= len(names) <= 2 or len(settings) > 1:
+        raise ValueError("expected 'SOURCE [NEW_NAME] [platform=OS/ARCH[,...]]'")
+    spec = image_spec(names[0], names[1] if len(names) == 2 else None, origin)
+    if settings:
+        spec = replace(spec, platforms=parse_platforms(settings[0]))
+    return spec
+
+
+def parse_platforms(text: str) -> tuple[Platform, ...]:
+    """``linux/amd64,linux/arm64`` as platforms, in order and without repeats."""
+    platforms = tuple(Platform.parse(item) for item in text.split(",") if item)
+    if not platforms:
+        raise InvalidPlatformError("no platform given")
+    return tuple(dict.fromkeys(platforms))
 
 
 def read_image_list(path: str | Path) -> list[ImageSpec]:

@@ -47,7 +47,7 @@ class RetryPolicy:
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before repeat number ``attempt`` (1-based): exponential with jitter,
         never above ``max_delay``."""
-        base = self.delay * 2.0 ** (attempt - 1)
+        base = self.delay * 2.0 ** min(attempt - 1, 64)  # no float overflow on huge counts
         return min(base * random.uniform(0.8, 1.2), self.max_delay)  # jitter, not cryptography
 
 
@@ -55,11 +55,15 @@ class RetryPolicy:
 class PullOptions:
     """Everything that shapes a pull besides the list of images and the output directory.
 
-    ``store_dir`` is the content-addressed blob store; by default ``OUT_DIR/.bulkpull-store``,
-    so rerunning into the same directory reuses every blob already verified.
+    ``platforms`` are picked from multi-platform images, in order of preference (the first is
+    the one ``docker load`` gets from a bundle); a list line may override them. ``force``
+    rewrites archives that already hold the same image. ``store_dir`` is the content-addressed
+    blob store; by default ``OUT_DIR/.bulkpull-store``, so rerunning into the same directory
+    reuses every blob already verified.
     """
 
-    platform: Platform = DEFAULT_PLATFORM
+    platforms: tuple[Platform, ...] = (DEFAULT_PLATFORM,)
+    force: bool = False
     jobs: int = DEFAULT_JOBS
     max_downloads: int = DEFAULT_MAX_DOWNLOADS
     plain_http: bool = False
@@ -70,6 +74,8 @@ class PullOptions:
     store_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        if not self.platforms:
+            raise ValueError("platforms must not be empty")
         if self.jobs < 1:
             raise ValueError("jobs must be > 0")
         if self.max_downloads < 1:

@@ -8,8 +8,9 @@ hashing them is the blob store's job. Imports ``transport`` and the value module
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -74,16 +75,31 @@ class RegistryClient:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
 
-    async def resolve(self, reference: Reference, platform: Platform) -> ResolvedImage:
-        """Fetch the manifest for ``reference``, going through an index to ``platform``."""
+    async def resolve(
+        self, reference: Reference, platforms: Sequence[Platform]
+    ) -> list[ResolvedImage]:
+        """Fetch the manifest for ``reference``; through an index, one per wanted platform.
+
+        The index is fetched once however many platforms are wanted, and two platforms that
+        pick the same entry (``linux/amd64`` falling back to ``386``, say) share it.
+        """
         what = str(reference)
         top = await self.fetch_manifest(reference, reference.identifier)
         content = parse_manifest(top.raw, top.media_type, what)
         if isinstance(content, ImageManifest):
-            return ResolvedImage(reference, top, content)
-        entry = choose_platform(content, platform, what)
+            return [ResolvedImage(reference, top, content)]
+        entries = {choose_platform(content, p, what).digest: p for p in platforms}
+        return await asyncio.gather(
+            *(self._resolve_entry(reference, top, content, digest) for digest in entries)
+        )
+
+    async def _resolve_entry(
+        self, reference: Reference, top: FetchedManifest, index: ImageIndex, digest: Digest
+    ) -> ResolvedImage:
+        entry = next(entry for entry in index.manifests if entry.digest == digest)
+        what = f"{reference} ({entry.platform})"
         child = await self.fetch_manifest(reference, str(entry.digest), expected=entry)
-        child_content = parse_manifest(child.raw, child.media_type, f"{what} ({entry.platform})")
+        child_content = parse_manifest(child.raw, child.media_type, what)
         if isinstance(child_content, ImageIndex):
             raise ContentError(f"{what}: index entry {entry.digest} is itself an index")
         return ResolvedImage(reference, child, child_content, top, entry.platform)
