@@ -53,8 +53,11 @@ def archive_digests(path: Path) -> dict[str, Digest]:
     found = {}
     for entry in _entries(index):
         name, digest = _annotations(entry).get(CONTAINERD_NAME), entry.get("digest")
-        if isinstance(name, str) and isinstance(digest, str):
-            found[name] = Digest.parse(digest)
+        if isinstance(name, str) and isinstance(digest, str) and digest.startswith("sha256:"):
+            try:
+                found[name] = Digest.parse(digest)
+            except BulkpullError:
+                continue  # not a digest we would write; the archive is rewritten
     return found
 
 

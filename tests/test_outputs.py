@@ -1,0 +1,249 @@
+"""Outputs beyond one archive per image: bundles, OCI layouts, platforms, reruns, verify."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import imagefactory as f
+import pytest
+from conftest import Start
+from fakeregistry import FakeRegistry
+from test_cli import run_cli
+
+import bulkpull
+from bulkpull import Platform, PullOptions
+
+ARM64 = Platform("linux", "arm64")
+AMD64 = Platform("linux", "amd64")
+
+
+def read_json(archive: Path, member: str) -> object:
+    with tarfile.open(archive) as tar:
+        handle = tar.extractfile(member)
+        assert handle is not None
+        return json.loads(handle.read())
+
+
+def members(archive: Path) -> list[str]:
+    with tarfile.open(archive) as tar:
+        return tar.getnames()
+
+
+class Images:
+    """Two single-platform images sharing a base layer, and a two-platform index."""
+
+    def __init__(self) -> None:
+        base = f.random_layer(30_000)
+        self.one = f.make_image([base, f.random_layer(1000)], label="one")
+        self.two = f.make_image([base, f.random_layer(1000)], label="two", docker_types=True)
+        self.amd64 = f.make_image([f.random_layer(1000)])
+        self.arm64 = f.make_image([f.random_layer(1000)], arch="arm64")
+        self.index = f.make_index([self.amd64, self.arm64], attestation=True)
+        self.base = base
+
+    def serve(self, registry: FakeRegistry) -> None:
+        registry.add("app/one", "1", self.one)
+        registry.add("app/two", "1", self.two)
+        registry.add("app/multi", "1", self.index)
+
+
+@pytest.fixture
+async def served(start: Start) -> tuple[FakeRegistry, str, Images]:
+    registry = FakeRegistry()
+    images = Images()
+    images.serve(registry)
+    return registry, await start(registry.app()), images
+
+
+async def test_a_bundle_holds_every_image_with_each_blob_once(
+    served: tuple[FakeRegistry, str, Images], options: PullOptions, tmp_path: Path
+) -> None:
+    _, host, images = served
+    bundle = tmp_path / "all.tar"
+    refs = [f"{host}/app/one:1", f"{host}/app/two:1", f"{host}/app/multi:1"]
+
+    report = await bulkpull.pull_images(refs, tmp_path, options, bundle=bundle)
+
+    assert report.ok, report.failed
+    assert {r.archive for r in report.results} == {bundle}
+    names = members(bundle)
+    assert names.count(f"blobs/sha256/{images.base.digest[7:]}") == 1
+    docker = read_json(bundle, "manifest.json")
+    assert isinstance(docker, list)
+    assert sorted(tag for item in docker for tag in item["RepoTags"]) == sorted(refs)
+    index = read_json(bundle, "index.json")
+    assert isinstance(index, dict)
+    entries = {e["annotations"]["io.containerd.image.name"]: e for e in index["manifests"]}
+    assert set(entries) == set(refs)
+    assert all("platform" not in entry for entry in entries.values())
+    assert entries[refs[0]]["annotations"]["org.opencontainers.image.ref.name"] == refs[0]
+    # One platform pulled from a two-platform index: the index is narrowed to it.
+    assert entries[refs[2]]["digest"] != images.index.digest
+    assert bulkpull.verify_archive(bundle).ok
+
+
+async def test_several_platforms_give_one_archive_each_named_after_the_platform(
+    served: tuple[FakeRegistry, str, Images], options: PullOptions, tmp_path: Path
+) -> None:
+    _, host, images = served
+    spec = bulkpull.image_spec(f"{host}/app/multi:1")
+    spec = dataclasses.replace(spec, platforms=(AMD64, ARM64))
+
+    report = await bulkpull.pull_images([spec], tmp_path, options)
+
+    assert report.ok, report.failed
+    amd, arm = report.results
+    assert (amd.platform, arm.platform) == (AMD64, ARM64)
+    assert str(amd.manifest_digest) == images.amd64.digest
+    assert str(arm.manifest_digest) == images.arm64.digest
+    assert amd.archive is not None and amd.archive.name.endswith("_app_multi_1_linux_amd64.tar")
+    assert arm.archive is not None and arm.archive.name.endswith("_app_multi_1_linux_arm64.tar")
+
+
+async def test_a_bundle_keeps_every_requested_platform_of_an_index(
+    served: tuple[FakeRegistry, str, Images], options: PullOptions, tmp_path: Path
+) -> None:
+    _, host, images = served
+    options = dataclasses.replace(options, platforms=(ARM64, AMD64))
+    bundle = tmp_path / "multi.tar"
+
+    report = await bulkpull.pull_images([f"{host}/app/multi:1"], tmp_path, options, bundle=bundle)
+
+    assert report.ok, report.failed
+    index = read_json(bundle, "index.json")
+    assert isinstance(index, dict)
+    (entry,) = index["manifests"]
+    # Every platform entry was pulled, but the attestation was not: it is left out.
+    narrowed = read_json(bundle, f"blobs/sha256/{entry['digest'][7:]}")
+    assert isinstance(narrowed, dict)
+    assert [m["digest"] for m in narrowed["manifests"]] == [
+        images.amd64.digest,
+        images.arm64.digest,
+    ]
+    docker = read_json(bundle, "manifest.json")
+    assert isinstance(docker, list)
+    # docker load can tag one image per name: it gets the first platform asked for.
+    assert docker[0]["Config"] == f"blobs/sha256/{images.arm64.config_digest[7:]}"
+    assert bulkpull.verify_archive(bundle).ok
+
+
+async def test_an_oci_layout_is_created_then_added_to(
+    served: tuple[FakeRegistry, str, Images], options: PullOptions, tmp_path: Path
+) -> None:
+    _, host, images = served
+    layout = tmp_path / "layout"
+
+    first = await bulkpull.pull_images([f"{host}/app/one:1"], tmp_path, options, oci_layout=layout)
+    second = await bulkpull.pull_images([f"{host}/app/two:1"], tmp_path, options, oci_layout=layout)
+
+    assert first.ok and second.ok
+    assert json.loads((layout / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
+    index = json.loads((layout / "index.json").read_text())
+    refs = [e["annotations"]["org.opencontainers.image.ref.name"] for e in index["manifests"]]
+    assert refs == [f"{host}/app/one:1", f"{host}/app/two:1"]
+    for image in (images.one, images.two):
+        for digest, blob in image.blobs.items():
+            assert (layout / "blobs" / "sha256" / digest[7:]).read_bytes() == blob
+    assert not list((layout / "blobs" / "sha256").glob("*.partial"))
+
+
+async def test_a_rerun_leaves_unchanged_archives_alone_and_force_rewrites(
+    served: tuple[FakeRegistry, str, Images], options: PullOptions, tmp_path: Path
+) -> None:
+    registry, host, images = served
+    ref = f"{host}/app/one:1"
+    first = await bulkpull.pull_image(ref, tmp_path, options)
+    assert first.archive is not None
+    written = first.archive.stat().st_mtime_ns
+    blob_gets = registry.count("GET", images.base.digest)
+
+    again = await bulkpull.pull_image(ref, tmp_path, options)
+    forced = await bulkpull.pull_image(ref, tmp_path, dataclasses.replace(options, force=True))
+
+    assert again.up_to_date and not first.up_to_date and not forced.up_to_date
+    assert registry.count("GET", images.base.digest) == blob_gets  # the store served them
+    assert forced.archive is not None and forced.archive.stat().st_mtime_ns != written
+
+
+async def test_a_moved_tag_replaces_the_archive(
+    served: tuple[FakeRegistry, str, Images], options: PullOptions, tmp_path: Path
+) -> None:
+    registry, host, images = served
+    ref = f"{host}/app/one:1"
+    await bulkpull.pull_image(ref, tmp_path, options)
+    registry.add("app/one", "1", images.two)
+
+    moved = await bulkpull.pull_image(ref, tmp_path, options)
+
+    assert moved.ok and not moved.up_to_date
+    assert str(moved.manifest_digest) == images.two.digest
+    assert moved.archive is not None
+    index = read_json(moved.archive, "index.json")
+    assert isinstance(index, dict)
+    assert index["manifests"][0]["digest"] == images.two.digest
+
+
+async def test_a_list_line_can_choose_its_own_platform(
+    served: tuple[FakeRegistry, str, Images], tmp_path: Path
+) -> None:
+    _, host, images = served
+    listing = tmp_path / "images.txt"
+    listing.write_text(f"{host}/app/multi:1 platform=linux/arm64\n")
+
+    code, out, err = await run_cli(str(listing), "-o", str(tmp_path / "out"), "--plain-http")
+
+    assert code == 0, err
+    assert "linux/arm64" in out
+    assert images.arm64.digest[:19] in out
+
+
+async def test_verify_passes_a_good_archive_and_names_a_corrupt_blob(
+    served: tuple[FakeRegistry, str, Images], options: PullOptions, tmp_path: Path
+) -> None:
+    _, host, images = served
+    result = await bulkpull.pull_image(f"{host}/app/one:1", tmp_path, options)
+    assert result.archive is not None
+    good = result.archive
+    bad = tmp_path / "bad.tar"
+    data = bytearray(good.read_bytes())
+    layer = images.one.layers[1].compressed
+    at = data.find(layer)
+    data[at + 100] ^= 0xFF
+    bad.write_bytes(bytes(data))
+
+    ok = await run_cli("verify", str(good))
+    broken = await run_cli("verify", str(good), str(bad))
+
+    assert ok[0] == 0, ok
+    assert f"ok      {good}" in ok[1]
+    assert broken[0] == 1
+    assert f"FAILED  {bad}: blobs/sha256/{images.one.layers[1].digest[7:]}" in broken[1]
+
+
+def test_verify_names_a_layer_count_that_differs_from_the_diff_ids(tmp_path: Path) -> None:
+    image = f.make_image([f.random_layer(100)])
+    archive = tmp_path / "x.tar"
+    manifest = [
+        {
+            "Config": f"blobs/sha256/{image.config_digest[7:]}",
+            "RepoTags": ["x:1"],
+            "Layers": [],
+        }
+    ]
+    with tarfile.open(archive, "w") as tar:
+        for name, data in (
+            (f"blobs/sha256/{image.config_digest[7:]}", image.config),
+            ("manifest.json", json.dumps(manifest).encode()),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+    check = bulkpull.verify_archive(archive)
+
+    assert not check.ok
+    assert "0 layers but 1 rootfs.diff_ids" in " ".join(check.problems)
