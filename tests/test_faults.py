@@ -89,7 +89,8 @@ async def test_fault(start: Start, options: PullOptions, tmp_path: Path, row: Ro
     if row.error is None:
         assert result.ok, result.error
         assert stored.read_bytes() == LAYER.compressed
-        assert result.archive is not None and result.archive.is_file()
+        assert result.archive is not None
+        assert result.archive.is_file()
     else:
         assert isinstance(result.error, row.error)
         assert row.message in str(result.error)

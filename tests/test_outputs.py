@@ -100,8 +100,10 @@ async def test_several_platforms_give_one_archive_each_named_after_the_platform(
     assert (amd.platform, arm.platform) == (AMD64, ARM64)
     assert str(amd.manifest_digest) == images.amd64.digest
     assert str(arm.manifest_digest) == images.arm64.digest
-    assert amd.archive is not None and amd.archive.name.endswith("_app_multi_1_linux_amd64.tar")
-    assert arm.archive is not None and arm.archive.name.endswith("_app_multi_1_linux_arm64.tar")
+    assert amd.archive is not None
+    assert amd.archive.name.endswith("_app_multi_1_linux_amd64.tar")
+    assert arm.archive is not None
+    assert arm.archive.name.endswith("_app_multi_1_linux_arm64.tar")
 
 
 async def test_a_bundle_keeps_every_requested_platform_of_an_index(
@@ -140,7 +142,8 @@ async def test_an_oci_layout_is_created_then_added_to(
     first = await bulkpull.pull_images([f"{host}/app/one:1"], tmp_path, options, oci_layout=layout)
     second = await bulkpull.pull_images([f"{host}/app/two:1"], tmp_path, options, oci_layout=layout)
 
-    assert first.ok and second.ok
+    assert first.ok
+    assert second.ok
     assert json.loads((layout / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
     index = json.loads((layout / "index.json").read_text())
     refs = [e["annotations"]["org.opencontainers.image.ref.name"] for e in index["manifests"]]
@@ -164,9 +167,12 @@ async def test_a_rerun_leaves_unchanged_archives_alone_and_force_rewrites(
     again = await bulkpull.pull_image(ref, tmp_path, options)
     forced = await bulkpull.pull_image(ref, tmp_path, dataclasses.replace(options, force=True))
 
-    assert again.up_to_date and not first.up_to_date and not forced.up_to_date
+    assert again.up_to_date
+    assert not first.up_to_date
+    assert not forced.up_to_date
     assert registry.count("GET", images.base.digest) == blob_gets  # the store served them
-    assert forced.archive is not None and forced.archive.stat().st_mtime_ns != written
+    assert forced.archive is not None
+    assert forced.archive.stat().st_mtime_ns != written
 
 
 async def test_a_moved_tag_replaces_the_archive(
@@ -179,7 +185,8 @@ async def test_a_moved_tag_replaces_the_archive(
 
     moved = await bulkpull.pull_image(ref, tmp_path, options)
 
-    assert moved.ok and not moved.up_to_date
+    assert moved.ok
+    assert not moved.up_to_date
     assert str(moved.manifest_digest) == images.two.digest
     assert moved.archive is not None
     index = read_json(moved.archive, "index.json")

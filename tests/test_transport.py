@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import email.utils
-import time
 
 import imagefactory as f
 import pytest
 from conftest import Start
 from fakeregistry import FakeRegistry, Faults
 
-from bulkpull import RegistryError, RetryPolicy
+from bulkpull import RegistryError, RetryPolicy, TransportError
 from bulkpull.transport import Transport, open_session, parse_retry_after, redact
 
 
@@ -70,9 +69,7 @@ async def test_a_429_pauses_requests_to_that_registry_for_every_caller(start: St
 async def test_an_unreachable_registry_is_a_transport_error_naming_the_url() -> None:
     async with open_session(timeout=2, connections=1) as session:
         transport = Transport(session, retry=RetryPolicy(retries=0), plain_http=True)
-        with pytest.raises(Exception) as caught:
+        with pytest.raises(TransportError) as caught:
             async with transport.request("GET", "127.0.0.1:9", "x/y", "/v2/x/y/manifests/1"):
                 pass
-    assert type(caught.value).__name__ == "TransportError"
     assert "http://127.0.0.1:9/v2/" in str(caught.value)
-    assert time.monotonic() > 0
