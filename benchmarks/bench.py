@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import shutil
@@ -30,6 +31,8 @@ from bench_images import LayerFormat
 from bench_infra import BenchError, child_env, progress, start_registry
 from bench_scenarios import SCENARIOS, TOOL_KEYS, Context, Settings, measure_tools
 
+# Above this share of CPU time used by other processes, results are noisy.
+_BUSY_SHARE = 0.1
 _UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3}
 _UNITS |= {"kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
 
@@ -140,6 +143,25 @@ def bulkpull_command(given: str | None) -> tuple[str, ...]:
     return (script,) if script else (sys.executable, "-m", "bulkpull")
 
 
+def other_cpu_use(seconds: float = 1.0) -> float:
+    """The share of CPU time the machine spends busy over ``seconds`` while we sleep."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle and iowait
+        return idle, sum(fields)
+
+    try:
+        idle_before, total_before = sample()
+        time.sleep(seconds)
+        idle_after, total_after = sample()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total = total_after - total_before
+    return 1 - (idle_after - idle_before) / total if total > 0 else 0.0
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -184,8 +206,15 @@ def run(args: argparse.Namespace, workdir: Path) -> list[dict[str, object]]:
             progress(f"scenario {name}: {scenario.summary}")
             tools = scenario.prepare()
             progress(f"scenario {name}: {scenario.describe()}")
+            busy = other_cpu_use()
+            if busy > _BUSY_SHARE:
+                progress(f"other processes use {busy:.0%} of the CPUs: expect noisy results")
             results = measure_tools(ctx, tools)
-            print(scenario.report(results), end="\n\n", flush=True)
+            machine = (
+                f"Machine: {os.cpu_count()} CPUs, {busy:.0%} busy with other work "
+                "in the second before the runs."
+            )
+            print(scenario.report(results), machine, sep="\n", end="\n\n", flush=True)
             progress(f"scenario {name} took {time.perf_counter() - started:.0f}s in all")
             records.append(
                 {

@@ -1,6 +1,6 @@
 """Pull images from your own asyncio code and act on each result as it arrives.
 
-    python examples/pull_library.py alpine:3.20 busybox:1.36 --out-dir bundles/
+python examples/pull_library.py alpine:3.20 busybox:1.36 --out-dir bundles/
 """
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ import asyncio
 import bulkpull
 
 
-def show(result: bulkpull.ImageResult) -> None:
-    """Called as each image finishes, in completion order."""
+def show(event: bulkpull.Event) -> None:
+    """Called for every progress event; this example reports finished images only."""
+    if not isinstance(event, bulkpull.ImageDone):
+        return
+    result = event.result
     if result.error is not None:
         print(f"failed {result.spec.source}: {result.error}")
     else:
@@ -32,7 +35,7 @@ async def main() -> int:
         retry=bulkpull.RetryPolicy(retries=5, delay=1.0),
     )
     specs = [bulkpull.image_spec(image) for image in args.images]
-    report = await bulkpull.pull_images(specs, args.out_dir, options, on_result=show)
+    report = await bulkpull.pull_images(specs, args.out_dir, options, on_event=show)
     return 0 if report.ok else 1
 
 

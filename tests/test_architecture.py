@@ -32,6 +32,7 @@ LAYERS = (
     "archive",
     "verify",
     "imagelist",
+    "report",
     "pull",
     "__init__",
     "cli",

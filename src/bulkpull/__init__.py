@@ -39,10 +39,24 @@ from bulkpull.imagelist import (
     parse_platforms,
     read_image_list,
 )
+from bulkpull.manifest import Descriptor
 from bulkpull.options import PullOptions, RetryPolicy
 from bulkpull.platform import DEFAULT_PLATFORM, Platform
-from bulkpull.pull import ImageResult, PullReport, ResultCallback, pull_image, pull_images
+from bulkpull.pull import pull_image, pull_images, resolve_images
 from bulkpull.reference import Reference, parse_reference
+from bulkpull.report import (
+    BlobDone,
+    BlobNeeded,
+    BytesReceived,
+    Event,
+    EventCallback,
+    ImageDone,
+    ImageResult,
+    ImageStage,
+    PullReport,
+    Stage,
+    Status,
+)
 from bulkpull.verify import ArchiveCheck, verify_archive
 
 __version__ = version("bulkpull")
@@ -51,14 +65,22 @@ __all__ = [
     "DEFAULT_PLATFORM",
     "ArchiveCheck",
     "AuthenticationError",
+    "BlobDone",
+    "BlobNeeded",
     "BulkpullError",
+    "BytesReceived",
     "ContentError",
     "Credentials",
+    "Descriptor",
     "Digest",
     "DigestMismatchError",
+    "Event",
+    "EventCallback",
+    "ImageDone",
     "ImageListError",
     "ImageResult",
     "ImageSpec",
+    "ImageStage",
     "InvalidPlatformError",
     "InvalidReferenceError",
     "NotFoundError",
@@ -70,8 +92,9 @@ __all__ = [
     "Reference",
     "RegistryDiagnostic",
     "RegistryError",
-    "ResultCallback",
     "RetryPolicy",
+    "Stage",
+    "Status",
     "TransportError",
     "UnsupportedMediaTypeError",
     "__version__",
@@ -83,6 +106,7 @@ __all__ = [
     "pull_image",
     "pull_images",
     "read_image_list",
+    "resolve_images",
     "verify_archive",
 ]
 

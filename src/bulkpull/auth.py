@@ -2,7 +2,7 @@
 
 Nothing here touches the network. ``transport`` sends what these functions describe and hands the
 answers back, so the whole challenge/token dance is tested without a server (httpx's auth-flow
-idea). Imports only ``errors``.
+idea). Imports only ``errors`` and ``network``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
 from bulkpull.errors import AuthenticationError
+from bulkpull.network import has_valid_port
 
 # The distribution token spec: servers should never issue tokens for less than 60 seconds, and a
 # response without ``expires_in`` means exactly that.
@@ -25,6 +26,11 @@ TOKEN_RENEW_MARGIN = 10.0
 # A token response is a small JSON document; a larger one is an error page or an attack.
 MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
 
+# Sent as client_id in OAuth2 token requests, which the token spec requires of clients.
+OAUTH_CLIENT_ID = "bulkpull"
+# Token servers without the OAuth2 POST flow answer it with one of these; then the GET flow is
+# used (containerd's list: GCR 404, Artifactory 401, ACR 400, others 405).
+OAUTH_UNSUPPORTED_STATUSES = frozenset({400, 401, 404, 405})
 # One auth-param: key=token or key="quoted string" (backslash escapes; commas inside quotes are
 # part of the value, as in scope="repository:a/b:pull,push").
 _PARAM = re.compile(r'\s*([A-Za-z][\w.-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*(?:,|$)')
@@ -32,13 +38,26 @@ _PARAM = re.compile(r'\s*([A-Za-z][\w.-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """A username and password (or identity token) for one registry; never shown in repr."""
+    """A login for one registry; the secrets are never shown in repr.
+
+    ``identity_token`` is what ``docker login`` keeps instead of a password for registries that
+    hand out OAuth2 refresh tokens (``identitytoken`` in config.json, or a credential helper
+    answering with the user ``<token>``); it is exchanged for access tokens by POST, see
+    :func:`refresh_token_form`.
+    """
 
     username: str
     password: str = field(repr=False)
+    identity_token: str = field(default="", repr=False)
 
     def basic_header(self) -> str:
-        raw = f"{self.username}:{self.password}".encode()
+        """``Authorization`` for Basic auth and GET token requests.
+
+        Without a password the identity token stands in for it: what token servers that lack
+        the OAuth2 POST flow accept (containerd's fallback does the same).
+        """
+        secret = self.password or self.identity_token
+        raw = f"{self.username}:{secret}".encode()
         return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
@@ -81,6 +100,15 @@ def _parse_params(text: str) -> dict[str, str]:
     return params
 
 
+def usable_realm(challenge: Challenge) -> str:
+    """The challenge's realm, refused unless it is an absolute http(s) URL with a valid port."""
+    realm = challenge.realm
+    parts = urlsplit(realm)
+    if parts.scheme not in ("http", "https") or not parts.hostname or not has_valid_port(parts):
+        raise AuthenticationError("GET", realm or "(no realm)", 401, text="unusable token realm")
+    return realm
+
+
 def pull_scope(repository: str) -> str:
     """The scope a pull needs; registries often omit it from the ``/v2/`` challenge."""
     return f"repository:{repository}:pull"
@@ -91,10 +119,8 @@ def token_url(challenge: Challenge, scopes: Iterable[str]) -> str:
 
     A query already in the realm is kept, as the token spec allows realms that carry one.
     """
-    realm = challenge.realm
+    realm = usable_realm(challenge)
     parts = urlsplit(realm)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise AuthenticationError("GET", realm or "(no realm)", 401, text="unusable token realm")
     query: list[tuple[str, str]] = []
     if "service" in challenge.params:
         query.append(("service", challenge.params["service"]))
@@ -115,12 +141,33 @@ def may_send_credentials(realm: str, registry_origin: str) -> bool:
     if parts.scheme == "https":
         return True
     registry = urlsplit(registry_origin)
+    if not (has_valid_port(parts) and has_valid_port(registry)):
+        return False
     # urlsplit lowercases the host name, which is case-insensitive.
     return (parts.scheme, parts.hostname, parts.port) == (
         registry.scheme,
         registry.hostname,
         registry.port,
     )
+
+
+def refresh_token_form(
+    challenge: Challenge, scopes: Iterable[str], refresh_token: str
+) -> dict[str, str]:
+    """The form to POST to the realm to trade an identity (refresh) token for an access token.
+
+    The OAuth2 flow of the distribution token spec: ``grant_type=refresh_token``, the scopes as
+    one space-separated ``scope`` and a ``client_id``, which the spec requires.
+    """
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+        "client_id": OAUTH_CLIENT_ID,
+        "scope": " ".join(scopes),
+    }
+    if "service" in challenge.params:
+        form["service"] = challenge.params["service"]
+    return form
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,11 +60,24 @@ class BlobStore:
         """A stored blob's bytes; only for configs and manifests, never layers."""
         return await asyncio.to_thread(self.path(digest).read_bytes)
 
-    async def ingest(self, digest: Digest, size: int, opener: BlobOpener, what: str) -> Path:
+    async def read_if_present(self, digest: Digest) -> bytes | None:
+        """A stored manifest's bytes, or None when the store does not hold it."""
+        return await self.read_small(digest) if self.has(digest) else None
+
+    async def ingest(
+        self,
+        digest: Digest,
+        size: int,
+        opener: BlobOpener,
+        what: str,
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Path:
         """Download a blob through ``opener`` unless it is here, resuming a partial file.
 
         A body that runs past ``size`` is cut off at once rather than read to its end. On a
         digest or size mismatch the partial file is deleted, so a retry starts from zero.
+        ``on_bytes`` hears how many bytes each network chunk brought.
         """
         final = self.path(digest)
         if final.is_file():
@@ -79,7 +92,7 @@ class BlobStore:
             async with opener(verifier.size) as (start, chunks):
                 if start != verifier.size:
                     verifier = DigestVerifier(digest, size)
-                await _receive(partial, chunks, verifier, truncate=start == 0)
+                await _receive(partial, chunks, verifier, truncate=start == 0, on_bytes=on_bytes)
         try:
             verifier.verify(what)
         except DigestMismatchError:
@@ -90,7 +103,12 @@ class BlobStore:
 
 
 async def _receive(
-    partial: Path, chunks: AsyncIterator[bytes], verifier: DigestVerifier, *, truncate: bool
+    partial: Path,
+    chunks: AsyncIterator[bytes],
+    verifier: DigestVerifier,
+    *,
+    truncate: bool,
+    on_bytes: Callable[[int], None] | None,
 ) -> None:
     """Gather chunks into large buffers, each hashed and written by one thread hop.
 
@@ -105,6 +123,8 @@ async def _receive(
         try:
             async for chunk in chunks:
                 buffer += chunk
+                if on_bytes:
+                    on_bytes(len(chunk))
                 if len(buffer) >= WRITE_BUFFER_BYTES:
                     data = bytes(buffer)
                     buffer.clear()

@@ -23,13 +23,15 @@ import bulkpull
 from bulkpull import (
     BulkpullError,
     Credentials,
+    Event,
+    EventCallback,
+    ImageDone,
     ImageListError,
     ImageResult,
     ImageSpec,
     InvalidPlatformError,
     PullOptions,
     PullReport,
-    ResultCallback,
     RetryPolicy,
     parse_platforms,
 )
@@ -150,10 +152,12 @@ def pull(
 
     finished: list[ImageResult] = []
 
-    def report_progress(result: ImageResult) -> None:
-        finished.append(result)
-        if not quiet or not result.ok:
-            err.print(_result_line(result), soft_wrap=True)
+    def report_progress(event: Event) -> None:
+        if not isinstance(event, ImageDone):
+            return
+        finished.append(event.result)
+        if not quiet or not event.result.ok:
+            err.print(_result_line(event.result), soft_wrap=True)
 
     try:
         report = asyncio.run(_pull_until_signalled(specs, destination, options, report_progress))
@@ -176,14 +180,14 @@ class _Destination:
 
 
 async def _pull_until_signalled(
-    specs: list[ImageSpec], to: _Destination, options: PullOptions, on_result: ResultCallback
+    specs: list[ImageSpec], to: _Destination, options: PullOptions, on_event: EventCallback
 ) -> PullReport:
     """Pull, treating SIGTERM like Ctrl-C: cancel, keep what is verified, write no archive."""
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     return await bulkpull.pull_images(
-        specs, to.out_dir, options, bundle=to.bundle, oci_layout=to.oci_layout, on_result=on_result
+        specs, to.out_dir, options, bundle=to.bundle, oci_layout=to.oci_layout, on_event=on_event
     )
 
 

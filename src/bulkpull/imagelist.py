@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bulkpull.digest import Digest
 from bulkpull.errors import ImageListError, InvalidPlatformError, InvalidReferenceError
 from bulkpull.platform import Platform
 from bulkpull.reference import Reference, parse_reference
@@ -36,6 +37,20 @@ class ImageSpec:
     target: Reference
     origin: str = ""
     platforms: tuple[Platform, ...] = ()
+
+    def pinned(self, digest: Digest | None) -> str:
+        """This spec as a list line with its source pinned to ``digest`` (a lock-file line).
+
+        The new name and platforms are kept; a new name is written out only where the
+        pinned source would not give the same one by itself.
+        """
+        source = self.source if digest is None else replace(self.source, digest=digest)
+        fields = [str(source)]
+        if image_spec(str(source)).target != self.target:
+            fields.append(str(self.target))
+        if self.platforms:
+            fields.append(PLATFORM_FIELD + ",".join(str(p) for p in self.platforms))
+        return " ".join(fields)
 
     @property
     def archive_filename(self) -> str:

@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bulkpull.archive import ArchiveImage, ImageContent, update_layout, write_archive
@@ -27,51 +30,25 @@ from bulkpull.options import PullOptions
 from bulkpull.platform import Platform
 from bulkpull.reference import Reference
 from bulkpull.registry import RegistryClient, ResolvedImage
+from bulkpull.report import (
+    BlobDone,
+    BlobNeeded,
+    BytesReceived,
+    Event,
+    EventCallback,
+    ImageDone,
+    ImageResult,
+    ImageStage,
+    PullReport,
+    Stage,
+    Status,
+)
 from bulkpull.transport import Transport, open_session
 from bulkpull.verify import archive_digests
 
 log = logging.getLogger("bulkpull")
 
 STORE_DIRNAME = ".bulkpull-store"
-
-
-@dataclass(frozen=True, slots=True)
-class ImageResult:
-    """The outcome for one image and platform: what was written, or why not.
-
-    ``archive`` is the image's own archive, the bundle, or the OCI layout directory.
-    ``up_to_date`` means the archive already held this exact image and was left alone.
-    """
-
-    spec: ImageSpec
-    manifest_digest: Digest | None = None
-    platform: Platform | None = None
-    size: int = 0
-    archive: Path | None = None
-    error: BulkpullError | None = None
-    up_to_date: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass(frozen=True, slots=True)
-class PullReport:
-    """Every result, in the order of the list (platforms in the order asked for)."""
-
-    results: tuple[ImageResult, ...]
-
-    @property
-    def ok(self) -> bool:
-        return all(result.ok for result in self.results)
-
-    @property
-    def failed(self) -> tuple[ImageResult, ...]:
-        return tuple(result for result in self.results if not result.ok)
-
-
-ResultCallback = Callable[[ImageResult], None]
 
 
 async def pull_images(
@@ -81,38 +58,31 @@ async def pull_images(
     *,
     bundle: Path | str | None = None,
     oci_layout: Path | str | None = None,
-    on_result: ResultCallback | None = None,
+    on_event: EventCallback | None = None,
 ) -> PullReport:
     """Pull every image and report on each.
 
     By default each image (and platform) gets its own archive in ``out_dir``. With ``bundle``
     every image goes into that one archive instead; with ``oci_layout`` into that OCI image
     layout directory (created, or added to). Strings are parsed as references first, so a bad
-    one raises before any network I/O. ``on_result`` is called as each image finishes.
+    one raises before any network I/O. ``on_event`` hears progress as it happens, including an
+    :class:`ImageDone` per result.
     """
-    specs = [image if isinstance(image, ImageSpec) else image_spec(image) for image in images]
+    specs = _specs(images)
     options = options or PullOptions()
+    started, clock = _now(), time.monotonic()
     output = await _make_output(Path(out_dir), bundle, oci_layout, options)
-    connections = options.max_downloads + options.jobs
-    async with open_session(timeout=options.timeout, connections=connections) as session:
-        transport = Transport(
-            session,
-            retry=options.retry,
-            credentials=options.credentials,
-            plain_http=options.plain_http,
-            skip_tls_verify=options.skip_tls_verify,
-        )
-        early = on_result if output.final_on_add else None
-        run = _Run(RegistryClient(transport), output, options, early)
+    async with _connect(options, output.store) as registry:
+        run = _Run(registry, output, options, on_event if output.final_on_add else None)
         try:
             per_image = await asyncio.gather(*(run.image(spec) for spec in specs))
         finally:
             await run.close()
     results = await output.finish([result for results in per_image for result in results])
-    if on_result and not early:
+    if on_event and not output.final_on_add:
         for result in results:
-            on_result(result)
-    return PullReport(tuple(results))
+            on_event(ImageDone(result))
+    return PullReport(tuple(results), run.downloaded, run.reused, time.monotonic() - clock, started)
 
 
 async def pull_image(
@@ -123,12 +93,97 @@ async def pull_image(
     return report.results[0]
 
 
+async def resolve_images(
+    images: Iterable[ImageSpec | str],
+    options: PullOptions | None = None,
+    *,
+    store_dir: Path | str | None = None,
+    on_event: EventCallback | None = None,
+) -> PullReport:
+    """Resolve every image to its digests and sizes without downloading a blob (a dry run).
+
+    Tags are asked for with ``HEAD`` first; manifests already in ``store_dir`` are read from
+    disk rather than downloaded again.
+    """
+    specs = _specs(images)
+    options = options or PullOptions()
+    started, clock = _now(), time.monotonic()
+    store = BlobStore(Path(store_dir)) if store_dir is not None else None
+    jobs = asyncio.Semaphore(options.jobs)
+
+    async def resolve(spec: ImageSpec) -> list[ImageResult]:
+        _emit(on_event, ImageStage(spec, Stage.RESOLVING))
+        try:
+            async with jobs:
+                resolved = await registry.resolve(spec.source, spec.platforms or options.platforms)
+            results = [_result(spec, item, Status.RESOLVED) for item in resolved]
+        except BulkpullError as exc:
+            results = [ImageResult(spec, Status.FAILED, error=exc)]
+        for result in results:
+            _emit(on_event, ImageDone(result))
+        return results
+
+    async with _connect(options, store) as registry:
+        per_image = await asyncio.gather(*(resolve(spec) for spec in specs))
+    results = tuple(result for results in per_image for result in results)
+    return PullReport(results, seconds=time.monotonic() - clock, started=started)
+
+
+def _specs(images: Iterable[ImageSpec | str]) -> list[ImageSpec]:
+    return [image if isinstance(image, ImageSpec) else image_spec(image) for image in images]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _emit(on_event: EventCallback | None, event: Event) -> None:
+    if on_event is not None:
+        on_event(event)
+
+
+@asynccontextmanager
+async def _connect(options: PullOptions, store: BlobStore | None) -> AsyncIterator[RegistryClient]:
+    """The run's one session and transport, and a registry client that knows the store."""
+    connections = options.max_downloads + options.jobs
+    async with open_session(timeout=options.timeout, connections=connections) as session:
+        transport = Transport(
+            session,
+            retry=options.retry,
+            credentials=options.credentials,
+            plain_http=options.plain_http,
+            skip_tls_verify=options.skip_tls_verify,
+        )
+        yield RegistryClient(transport, store.read_if_present if store else None)
+
+
+def _result(
+    spec: ImageSpec,
+    item: ResolvedImage,
+    status: Status,
+    platform: Platform | None = None,
+    archive: Path | None = None,
+) -> ImageResult:
+    return ImageResult(
+        spec,
+        status,
+        manifest_digest=item.manifest.digest,
+        source_digest=(item.index or item.manifest).digest,
+        config_digest=item.content.config.digest,
+        platform=platform or item.platform,
+        size=item.size,
+        layers=item.content.layers,
+        archive=archive,
+    )
+
+
 class _Output:
     """Where pulled images go. Per-image archives are written as images arrive; a bundle or
     layout collects them and is written by :meth:`finish`.
 
     ``keeps_indexes``: whether a multi-platform image goes in as its index (narrowed to the
     platforms pulled) or, for per-image archives, as one platform's manifest per archive.
+    ``final_on_add``: whether a result is final once the image is added (else after finish).
     """
 
     keeps_indexes = False
@@ -138,13 +193,13 @@ class _Output:
         self.store = store
         self.out_dir = out_dir
 
-    def split(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> list[list[ResolvedImage]]:
+    def split(self, resolved: list[ResolvedImage]) -> list[list[ResolvedImage]]:
         """Which resolved platforms share one archive: each its own, for per-image archives."""
         return [[item] for item in resolved]
 
     def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
         suffix = ""
-        if len(resolved) == 1 and resolved[0].platform and _platform_count(spec) > 1:
+        if len(resolved) == 1 and resolved[0].platform and len(spec.platforms) > 1:
             suffix = "_" + str(resolved[0].platform.normalized()).replace("/", "_")
         return self.out_dir / spec.archive_filename.replace(".tar", f"{suffix}.tar")
 
@@ -172,7 +227,7 @@ class _Bundle(_Output):
         self.path = path
         self.images: list[ArchiveImage] = []
 
-    def split(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> list[list[ResolvedImage]]:
+    def split(self, resolved: list[ResolvedImage]) -> list[list[ResolvedImage]]:
         return [resolved]
 
     def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
@@ -189,14 +244,14 @@ class _Bundle(_Output):
 
     async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
         images = sorted(self.images, key=lambda image: image.name)
-        wanted = {image.name: image.digest for image in images}
-        if images and archive_digests(self.path) == wanted:
-            return [replace(r, up_to_date=True) if r.ok else r for r in results]
-        if images:
-            try:
-                await asyncio.to_thread(_write, self.path, images, self.store)
-            except OutputError as exc:
-                return [replace(r, error=exc) if r.ok else r for r in results]
+        if not images:
+            return results
+        if archive_digests(self.path) == {image.name: image.digest for image in images}:
+            return [replace(r, status=Status.UP_TO_DATE) if r.ok else r for r in results]
+        try:
+            await asyncio.to_thread(_write, self.path, images, self.store)
+        except OutputError as exc:
+            return [replace(r, status=Status.FAILED, error=exc) if r.ok else r for r in results]
         return results
 
 
@@ -221,14 +276,19 @@ class _Layout(_Output):
         index = self.directory / "index.json"
         if not index.exists() or not all(self.store.has(d) for d in image.blobs):
             return False
-        return image.descriptor in json.loads(index.read_bytes()).get("manifests", [])
+        entries = json.loads(index.read_bytes()).get("manifests", [])
+        return bool(image.descriptor in entries)
 
     async def add(self, path: Path, image: ArchiveImage) -> None:
         self.images.append(image)
 
     async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
         if self.images:
-            await asyncio.to_thread(update_layout, self.directory, self.images)
+            try:
+                await asyncio.to_thread(update_layout, self.directory, self.images)
+            except OSError as exc:
+                error = OutputError(f"cannot write {self.directory / 'index.json'}: {exc}")
+                return [replace(r, status=Status.FAILED, error=error) for r in results]
         return results
 
 
@@ -255,10 +315,6 @@ def _write(path: Path, images: Sequence[ArchiveImage], store: BlobStore) -> None
         raise OutputError(f"cannot write {path}: {exc}") from exc
 
 
-def _platform_count(spec: ImageSpec) -> int:
-    return len(spec.platforms) if spec.platforms else 0
-
-
 class _Run:
     """The shared state of one pull: registry client, output, limits and in-flight blobs."""
 
@@ -267,26 +323,31 @@ class _Run:
         registry: RegistryClient,
         output: _Output,
         options: PullOptions,
-        on_result: ResultCallback | None,
+        on_event: EventCallback | None,
     ) -> None:
         self._registry = registry
-        self._on_result = on_result
         self._output = output
         self._store = output.store
         self._options = options
+        self._on_event = on_event
         self._jobs = asyncio.Semaphore(options.jobs)
         self._downloads = asyncio.Semaphore(options.max_downloads)
         self._blobs: dict[Digest, asyncio.Task[Path]] = {}
+        self.downloaded = 0
+        self.reused = 0
+
+    def _emit(self, event: Event) -> None:
+        _emit(self._on_event, event)
 
     async def image(self, spec: ImageSpec) -> list[ImageResult]:
+        self._emit(ImageStage(spec, Stage.RESOLVING))
         try:
             results = await self._pull(spec)
         except BulkpullError as exc:
             log.info("%s: %s", spec.source, exc)
-            results = [ImageResult(spec, error=exc)]
-        if self._on_result:
-            for result in results:
-                self._on_result(result)
+            results = [ImageResult(spec, Status.FAILED, error=exc)]
+        for result in results:
+            self._emit(ImageDone(result))
         return results
 
     async def close(self) -> None:
@@ -302,27 +363,30 @@ class _Run:
             resolved = await self._registry.resolve(spec.source, platforms)
         _warn_about_layer_types(spec, resolved)
         results = []
-        for group in self._output.split(spec, resolved):
+        for group in self._output.split(resolved):
             results += await self._archive(spec, group)
         return results
 
     async def _archive(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> list[ImageResult]:
         image = await self._archive_image(spec, resolved)
         path = self._output.destination(spec, resolved)
-        platforms = [item.platform for item in resolved]
-        current = not self._options.force and self._output.is_current(path, image)
-        if not current:
-            configs = await asyncio.gather(*(self._download_image(item) for item in resolved))
-            platforms = [p or config.platform for p, config in zip(platforms, configs, strict=True)]
-            async with self._jobs:
-                await self._output.add(path, image)
+        if not self._options.force and self._output.is_current(path, image):
+            return [_result(spec, item, Status.UP_TO_DATE, archive=path) for item in resolved]
+        self._emit(ImageStage(spec, Stage.DOWNLOADING, image.blobs))
+        configs = await asyncio.gather(*(self._download_image(item) for item in resolved))
+        self._emit(ImageStage(spec, Stage.WRITING))
+        async with self._jobs:
+            await self._output.add(path, image)
         return [
-            ImageResult(spec, item.manifest.digest, platform, item.size, path, up_to_date=current)
-            for item, platform in zip(resolved, platforms, strict=True)
+            _result(spec, item, Status.PULLED, item.platform or config.platform, path)
+            for item, config in zip(resolved, configs, strict=True)
         ]
 
     async def _archive_image(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> ArchiveImage:
-        """Describe the archive entry: a manifest, or an index narrowed to what was pulled."""
+        """Describe the archive entry: a manifest, or an index narrowed to what was pulled.
+
+        Every manifest goes into the store, so a rerun finds it there instead of downloading it.
+        """
         contents = tuple(
             ImageContent(
                 item.manifest.digest,
@@ -333,10 +397,14 @@ class _Run:
         )
         top, media_type = resolved[0].manifest, resolved[0].content.media_type
         index = resolved[0].index
+        manifests = {item.manifest for item in resolved}
+        if index is not None:
+            manifests.add(index)
         if index is not None and self._output.keeps_indexes:
             raw = _narrowed_index(index.raw, [item.manifest.digest for item in resolved])
             top, media_type = replace(index, raw=raw, digest=Digest.of(raw)), index.media_type
-        for manifest in {top, *(item.manifest for item in resolved)}:
+            manifests.add(top)
+        for manifest in manifests:
             await self._store.put_bytes(manifest.digest, manifest.raw)
         return ArchiveImage(
             name=str(spec.target),
@@ -357,10 +425,23 @@ class _Run:
         """The single download of ``blob`` for the whole run, whoever asks first."""
         task = self._blobs.get(blob.digest)
         if task is None:
+            present = self._store.has(blob.digest)
+            self._emit(BlobNeeded(blob.digest, blob.size, present))
+            if present:
+                self.reused += blob.size
             task = asyncio.create_task(self._download(reference, blob))
+            task.add_done_callback(lambda done: self._blob_finished(blob.digest, done))
             self._blobs[blob.digest] = task
         # Shielded: one image giving up must not cancel a download other images wait for.
         return asyncio.shield(task)
+
+    def _blob_finished(self, digest: Digest, task: asyncio.Task[Path]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self._emit(BlobDone(digest))
+
+    def _received(self, digest: Digest, count: int) -> None:
+        self.downloaded += count
+        self._emit(BytesReceived(digest, count))
 
     async def _download(self, reference: Reference, blob: Descriptor) -> Path:
         what = f"blob {blob.digest} of {reference.name}"
@@ -371,6 +452,7 @@ class _Run:
                 blob.size,
                 lambda offset: self._registry.open_blob(reference, blob.digest, offset),
                 what,
+                on_bytes=lambda count: self._received(blob.digest, count),
             )
 
         if self._store.has(blob.digest):
@@ -405,7 +487,8 @@ def _narrowed_index(raw: bytes, keep: list[Digest]) -> bytes:
     index holding only the pulled entries, so no archive names a blob it does not carry."""
     document = json.loads(raw)
     entries = document.get("manifests", [])
-    kept = [entry for entry in entries if entry.get("digest") in {str(d) for d in keep}]
+    wanted = {str(digest) for digest in keep}
+    kept = [entry for entry in entries if entry.get("digest") in wanted]
     if len(kept) == len(entries):
         return raw
     return json.dumps({**document, "manifests": kept}, separators=(",", ":")).encode()

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from bulkpull.digest import Digest
-from bulkpull.errors import ContentError, DigestMismatchError, InvalidReferenceError
+from bulkpull.errors import (
+    ContentError,
+    DigestMismatchError,
+    InvalidReferenceError,
+    RegistryError,
+    is_temporary,
+)
 from bulkpull.manifest import (
     MANIFEST_ACCEPT,
     MAX_MANIFEST_BYTES,
@@ -69,11 +75,21 @@ class ResolvedImage:
         return self.manifest.size + sum(blob.size for blob in self.blobs)
 
 
-class RegistryClient:
-    """Pulls manifests and blobs through a shared :class:`Transport`."""
+KnownManifests = Callable[[Digest], Awaitable[bytes | None]]
+"""Looks up manifest bytes already on disk by digest (None when absent)."""
 
-    def __init__(self, transport: Transport) -> None:
+
+class RegistryClient:
+    """Pulls manifests and blobs through a shared :class:`Transport`.
+
+    With ``known``, a tag is first asked for with ``HEAD`` (which Docker Hub does not count
+    against its pull limit) and a manifest already on disk is not downloaded again: a rerun of
+    an unchanged list costs one small request per image.
+    """
+
+    def __init__(self, transport: Transport, known: KnownManifests | None = None) -> None:
         self.transport = transport
+        self._known = known
 
     async def resolve(
         self, reference: Reference, platforms: Sequence[Platform]
@@ -106,6 +122,49 @@ class RegistryClient:
 
     async def fetch_manifest(
         self, reference: Reference, identifier: str, expected: Descriptor | None = None
+    ) -> FetchedManifest:
+        """One manifest, verified: from disk when its digest is known there, else by GET."""
+        cached = await self._cached(reference, identifier) if self._known else None
+        return cached or await self._get_manifest(reference, identifier, expected)
+
+    async def head_manifest(
+        self, reference: Reference, identifier: str
+    ) -> tuple[Digest, str] | None:
+        """The digest and media type a tag points at, or None if the registry will not say."""
+        path = f"/v2/{reference.path}/manifests/{identifier}"
+        try:
+            async with self.transport.request(
+                "HEAD", reference.registry_host, reference.path, path, {"Accept": MANIFEST_ACCEPT}
+            ) as response:
+                header = response.headers.get("Docker-Content-Digest", "")
+                media_type = response.content_type
+        except RegistryError as exc:
+            if is_temporary(exc) or exc.method != "HEAD":
+                raise  # throttled, or the token endpoint refused us: GET would fare no better
+            # A HEAD error has no body to explain it, and some registries refuse HEAD (405):
+            # the GET that follows either works or fails with the registry's own message.
+            return None
+        if not header.startswith("sha256:"):
+            return None
+        return _header_digest(header, f"manifest {reference.name}:{identifier}"), media_type
+
+    async def _cached(self, reference: Reference, identifier: str) -> FetchedManifest | None:
+        assert self._known is not None
+        media_type = ""
+        if identifier.startswith("sha256:"):
+            digest = Digest.parse(identifier)
+        else:
+            head = await self.head_manifest(reference, identifier)
+            if head is None:
+                return None
+            digest, media_type = head
+        raw = await self._known(digest)
+        if raw is None or Digest.of(raw) != digest:
+            return None
+        return FetchedManifest(raw, media_type, digest)
+
+    async def _get_manifest(
+        self, reference: Reference, identifier: str, expected: Descriptor | None
     ) -> FetchedManifest:
         """GET one manifest and verify its bytes: against the digest asked for, and against
         ``Docker-Content-Digest`` when the registry sends one."""

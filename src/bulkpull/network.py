@@ -1,0 +1,250 @@
+"""Where requests go, decided as data: registry names, mirrors, proxies and insecure hosts.
+
+Every rule that picks a host, a proxy, a scheme or whether TLS is verified lives here, without I/O,
+so ``transport`` only carries the decisions out and each rule is tested on its own. Registries are
+named as in image references and in Docker's and podman's configuration (``host[:port]``); the
+names Docker Hub goes by all mean ``docker.io``. Imports nothing from bulkpull.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+DOCKER_HUB = "docker.io"
+# Docker Hub's names: the reference domain, its legacy index name, the host serving the API, and
+# the key ``docker login`` writes to config.json (reduced to its host by ``registry_key``).
+_DOCKER_HUB_ALIASES = frozenset({DOCKER_HUB, "index.docker.io", "registry-1.docker.io"})
+
+_HOST_PORT = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?"
+)
+# Repository path components, as distribution/reference spells them.
+_NAMESPACE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
+
+PROXY_SCHEMES = frozenset({"http", "https", "socks4", "socks5", "socks5h"})
+# Proxy variables in the order Go's net/http reads them (upper case first); ALL_PROXY, curl's
+# catch-all, applies when the scheme's own variable is unset.
+_PROXY_VARIABLES = {
+    "https": ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"),
+    "http": ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"),
+}
+# A proxy cannot reach this machine's loopback for us, so environment proxies never apply to it
+# (Go's net/http, and with it docker, skopeo and crane, behave the same).
+LOOPBACK_NO_PROXY = ("localhost", "127.0.0.0/8", "::1")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_PORT = 65535
+
+
+def parse_host(text: str) -> str:
+    """``host[:port]`` checked and lowercased; anything else (a URL, a path) is a ValueError."""
+    match = _HOST_PORT.fullmatch(text.strip())
+    if not match or int(match["port"] or 0) > MAX_PORT:
+        raise ValueError(f"{text!r} is not a registry host[:port]")
+    return match.group().lower()
+
+
+def registry_key(name: str) -> str:
+    """The name under which a registry's settings and credentials are filed.
+
+    Accepts ``host[:port]`` as well as the URLs Docker writes as config keys
+    (``https://index.docker.io/v1/``): scheme and path are dropped, the host is lowercased, and
+    every Docker Hub name becomes ``docker.io``.
+    """
+    text = name.strip()
+    if "://" not in text:
+        text = "//" + text
+    host = urlsplit(text).netloc.lower()
+    return DOCKER_HUB if host in _DOCKER_HUB_ALIASES else host
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host[:port]`` names this machine."""
+    name = urlsplit("//" + host).hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Mirror:
+    """Pull ``registry``'s images from ``mirror`` first (``host[:port][/namespace]``).
+
+    A pull-through cache for Docker Hub is the usual case: ``Mirror("docker.io",
+    "cache.example:5000")``. With a namespace the mirror keeps the images below it, as Harbor's
+    proxy-cache projects do: ``docker.io/library/alpine`` is asked for as
+    ``<namespace>/library/alpine``.
+    """
+
+    registry: str
+    mirror: str
+
+    def __post_init__(self) -> None:
+        parse_host(self.registry)
+        host, _, namespace = self.mirror.partition("/")
+        parse_host(host)
+        if namespace and not _NAMESPACE.fullmatch(namespace):
+            raise ValueError(f"mirror {self.mirror!r}: {namespace!r} is not a repository path")
+
+    @property
+    def host(self) -> str:
+        return parse_host(self.mirror.partition("/")[0])
+
+    def serves(self, registry: str) -> bool:
+        """Whether this mirror stands in for ``registry`` (any of Docker Hub's names count)."""
+        return registry_key(self.registry) == registry_key(registry)
+
+    def repository(self, repository: str) -> str:
+        """Where ``repository`` of the mirrored registry lives on the mirror."""
+        namespace = self.mirror.partition("/")[2]
+        return f"{namespace}/{repository}" if namespace else repository
+
+    def __str__(self) -> str:
+        return self.mirror
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Proxies:
+    """The proxy for each request: ``https`` for https URLs, ``http`` for http URLs.
+
+    ``no_proxy`` lists what goes direct, in ``NO_PROXY`` syntax as Go reads it: ``*``; a host,
+    which also covers its subdomains; ``.domain`` for subdomains only; an IP or a CIDR range;
+    any of these with ``:port``. Proxy URLs may carry credentials; ``repr`` never shows them.
+    """
+
+    https: str | None = None
+    http: str | None = None
+    no_proxy: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for url in (self.https, self.http):
+            if url is not None:
+                _check_proxy_url(url)
+
+    @classmethod
+    def everywhere(cls, url: str) -> Proxies:
+        """Every request through ``url``, loopback included (what ``--proxy`` asks for)."""
+        return cls(https=url, http=url)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Proxies:
+        """``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY`` and ``NO_PROXY``, as the usual tools
+        read them; a value without a scheme means an HTTP proxy. Loopback always goes direct."""
+
+        def proxy(*names: str) -> str | None:
+            value = next((environ[name] for name in names if environ.get(name)), None)
+            if value is None or "://" in value:
+                return value
+            return "http://" + value
+
+        exclusions = environ.get("NO_PROXY") or environ.get("no_proxy") or ""
+        return cls(
+            https=proxy(*_PROXY_VARIABLES["https"]),
+            http=proxy(*_PROXY_VARIABLES["http"]),
+            no_proxy=(*LOOPBACK_NO_PROXY, *filter(None, map(str.strip, exclusions.split(",")))),
+        )
+
+    def for_url(self, url: str) -> str | None:
+        """The proxy URL to send ``url`` through, or None to connect directly."""
+        parts = urlsplit(url)
+        proxy = self.https if parts.scheme == "https" else self.http
+        if proxy is None or not parts.hostname:
+            return None
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 0)
+        if any(_excludes(entry, parts.hostname, port) for entry in self.no_proxy):
+            return None
+        return proxy
+
+    def __repr__(self) -> str:
+        shown = [
+            f"{name}={redact(url)!r}"
+            for name, url in (("https", self.https), ("http", self.http))
+            if url is not None
+        ]
+        if self.no_proxy:
+            shown.append(f"no_proxy={self.no_proxy!r}")
+        return f"Proxies({', '.join(shown)})"
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityPolicy:
+    """Which scheme a registry is spoken to in, and whether TLS certificates are verified.
+
+    HTTPS with verified certificates unless the user said otherwise: ``plain_http`` for every
+    registry, ``insecure_registries`` for some (HTTPS without verification, falling back to
+    HTTP, as Docker's insecure-registries do). Loopback registries may fall back to HTTP without
+    being listed, but their certificates are still verified. Credentials follow the scheme:
+    Basic credentials only travel in the clear to registries reached over HTTP, which is only
+    ever one of these.
+    """
+
+    plain_http: bool = False
+    skip_tls_verify: bool = False
+    insecure_registries: frozenset[str] = frozenset()
+
+    def schemes(self, registry: str) -> tuple[str, ...]:
+        """The schemes to try for ``registry``, in order."""
+        if self.plain_http:
+            return ("http",)
+        if self.is_insecure(registry) or is_loopback(registry):
+            return ("https", "http")
+        return ("https",)
+
+    def verifies_tls(self, host: str) -> bool:
+        """Whether the certificate of ``host[:port]`` (registry, token server or CDN) is checked."""
+        return not (self.skip_tls_verify or self.is_insecure(host))
+
+    def is_insecure(self, registry: str) -> bool:
+        key = registry_key(registry)
+        return any(registry_key(insecure) == key for insecure in self.insecure_registries)
+
+
+def redact(url: str) -> str:
+    """A URL fit for messages: no userinfo, no query (presigned CDN URLs carry signatures)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _check_proxy_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in PROXY_SCHEMES or not parts.hostname or not has_valid_port(parts):
+        schemes = ", ".join(f"{scheme}://" for scheme in sorted(PROXY_SCHEMES))
+        raise ValueError(f"unusable proxy {redact(url)!r}: expected {schemes} with a host")
+
+
+def _excludes(entry: str, host: str, port: int) -> bool:
+    """Whether one ``NO_PROXY`` entry covers ``host`` on ``port``."""
+    if entry == "*":
+        return True
+    try:
+        network = ipaddress.ip_network(entry.strip("[]"), strict=False)
+    except ValueError:
+        pass
+    else:
+        try:
+            return ipaddress.ip_address(host) in network
+        except ValueError:
+            return False
+    pattern = entry.removeprefix("*")
+    parts = urlsplit("//" + pattern)
+    if not has_valid_port(parts) or parts.port not in (None, port):
+        return False
+    name = (parts.hostname or "").removeprefix(".")
+    if pattern.startswith("."):
+        return host.endswith("." + name)
+    return host == name or host.endswith("." + name)
+
+
+def has_valid_port(parts: SplitResult) -> bool:
+    """Whether the URL has no port or one from 0 to 65535 (``.port`` raises otherwise)."""
+    try:
+        return parts.port is None or parts.port >= 0
+    except ValueError:
+        return False

@@ -1,0 +1,198 @@
+"""What a pull tells its caller: progress events while it runs, results and totals after.
+
+Events are small frozen values passed to one callback, so a progress display (the CLI's, or a
+library user's) needs no knowledge of how the pull is organised. The report renders to the
+documented JSON of ``--report`` and to lock-file lines. Imports ``errors``, ``digest``,
+``platform``, ``manifest`` and ``imagelist``; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from bulkpull.digest import Digest
+from bulkpull.errors import BulkpullError, RegistryError
+from bulkpull.imagelist import ImageSpec
+from bulkpull.manifest import Descriptor
+from bulkpull.platform import Platform
+
+REPORT_VERSION = 1
+
+
+class Status(StrEnum):
+    PULLED = "pulled"
+    UP_TO_DATE = "up-to-date"
+    RESOLVED = "resolved"  # a dry run: nothing downloaded or written
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    """The outcome for one image and platform: what was written, or why not.
+
+    ``source_digest`` is what the reference pointed at (an index for multi-platform images);
+    ``manifest_digest`` is the platform's manifest. ``archive`` is the image's own archive,
+    the bundle, or the OCI layout directory.
+    """
+
+    spec: ImageSpec
+    status: Status = Status.PULLED
+    manifest_digest: Digest | None = None
+    source_digest: Digest | None = None
+    config_digest: Digest | None = None
+    platform: Platform | None = None
+    size: int = 0
+    layers: tuple[Descriptor, ...] = ()
+    archive: Path | None = None
+    error: BulkpullError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.status is Status.UP_TO_DATE
+
+    def to_json(self) -> dict[str, object]:
+        """One ``images`` record of the ``--report`` document."""
+        return {
+            "reference": str(self.spec.source),
+            "name": str(self.spec.target),
+            "origin": self.spec.origin or None,
+            "status": self.status.value,
+            "manifest_digest": _text(self.manifest_digest),
+            "source_digest": _text(self.source_digest),
+            "config_digest": _text(self.config_digest),
+            "platform": _text(self.platform),
+            "size": self.size,
+            "layers": [
+                {"digest": str(layer.digest), "size": layer.size, "media_type": layer.media_type}
+                for layer in self.layers
+            ],
+            "archive": _text(self.archive),
+            "error": _error_json(self.error),
+            "tries": self.error.tries if self.error else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PullReport:
+    """Every result, in the order of the list (platforms in the order asked for), and totals.
+
+    ``bytes_downloaded`` counts blob bytes received from registries; ``bytes_reused`` the sizes
+    of blobs that were already in the store when the run first needed them.
+    """
+
+    results: tuple[ImageResult, ...]
+    bytes_downloaded: int = 0
+    bytes_reused: int = 0
+    seconds: float = 0.0
+    started: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return all(result.ok for result in self.results)
+
+    @property
+    def failed(self) -> tuple[ImageResult, ...]:
+        return tuple(result for result in self.results if not result.ok)
+
+    def count(self, status: Status) -> int:
+        return sum(result.status is status for result in self.results)
+
+    def to_json(self) -> dict[str, object]:
+        """The ``--report`` document (its schema is in the README)."""
+        return {
+            "version": REPORT_VERSION,
+            "started": self.started,
+            "seconds": round(self.seconds, 3),
+            "totals": {
+                "images": len(self.results),
+                **{status.value: self.count(status) for status in Status},
+                "bytes_downloaded": self.bytes_downloaded,
+                "bytes_reused": self.bytes_reused,
+            },
+            "images": [result.to_json() for result in self.results],
+        }
+
+    def lock_lines(self) -> list[str]:
+        """The list again with every source pinned to the digest it resolved to.
+
+        A lock file is itself an image list: pulling it later gives the same bytes even when
+        tags have moved. Failed images are kept unpinned, so the lock still lists them.
+        """
+        lines: dict[ImageSpec, str] = {}
+        for result in self.results:
+            if result.spec not in lines:
+                lines[result.spec] = result.spec.pinned(result.source_digest)
+        return list(lines.values())
+
+
+class Stage(StrEnum):
+    RESOLVING = "resolving"
+    DOWNLOADING = "downloading"
+    WRITING = "writing"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageStage:
+    """An image entered a stage; when downloading, ``blobs`` are the digests it waits for."""
+
+    spec: ImageSpec
+    stage: Stage
+    blobs: tuple[Digest, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BlobNeeded:
+    """A blob the run needs, reported once per run however many images share it."""
+
+    digest: Digest
+    size: int
+    present: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BytesReceived:
+    """Bytes of a blob arrived from the network (a resumed or repeated download counts too)."""
+
+    digest: Digest
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlobDone:
+    """A blob is verified and in the store."""
+
+    digest: Digest
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDone:
+    """An image (and platform) is finished, one way or another."""
+
+    result: ImageResult
+
+
+Event = ImageStage | BlobNeeded | BytesReceived | BlobDone | ImageDone
+EventCallback = Callable[[Event], None]
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _error_json(error: BulkpullError | None) -> dict[str, object] | None:
+    if error is None:
+        return None
+    registry = error if isinstance(error, RegistryError) else None
+    return {
+        "type": type(error).__name__,
+        "code": sorted(registry.codes)[0] if registry and registry.codes else None,
+        "status": registry.status if registry else None,
+        "message": str(error),
+    }
