@@ -206,6 +206,7 @@ def run(args: argparse.Namespace, workdir: Path) -> list[dict[str, object]]:
             progress(f"scenario {name}: {scenario.summary}")
             tools = scenario.prepare()
             progress(f"scenario {name}: {scenario.describe()}")
+            os.sync()  # our own setup's writes must not count as other work
             busy = other_cpu_use()
             if busy > _BUSY_SHARE:
                 progress(f"other processes use {busy:.0%} of the CPUs: expect noisy results")

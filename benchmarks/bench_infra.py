@@ -104,7 +104,7 @@ class Measurement:
 
 
 def combine(parts: Sequence[Measurement], wall: float, registry_cpu: float) -> Measurement:
-    """Several processes run one after the other, as one measurement taking ``wall`` seconds."""
+    """Processes run one after the other, as one measurement taking ``wall`` seconds."""
     return Measurement(
         wall=wall,
         cpu=sum(part.cpu for part in parts),

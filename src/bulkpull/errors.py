@@ -12,6 +12,7 @@ a token. This module imports nothing from bulkpull.
     │   ├── AuthenticationError                  401/403, refused login, token endpoint failure
     │   └── NotFoundError                        404: unknown repository, tag or blob
     ├── TransportError                           connection, TLS, timeout, truncated body
+    ├── CredentialsError                         unreadable auth file, failing credential helper
     ├── OutputError                              an archive or layout cannot be written
     └── ContentError                             what came back is not what we can use
         ├── DigestMismatchError                  bytes do not hash (or size) to what was promised
@@ -117,6 +118,11 @@ class TransportError(BulkpullError):
 
 class OutputError(BulkpullError):
     """An archive or layout could not be written (disk full, permissions, a bad path)."""
+
+
+class CredentialsError(BulkpullError):
+    """A credential source failed: an unreadable or malformed auth file, a credential helper
+    that is missing or errs. The message names the file or helper, never a secret."""
 
 
 class ContentError(BulkpullError):
