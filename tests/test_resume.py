@@ -71,3 +71,27 @@ async def test_a_killed_pull_resumes_from_the_partial_blob_on_disk(
     assert len(ranged) == 1
     assert not partial.exists()
     assert (out / f"127.0.0.1_{host.split(':')[1]}_big_image_1.tar").is_file()
+
+
+async def test_sigterm_stops_the_pull_keeps_partial_blobs_and_exits_130(
+    start: Start, tmp_path: Path
+) -> None:
+    registry = FakeRegistry()
+    layer = f.random_layer(16 * 1024 * 1024)
+    registry.add("big/image", "1", f.make_image([layer]))
+    registry.faults[layer.digest] = Faults(chunk_delay=0.05)
+    host = await start(registry.app())
+    listing = tmp_path / "images.txt"
+    listing.write_text(f"{host}/big/image:1\n")
+    out = tmp_path / "out"
+    partial = out / ".bulkpull-store" / "sha256" / f"{layer.digest[7:]}.partial"
+
+    process = await start_cli(listing, out)
+    await wait_for_partial(partial, 2 * 1024 * 1024, process)
+    process.terminate()
+    _, err = await process.communicate()
+
+    assert process.returncode == 130
+    assert "interrupted: 0 of 1 images pulled" in err.decode()
+    assert partial.stat().st_size >= 2 * 1024 * 1024
+    assert not list(out.glob("*.tar*"))
