@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiohttp.typedefs import Handler
 from imagefactory import Image, Index, sha256
 
 
@@ -73,6 +74,11 @@ class FakeRegistry:
         self.bytes_sent: Counter[str] = Counter()
         self.omit_content_digest = False
         self.content_digest_override: str | None = None
+        # The token realm to announce; by default this server's own /token.
+        self.realm: str | None = None
+        # OAuth2 (POST /token): the refresh token it accepts, or None to answer 404 as GCR does.
+        self.refresh_token: str | None = None
+        self.token_forms: list[dict[str, str]] = []
 
     # --- content -------------------------------------------------------------------------
     def put_manifest(self, repo: str, reference: str, raw: bytes, media_type: str) -> None:
@@ -99,12 +105,13 @@ class FakeRegistry:
         app = web.Application(middlewares=[self._record])
         app.router.add_get("/v2/", self._ping)
         app.router.add_get("/token", self._token)
+        app.router.add_post("/token", self._oauth_token)
         app.router.add_route("*", "/v2/{repo:.+}/manifests/{reference}", self._manifest)
         app.router.add_get("/v2/{repo:.+}/blobs/{digest}", self._blob)
         return app
 
     @web.middleware
-    async def _record(self, request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    async def _record(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         query: dict[str, list[str]] = {}
         for key, value in request.query.items():
             query.setdefault(key, []).append(value)
@@ -114,7 +121,7 @@ class FakeRegistry:
     def _challenge(self, request: web.Request) -> str:
         if self.auth == "basic":
             return 'Basic realm="fake"'
-        realm = f"http://{request.host}/token"
+        realm = self.realm or f"http://{request.host}/token"
         return f'Bearer realm="{realm}",service="fake-registry"'
 
     def _authorized(self, request: web.Request) -> bool:
@@ -144,6 +151,19 @@ class FakeRegistry:
         token = secrets.token_hex(8)
         self.tokens.add(token)
         return web.json_response({"token": token, "expires_in": 300})
+
+    async def _oauth_token(self, request: web.Request) -> web.Response:
+        if self.refresh_token is None:
+            return web.json_response({"details": "not found"}, status=404)
+        form = {key: str(value) for key, value in (await request.post()).items()}
+        self.token_forms.append(form)
+        if form.get("grant_type") != "refresh_token" or form.get("refresh_token") != (
+            self.refresh_token
+        ):
+            return web.json_response({"error": "invalid_grant"}, status=400)
+        token = secrets.token_hex(8)
+        self.tokens.add(token)
+        return web.json_response({"access_token": token, "expires_in": 300})
 
     def _fault_response(self, key: str) -> web.Response | None:
         faults = self.faults.get(key) or self.faults.get("*")

@@ -17,6 +17,7 @@ from bulkpull.auth import (
     parse_challenges,
     parse_token_response,
     pull_scope,
+    refresh_token_form,
     token_url,
 )
 from bulkpull.errors import AuthenticationError
@@ -354,3 +355,40 @@ def test_token_repr_hides_value() -> None:
     token = parse_token_response(b'{"token": "very-secret-token"}', "https://auth/token")
 
     assert "very-secret-token" not in repr(token)
+
+
+def test_refresh_token_form_is_the_oauth2_grant_with_scopes_space_separated() -> None:
+    challenge = Challenge("bearer", {"realm": "https://auth.example/token", "service": "svc"})
+
+    form = refresh_token_form(challenge, ["repository:a:pull", "repository:b:pull"], "rt")
+
+    assert form == {
+        "grant_type": "refresh_token",
+        "refresh_token": "rt",
+        "client_id": "bulkpull",
+        "scope": "repository:a:pull repository:b:pull",
+        "service": "svc",
+    }
+
+
+def test_refresh_token_form_leaves_out_a_service_the_challenge_did_not_name() -> None:
+    challenge = Challenge("bearer", {"realm": "https://auth.example/token"})
+
+    assert "service" not in refresh_token_form(challenge, ["repository:a:pull"], "rt")
+
+
+def test_identity_token_stands_in_for_a_missing_password_in_basic_auth() -> None:
+    header = Credentials("carol", "", identity_token="refresh-123").basic_header()
+
+    assert base64.b64decode(header.removeprefix("Basic ")) == b"carol:refresh-123"
+
+
+def test_credentials_repr_hides_identity_token() -> None:
+    credentials = Credentials("carol", "", identity_token="refresh-s3cret")
+
+    assert "refresh-s3cret" not in repr(credentials)
+
+
+def test_unusable_oauth2_token_response_names_the_post() -> None:
+    with pytest.raises(AuthenticationError, match=r"^POST https://auth/token"):
+        parse_token_response(b"{}", "https://auth/token", method="POST")

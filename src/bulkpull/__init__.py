@@ -14,11 +14,13 @@ import inspect
 from importlib.metadata import version
 
 from bulkpull.auth import Credentials
+from bulkpull.credentials import CredentialSource, Keychain
 from bulkpull.digest import Digest
 from bulkpull.errors import (
     AuthenticationError,
     BulkpullError,
     ContentError,
+    CredentialsError,
     DigestMismatchError,
     ImageListError,
     InvalidPlatformError,
@@ -40,6 +42,7 @@ from bulkpull.imagelist import (
     read_image_list,
 )
 from bulkpull.manifest import Descriptor
+from bulkpull.network import Mirror, Proxies
 from bulkpull.options import PullOptions, RetryPolicy
 from bulkpull.platform import DEFAULT_PLATFORM, Platform
 from bulkpull.pull import pull_image, pull_images, resolve_images
@@ -70,7 +73,9 @@ __all__ = [
     "BulkpullError",
     "BytesReceived",
     "ContentError",
+    "CredentialSource",
     "Credentials",
+    "CredentialsError",
     "Descriptor",
     "Digest",
     "DigestMismatchError",
@@ -83,10 +88,13 @@ __all__ = [
     "ImageStage",
     "InvalidPlatformError",
     "InvalidReferenceError",
+    "Keychain",
+    "Mirror",
     "NotFoundError",
     "OutputError",
     "Platform",
     "PlatformNotFoundError",
+    "Proxies",
     "PullOptions",
     "PullReport",
     "Reference",

@@ -185,21 +185,24 @@ class Token:
         return (time.monotonic() if now is None else now) < self.renew_at
 
 
-def parse_token_response(body: bytes, url: str, now: float | None = None) -> Token:
+def parse_token_response(
+    body: bytes, url: str, now: float | None = None, *, method: str = "GET"
+) -> Token:
     """Read ``token`` or ``access_token`` and the lifetime from a token server's JSON answer.
 
     ``access_token`` wins when both are present (the OAuth2 name, which distribution prefers);
-    the lifetime defaults to, and is never taken as shorter than, 60 seconds.
+    the lifetime defaults to, and is never taken as shorter than, 60 seconds. ``method`` is how
+    the token was asked for (GET, or POST for OAuth2), for error messages.
     """
     try:
         document = json.loads(body)
     except ValueError:
         document = None
     if not isinstance(document, dict):
-        raise AuthenticationError("GET", url, 200, text="token response is not a JSON object")
+        raise AuthenticationError(method, url, 200, text="token response is not a JSON object")
     value = document.get("access_token") or document.get("token")
     if not isinstance(value, str) or not value:
-        raise AuthenticationError("GET", url, 200, text="token response holds no token")
+        raise AuthenticationError(method, url, 200, text="token response holds no token")
     lifetime = document.get("expires_in")
     if not isinstance(lifetime, int | float) or lifetime < DEFAULT_TOKEN_LIFETIME:
         lifetime = DEFAULT_TOKEN_LIFETIME

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bulkpull.digest import Digest, DigestVerifier
-from bulkpull.errors import DigestMismatchError
+from bulkpull.errors import DigestMismatchError, OutputError
 
 # Bytes gathered before one hash-and-write in a worker thread: a thread hand-off per network
 # chunk (often a few KiB) would cost more than the work itself.
@@ -92,7 +92,13 @@ class BlobStore:
             async with opener(verifier.size) as (start, chunks):
                 if start != verifier.size:
                     verifier = DigestVerifier(digest, size)
-                await _receive(partial, chunks, verifier, truncate=start == 0, on_bytes=on_bytes)
+                try:
+                    await _receive(
+                        partial, chunks, verifier, truncate=start == 0, on_bytes=on_bytes
+                    )
+                except OSError as exc:
+                    partial.unlink(missing_ok=True)
+                    raise OutputError(f"cannot write {partial}: {exc}") from exc
         try:
             verifier.verify(what)
         except DigestMismatchError:
@@ -110,35 +116,45 @@ async def _receive(
     truncate: bool,
     on_bytes: Callable[[int], None] | None,
 ) -> None:
-    """Gather chunks into large buffers, each hashed and written by one thread hop.
+    """Gather chunks into batches, each hashed and written in a worker thread while the next
+    batch arrives; at most two batches are held, so memory stays flat whatever the size.
 
-    What arrived before a failure or a cancellation is written too, so it can be resumed.
-    The file is opened and closed here rather than through an async file library: a task
-    cancelled while such a library opens a file in a thread would leak the file.
+    Chunks are passed on as they came (no copying into one buffer: on a fast link, allocating
+    and freeing a megabyte per write costs more than the hashing). Batches land in order, and
+    what arrived before a failure or a cancellation is written too, so it can be resumed. The
+    file is opened and closed here rather than through an async file library: a task cancelled
+    while such a library opens a file in a thread would leak the file.
     """
-    buffer = bytearray()
+    batch: list[bytes] = []
+    batched = 0
+    received = verifier.size
     limit = verifier.expected_size
     writing: asyncio.Future[None] | None = None
     with _open_partial(partial, truncate) as handle:
         try:
             async for chunk in chunks:
-                buffer += chunk
+                batch.append(chunk)
+                batched += len(chunk)
+                received += len(chunk)
                 if on_bytes:
                     on_bytes(len(chunk))
-                if len(buffer) >= WRITE_BUFFER_BYTES:
-                    data = bytes(buffer)
-                    buffer.clear()
+                if batched >= WRITE_BUFFER_BYTES:
+                    if writing is not None:
+                        await asyncio.shield(writing)  # keep batches in order
                     writing = asyncio.ensure_future(
-                        asyncio.to_thread(_hash_and_write, handle, verifier, data)
+                        asyncio.to_thread(_hash_and_write, handle, verifier, batch)
                     )
-                    await asyncio.shield(writing)
-                if limit is not None and verifier.size + len(buffer) > limit:
+                    batch, batched = [], 0
+                if limit is not None and received > limit:
                     break  # longer than promised: stop reading; verify() refuses it
+            if writing is not None:
+                await asyncio.shield(writing)
         finally:
             if writing is not None and not writing.done():
                 # A thread cannot be interrupted: let its write land before the file closes.
                 await asyncio.wait({writing})
-            _hash_and_write(handle, verifier, buffer)
+            if writing is None or (not writing.cancelled() and writing.exception() is None):
+                _hash_and_write(handle, verifier, batch)
 
 
 def _open_partial(partial: Path, truncate: bool) -> BinaryIO:
@@ -146,10 +162,11 @@ def _open_partial(partial: Path, truncate: bool) -> BinaryIO:
     return partial.open("wb" if truncate else "ab")
 
 
-def _hash_and_write(handle: BinaryIO, verifier: DigestVerifier, data: bytes | bytearray) -> None:
-    """Runs in a worker thread: hashlib and file writes release the GIL for large buffers."""
-    verifier.update(data)
-    handle.write(data)
+def _hash_and_write(handle: BinaryIO, verifier: DigestVerifier, chunks: list[bytes]) -> None:
+    """Runs in a worker thread: hashlib and file writes release the GIL for large chunks."""
+    for chunk in chunks:
+        verifier.update(chunk)
+    handle.writelines(chunks)
 
 
 def _rehash(partial: Path, digest: Digest, size: int) -> DigestVerifier:

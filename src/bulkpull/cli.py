@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import bulkpull
 from bulkpull import (
     BulkpullError,
     Credentials,
+    CredentialsError,
     Event,
     EventCallback,
     ImageDone,
@@ -30,6 +32,9 @@ from bulkpull import (
     ImageResult,
     ImageSpec,
     InvalidPlatformError,
+    Keychain,
+    Mirror,
+    Proxies,
     PullOptions,
     PullReport,
     RetryPolicy,
@@ -105,6 +110,51 @@ def pull(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,
+    creds: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--creds",
+            metavar="REGISTRY=USER:PASSWORD",
+            help="Login for one registry; repeatable. Without it (or -u) logins come from "
+            "podman's auth.json, then docker's config.json.",
+        ),
+    ] = None,
+    proxy: Annotated[
+        str | None,
+        typer.Option(
+            "--proxy",
+            metavar="URL",
+            help="Send every request through this http://, https://, socks4://, socks5:// or "
+            "socks5h:// proxy.  [default: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY]",
+        ),
+    ] = None,
+    ca_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-cert",
+            metavar="FILE",
+            exists=True,
+            dir_okay=False,
+            help="Also trust the CA certificates in this PEM file.",
+        ),
+    ] = None,
+    insecure_registry: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--insecure-registry",
+            metavar="HOST[:PORT]",
+            help="Reach this registry over unverified HTTPS or plain HTTP; repeatable.",
+        ),
+    ] = None,
+    mirror: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mirror",
+            metavar="REGISTRY=MIRROR",
+            help="Pull REGISTRY's images from MIRROR (host[:port][/namespace]) first, falling "
+            "back to REGISTRY; repeatable.",
+        ),
+    ] = None,
     retries: Annotated[
         int, typer.Option("--retries", min=0, help="Repeats of a failed request.")
     ] = 3,
@@ -138,11 +188,17 @@ def pull(
             max_downloads=max_downloads,
             plain_http=plain_http,
             skip_tls_verify=skip_tls_verify,
-            credentials=_credentials(username, password, password_stdin, images_file),
+            credentials=_keychain(
+                _credentials(username, password, password_stdin, images_file), creds or []
+            ),
+            insecure_registries=frozenset(insecure_registry or []),
+            ca_cert=ca_cert,
+            proxies=Proxies.everywhere(proxy) if proxy else _environment_proxies(),
+            mirrors=tuple(_mirror(text) for text in mirror or []),
             retry=RetryPolicy(retries=retries, delay=retry_delay),
             timeout=timeout,
         )
-    except (ImageListError, InvalidPlatformError) as exc:
+    except (ImageListError, InvalidPlatformError, CredentialsError, ValueError) as exc:
         _usage_error(str(exc))
     if not specs:
         _usage_error(f"{images_file}: no images listed")
@@ -205,6 +261,35 @@ def _credentials(
     if username is None:
         return None
     return Credentials(username, password or "")
+
+
+def _keychain(everywhere: Credentials | None, creds: list[str]) -> Keychain:
+    """The login order of the README: -u or --creds, then podman's and docker's files."""
+    if everywhere is not None and creds:
+        _usage_error("--username is for every registry; use it or --creds, not both")
+    per_registry = {}
+    for text in creds:
+        registry, _, login = text.partition("=")
+        username, colon, password = login.partition(":")
+        if not (registry and username and colon):
+            # Only the registry is shown: the rest may be a password.
+            _usage_error(f"--creds {registry or '?'}=...: expected REGISTRY=USER:PASSWORD")
+        per_registry[registry] = Credentials(username, password)
+    return Keychain.from_environment(everywhere=everywhere, per_registry=per_registry)
+
+
+def _environment_proxies() -> Proxies:
+    try:
+        return Proxies.from_environment(os.environ)
+    except ValueError as exc:
+        _usage_error(f"proxy environment variables: {exc}")
+
+
+def _mirror(text: str) -> Mirror:
+    registry, equals, mirror = text.partition("=")
+    if not equals:
+        _usage_error(f"--mirror {text}: expected REGISTRY=MIRROR")
+    return Mirror(registry, mirror)
 
 
 def _usage_error(message: str) -> NoReturn:

@@ -22,6 +22,7 @@ import binascii
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -44,6 +45,7 @@ HELPER_TOKEN_USERNAME = "<token>"
 HELPER_TIMEOUT = 60.0
 # The longest part of a failing helper's output worth quoting in an error.
 HELPER_MESSAGE_CHARS = 200
+_HELPER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class CredentialSource(Protocol):
@@ -65,6 +67,11 @@ class Keychain:
         self.sources = sources
 
     @classmethod
+    def everywhere(cls, credentials: Credentials) -> Keychain:
+        """One login for every registry."""
+        return cls(_Everywhere(credentials))
+
+    @classmethod
     def from_environment(
         cls,
         *,
@@ -84,16 +91,19 @@ class Keychain:
             sources.append(_Everywhere(everywhere))
         if per_registry:
             sources.append(_PerRegistry({registry_key(k): v for k, v in per_registry.items()}))
-        sources.extend(AuthFile.podman(path, env) for path in _podman_auth_files(env, home))
-        sources.append(AuthFile.docker(_docker_config(env, home), env))
-        return cls(*(source for source in sources if source))
+        files = [
+            *(_AuthFile.load(path, _PODMAN, env) for path in _podman_auth_files(env, home)),
+            _AuthFile.load(_docker_config(env, home), _DOCKER, env),
+        ]
+        sources.extend(file for file in files if file is not None)
+        return cls(*sources)
 
     def resolve(self, registry: str, repository: str = "") -> Credentials | None:
         """The login for ``repository`` on ``registry``, or None to go anonymous."""
         for source in self.sources:
             found = source.find(registry, repository)
             if found is not None:
-                log.info("%s: using credentials from %s", registry, source)
+                log.info("%s: credentials from %s", registry, source)
                 return found
         return None
 
@@ -109,7 +119,7 @@ class _Everywhere:
         return self.credentials
 
     def __str__(self) -> str:
-        return "the credentials given for every registry"
+        return "the login given for every registry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +130,7 @@ class _PerRegistry:
         return self.logins.get(registry_key(registry))
 
     def __str__(self) -> str:
-        return "the credentials given for the registry"
+        return "the login given for this registry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,15 +150,20 @@ _DOCKER = _Dialect("config.json", False, True, "https://index.docker.io/v1/")
 _PODMAN = _Dialect("auth.json", True, False, DOCKER_HUB)
 
 
-class AuthFile:
+class _AuthFile:
     """One Docker ``config.json`` or podman ``auth.json``: ``auths``, ``credHelpers`` and, for
-    Docker, ``credsStore``. A missing file knows nothing (and is falsy)."""
+    Docker, ``credsStore``."""
 
-    def __init__(self, path: Path, dialect: _Dialect, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        document: Mapping[str, Any],
+        dialect: _Dialect,
+        environ: Mapping[str, str],
+    ) -> None:
         self.path = path
         self._dialect = dialect
         self._environ = environ
-        document = _read_json(path)
         self._logins = {
             self._key(key): _login(entry, f"{path}: auths[{key!r}]")
             for key, entry in _ordered(_section(document, "auths", path), dialect)
@@ -161,18 +176,12 @@ class AuthFile:
         self._store = _helper_name(store, path) if store else None
         self._helper_answers: dict[tuple[str, str], Credentials | None] = {}
         self._lock = threading.Lock()
-        self._found = bool(document)
 
     @classmethod
-    def docker(cls, path: Path, environ: Mapping[str, str]) -> AuthFile:
-        return cls(path, _DOCKER, environ)
-
-    @classmethod
-    def podman(cls, path: Path, environ: Mapping[str, str]) -> AuthFile:
-        return cls(path, _PODMAN, environ)
-
-    def __bool__(self) -> bool:
-        return self._found
+    def load(cls, path: Path, dialect: _Dialect, environ: Mapping[str, str]) -> _AuthFile | None:
+        """The file at ``path`` read as ``dialect`` does, or None when there is none."""
+        document = _read_json(path)
+        return None if document is None else cls(path, document, dialect, environ)
 
     def __str__(self) -> str:
         return str(self.path)
@@ -246,9 +255,7 @@ def credential_helper_get(
         if HELPER_NOT_FOUND in said:
             return None
         first_line = said.splitlines()[0][:HELPER_MESSAGE_CHARS] if said else "no message"
-        raise CredentialsError(
-            f"{program} get {server}: exit code {done.returncode}: {first_line}"
-        )
+        raise CredentialsError(f"{program} get {server}: exit code {done.returncode}: {first_line}")
     try:
         answer = json.loads(done.stdout)
         username, secret = answer["Username"], answer["Secret"]
@@ -268,22 +275,23 @@ def _podman_auth_files(environ: Mapping[str, str], home: Path) -> list[Path]:
     if environ.get("REGISTRY_AUTH_FILE"):
         return [Path(environ["REGISTRY_AUTH_FILE"])]
     runtime = environ.get("XDG_RUNTIME_DIR")
-    runtime_dir = Path(runtime) if runtime else Path(f"/run/containers/{os.getuid()}")
+    runtime_dir = (
+        Path(runtime) / "containers" if runtime else Path(f"/run/containers/{os.getuid()}")
+    )
     config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
-    runtime_file = runtime_dir / "containers" / "auth.json" if runtime else runtime_dir / "auth.json"
-    return [runtime_file, config_home / "containers" / "auth.json"]
+    return [runtime_dir / "auth.json", config_home / "containers" / "auth.json"]
 
 
 def _docker_config(environ: Mapping[str, str], home: Path) -> Path:
     return Path(environ.get("DOCKER_CONFIG") or home / ".docker") / "config.json"
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    """The file's top-level object; ``{}`` when there is no file."""
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """The file's top-level object; None when there is no file."""
     try:
         text = path.read_bytes()
     except (FileNotFoundError, NotADirectoryError):
-        return {}
+        return None
     except OSError as exc:
         raise CredentialsError(f"{path}: cannot read: {exc.strerror}") from None
     try:
@@ -298,7 +306,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _section(document: Mapping[str, Any], name: str, path: Path) -> dict[str, Any]:
-    section = document.get(name) or {}
+    section = document.get(name)
+    if section is None:
+        return {}
     if not isinstance(section, dict):
         raise CredentialsError(f"{path}: {name} is not an object")
     return section
@@ -344,8 +354,6 @@ def _decode_auth(value: object, where: str) -> tuple[str, str]:
 
 def _helper_name(name: object, path: Path) -> str:
     """A helper name becomes part of a program name: letters, digits, ``.``, ``_``, ``-``."""
-    if not isinstance(name, str) or not name or not name.replace(".", "a").replace(
-        "_", "a"
-    ).replace("-", "a").isalnum():
+    if not isinstance(name, str) or not _HELPER_NAME.fullmatch(name):
         raise CredentialsError(f"{path}: {name!r} is not a credential helper name")
     return name

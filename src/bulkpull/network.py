@@ -23,7 +23,9 @@ _HOST_PORT = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?"
 )
 # Repository path components, as distribution/reference spells them.
-_NAMESPACE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
+_NAMESPACE = re.compile(
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+)
 
 PROXY_SCHEMES = frozenset({"http", "https", "socks4", "socks5", "socks5h"})
 # Proxy variables in the order Go's net/http reads them (upper case first); ALL_PROXY, curl's
@@ -88,7 +90,10 @@ class Mirror:
     def __post_init__(self) -> None:
         parse_host(self.registry)
         host, _, namespace = self.mirror.partition("/")
-        parse_host(host)
+        try:
+            parse_host(host)
+        except ValueError:
+            raise ValueError(f"mirror {self.mirror!r} is not host[:port][/namespace]") from None
         if namespace and not _NAMESPACE.fullmatch(namespace):
             raise ValueError(f"mirror {self.mirror!r}: {namespace!r} is not a repository path")
 

@@ -1,7 +1,8 @@
 """The knobs of a pull, as frozen values validated when they are made.
 
 Options are built once at the edge (the CLI, or a library caller) and passed down; lower layers
-receive only the pieces they use. Imports only ``errors``, ``platform`` and ``auth``.
+receive only the pieces they use. Imports only ``errors``, ``platform``, ``network``, ``auth``
+and ``credentials``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bulkpull.auth import Credentials
+from bulkpull.credentials import Keychain
+from bulkpull.network import Mirror, Proxies, parse_host
 from bulkpull.platform import DEFAULT_PLATFORM, Platform
 
 # Registries and CDNs throttle a single client beyond a handful of parallel blob GETs; eight keeps
@@ -60,6 +63,12 @@ class PullOptions:
     rewrites archives that already hold the same image. ``store_dir`` is the content-addressed
     blob store; by default ``OUT_DIR/.bulkpull-store``, so rerunning into the same directory
     reuses every blob already verified.
+
+    ``credentials`` is one login for every registry, or a :class:`Keychain` that knows each
+    registry's (``Keychain.from_environment()`` reads docker's and podman's files); without it
+    pulls are anonymous. ``insecure_registries`` (``host[:port]``) are reached over HTTPS without
+    certificate checks or over plain HTTP; ``ca_cert`` adds a CA to the system's. ``mirrors``
+    are tried before the registry they stand in for.
     """
 
     platforms: tuple[Platform, ...] = (DEFAULT_PLATFORM,)
@@ -68,7 +77,11 @@ class PullOptions:
     max_downloads: int = DEFAULT_MAX_DOWNLOADS
     plain_http: bool = False
     skip_tls_verify: bool = False
-    credentials: Credentials | None = None
+    credentials: Credentials | Keychain | None = None
+    insecure_registries: frozenset[str] = frozenset()
+    ca_cert: Path | None = None
+    proxies: Proxies = field(default_factory=Proxies)
+    mirrors: tuple[Mirror, ...] = ()
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float = DEFAULT_TIMEOUT
     store_dir: Path | None = None
@@ -82,3 +95,14 @@ class PullOptions:
             raise ValueError("max_downloads must be > 0")
         if self.timeout <= 0:
             raise ValueError("timeout must be > 0")
+        for registry in self.insecure_registries:
+            parse_host(registry)
+
+    @property
+    def keychain(self) -> Keychain:
+        """Where each registry's login comes from, whichever form ``credentials`` took."""
+        if isinstance(self.credentials, Keychain):
+            return self.credentials
+        if self.credentials is None:
+            return Keychain()
+        return Keychain.everywhere(self.credentials)

@@ -43,7 +43,7 @@ from bulkpull.report import (
     Stage,
     Status,
 )
-from bulkpull.transport import Transport, open_session
+from bulkpull.transport import Transport
 from bulkpull.verify import archive_digests
 
 log = logging.getLogger("bulkpull")
@@ -146,14 +146,7 @@ def _emit(on_event: EventCallback | None, event: Event) -> None:
 async def _connect(options: PullOptions, store: BlobStore | None) -> AsyncIterator[RegistryClient]:
     """The run's one session and transport, and a registry client that knows the store."""
     connections = options.max_downloads + options.jobs
-    async with open_session(timeout=options.timeout, connections=connections) as session:
-        transport = Transport(
-            session,
-            retry=options.retry,
-            credentials=options.credentials,
-            plain_http=options.plain_http,
-            skip_tls_verify=options.skip_tls_verify,
-        )
+    async with Transport.from_options(options, connections=connections) as transport:
         yield RegistryClient(transport, store.read_if_present if store else None)
 
 

@@ -1,32 +1,39 @@
-"""HTTP to registries: the one module that imports aiohttp.
+"""HTTP to registries: the one module that imports aiohttp and aiohttp-socks.
 
-It owns the shared session's settings, the choice of scheme (the ``/v2/`` ping), authentication
-(anonymous, Basic, Bearer tokens shared per registry and repository), redirects (followed by hand so
+It carries out what ``network`` decides and what ``auth`` describes: one session per proxy in use
+(aiohttp-socks connectors for HTTP, HTTPS and SOCKS proxies), TLS verified against the system's
+CAs plus a user's CA file, the choice of scheme (the ``/v2/`` ping), mirrors tried before the
+registry they stand in for, authentication (anonymous, Basic, Bearer tokens shared per registry
+and repository, identity tokens traded by OAuth2 POST), redirects (followed by hand so
 ``Authorization`` never leaves the registry's origin), bounded retries on temporary failures and
-the translation of every aiohttp exception into :mod:`bulkpull.errors`. Callers see
-:class:`Response`, never an aiohttp object. Imports ``errors``, ``auth`` and ``options``.
+the translation of every aiohttp, TLS and proxy exception into :mod:`bulkpull.errors`. Callers
+see :class:`Response`, never an aiohttp object. Imports ``errors``, ``network``, ``auth``,
+``credentials`` and ``options``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import ipaddress
 import json
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
+from pathlib import Path
+from types import TracebackType
 from typing import TypeVar
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
+import aiohttp_socks
 
 from bulkpull.auth import (
     MAX_TOKEN_RESPONSE_BYTES,
+    OAUTH_UNSUPPORTED_STATUSES,
     Challenge,
     Credentials,
     Token,
@@ -34,8 +41,11 @@ from bulkpull.auth import (
     parse_challenges,
     parse_token_response,
     pull_scope,
+    refresh_token_form,
     token_url,
+    usable_realm,
 )
+from bulkpull.credentials import Keychain
 from bulkpull.errors import (
     AuthenticationError,
     BulkpullError,
@@ -46,7 +56,8 @@ from bulkpull.errors import (
     TransportError,
     is_temporary,
 )
-from bulkpull.options import RetryPolicy
+from bulkpull.network import Mirror, Proxies, SecurityPolicy, redact
+from bulkpull.options import DEFAULT_TIMEOUT, PullOptions, RetryPolicy
 
 log = logging.getLogger("bulkpull")
 
@@ -61,40 +72,27 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # aiohttp reads sockets in buffers of this size; 64 KiB (its default) costs a Python-level
 # round trip per 64 KiB on a fast link.
 READ_BUFFER_BYTES = 1024 * 1024
+# Connections per session when the caller does not say (aiohttp's own default).
+DEFAULT_CONNECTIONS = 100
 
-
-def open_session(*, timeout: float, connections: int) -> aiohttp.ClientSession:
-    """The one session of a run.
-
-    ``auto_decompress`` is off because blobs must arrive as the registry's exact bytes: a proxy or
-    CDN that adds ``Content-Encoding`` must not change what we hash and store. There is no total
-    timeout: only connecting and read silence are bounded.
-    """
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=connections),
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
-        auto_decompress=False,
-        read_bufsize=READ_BUFFER_BYTES,
-        headers={"User-Agent": USER_AGENT},
-    )
-
-
-def redact(url: str) -> str:
-    """A URL fit for messages: no userinfo, no query (presigned CDN URLs carry signatures)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def is_loopback(registry: str) -> bool:
-    """Whether ``host[:port]`` names this machine, where plain HTTP is allowed without a flag."""
-    host = urlsplit("//" + registry).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+_PROXY_TYPES = {
+    "http": aiohttp_socks.ProxyType.HTTP,
+    "https": aiohttp_socks.ProxyType.HTTP,
+    "socks4": aiohttp_socks.ProxyType.SOCKS4,
+    "socks5": aiohttp_socks.ProxyType.SOCKS5,
+    "socks5h": aiohttp_socks.ProxyType.SOCKS5,
+}
+# Go's defaults for a proxy URL without a port.
+_PROXY_PORTS = {"http": 80, "https": 443, "socks4": 1080, "socks5": 1080, "socks5h": 1080}
+# What a request can fail with below HTTP: aiohttp's errors, the proxy connector's (which are
+# not aiohttp's), and OSError, which TLS errors raised inside a proxy tunnel arrive as.
+_CONNECTION_ERRORS = (
+    aiohttp.ClientError,
+    aiohttp_socks.ProxyError,
+    aiohttp_socks.ProxyConnectionError,
+    aiohttp_socks.ProxyTimeoutError,
+    OSError,
+)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -143,7 +141,7 @@ class Response:
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except _CONNECTION_ERRORS as exc:
             raise TransportError(f"{self._method} {self.url}: {_describe(exc)}") from exc
 
 
@@ -158,6 +156,7 @@ def _describe(exc: BaseException) -> str:
 class _Endpoint:
     """Where a registry answers and how it wants to be authenticated, learnt from ``/v2/``."""
 
+    host: str
     origin: str
     challenge: Challenge | None
 
@@ -170,29 +169,74 @@ def _pick_challenge(challenges: list[Challenge]) -> Challenge | None:
 class Transport:
     """Authenticated, retried requests to registries, shared by every image of a run.
 
-    The ping of each registry and each bearer token are single-flight: concurrent requests for
-    the same registry or repository wait for one exchange instead of starting their own.
+    Use it as an async context manager: it opens its sessions (one per proxy) as requests need
+    them and closes them at the end. The ping of each registry, each login lookup and each
+    bearer token are single-flight: concurrent requests for the same registry or repository
+    wait for one exchange instead of starting their own.
     """
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
         *,
         retry: RetryPolicy,
-        credentials: Credentials | None = None,
-        plain_http: bool = False,
-        skip_tls_verify: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        connections: int = DEFAULT_CONNECTIONS,
+        keychain: Keychain | None = None,
+        security: SecurityPolicy | None = None,
+        ca_cert: Path | None = None,
+        proxies: Proxies | None = None,
+        mirrors: Sequence[Mirror] = (),
     ) -> None:
-        self._session = session
         self._retry = retry
-        self._credentials = credentials
-        self._plain_http = plain_http
-        self._ssl: ssl.SSLContext | bool = not skip_tls_verify
+        self._timeout = timeout
+        self._connections = connections
+        self._keychain = keychain or Keychain()
+        self._security = security or SecurityPolicy()
+        self._verified_tls = _verified_tls(ca_cert)
+        self._proxies = proxies or Proxies()
+        self._mirrors = tuple(mirrors)
+        self._mirror_hosts = frozenset(mirror.host for mirror in self._mirrors)
+        # Mirrors whose /v2/ failed: the rest of the run goes straight to the registries.
+        self._unusable_mirrors: set[str] = set()
+        self._sessions: dict[str | None, aiohttp.ClientSession] = {}
         self._endpoints: dict[str, asyncio.Task[_Endpoint]] = {}
+        self._logins: dict[tuple[str, str], asyncio.Future[Credentials | None]] = {}
         # origin → monotonic time before which no new request goes there (after a 429).
         self._paused_until: dict[str, float] = {}
         self._tokens: dict[tuple[str, str], Token] = {}
         self._token_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    @classmethod
+    def from_options(cls, options: PullOptions, *, connections: int) -> Transport:
+        """The transport a pull with ``options`` needs."""
+        return cls(
+            retry=options.retry,
+            timeout=options.timeout,
+            connections=connections,
+            keychain=options.keychain,
+            security=SecurityPolicy(
+                plain_http=options.plain_http,
+                skip_tls_verify=options.skip_tls_verify,
+                insecure_registries=options.insecure_registries,
+            ),
+            ca_cert=options.ca_cert,
+            proxies=options.proxies,
+            mirrors=options.mirrors,
+        )
+
+    async def __aenter__(self) -> Transport:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        for session in sessions:
+            await session.close()
 
     @asynccontextmanager
     async def request(
@@ -205,20 +249,22 @@ class Transport:
         *,
         retry: bool = True,
     ) -> AsyncIterator[Response]:
-        """Send ``method`` to ``path`` on ``registry`` as a pull of ``repository``.
+        """Send ``method`` to ``path`` (below ``/v2/<repository>/``) as a pull of ``repository``
+        from ``registry``, or from one of its mirrors.
 
         Yields a successful (2xx) response; error statuses raise. With ``retry``, temporary
         failures before the body is handed out are retried here; a caller that streams a body
         (and so must retry failures while reading it anyway) passes ``retry=False`` and wraps
         the whole exchange in :meth:`retrying` instead, so attempts are never multiplied.
         """
-        endpoint = await self._endpoint(registry)
-        url = endpoint.origin + path
+        response = await self._first_answer(method, registry, repository, path, headers or {})
+        if response is None:
+            endpoint = await self._endpoint(registry)
 
-        def send() -> Awaitable[aiohttp.ClientResponse]:
-            return self._send_authenticated(method, url, endpoint, repository, headers or {})
+            def send() -> Awaitable[aiohttp.ClientResponse]:
+                return self._send_authenticated(method, path, endpoint, repository, headers or {})
 
-        response = await (self.retrying(send) if retry else send())
+            response = await (self.retrying(send) if retry else send())
         try:
             yield Response(response, method)
         finally:
@@ -246,57 +292,95 @@ class Transport:
                 log.info("retrying in %.1fs (try %d failed): %s", delay, tries, exc)
                 await asyncio.sleep(delay)
 
-    async def _endpoint(self, registry: str) -> _Endpoint:
-        task = self._endpoints.get(registry)
+    async def _first_answer(
+        self,
+        method: str,
+        registry: str,
+        repository: str,
+        path: str,
+        headers: Mapping[str, str],
+    ) -> aiohttp.ClientResponse | None:
+        """The answer of the first mirror of ``registry`` that has what was asked for.
+
+        Mirrors get one try each (the registry itself is the fallback); any failure moves on,
+        and a mirror whose ``/v2/`` fails is left out for the rest of the run.
+        """
+        for mirror in self._mirrors:
+            if not mirror.serves(registry) or mirror.host in self._unusable_mirrors:
+                continue
+            mirrored = mirror.repository(repository)
+            try:
+                endpoint = await self._endpoint(mirror.host)
+            except BulkpullError as exc:
+                if mirror.host not in self._unusable_mirrors:
+                    self._unusable_mirrors.add(mirror.host)
+                    log.warning("mirror %s is not used in this run: %s", mirror, exc)
+                continue
+            moved = f"/v2/{mirrored}/" + path.removeprefix(f"/v2/{repository}/")
+            try:
+                return await self._send_authenticated(method, moved, endpoint, mirrored, headers)
+            except BulkpullError as exc:
+                log.info("mirror %s: %s; asking %s", mirror, exc, registry)
+        return None
+
+    async def _endpoint(self, host: str) -> _Endpoint:
+        task = self._endpoints.get(host)
         if task is None:
-            task = asyncio.ensure_future(self.retrying(lambda: self._ping(registry)))
-            self._endpoints[registry] = task
+
+            def ping() -> Awaitable[_Endpoint]:
+                return self._ping(host)
+
+            # A mirror gets one try: falling back to the registry is its retry.
+            task = asyncio.ensure_future(
+                ping() if host in self._mirror_hosts else self.retrying(ping)
+            )
+            self._endpoints[host] = task
         try:
             return await asyncio.shield(task)
         except BaseException:
             # A failed handshake must not poison the registry for the rest of the run.
-            if task.done() and self._endpoints.get(registry) is task:
-                del self._endpoints[registry]
+            if task.done() and self._endpoints.get(host) is task:
+                del self._endpoints[host]
             raise
 
-    async def _ping(self, registry: str) -> _Endpoint:
+    async def _ping(self, host: str) -> _Endpoint:
         """``GET /v2/`` to learn the scheme and the auth challenge.
 
-        HTTPS first; plain HTTP only when asked for, or as a fallback for loopback registries
-        (what Docker does for ``localhost``).
+        HTTPS first; HTTP when asked for, or as a fallback for insecure and loopback registries
+        (what Docker does). A certificate that fails verification is reported as such, never
+        hidden behind a plain-HTTP attempt.
         """
-        if self._plain_http:
-            schemes = ["http"]
-        elif is_loopback(registry):
-            schemes = ["https", "http"]
-        else:
-            schemes = ["https"]
+        schemes = self._security.schemes(host)
         for scheme in schemes:
-            origin = f"{scheme}://{registry}"
+            origin = f"{scheme}://{host}"
             try:
                 response = await self._open("GET", origin + "/v2/", {})
-            except TransportError:
-                if scheme == schemes[-1]:
+            except TransportError as exc:
+                if scheme == schemes[-1] or _is_certificate_error(exc):
                     raise
+                log.info("%s; trying %s", exc, schemes[-1])
                 continue
             async with response:
-                if response.status == 401:
-                    challenges = parse_challenges(response.headers.getall("WWW-Authenticate", []))
-                    return _Endpoint(origin, _pick_challenge(challenges))
                 if response.status >= 500:
                     raise await self._error("GET", response)
-                return _Endpoint(origin, None)
+                challenge = None
+                if response.status == 401:
+                    headers = response.headers.getall("WWW-Authenticate", [])
+                    challenge = _pick_challenge(parse_challenges(headers))
+                log.info("%s: %s, %s", host, origin, challenge.scheme if challenge else "no auth")
+                return _Endpoint(host, origin, challenge)
         raise AssertionError("unreachable: at least one scheme is tried")
 
     async def _send_authenticated(
         self,
         method: str,
-        url: str,
+        path: str,
         endpoint: _Endpoint,
         repository: str,
         headers: Mapping[str, str],
     ) -> aiohttp.ClientResponse:
         """One try, plus one repeat with a fresh token when the registry refuses the cached one."""
+        url = endpoint.origin + path
         authorization = await self._authorization(endpoint, repository)
         response = await self._follow(method, url, endpoint.origin, headers, authorization)
         if response.status == 401 and endpoint.challenge and endpoint.challenge.scheme == "bearer":
@@ -313,35 +397,83 @@ class Transport:
         if challenge is None:
             return None
         if challenge.scheme == "basic":
-            return self._credentials.basic_header() if self._credentials else None
+            # Only ever plain HTTP to a registry the security policy lets us reach that way.
+            login = await self._login(endpoint.host, repository)
+            return login.basic_header() if login else None
         if challenge.scheme != "bearer":
             raise AuthenticationError(
                 "GET", endpoint.origin + "/v2/", 401, text=f"unsupported auth {challenge.scheme}"
             )
-        token = await self._token(endpoint.origin, challenge, pull_scope(repository))
+        token = await self._token(endpoint, challenge, repository)
         return token.header
 
-    async def _token(self, origin: str, challenge: Challenge, scope: str) -> Token:
-        key = (origin, scope)
+    async def _login(self, host: str, repository: str) -> Credentials | None:
+        """The keychain's answer for ``host``, looked up once (in a thread: a credential helper
+        may run) and shared by every request of the run."""
+        key = (host, repository)
+        lookup = self._logins.get(key)
+        if lookup is None:
+            lookup = asyncio.ensure_future(
+                asyncio.to_thread(self._keychain.resolve, host, repository)
+            )
+            self._logins[key] = lookup
+        return await asyncio.shield(lookup)
+
+    async def _token(self, endpoint: _Endpoint, challenge: Challenge, repository: str) -> Token:
+        scope = pull_scope(repository)
+        key = (endpoint.origin, scope)
         lock = self._token_locks.setdefault(key, asyncio.Lock())
         async with lock:
             token = self._tokens.get(key)
             if token is None or not token.is_fresh():
-                token = await self._fetch_token(origin, challenge, scope)
+                login = await self._login(endpoint.host, repository)
+                token = await self._fetch_token(endpoint, challenge, scope, login)
                 self._tokens[key] = token
             return token
 
-    async def _fetch_token(self, origin: str, challenge: Challenge, scope: str) -> Token:
+    async def _fetch_token(
+        self, endpoint: _Endpoint, challenge: Challenge, scope: str, login: Credentials | None
+    ) -> Token:
+        """A token for ``scope``: by OAuth2 POST for an identity token (GET when the server
+        lacks it), else by GET, with the login only where it may go."""
+        realm = usable_realm(challenge)
+        if login is not None and not may_send_credentials(realm, endpoint.origin):
+            log.warning(
+                "%s: not sending credentials to token server %s over plain HTTP",
+                endpoint.host,
+                redact(realm),
+            )
+            login = None
+        if login is not None and login.identity_token:
+            token = await self._refresh_token(challenge, scope, login.identity_token)
+            if token is not None:
+                return token
         url = token_url(challenge, [scope])
-        headers = {}
-        if self._credentials and may_send_credentials(challenge.realm, origin):
-            headers["Authorization"] = self._credentials.basic_header()
-        response = await self._follow("GET", url, _origin_of(url), {}, headers.get("Authorization"))
+        authorization = login.basic_header() if login else None
+        response = await self._follow("GET", url, _origin_of(url), {}, authorization)
         async with response:
             if response.status != 200:
                 raise await self._error("GET", response)
             body = await Response(response, "GET").read(MAX_TOKEN_RESPONSE_BYTES)
         return parse_token_response(body, redact(url))
+
+    async def _refresh_token(
+        self, challenge: Challenge, scope: str, refresh_token: str
+    ) -> Token | None:
+        """Trade an identity token by OAuth2 POST; None when the server does not offer that."""
+        realm = challenge.realm
+        form = refresh_token_form(challenge, [scope], refresh_token)
+        response = await self._open("POST", realm, {}, form)
+        async with response:
+            if response.status in OAUTH_UNSUPPORTED_STATUSES:
+                log.info(
+                    "%s answered OAuth2 with %d; asking by GET", redact(realm), response.status
+                )
+                return None
+            if response.status != 200:
+                raise await self._error("POST", response)
+            body = await Response(response, "POST").read(MAX_TOKEN_RESPONSE_BYTES)
+        return parse_token_response(body, redact(realm), method="POST")
 
     async def _follow(
         self,
@@ -369,15 +501,52 @@ class Transport:
         raise TransportError(f"{method} {redact(url)}: more than {MAX_REDIRECTS} redirects")
 
     async def _open(
-        self, method: str, url: str, headers: Mapping[str, str]
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        form: Mapping[str, str] | None = None,
     ) -> aiohttp.ClientResponse:
+        """One request, through the proxy ``network`` picks for ``url`` and with the TLS checks
+        the security policy asks of its host."""
         await self._wait_while_paused(_origin_of(url))
+        proxy = self._proxies.for_url(url)
+        host = urlsplit(url).netloc
+        tls = self._verified_tls if self._security.verifies_tls(host) else False
         try:
-            return await self._session.request(
-                method, url, headers=headers, allow_redirects=False, ssl=self._ssl
+            return await self._session(proxy).request(
+                method, url, headers=headers, data=form, allow_redirects=False, ssl=tls
             )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TransportError(f"{method} {redact(url)}: {_describe(exc)}") from exc
+        except _CONNECTION_ERRORS as exc:
+            through = f" (through proxy {redact(proxy)})" if proxy else ""
+            raise TransportError(f"{method} {redact(url)}{through}: {_describe(exc)}") from exc
+
+    def _session(self, proxy: str | None) -> aiohttp.ClientSession:
+        """The session for requests through ``proxy`` (None: direct), opened on first use.
+
+        ``auto_decompress`` is off because blobs must arrive as the registry's exact bytes: a
+        proxy or CDN that adds ``Content-Encoding`` must not change what we hash and store. There
+        is no total timeout: only connecting and read silence are bounded.
+        """
+        session = self._sessions.get(proxy)
+        if session is None:
+            connector: aiohttp.BaseConnector
+            if proxy is None:
+                connector = aiohttp.TCPConnector(limit=self._connections)
+            else:
+                log.info("connecting through proxy %s", redact(proxy))
+                connector = _proxy_connector(proxy, self._verified_tls, self._connections)
+            session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self._timeout, sock_read=self._timeout
+                ),
+                auto_decompress=False,
+                read_bufsize=READ_BUFFER_BYTES,
+                headers={"User-Agent": USER_AGENT},
+            )
+            self._sessions[proxy] = session
+        return session
 
     async def _wait_while_paused(self, origin: str) -> None:
         # A loop, not an Event: another 429 may extend the pause while we sleep.
@@ -396,7 +565,7 @@ class Transport:
         """Turn an error status into the matching :class:`RegistryError`, body capped."""
         try:
             body = await response.content.read(MAX_ERROR_BODY_BYTES)
-        except (aiohttp.ClientError, TimeoutError):
+        except _CONNECTION_ERRORS:
             body = b""
         finally:
             response.release()
@@ -414,6 +583,42 @@ class Transport:
         elif status == 404:
             kind = NotFoundError
         return kind(method, url, status, diagnostics, text, retry_after)
+
+
+def _verified_tls(ca_cert: Path | None) -> ssl.SSLContext:
+    """The system's trusted CAs, plus those in ``ca_cert``."""
+    context = ssl.create_default_context()
+    if ca_cert is not None:
+        try:
+            context.load_verify_locations(cafile=ca_cert)
+        except (OSError, ssl.SSLError) as exc:
+            raise TransportError(f"CA certificate file {ca_cert}: {_describe(exc)}") from exc
+    return context
+
+
+def _proxy_connector(url: str, proxy_tls: ssl.SSLContext, limit: int) -> aiohttp.BaseConnector:
+    """An aiohttp-socks connector that tunnels every connection through the proxy at ``url``.
+
+    ``socks5h`` resolves names at the proxy, ``socks5`` and ``socks4`` here (curl's meaning);
+    HTTP proxies get names in ``CONNECT``. An ``https://`` proxy is itself verified like a
+    registry.
+    """
+    parts = urlsplit(url)
+    return aiohttp_socks.ProxyConnector(
+        proxy_type=_PROXY_TYPES[parts.scheme],
+        host=parts.hostname or "",
+        port=parts.port or _PROXY_PORTS[parts.scheme],
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        rdns=parts.scheme == "socks5h",
+        proxy_ssl=proxy_tls if parts.scheme == "https" else None,
+        limit=limit,
+    )
+
+
+def _is_certificate_error(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError)
 
 
 def _origin_of(url: str) -> str:

@@ -18,6 +18,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -26,7 +27,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -148,17 +149,18 @@ def remove_tree(root: Path) -> None:
 
 @dataclass(frozen=True)
 class Registry:
-    """A running distribution registry on 127.0.0.1 speaking plain HTTP."""
+    """A running distribution registry on 127.0.0.1 (plain HTTP unless started with TLS)."""
 
     host: str
     """``127.0.0.1:PORT``; the registry part of references."""
     root: Path
     """The storage directory."""
     log: Path
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{self.scheme}://{self.host}"
 
     def log_offset(self) -> int:
         """The current end of the log, to pass to ``requests`` or ``blob_downloads`` later."""
@@ -205,7 +207,13 @@ _BLOB_PATH = re.compile(r"/v2/(?P<repository>\S+)/blobs/(?P<digest>sha256:[0-9a-
 
 
 def _http_status(url: str, timeout: float = 2) -> int | None:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    # A probe asks whether our child answers, not whether its certificate is trusted.
+    unverified = ssl.create_default_context()
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=unverified)
+    )
     try:
         with opener.open(url, timeout=timeout) as response:
             status: int = response.status
@@ -216,9 +224,11 @@ def _http_status(url: str, timeout: float = 2) -> int | None:
         return None
 
 
-def _registry_config(root: Path, port: int) -> str:
+def _registry_config(
+    root: Path, port: int, tls: tuple[Path, Path] | None, auth: dict[str, Any] | None
+) -> str:
     # JSON is valid YAML, which is what the registry reads.
-    config = {
+    config: dict[str, Any] = {
         "version": "0.1",
         # The access log goes to the log file too: tests read the requests from it.
         "log": {"level": "warn", "accesslog": {"disabled": False}},
@@ -229,21 +239,39 @@ def _registry_config(root: Path, port: int) -> str:
         },
         "http": {"addr": f"127.0.0.1:{port}", "secret": "bulkpull-tests"},
     }
+    if tls is not None:
+        config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
+    if auth is not None:
+        config["auth"] = auth
     return json.dumps(config, indent=2)
 
 
 @contextlib.contextmanager
-def start_registry(workdir: Path, *, attempts: int = 3, timeout: float = 30) -> Iterator[Registry]:
-    """Run ``docker-registry serve`` with storage in ``workdir`` until the context exits."""
+def start_registry(
+    workdir: Path,
+    *,
+    attempts: int = 3,
+    timeout: float = 30,
+    storage: Path | None = None,
+    tls: tuple[Path, Path] | None = None,
+    auth: dict[str, Any] | None = None,
+) -> Iterator[Registry]:
+    """Run ``docker-registry serve`` with storage in ``workdir`` until the context exits.
+
+    ``storage`` serves an existing registry's storage instead (several registries may share
+    one); ``tls`` is a certificate and key file to serve HTTPS with; ``auth`` is the registry's
+    ``auth`` configuration section.
+    """
     binary = require_tool("docker-registry")
     workdir.mkdir(parents=True, exist_ok=True)
+    scheme = "https" if tls else "http"
     last_log = ""
     for attempt in range(attempts):
         port = free_port()
-        root = workdir / f"storage-{attempt}"
-        root.mkdir()
+        root = storage or workdir / f"storage-{attempt}"
+        root.mkdir(exist_ok=True)
         config = workdir / f"config-{attempt}.yml"
-        config.write_text(_registry_config(root, port))
+        config.write_text(_registry_config(root, port, tls, auth))
         log = workdir / f"registry-{attempt}.log"
         with log.open("wb") as log_file:
             process = subprocess.Popen(
@@ -258,15 +286,16 @@ def start_registry(workdir: Path, *, attempts: int = 3, timeout: float = 30) -> 
             deadline = time.monotonic() + timeout
             while process.poll() is None and time.monotonic() < deadline:
                 # Our registry logs the probe; another server that got the port would not.
-                answered = _http_status(f"http://127.0.0.1:{port}/v2/") == 200
-                if answered and b'"GET /v2/ HTTP/1.1" 200' in log.read_bytes():
+                status = 401 if auth else 200
+                answered = _http_status(f"{scheme}://127.0.0.1:{port}/v2/") == status
+                if answered and f'"GET /v2/ HTTP/1.1" {status}'.encode() in log.read_bytes():
                     break
                 time.sleep(0.1)
             else:
                 # Exited (for instance: the port was taken meanwhile) or never answered.
                 last_log = log_tail(log)
                 continue
-            yield Registry(f"127.0.0.1:{port}", root, log)
+            yield Registry(f"127.0.0.1:{port}", root, log, scheme)
             return
         finally:
             _stop(process, grace=10)
