@@ -35,6 +35,7 @@ LAYERS = (
     "verify",
     "imagelist",
     "report",
+    "outputs",
     "pull",
     "__init__",
     "cli",

@@ -1,8 +1,8 @@
 """Orchestration: resolve every image, download the union of their blobs once, write archives.
 
 Each image is a task: resolve (bounded by ``jobs``), then wait for its blobs, then hand the image
-to the output: one archive per image (written at once, bounded by ``jobs``), one bundle for all,
-or an OCI layout directory (both written when every image is in). Blobs are shared tasks keyed by
+to the output (see ``outputs``: one archive per image, written at once and bounded by ``jobs``;
+or one bundle, or an OCI layout directory, written when every image is in). Blobs are shared tasks keyed by
 digest, so a layer that ten images need is downloaded once even when all ten ask at the same
 moment; one semaphore bounds downloads across the whole run. A :class:`BulkpullError` ends only its
 own image; anything else is a bug and propagates. Imports everything below it, never ``cli``.
@@ -14,19 +14,20 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bulkpull.archive import ArchiveImage, ImageContent, update_layout, write_archive
+from bulkpull.archive import ArchiveImage, ImageContent
 from bulkpull.blobstore import BlobStore
 from bulkpull.digest import Digest
-from bulkpull.errors import BulkpullError, ContentError, DigestMismatchError, OutputError
+from bulkpull.errors import BulkpullError, ContentError, DigestMismatchError
 from bulkpull.imagelist import ImageSpec, image_spec
 from bulkpull.manifest import MAX_MANIFEST_BYTES, Descriptor, ImageConfig, parse_config
 from bulkpull.options import PullOptions
+from bulkpull.outputs import Output, make_output
 from bulkpull.platform import Platform
 from bulkpull.reference import Reference
 from bulkpull.registry import RegistryClient, ResolvedImage
@@ -44,11 +45,8 @@ from bulkpull.report import (
     Status,
 )
 from bulkpull.transport import Transport
-from bulkpull.verify import archive_digests
 
 log = logging.getLogger("bulkpull")
-
-STORE_DIRNAME = ".bulkpull-store"
 
 
 async def pull_images(
@@ -71,7 +69,7 @@ async def pull_images(
     specs = _specs(images)
     options = options or PullOptions()
     started, clock = _now(), time.monotonic()
-    output = await _make_output(Path(out_dir), bundle, oci_layout, options)
+    output = await make_output(Path(out_dir), bundle, oci_layout, options.store_dir)
     async with _connect(options, output.store) as registry:
         run = _Run(registry, output, options, on_event if output.final_on_add else None)
         try:
@@ -170,151 +168,13 @@ def _result(
     )
 
 
-class _Output:
-    """Where pulled images go. Per-image archives are written as images arrive; a bundle or
-    layout collects them and is written by :meth:`finish`.
-
-    ``keeps_indexes``: whether a multi-platform image goes in as its index (narrowed to the
-    platforms pulled) or, for per-image archives, as one platform's manifest per archive.
-    ``final_on_add``: whether a result is final once the image is added (else after finish).
-    """
-
-    keeps_indexes = False
-    final_on_add = True
-
-    def __init__(self, store: BlobStore, out_dir: Path) -> None:
-        self.store = store
-        self.out_dir = out_dir
-
-    def split(self, resolved: list[ResolvedImage]) -> list[list[ResolvedImage]]:
-        """Which resolved platforms share one archive: each its own, for per-image archives."""
-        return [[item] for item in resolved]
-
-    def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
-        suffix = ""
-        if len(resolved) == 1 and resolved[0].platform and len(spec.platforms) > 1:
-            suffix = "_" + str(resolved[0].platform.normalized()).replace("/", "_")
-        return self.out_dir / spec.archive_filename.replace(".tar", f"{suffix}.tar")
-
-    def ref_name(self, spec: ImageSpec) -> str:
-        return spec.target.tag or ""
-
-    def is_current(self, path: Path, image: ArchiveImage) -> bool:
-        return archive_digests(path).get(image.name) == image.digest
-
-    async def add(self, path: Path, image: ArchiveImage) -> None:
-        await asyncio.to_thread(_write, path, [image], self.store)
-
-    async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
-        return results
-
-
-class _Bundle(_Output):
-    """Every image in one archive: one index.json and one manifest.json entry per image."""
-
-    keeps_indexes = True
-    final_on_add = False
-
-    def __init__(self, store: BlobStore, out_dir: Path, path: Path) -> None:
-        super().__init__(store, out_dir)
-        self.path = path
-        self.images: list[ArchiveImage] = []
-
-    def split(self, resolved: list[ResolvedImage]) -> list[list[ResolvedImage]]:
-        return [resolved]
-
-    def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
-        return self.path
-
-    def ref_name(self, spec: ImageSpec) -> str:
-        return str(spec.target)  # tags alone collide between images
-
-    def is_current(self, path: Path, image: ArchiveImage) -> bool:
-        return False  # decided for the whole bundle in finish()
-
-    async def add(self, path: Path, image: ArchiveImage) -> None:
-        self.images.append(image)
-
-    async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
-        images = sorted(self.images, key=lambda image: image.name)
-        if not images:
-            return results
-        if archive_digests(self.path) == {image.name: image.digest for image in images}:
-            return [replace(r, status=Status.UP_TO_DATE) if r.ok else r for r in results]
-        try:
-            await asyncio.to_thread(_write, self.path, images, self.store)
-        except OutputError as exc:
-            return [replace(r, status=Status.FAILED, error=exc) if r.ok else r for r in results]
-        return results
-
-
-class _Layout(_Output):
-    """An OCI image layout directory; its ``blobs`` directory is the blob store itself."""
-
-    keeps_indexes = True
-    final_on_add = False
-
-    def __init__(self, directory: Path) -> None:
-        super().__init__(BlobStore(directory / "blobs"), directory)
-        self.directory = directory
-        self.images: list[ArchiveImage] = []
-
-    split = _Bundle.split
-    ref_name = _Bundle.ref_name
-
-    def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
-        return self.directory
-
-    def is_current(self, path: Path, image: ArchiveImage) -> bool:
-        index = self.directory / "index.json"
-        if not index.exists() or not all(self.store.has(d) for d in image.blobs):
-            return False
-        entries = json.loads(index.read_bytes()).get("manifests", [])
-        return bool(image.descriptor in entries)
-
-    async def add(self, path: Path, image: ArchiveImage) -> None:
-        self.images.append(image)
-
-    async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
-        if self.images:
-            try:
-                await asyncio.to_thread(update_layout, self.directory, self.images)
-            except OSError as exc:
-                error = OutputError(f"cannot write {self.directory / 'index.json'}: {exc}")
-                return [replace(r, status=Status.FAILED, error=error) for r in results]
-        return results
-
-
-async def _make_output(
-    out_dir: Path, bundle: Path | str | None, oci_layout: Path | str | None, options: PullOptions
-) -> _Output:
-    if bundle is not None and oci_layout is not None:
-        raise ValueError("choose a bundle or an OCI layout, not both")
-    if oci_layout is not None:
-        await asyncio.to_thread(Path(oci_layout).mkdir, parents=True, exist_ok=True)
-        return _Layout(Path(oci_layout))
-    target = Path(bundle).parent if bundle is not None else out_dir
-    await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
-    store = BlobStore(options.store_dir or target / STORE_DIRNAME)
-    if bundle is not None:
-        return _Bundle(store, out_dir, Path(bundle))
-    return _Output(store, out_dir)
-
-
-def _write(path: Path, images: Sequence[ArchiveImage], store: BlobStore) -> None:
-    try:
-        write_archive(path, images, store.path)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc}") from exc
-
-
 class _Run:
     """The shared state of one pull: registry client, output, limits and in-flight blobs."""
 
     def __init__(
         self,
         registry: RegistryClient,
-        output: _Output,
+        output: Output,
         options: PullOptions,
         on_event: EventCallback | None,
     ) -> None:

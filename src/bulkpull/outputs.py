@@ -1,0 +1,165 @@
+"""Where pulled images go: one archive per image, one bundle, or an OCI layout directory.
+
+Each output says which platforms of an image share an entry, where it is written, what its
+OCI ref name is, and whether what is there already holds the image (a rerun then leaves it
+alone). Per-image archives are written as images arrive; a bundle or a layout collects images
+and is written once, by :meth:`Output.finish`. Imports ``archive``, ``blobstore``, ``verify``,
+``imagelist``, ``registry`` and ``report``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from bulkpull.archive import ArchiveImage, update_layout, write_archive
+from bulkpull.blobstore import BlobStore
+from bulkpull.errors import OutputError
+from bulkpull.imagelist import ImageSpec
+from bulkpull.registry import ResolvedImage
+from bulkpull.report import ImageResult, Status
+from bulkpull.verify import archive_digests
+
+STORE_DIRNAME = ".bulkpull-store"
+
+
+class Output:
+    """Where pulled images go. Per-image archives are written as images arrive; a bundle or
+    layout collects them and is written by :meth:`finish`.
+
+    ``keeps_indexes``: whether a multi-platform image goes in as its index (narrowed to the
+    platforms pulled) or, for per-image archives, as one platform's manifest per archive.
+    ``final_on_add``: whether a result is final once the image is added (else after finish).
+    """
+
+    keeps_indexes = False
+    final_on_add = True
+
+    def __init__(self, store: BlobStore, out_dir: Path) -> None:
+        self.store = store
+        self.out_dir = out_dir
+
+    def split(self, resolved: list[ResolvedImage]) -> list[list[ResolvedImage]]:
+        """Which resolved platforms share one archive: each its own, for per-image archives."""
+        return [[item] for item in resolved]
+
+    def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
+        suffix = ""
+        if len(resolved) == 1 and resolved[0].platform and len(spec.platforms) > 1:
+            suffix = "_" + str(resolved[0].platform.normalized()).replace("/", "_")
+        return self.out_dir / spec.archive_filename.replace(".tar", f"{suffix}.tar")
+
+    def ref_name(self, spec: ImageSpec) -> str:
+        return spec.target.tag or ""
+
+    def is_current(self, path: Path, image: ArchiveImage) -> bool:
+        return archive_digests(path).get(image.name) == image.digest
+
+    async def add(self, path: Path, image: ArchiveImage) -> None:
+        await asyncio.to_thread(_write, path, [image], self.store)
+
+    async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
+        return results
+
+
+class Bundle(Output):
+    """Every image in one archive: one index.json and one manifest.json entry per image."""
+
+    keeps_indexes = True
+    final_on_add = False
+
+    def __init__(self, store: BlobStore, out_dir: Path, path: Path) -> None:
+        super().__init__(store, out_dir)
+        self.path = path
+        self.images: list[ArchiveImage] = []
+
+    def split(self, resolved: list[ResolvedImage]) -> list[list[ResolvedImage]]:
+        return [resolved]
+
+    def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
+        return self.path
+
+    def ref_name(self, spec: ImageSpec) -> str:
+        return str(spec.target)  # tags alone collide between images
+
+    def is_current(self, path: Path, image: ArchiveImage) -> bool:
+        return False  # decided for the whole bundle in finish()
+
+    async def add(self, path: Path, image: ArchiveImage) -> None:
+        self.images.append(image)
+
+    async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
+        images = sorted(self.images, key=lambda image: image.name)
+        if not images:
+            return results
+        if archive_digests(self.path) == {image.name: image.digest for image in images}:
+            return [replace(r, status=Status.UP_TO_DATE) if r.ok else r for r in results]
+        try:
+            await asyncio.to_thread(_write, self.path, images, self.store)
+        except OutputError as exc:
+            return [replace(r, status=Status.FAILED, error=exc) if r.ok else r for r in results]
+        return results
+
+
+class Layout(Output):
+    """An OCI image layout directory; its ``blobs`` directory is the blob store itself."""
+
+    keeps_indexes = True
+    final_on_add = False
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(BlobStore(directory / "blobs"), directory)
+        self.directory = directory
+        self.images: list[ArchiveImage] = []
+
+    split = Bundle.split
+    ref_name = Bundle.ref_name
+
+    def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
+        return self.directory
+
+    def is_current(self, path: Path, image: ArchiveImage) -> bool:
+        index = self.directory / "index.json"
+        if not index.exists() or not all(self.store.has(d) for d in image.blobs):
+            return False
+        entries = json.loads(index.read_bytes()).get("manifests", [])
+        return bool(image.descriptor in entries)
+
+    async def add(self, path: Path, image: ArchiveImage) -> None:
+        self.images.append(image)
+
+    async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
+        if self.images:
+            try:
+                await asyncio.to_thread(update_layout, self.directory, self.images)
+            except OSError as exc:
+                error = OutputError(f"cannot write {self.directory / 'index.json'}: {exc}")
+                return [replace(r, status=Status.FAILED, error=error) for r in results]
+        return results
+
+
+async def make_output(
+    out_dir: Path, bundle: Path | str | None, oci_layout: Path | str | None, store_dir: Path | None
+) -> Output:
+    """The output a pull asked for; the blob store sits next to it unless ``store_dir``."""
+    if bundle is not None and oci_layout is not None:
+        raise ValueError("choose a bundle or an OCI layout, not both")
+    if oci_layout is not None:
+        await asyncio.to_thread(Path(oci_layout).mkdir, parents=True, exist_ok=True)
+        return Layout(Path(oci_layout))
+    target = Path(bundle).parent if bundle is not None else out_dir
+    await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
+    store = BlobStore(store_dir or target / STORE_DIRNAME)
+    if bundle is not None:
+        return Bundle(store, out_dir, Path(bundle))
+    return Output(store, out_dir)
+
+
+def _write(path: Path, images: Sequence[ArchiveImage], store: BlobStore) -> None:
+    try:
+        write_archive(path, images, store.path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc}") from exc
