@@ -38,17 +38,19 @@ LAYERS = (
     "outputs",
     "pull",
     "__init__",
+    "console",
     "cli",
     "__main__",
 )
-# Modules that may import only the public package, never a submodule.
-PUBLIC_API_ONLY = frozenset({"cli"})
+# The command line's own modules: they may import the public package and each other (in layer
+# order), never an implementation module.
+PUBLIC_API_ONLY = frozenset({"console", "cli"})
 # Top-level import name -> the modules allowed to import it.
 OWNERS = {
     "aiohttp": frozenset({"transport"}),
     "aiohttp_socks": frozenset({"transport"}),
     "typer": frozenset({"cli"}),
-    "rich": frozenset({"cli"}),
+    "rich": frozenset({"console"}),
     # archive writes tars, verify reads them.
     "tarfile": frozenset({"archive", "verify"}),
 }
@@ -109,7 +111,10 @@ def violations(module: str, source: str) -> list[str]:
                 continue
             if imported.target not in LAYERS:
                 problems.append(f"{where} imports unknown module bulkpull.{imported.target}")
-            elif module in PUBLIC_API_ONLY and imported.target != "__init__":
+            elif module in PUBLIC_API_ONLY and imported.target not in {
+                "__init__",
+                *PUBLIC_API_ONLY,
+            }:
                 problems.append(
                     f"{where} imports bulkpull.{imported.target}; {module} may use only the "
                     "public API (import from bulkpull)"
@@ -183,6 +188,25 @@ def test_module_imports_follow_layers_and_dependency_owners(module: str) -> None
             id="package-import-below-init",
         ),
         pytest.param("cli", "import bulkpull\nfrom bulkpull import Platform", [], id="cli-public"),
+        pytest.param("cli", "from bulkpull import console", [], id="cli-uses-console"),
+        pytest.param(
+            "console",
+            "from bulkpull import cli",
+            [
+                "bulkpull.console line 1: 'from bulkpull import cli' imports bulkpull.cli, "
+                "which is not above console in the layer order"
+            ],
+            id="console-uses-cli",
+        ),
+        pytest.param(
+            "console",
+            "from bulkpull.report import Stage",
+            [
+                "bulkpull.console line 1: 'from bulkpull.report import Stage' imports "
+                "bulkpull.report; console may use only the public API (import from bulkpull)"
+            ],
+            id="console-submodule",
+        ),
         pytest.param(
             "cli",
             "from bulkpull.errors import BulkpullError",

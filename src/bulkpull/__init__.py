@@ -44,6 +44,7 @@ from bulkpull.imagelist import (
 from bulkpull.manifest import Descriptor
 from bulkpull.network import Mirror, Proxies
 from bulkpull.options import PullOptions, RetryPolicy
+from bulkpull.outputs import store_location
 from bulkpull.platform import DEFAULT_PLATFORM, Platform
 from bulkpull.pull import pull_image, pull_images, resolve_images
 from bulkpull.reference import Reference, parse_reference
@@ -115,6 +116,7 @@ __all__ = [
     "pull_images",
     "read_image_list",
     "resolve_images",
+    "store_location",
     "verify_archive",
 ]
 

@@ -269,11 +269,12 @@ def _keychain(everywhere: Credentials | None, creds: list[str]) -> Keychain:
         _usage_error("--username is for every registry; use it or --creds, not both")
     per_registry = {}
     for text in creds:
-        registry, _, login = text.partition("=")
+        registry, equals, login = text.partition("=")
         username, colon, password = login.partition(":")
-        if not (registry and username and colon):
-            # Only the registry is shown: the rest may be a password.
-            _usage_error(f"--creds {registry or '?'}=...: expected REGISTRY=USER:PASSWORD")
+        if not (registry and equals and username and colon):
+            # Never the value itself: it may hold a password.
+            named = f" for {registry}" if equals else ""
+            _usage_error(f"--creds{named}: expected REGISTRY=USER:PASSWORD")
         per_registry[registry] = Credentials(username, password)
     return Keychain.from_environment(everywhere=everywhere, per_registry=per_registry)
 

@@ -137,7 +137,6 @@ class _PerRegistry:
 class _Dialect:
     """How Docker and podman read the same file format differently."""
 
-    name: str
     # podman files may hold logins for a namespace (quay.io/org), matched longest first.
     namespaced_keys: bool
     # Docker sends every registry without a credHelpers entry to credsStore; podman ignores it.
@@ -146,8 +145,10 @@ class _Dialect:
     hub_server: str
 
 
-_DOCKER = _Dialect("config.json", False, True, "https://index.docker.io/v1/")
-_PODMAN = _Dialect("auth.json", True, False, DOCKER_HUB)
+_DOCKER = _Dialect(
+    namespaced_keys=False, uses_creds_store=True, hub_server="https://index.docker.io/v1/"
+)
+_PODMAN = _Dialect(namespaced_keys=True, uses_creds_store=False, hub_server=DOCKER_HUB)
 
 
 class _AuthFile:
@@ -262,7 +263,7 @@ def credential_helper_get(
         if not isinstance(username, str) or not isinstance(secret, str):
             raise TypeError
     except (ValueError, KeyError, TypeError):
-        raise CredentialsError(f"{program} get {server}: answer is not its JSON") from None
+        raise CredentialsError(f"{program} get {server}: no credentials JSON on stdout") from None
     if not secret:
         return None
     if username == HELPER_TOKEN_USERNAME:

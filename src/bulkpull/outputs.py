@@ -111,7 +111,7 @@ class Layout(Output):
     final_on_add = False
 
     def __init__(self, directory: Path) -> None:
-        super().__init__(BlobStore(directory / "blobs"), directory)
+        super().__init__(BlobStore(store_location(directory, oci_layout=directory)), directory)
         self.directory = directory
         self.images: list[ArchiveImage] = []
 
@@ -152,10 +152,30 @@ async def make_output(
         return Layout(Path(oci_layout))
     target = Path(bundle).parent if bundle is not None else out_dir
     await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
-    store = BlobStore(store_dir or target / STORE_DIRNAME)
+    store = BlobStore(store_location(out_dir, bundle=bundle, store_dir=store_dir))
     if bundle is not None:
         return Bundle(store, out_dir, Path(bundle))
     return Output(store, out_dir)
+
+
+def store_location(
+    out_dir: Path | str,
+    *,
+    bundle: Path | str | None = None,
+    oci_layout: Path | str | None = None,
+    store_dir: Path | str | None = None,
+) -> Path:
+    """The blob store a pull into these outputs uses, so that a dry run (or any other tool)
+    finds what earlier pulls verified there.
+
+    An OCI layout's own ``blobs`` directory; otherwise ``store_dir`` when given, else
+    ``.bulkpull-store`` next to the bundle or the archives.
+    """
+    if oci_layout is not None:
+        return Path(oci_layout) / "blobs"
+    if store_dir is not None:
+        return Path(store_dir)
+    return (Path(bundle).parent if bundle is not None else Path(out_dir)) / STORE_DIRNAME
 
 
 def _write(path: Path, images: Sequence[ArchiveImage], store: BlobStore) -> None:

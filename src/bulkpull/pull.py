@@ -2,10 +2,11 @@
 
 Each image is a task: resolve (bounded by ``jobs``), then wait for its blobs, then hand the image
 to the output (see ``outputs``: one archive per image, written at once and bounded by ``jobs``;
-or one bundle, or an OCI layout directory, written when every image is in). Blobs are shared tasks keyed by
-digest, so a layer that ten images need is downloaded once even when all ten ask at the same
-moment; one semaphore bounds downloads across the whole run. A :class:`BulkpullError` ends only its
-own image; anything else is a bug and propagates. Imports everything below it, never ``cli``.
+or one bundle, or an OCI layout directory, written when every image is in). Blobs are shared
+tasks keyed by digest, so a layer that ten images need is downloaded once even when all ten ask
+at the same moment; one semaphore bounds downloads across the whole run. A
+:class:`BulkpullError` ends only its own image; anything else is a bug and propagates. Imports
+everything below it, never ``cli``.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ async def pull_images(
     started, clock = _now(), time.monotonic()
     output = await make_output(Path(out_dir), bundle, oci_layout, options.store_dir)
     async with _connect(options, output.store) as registry:
-        run = _Run(registry, output, options, on_event if output.final_on_add else None)
+        run = _Run(registry, output, options, on_event)
         try:
             per_image = await asyncio.gather(*(run.image(spec) for spec in specs))
         finally:
@@ -199,8 +200,9 @@ class _Run:
         except BulkpullError as exc:
             log.info("%s: %s", spec.source, exc)
             results = [ImageResult(spec, Status.FAILED, error=exc)]
-        for result in results:
-            self._emit(ImageDone(result))
+        if self._output.final_on_add:  # else pull_images reports them once the output is written
+            for result in results:
+                self._emit(ImageDone(result))
         return results
 
     async def close(self) -> None:
@@ -225,7 +227,9 @@ class _Run:
         path = self._output.destination(spec, resolved)
         if not self._options.force and self._output.is_current(path, image):
             return [_result(spec, item, Status.UP_TO_DATE, archive=path) for item in resolved]
-        self._emit(ImageStage(spec, Stage.DOWNLOADING, image.blobs))
+        # The blobs it waits for: manifests are already in hand, and never BlobDone.
+        blobs = tuple(dict.fromkeys(blob.digest for item in resolved for blob in item.blobs))
+        self._emit(ImageStage(spec, Stage.DOWNLOADING, blobs))
         configs = await asyncio.gather(*(self._download_image(item) for item in resolved))
         self._emit(ImageStage(spec, Stage.WRITING))
         async with self._jobs:

@@ -9,7 +9,7 @@ documented JSON of ``--report`` and to lock-file lines. Imports ``errors``, ``di
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -123,13 +123,20 @@ class PullReport:
         """The list again with every source pinned to the digest it resolved to.
 
         A lock file is itself an image list: pulling it later gives the same bytes even when
-        tags have moved. Failed images are kept unpinned, so the lock still lists them.
+        tags have moved. An index pinned for a line without ``platform=`` gets the platforms
+        the run chose from it, so a later pull with other ``--platform`` defaults picks the
+        same manifests. Failed images are kept unpinned, so the lock still lists them.
         """
-        lines: dict[ImageSpec, str] = {}
+        digests: dict[ImageSpec, Digest | None] = {}
+        chosen: dict[ImageSpec, list[Platform]] = {}
         for result in self.results:
-            if result.spec not in lines:
-                lines[result.spec] = result.spec.pinned(result.source_digest)
-        return list(lines.values())
+            digests.setdefault(result.spec, result.source_digest)
+            if result.platform and result.source_digest != result.manifest_digest:
+                chosen.setdefault(result.spec, []).append(result.platform)
+        return [
+            replace(spec, platforms=spec.platforms or tuple(chosen.get(spec, ()))).pinned(digest)
+            for spec, digest in digests.items()
+        ]
 
 
 class Stage(StrEnum):

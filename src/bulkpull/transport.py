@@ -257,12 +257,13 @@ class Transport:
         (and so must retry failures while reading it anyway) passes ``retry=False`` and wraps
         the whole exchange in :meth:`retrying` instead, so attempts are never multiplied.
         """
-        response = await self._first_answer(method, registry, repository, path, headers or {})
+        sent = headers or {}
+        response = await self._first_answer(method, registry, repository, path, sent)
         if response is None:
             endpoint = await self._endpoint(registry)
 
             def send() -> Awaitable[aiohttp.ClientResponse]:
-                return self._send_authenticated(method, path, endpoint, repository, headers or {})
+                return self._send_authenticated(method, path, endpoint, repository, sent)
 
             response = await (self.retrying(send) if retry else send())
         try:
@@ -354,22 +355,32 @@ class Transport:
         for scheme in schemes:
             origin = f"{scheme}://{host}"
             try:
-                response = await self._open("GET", origin + "/v2/", {})
-            except TransportError as exc:
+                challenge = await self._challenge_at(origin)
+            except BulkpullError as exc:
                 if scheme == schemes[-1] or _is_certificate_error(exc):
                     raise
                 log.info("%s; trying %s", exc, schemes[-1])
                 continue
-            async with response:
-                if response.status >= 500:
-                    raise await self._error("GET", response)
-                challenge = None
-                if response.status == 401:
-                    headers = response.headers.getall("WWW-Authenticate", [])
-                    challenge = _pick_challenge(parse_challenges(headers))
-                log.info("%s: %s, %s", host, origin, challenge.scheme if challenge else "no auth")
-                return _Endpoint(host, origin, challenge)
+            wants = f"{challenge.scheme} auth" if challenge else "no auth"
+            log.info("%s answers at %s (%s)", host, origin, wants)
+            return _Endpoint(host, origin, challenge)
         raise AssertionError("unreachable: at least one scheme is tried")
+
+    async def _challenge_at(self, origin: str) -> Challenge | None:
+        """The challenge ``/v2/`` answers 401 with, or None for a 200.
+
+        Any other answer is not the registry API (go-containerregistry's ping says the same):
+        a 400, for one, is what a TLS port answers to plain HTTP.
+        """
+        response = await self._open("GET", origin + "/v2/", {})
+        async with response:
+            if response.status == 200:
+                return None
+            if response.status != 401:
+                raise await self._error("GET", response)
+            return _pick_challenge(
+                parse_challenges(response.headers.getall("WWW-Authenticate", []))
+            )
 
     async def _send_authenticated(
         self,
@@ -514,12 +525,15 @@ class Transport:
         host = urlsplit(url).netloc
         tls = self._verified_tls if self._security.verifies_tls(host) else False
         try:
-            return await self._session(proxy).request(
+            response = await self._session(proxy).request(
                 method, url, headers=headers, data=form, allow_redirects=False, ssl=tls
             )
         except _CONNECTION_ERRORS as exc:
             through = f" (through proxy {redact(proxy)})" if proxy else ""
             raise TransportError(f"{method} {redact(url)}{through}: {_describe(exc)}") from exc
+        # Request-level log for -v; redacted, since presigned CDN URLs carry signatures.
+        log.debug("%s %s: %d", method, redact(url), response.status)
+        return response
 
     def _session(self, proxy: str | None) -> aiohttp.ClientSession:
         """The session for requests through ``proxy`` (None: direct), opened on first use.
@@ -617,8 +631,16 @@ def _proxy_connector(url: str, proxy_tls: ssl.SSLContext, limit: int) -> aiohttp
 
 
 def _is_certificate_error(exc: BaseException) -> bool:
+    """Whether a certificate failed verification somewhere below ``exc``: aiohttp says so
+    directly, but a TLS session inside a proxy tunnel fails as an OSError caused by it."""
     cause = exc.__cause__
-    return isinstance(cause, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError)
+    while cause is not None:
+        if isinstance(
+            cause, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError
+        ):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _origin_of(url: str) -> str:

@@ -236,19 +236,27 @@ def test_a_login_pulls_over_tls_verified_with_the_given_ca(
     assert pulled.repo_tags == [{reference}]
 
 
+@pytest.mark.parametrize("proxied", [False, True], ids=["direct", "through-socks5"])
 def test_an_unknown_ca_is_reported_as_a_certificate_error(
-    user: User, basic_registry: Registry, images: Images
+    user: User,
+    basic_registry: Registry,
+    images: Images,
+    request: pytest.FixtureRequest,
+    proxied: bool,
 ) -> None:
+    proxy = ["--proxy", request.getfixturevalue("danted").url] if proxied else []
     since = basic_registry.log_offset()
 
     pulled = user.pull(
         [f"{basic_registry.host}/{images.private}"],
+        *proxy,
         "--creds",
         f"{basic_registry.host}={USER}:{PASSWORD}",
     )
 
     assert pulled.code == 1, pulled.output
     assert "certificate verify failed" in pulled.output
+    # Loopback may fall back to plain HTTP, but not to hide a certificate that failed.
     assert basic_registry.requests(since) == [], "a request got past TLS"
 
 
