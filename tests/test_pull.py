@@ -384,3 +384,33 @@ async def test_loopback_registries_are_reached_over_plain_http_without_a_flag(
     result = await bulkpull.pull_image(f"{host}/x/y:1", tmp_path, options)
 
     assert result.ok, result.error
+
+
+async def test_a_foreign_layer_missing_from_the_registry_comes_from_its_urls(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    registry = FakeRegistry(auth="bearer")
+    foreign = f.random_layer(20_000)
+    image = f.make_image([f.random_layer(1000), foreign])
+    elsewhere = FakeRegistry()
+    elsewhere.blobs[foreign.digest] = foreign.compressed
+    cdn = FakeCDN(elsewhere)
+    cdn_host = await start(cdn.app())
+    manifest = json.loads(image.manifest)
+    manifest["layers"][1]["mediaType"] = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+    manifest["layers"][1]["urls"] = [f"http://{cdn_host}/cdn/{foreign.digest}"]
+    raw = json.dumps(manifest).encode()
+    registry.put_manifest("x/y", "1", raw, image.media_type)
+    registry.blobs.update({d: b for d, b in image.blobs.items() if d != foreign.digest})
+    host = await start(registry.app())
+
+    result = await bulkpull.pull_image(f"{host}/x/y:1", tmp_path, options)
+
+    assert result.ok, result.error
+    assert registry.count("GET", f"/blobs/{foreign.digest}") == 1  # asked, and it said 404
+    assert len(cdn.seen) == 1
+    assert "Authorization" not in cdn.seen[0].headers
+    assert result.archive is not None
+    assert (
+        archive_members(result.archive)[f"blobs/sha256/{foreign.digest[7:]}"] == foreign.compressed
+    )

@@ -307,7 +307,7 @@ class _Run:
             return self._store.ingest(
                 blob.digest,
                 blob.size,
-                lambda offset: self._registry.open_blob(reference, blob.digest, offset),
+                lambda offset: self._registry.open_blob(reference, blob, offset),
                 what,
                 on_bytes=lambda count: self._received(blob.digest, count),
             )

@@ -19,7 +19,9 @@ from bulkpull.errors import (
     ContentError,
     DigestMismatchError,
     InvalidReferenceError,
+    NotFoundError,
     RegistryError,
+    TransportError,
     is_temporary,
 )
 from bulkpull.manifest import (
@@ -33,7 +35,7 @@ from bulkpull.manifest import (
 )
 from bulkpull.platform import Platform
 from bulkpull.reference import Reference
-from bulkpull.transport import Transport
+from bulkpull.transport import Response, Transport
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(?:\d+|\*)")
 
@@ -189,30 +191,53 @@ class RegistryClient:
 
     @asynccontextmanager
     async def open_blob(
-        self, reference: Reference, digest: Digest, offset: int = 0
+        self, reference: Reference, blob: Descriptor, offset: int = 0
     ) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
         """Stream a blob from ``offset``; yields where the body really starts and the chunks.
 
         Not retried here: a body can break after any byte, so the caller retries the whole
-        download (resuming from what it kept) through :meth:`Transport.retrying`.
-
-        A server that ignores ``Range`` answers 200 with the whole blob, and the start is then
-        0; a 206 is trusted only when its ``Content-Range`` begins exactly at ``offset``.
+        download (resuming from what it kept) through :meth:`Transport.retrying`. A foreign
+        (non-distributable) layer the registry does not hold is fetched from the ``urls`` its
+        descriptor lists, without registry credentials, as containers/image does.
         """
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        path = f"/v2/{reference.path}/blobs/{digest}"
-        async with self.transport.request(
-            "GET", reference.registry_host, reference.path, path, headers, retry=False
-        ) as response:
-            start = 0
-            if response.status == 206:
-                match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
-                if not match or int(match.group(1)) != offset:
-                    raise ContentError(
-                        f"GET {response.url}: Content-Range does not start at {offset}"
-                    )
-                start = offset
-            yield start, response.iter_chunks()
+        path = f"/v2/{reference.path}/blobs/{blob.digest}"
+        try:
+            async with self.transport.request(
+                "GET", reference.registry_host, reference.path, path, headers, retry=False
+            ) as response:
+                yield _body_start(response, offset), response.iter_chunks()
+                return
+        except NotFoundError:
+            if not blob.urls:
+                raise
+        async with self._open_foreign(blob, headers) as response:
+            yield _body_start(response, offset), response.iter_chunks()
+
+    @asynccontextmanager
+    async def _open_foreign(
+        self, blob: Descriptor, headers: dict[str, str]
+    ) -> AsyncIterator[Response]:
+        failures: list[str] = []
+        for url in blob.urls:
+            try:
+                async with self.transport.request_url("GET", url, headers) as response:
+                    yield response
+                    return
+            except (RegistryError, TransportError) as exc:
+                failures.append(str(exc))
+        raise NotFoundError("GET", str(blob.digest), 404, text="; ".join(failures))
+
+
+def _body_start(response: Response, offset: int) -> int:
+    """Where a blob body starts. A server that ignores ``Range`` answers 200 with the whole
+    blob (start 0); a 206 is trusted only when its ``Content-Range`` begins at ``offset``."""
+    if response.status != 206:
+        return 0
+    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
+    if not match or int(match.group(1)) != offset:
+        raise ContentError(f"GET {response.url}: Content-Range does not start at {offset}")
+    return offset
 
 
 def _header_digest(header: str, what: str) -> Digest:

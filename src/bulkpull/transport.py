@@ -271,6 +271,25 @@ class Transport:
         finally:
             response.release()
 
+    @asynccontextmanager
+    async def request_url(
+        self, method: str, url: str, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[Response]:
+        """A request to a URL outside any registry (a foreign layer's ``urls``).
+
+        No credentials are ever attached, redirects are followed, and error statuses raise.
+        Only http(s) URLs are fetched: a manifest must not make us open ``file:`` or worse.
+        """
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise TransportError(f"{method} {redact(url)}: only http(s) URLs are fetched")
+        response = await self._follow(method, url, "", headers or {}, None)
+        if response.status >= 400:
+            raise await self._error(method, response)
+        try:
+            yield Response(response, method)
+        finally:
+            response.release()
+
     async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run ``attempt`` until it succeeds, fails permanently, or the retry policy runs out.
 
