@@ -414,3 +414,22 @@ async def test_a_foreign_layer_missing_from_the_registry_comes_from_its_urls(
     assert (
         archive_members(result.archive)[f"blobs/sha256/{foreign.digest[7:]}"] == foreign.compressed
     )
+
+
+async def test_zstd_layers_are_carried_as_they_are_with_a_warning(
+    start: Start, options: PullOptions, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = FakeRegistry()
+    image = f.make_image([f.random_layer(1000)])
+    manifest = json.loads(image.manifest)
+    manifest["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd"
+    raw = json.dumps(manifest).encode()
+    registry.put_manifest("x/y", "1", raw, image.media_type)
+    registry.blobs.update(image.blobs)
+    host = await start(registry.app())
+
+    result = await bulkpull.pull_image(f"{host}/x/y:1", tmp_path, options)
+
+    assert result.ok, result.error
+    assert result.layers[0].media_type.endswith("+zstd")
+    assert "zstd layers: Docker before 23.0 cannot load it" in caplog.text
