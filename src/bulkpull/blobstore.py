@@ -42,6 +42,12 @@ class BlobStore:
     def has(self, digest: Digest) -> bool:
         return self.path(digest).is_file()
 
+    def holds_anything(self) -> bool:
+        try:
+            return any(self._directory.iterdir())
+        except FileNotFoundError:
+            return False
+
     async def put_bytes(self, digest: Digest, data: bytes) -> Path:
         """Store bytes already verified in memory (manifests), atomically."""
         return await asyncio.to_thread(self._put_bytes, digest, data)

@@ -143,10 +143,15 @@ def _emit(on_event: EventCallback | None, event: Event) -> None:
 
 @asynccontextmanager
 async def _connect(options: PullOptions, store: BlobStore | None) -> AsyncIterator[RegistryClient]:
-    """The run's one session and transport, and a registry client that knows the store."""
+    """The run's transport, and a registry client that knows the store.
+
+    Only a store that already holds something is worth a ``HEAD`` before each tag's ``GET``:
+    on a first run it would cost every image one more round trip and save nothing.
+    """
     connections = options.max_downloads + options.jobs
     async with Transport.from_options(options, connections=connections) as transport:
-        yield RegistryClient(transport, store.read_if_present if store else None)
+        worth_asking = store is not None and await asyncio.to_thread(store.holds_anything)
+        yield RegistryClient(transport, store.read_if_present if store and worth_asking else None)
 
 
 def _result(
@@ -224,7 +229,10 @@ class _Run:
 
     async def _archive(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> list[ImageResult]:
         image = await self._archive_image(spec, resolved)
-        path = self._output.destination(spec, resolved)
+        # A per-image archive is named after its platform whenever several platforms were asked
+        # for: on the list line, or for the whole run (--platform given more than once).
+        named = spec if spec.platforms else replace(spec, platforms=self._options.platforms)
+        path = self._output.destination(named, resolved)
         if not self._options.force and self._output.is_current(path, image):
             return [_result(spec, item, Status.UP_TO_DATE, archive=path) for item in resolved]
         # The blobs it waits for: manifests are already in hand, and never BlobDone.
