@@ -254,3 +254,23 @@ def test_verify_names_a_layer_count_that_differs_from_the_diff_ids(tmp_path: Pat
 
     assert not check.ok
     assert "0 layers but 1 rootfs.diff_ids" in " ".join(check.problems)
+
+
+async def test_platforms_given_for_the_whole_run_name_each_archive(
+    served: tuple[FakeRegistry, str, Images], options: PullOptions, tmp_path: Path
+) -> None:
+    _, host, images = served
+    options = dataclasses.replace(options, platforms=(AMD64, ARM64))
+
+    report = await bulkpull.pull_images([f"{host}/app/multi:1"], tmp_path, options)
+
+    assert report.ok, report.failed
+    names = sorted(r.archive.name for r in report.results if r.archive is not None)
+    assert [n.rsplit("_app_multi_1_", 1)[1] for n in names] == [
+        "linux_amd64.tar",
+        "linux_arm64.tar",
+    ]
+    assert {str(r.manifest_digest) for r in report.results} == {
+        images.amd64.digest,
+        images.arm64.digest,
+    }

@@ -18,6 +18,8 @@ _TESTS_DIR = Path(__file__).resolve().parent.parent
 if str(_TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(_TESTS_DIR))
 
+from .loaders import Containerd, start_containerd  # noqa: E402
+from .matrix import INTEROP  # noqa: E402
 from .services import (  # noqa: E402
     DockerEngine,
     Registry,
@@ -58,6 +60,13 @@ def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEngine]:
 
 
 @pytest.fixture(scope="session")
+def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
+    """A private containerd (Debian's) on a unix socket for the whole session; ``.ctr(...)``."""
+    with start_containerd(tmp_path_factory.mktemp("containerd")) as daemon:
+        yield daemon
+
+
+@pytest.fixture(scope="session")
 def pushed_images(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> PushedImages:
     """The test image set, pushed to ``registry`` with digests checked."""
     require_tool("skopeo")
@@ -75,3 +84,14 @@ def bulkpull_command() -> list[str]:
         unavailable("the bulkpull CLI (module bulkpull.cli) is not installed")
     script = Path(sys.executable).parent / "bulkpull"
     return [str(script)] if script.is_file() else [sys.executable, "-m", "bulkpull"]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the interop matrix (if its tests ran) and write it to $BULKPULL_MATRIX_FILE."""
+    text = INTEROP.render()
+    if text:
+        terminalreporter.write_sep("=", "interop matrix (image x output x loader)")
+        terminalreporter.write_line(text)
+        written = INTEROP.write()
+        if written is not None:
+            terminalreporter.write_line(f"(written to {written})")

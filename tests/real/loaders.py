@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -172,37 +173,37 @@ def start_containerd(workdir: Path, *, timeout: float = 30) -> Iterator[Containe
 # podman
 
 # containers.conf for the private store: CNI as the network backend, because netavark keeps
-# state in /run/containers/networks whatever the flags say. No network is ever set up.
+# state in /run/containers/networks whatever the flags say. No network is ever set up. The
+# store's own storage.conf, registries.conf and containers.conf keep the machine's out.
 _CONTAINERS_CONF = '[network]\nnetwork_backend = "cni"\n'
 
 
 @dataclass(frozen=True)
 class Podman:
-    """``podman`` as root against a private vfs store below ``workdir``."""
+    """``podman`` as root against a private vfs store below ``workdir``.
+
+    The run root is a short directory in /tmp: podman refuses run roots longer than 50 bytes.
+    ``close`` removes it.
+    """
 
     workdir: Path
+    runroot: Path
 
     @property
     def env(self) -> dict[str, str]:
-        tmp = self.workdir / "tmp"
         return child_env(
             CONTAINERS_CONF=str(self.workdir / "containers.conf"),
             CONTAINERS_REGISTRIES_CONF=str(self.workdir / "registries.conf"),
-            TMPDIR=str(tmp),
+            CONTAINERS_STORAGE_CONF=str(self.workdir / "storage.conf"),
+            TMPDIR=str(self.workdir / "tmp"),
         )
-
-    def podman(
-        self, *args: str, timeout: float = 120, check: bool = True
-    ) -> subprocess.CompletedProcess[bytes]:
-        """Run podman against this store."""
-        return run([*self.command, *args], env=self.env, timeout=timeout, check=check)
 
     @property
     def command(self) -> list[str]:
         return [
             "podman",
             "--root", str(self.workdir / "root"),
-            "--runroot", str(self.workdir / "run"),
+            "--runroot", str(self.runroot),
             "--tmpdir", str(self.workdir / "libpod"),
             "--network-config-dir", str(self.workdir / "networks"),
             "--storage-driver", "vfs",
@@ -210,13 +211,14 @@ class Podman:
             "--events-backend", "none",
         ]  # fmt: skip
 
-    def image_id(self, name: str) -> str | None:
-        """The image ID (config digest) of ``name``, or None when podman has no such image."""
-        got = self.podman("image", "inspect", "--format", "{{.Id}}", name, check=False)
-        return "sha256:" + got.stdout.decode().strip() if got.returncode == 0 else None
+    def podman(
+        self, *args: str, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run podman against this store."""
+        return run([*self.command, *args], env=self.env, timeout=timeout, check=check)
 
     def names(self) -> dict[str, str]:
-        """Every name in the store and the image ID it points at."""
+        """Every name in the store and the image ID (config digest) it points at."""
         listed = self.podman("images", "--format", "json").stdout
         found: dict[str, str] = {}
         for image in json.loads(listed or b"[]"):
@@ -224,9 +226,21 @@ class Podman:
                 found[name] = "sha256:" + str(image["Id"]).removeprefix("sha256:")
         return found
 
-    def version(self) -> tuple[int, ...]:
-        text = self.podman("version", "--format", "{{.Client.Version}}").stdout.decode()
-        return tuple(int(part) for part in text.strip().split("-")[0].split(".") if part.isdigit())
+    def architecture(self, name: str) -> str:
+        inspected = self.podman("image", "inspect", "--format", "{{.Architecture}}", name)
+        return inspected.stdout.decode().strip()
+
+    def close(self) -> None:
+        remove_tree(self.runroot)
+
+
+def tool_version(*command: str) -> tuple[int, ...]:
+    """The first ``X.Y[.Z]`` in the output of ``command`` (such as ``skopeo --version``)."""
+    output = run(list(command)).stdout.decode()
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", output)
+    if match is None:
+        raise AssertionError(f"no version in the output of {' '.join(command)}: {output!r}")
+    return tuple(int(part) for part in match.groups() if part is not None)
 
 
 def make_podman(workdir: Path) -> Podman:
@@ -239,9 +253,13 @@ def make_podman(workdir: Path) -> Podman:
         (workdir / directory).mkdir(exist_ok=True)
     (workdir / "containers.conf").write_text(_CONTAINERS_CONF)
     (workdir / "registries.conf").write_text("unqualified-search-registries = []\n")
-    podman = Podman(workdir)
+    podman = Podman(workdir, Path(tempfile.mkdtemp(prefix="bp-pod-", dir="/tmp")))
+    storage = {"driver": "vfs", "graphroot": str(workdir / "root"), "runroot": str(podman.runroot)}
+    lines = [f"{key} = {json.dumps(value)}" for key, value in storage.items()]
+    (workdir / "storage.conf").write_text("[storage]\n" + "\n".join(lines) + "\n")
     probe = podman.podman("info", "--format", "{{.Store.GraphDriverName}}", check=False)
     if probe.returncode != 0 or probe.stdout.decode().strip() != "vfs":
+        podman.close()
         unavailable(
             "podman cannot use a private vfs store here: "
             f"{(probe.stdout + probe.stderr).decode(errors='replace').strip()}"

@@ -1,4 +1,4 @@
-"""The interop matrix: image × output × loader, with one result per cell.
+"""The interop matrix: image by output by loader, with one result per cell.
 
 Test cells record their outcome here as they run (``Matrix.cell``); cells that cannot exist
 are recorded as ``n/a`` with the reason. At the end of the session ``conftest`` prints the
@@ -20,6 +20,8 @@ MATRIX_FILE_VARIABLE = "BULKPULL_MATRIX_FILE"
 
 @dataclass(frozen=True)
 class Outcome:
+    """The result of one cell, with the reason or remark shown as its footnote."""
+
     status: str
     """``pass``, ``FAIL``, ``xfail``, ``XPASS``, ``skip`` or ``n/a``."""
     note: str = ""
@@ -27,17 +29,26 @@ class Outcome:
 
 @dataclass
 class CellRecorder:
-    """Lets a running cell attach a note (shown as a footnote) to its result."""
+    """Lets a running cell attach notes (shown as footnotes) and declare an expected failure."""
 
     notes: list[str] = field(default_factory=list)
+    expected: type[BaseException] | None = None
+    reason: str = ""
 
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
 
+    def expect(self, exception: type[BaseException], reason: str) -> None:
+        """From here on the cell is expected to fail with ``exception``, because ``reason``."""
+        self.expected = exception
+        self.reason = reason
+
 
 @dataclass
 class Matrix:
+    """Results by (image, output, loader), plus checks outside the grid."""
+
     rows: tuple[str, ...]
     outputs: tuple[str, ...]
     loaders: tuple[str, ...]
@@ -49,9 +60,7 @@ class Matrix:
         self.results[(row, output, loader)] = Outcome("n/a", reason)
 
     @contextlib.contextmanager
-    def cell(
-        self, key: tuple[str, str, str] | str, *, expect_failure: bool = False
-    ) -> Iterator[CellRecorder]:
+    def cell(self, key: tuple[str, str, str] | str) -> Iterator[CellRecorder]:
         """Record the outcome of the block under ``key`` (a grid cell or a check's name)."""
         recorder = CellRecorder()
         try:
@@ -60,13 +69,17 @@ class Matrix:
             self._store(key, Outcome("skip", str(exc)))
             raise
         except BaseException as exc:
-            status = "xfail" if expect_failure else "FAIL"
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            self._store(key, Outcome(status, first_line[:200]))
+            if recorder.expected is not None and isinstance(exc, recorder.expected):
+                self._store(key, Outcome("xfail", recorder.reason))
+            else:
+                first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                self._store(key, Outcome("FAIL", first_line[:200]))
             raise
         else:
-            status = "XPASS" if expect_failure else "pass"
-            self._store(key, Outcome(status, "; ".join(recorder.notes)))
+            if recorder.expected is not None:
+                self._store(key, Outcome("XPASS", recorder.reason))
+            else:
+                self._store(key, Outcome("pass", "; ".join(recorder.notes)))
 
     def _store(self, key: tuple[str, str, str] | str, outcome: Outcome) -> None:
         if isinstance(key, str):
@@ -76,7 +89,8 @@ class Matrix:
 
     def render(self) -> str:
         """The matrix as a Markdown table (rows: images; columns: output/loader), footnotes."""
-        if not self.results and not self.checks:
+        ran = [o for o in self.results.values() if o.status != "n/a"]
+        if not ran and not self.checks:
             return ""
         columns = [(output, loader) for output in self.outputs for loader in self.loaders]
         notes: dict[str, int] = {}
@@ -84,7 +98,7 @@ class Matrix:
         def show(outcome: Outcome | None) -> str:
             if outcome is None:
                 return "not run"
-            if not outcome.note or outcome.status == "pass" and not outcome.note:
+            if not outcome.note:
                 return outcome.status
             number = notes.setdefault(outcome.note, len(notes) + 1)
             return f"{outcome.status} [{number}]"
@@ -122,12 +136,14 @@ ROWS = (
     "docker-types",
     "multiplatform",
     "multiplatform-other",
+    "multiplatform-one",
     "renamed",
     "by-digest",
     "busybox",
 )
 """The images of the matrix. ``multiplatform`` is the host's platform of an index pulled for
-two platforms, ``multiplatform-other`` the other one."""
+two platforms, ``multiplatform-other`` the other one; ``multiplatform-one`` is the same index
+pulled for the host's platform only (a bundle or layout then holds the index narrowed to it)."""
 OUTPUTS = ("archive", "bundle", "layout")
 """Per-image archive (``--out-dir``), ``--bundle FILE``, ``--oci-layout DIR``."""
 LOADERS = ("docker", "skopeo", "ctr", "podman")
