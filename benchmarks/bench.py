@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Benchmark bulkpull against skopeo, pulling from a private registry on 127.0.0.1.
 
-    python benchmarks/bench.py [--scenario shared|large|all] [--repeat N]
+    python benchmarks/bench.py [--scenario shared|many|large|wan|faults|all] [--repeat N]
 
 A ``docker-registry`` is started with its storage in a temporary directory, the scenario's images
 are generated and pushed to it (not measured), and then each tool pulls them ``--repeat`` times
-into fresh output directories. Progress goes to stderr, the result tables to stdout. Nothing
-leaves the loopback interface; the registry and every temporary file are gone afterwards, also
-after Ctrl-C. See benchmarks/README.md.
+into fresh output directories, from the registry or through a proxy of the benchmark's own
+(``wan``: latency and a rate cap; ``faults``: 503s and resets). Progress goes to stderr, the
+result tables to stdout. Nothing leaves the loopback interface; the registry, the proxies and
+every temporary file are gone afterwards, also after Ctrl-C. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -63,6 +64,20 @@ def parse_tools(text: str) -> frozenset[str]:
     return chosen
 
 
+def share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("a share is between 0 and 1")
+    return value
+
+
+def non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
 def positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -111,7 +126,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--unique-sizes", type=parse_sizes, default="6MiB,2MiB", help="per-image layer sizes"
     )
     shared.add_argument(
-        "--shared-format", choices=[f.value for f in LayerFormat], default=LayerFormat.GZIP.value
+        "--shared-format",
+        choices=[f.value for f in LayerFormat],
+        default=LayerFormat.GZIP.value,
+        help="layer format of the shared, many, wan and faults images",
+    )
+    many = parser.add_argument_group("scenario many")
+    many.add_argument("--many-images", type=positive, default=100, help="number of images")
+    many.add_argument(
+        "--many-base-sizes",
+        type=parse_sizes,
+        default="1MiB,512KiB",
+        help="shared base layer sizes; every other image has one of them",
+    )
+    many.add_argument(
+        "--many-unique-size", type=parse_size, default="256KiB", help="each image's own layer"
     )
     large = parser.add_argument_group("scenario large")
     large.add_argument(
@@ -122,6 +151,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     large.add_argument(
         "--rss-target", type=float, default=150, help="bulkpull peak RSS target in MiB"
+    )
+    wan = parser.add_argument_group("scenario wan (the shared set through a throttling proxy)")
+    wan.add_argument(
+        "--wan-rtt", type=non_negative, default=40, help="added round-trip time in milliseconds"
+    )
+    wan.add_argument(
+        "--wan-rate",
+        type=parse_size,
+        default="20MiB",
+        help="bytes per second per connection and direction",
+    )
+    faults = parser.add_argument_group(
+        "scenario faults (the shared set through a fault-injecting proxy, bulkpull only)"
+    )
+    faults.add_argument(
+        "--fault-503", type=share, default=0.1, help="share of requests answered 503"
+    )
+    faults.add_argument(
+        "--fault-reset",
+        type=share,
+        default=0.2,
+        help="share of blob downloads reset in the middle of the body",
+    )
+    faults.add_argument("--fault-seed", type=int, default=1, help="seed of the fault choice")
+    faults.add_argument(
+        "--fault-max-streak",
+        type=positive,
+        default=2,
+        help="faults in a row for one request at most; keep it below bulkpull's --retries",
+    )
+    faults.add_argument(
+        "--fault-retry-delay",
+        type=non_negative,
+        default=0.05,
+        help="bulkpull --retry-delay in this scenario, so that backoff does not dominate",
     )
     parser.add_argument(
         "--workdir",
@@ -166,6 +230,38 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def run_scenario(name: str, ctx: Context) -> dict[str, object] | None:
+    """Prepare, measure and report one scenario; its record for ``--json``, or ``None``."""
+    started = time.perf_counter()
+    with SCENARIOS[name](ctx) as scenario:
+        progress(f"scenario {name}: {scenario.summary}")
+        tools = scenario.prepare()
+        if not tools:
+            progress(f"scenario {name} skipped: none of its tools is chosen (--tools)")
+            return None
+        progress(f"scenario {name}: {scenario.describe()}")
+        os.sync()  # our own setup's writes must not count as other work
+        busy = other_cpu_use()
+        if busy > _BUSY_SHARE:
+            progress(f"other processes use {busy:.0%} of the CPUs: expect noisy results")
+        results = measure_tools(ctx, tools)
+        machine = (
+            f"Machine: {os.cpu_count()} CPUs, {busy:.0%} busy with other work "
+            "in the second before the runs."
+        )
+        print(scenario.report(results), machine, sep="\n", end="\n\n", flush=True)
+        progress(f"scenario {name} took {time.perf_counter() - started:.0f}s in all")
+        return {
+            "scenario": name,
+            "description": scenario.describe(),
+            "tools": {
+                tool.key: {"label": tool.label, "runs": [asdict(m) for m in results[tool.key]]}
+                for tool in tools
+            },
+            "details": scenario.details(),
+        }
+
+
 def run(args: argparse.Namespace, workdir: Path) -> list[dict[str, object]]:
     settings = Settings(
         repeat=args.repeat,
@@ -182,6 +278,16 @@ def run(args: argparse.Namespace, workdir: Path) -> list[dict[str, object]]:
         large_size=args.large_size,
         large_format=LayerFormat(args.large_format),
         rss_target_mib=args.rss_target,
+        many_images=args.many_images,
+        many_base_sizes=args.many_base_sizes,
+        many_unique_size=args.many_unique_size,
+        wan_rtt=args.wan_rtt / 1000,
+        wan_rate=args.wan_rate,
+        fault_unavailable=args.fault_503,
+        fault_reset=args.fault_reset,
+        fault_seed=args.fault_seed,
+        fault_max_streak=args.fault_max_streak,
+        fault_retry_delay=args.fault_retry_delay,
     )
     tmp = workdir / "tmp"
     tmp.mkdir()
@@ -198,40 +304,15 @@ def run(args: argparse.Namespace, workdir: Path) -> list[dict[str, object]]:
     records: list[dict[str, object]] = []
     with start_registry(workdir / "registry", env=env) as registry:
         for name in names:
-            started = time.perf_counter()
             scenario_dir = workdir / name
             scenario_dir.mkdir()
-            ctx = Context(settings, registry, scenario_dir, env)
-            scenario = SCENARIOS[name](ctx)
-            progress(f"scenario {name}: {scenario.summary}")
-            tools = scenario.prepare()
-            progress(f"scenario {name}: {scenario.describe()}")
-            os.sync()  # our own setup's writes must not count as other work
-            busy = other_cpu_use()
-            if busy > _BUSY_SHARE:
-                progress(f"other processes use {busy:.0%} of the CPUs: expect noisy results")
-            results = measure_tools(ctx, tools)
-            machine = (
-                f"Machine: {os.cpu_count()} CPUs, {busy:.0%} busy with other work "
-                "in the second before the runs."
-            )
-            print(scenario.report(results), machine, sep="\n", end="\n\n", flush=True)
-            progress(f"scenario {name} took {time.perf_counter() - started:.0f}s in all")
-            records.append(
-                {
-                    "scenario": name,
-                    "description": scenario.describe(),
-                    "tools": {
-                        tool.key: {
-                            "label": tool.label,
-                            "runs": [asdict(m) for m in results[tool.key]],
-                        }
-                        for tool in tools
-                    },
-                }
-            )
-            if not args.keep:
-                shutil.rmtree(scenario_dir, ignore_errors=True)
+            try:
+                record = run_scenario(name, Context(settings, registry, scenario_dir, env))
+            finally:
+                if not args.keep:
+                    shutil.rmtree(scenario_dir, ignore_errors=True)
+            if record is not None:
+                records.append(record)
     return records
 
 

@@ -101,6 +101,11 @@ class Measurement:
     """Peak resident set of the largest single process, in KiB."""
     registry_cpu: float = 0.0
     """User plus system seconds the registry spent meanwhile."""
+    proxy_cpu: float = 0.0
+    """User plus system seconds a proxy of the benchmark spent meanwhile (if one is used)."""
+    connections: int | None = None
+    """TCP connections the tool opened, where a proxy counted them."""
+    exit_code: int = 0
 
 
 def combine(parts: Sequence[Measurement], wall: float, registry_cpu: float) -> Measurement:
@@ -124,14 +129,19 @@ def _kill_group(leader: int) -> None:
 
 
 def run_measured(
-    args: Sequence[str], *, env: dict[str, str], log: Path, timeout: float
+    args: Sequence[str],
+    *,
+    env: dict[str, str],
+    log: Path,
+    timeout: float,
+    allow_failure: bool = False,
 ) -> Measurement:
     """Run ``args`` to its end and measure wall time, CPU time and peak RSS.
 
     The command is started by the small ``bench_spawn.py`` process, which times it and reads
     its resource usage with ``wait4`` (see there why not from here). Output goes to ``log``
-    (appended). A non-zero exit, a timeout or an interruption ends the whole process group
-    and raises.
+    (appended). A timeout or an interruption ends the whole process group and raises; so does
+    a non-zero exit, unless ``allow_failure`` (the exit code is then in the result).
     """
     result = log.with_name(log.name + ".result")
     result.unlink(missing_ok=True)
@@ -182,9 +192,9 @@ def run_measured(
         wall, cpu, max_rss, code = result.read_text().split()
     except (OSError, ValueError) as exc:
         raise CommandFailed(args, f"could not be measured ({exc})", log) from exc
-    if int(code) != 0:
+    if int(code) != 0 and not allow_failure:
         raise CommandFailed(args, f"exit code {code}", log)
-    return Measurement(float(wall), float(cpu), int(max_rss))
+    return Measurement(float(wall), float(cpu), int(max_rss), exit_code=int(code))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,25 +1,60 @@
-"""Pull images from your own asyncio code and act on each result as it arrives.
+"""Pull images from your own asyncio code, with a progress line drawn from bulkpull's events.
 
-python examples/pull_library.py alpine:3.20 busybox:1.36 --out-dir bundles/
+    python examples/pull_library.py alpine:3.20 busybox:1.36 --out-dir bundles/
+    python examples/pull_library.py alpine:3.20 --report report.json --lock images.lock
+
+The callback sees the same events the ``bulkpull`` command draws its bars from: blobs needed
+(once per run, however many images share them), bytes received, blobs verified, and every
+image's stages and result.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import sys
+from pathlib import Path
 
 import bulkpull
 
 
-def show(event: bulkpull.Event) -> None:
-    """Called for every progress event; this example reports finished images only."""
-    if not isinstance(event, bulkpull.ImageDone):
-        return
-    result = event.result
+class ProgressLine:
+    """Bytes done of bytes to download, rewritten in place on a terminal; results above it."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[bulkpull.Digest, int] = {}
+        self.received: dict[bulkpull.Digest, int] = {}
+        self.in_place = sys.stderr.isatty()
+
+    def __call__(self, event: bulkpull.Event) -> None:
+        if isinstance(event, bulkpull.BlobNeeded) and not event.present:
+            self.sizes[event.digest] = event.size
+        elif isinstance(event, bulkpull.BytesReceived):
+            self.received[event.digest] = self.received.get(event.digest, 0) + event.count
+            self.draw()
+        elif isinstance(event, bulkpull.BlobDone) and event.digest in self.sizes:
+            self.received[event.digest] = self.sizes[event.digest]
+            self.draw()
+        elif isinstance(event, bulkpull.ImageStage) and event.stage is bulkpull.Stage.DOWNLOADING:
+            self.say(f"{event.spec.source}: downloading {len(event.blobs)} blobs")
+        elif isinstance(event, bulkpull.ImageDone):
+            self.say(describe(event.result))
+
+    def draw(self) -> None:
+        done = sum(min(self.received.get(d, 0), size) for d, size in self.sizes.items())
+        total = sum(self.sizes.values())
+        if self.in_place:
+            print(f"\r{done / 2**20:8.1f} / {total / 2**20:.1f} MiB", end="", file=sys.stderr)
+
+    def say(self, text: str) -> None:
+        print(("\r\033[K" if self.in_place else "") + text, file=sys.stderr)
+
+
+def describe(result: bulkpull.ImageResult) -> str:
     if result.error is not None:
-        print(f"failed {result.spec.source}: {result.error}")
-    else:
-        print(f"pulled {result.spec.target} {result.manifest_digest} -> {result.archive}")
+        return f"failed {result.spec.source}: {result.error}"
+    return f"{result.status} {result.spec.target} {result.manifest_digest} -> {result.archive}"
 
 
 async def main() -> int:
@@ -27,15 +62,22 @@ async def main() -> int:
     parser.add_argument("images", nargs="+")
     parser.add_argument("--out-dir", default="bundles")
     parser.add_argument("--platform", default="linux/amd64")
+    parser.add_argument("--report", type=Path, help="write the JSON report here")
+    parser.add_argument("--lock", type=Path, help="write a lock file (an image list) here")
     args = parser.parse_args()
 
     options = bulkpull.PullOptions(
-        platform=bulkpull.Platform.parse(args.platform),
+        platforms=bulkpull.parse_platforms(args.platform),
         max_downloads=8,
         retry=bulkpull.RetryPolicy(retries=5, delay=1.0),
     )
     specs = [bulkpull.image_spec(image) for image in args.images]
-    report = await bulkpull.pull_images(specs, args.out_dir, options, on_event=show)
+    report = await bulkpull.pull_images(specs, args.out_dir, options, on_event=ProgressLine())
+    print(f"{len(report.results) - len(report.failed)} pulled, {len(report.failed)} failed")
+    if args.report:
+        args.report.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    if args.lock:
+        args.lock.write_text("\n".join(report.lock_lines()) + "\n")
     return 0 if report.ok else 1
 
 

@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 
 import imagefactory as f
+from commandline import run_cli
 from conftest import Start
 from fakeregistry import FakeRegistry
-
-
-async def run_cli(*args: str, stdin: bytes = b"") -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bulkpull",
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate(stdin)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_all_pulled_exits_zero_and_summarises_each_image(
@@ -41,7 +25,7 @@ async def test_all_pulled_exits_zero_and_summarises_each_image(
     assert code == 0, err
     assert (tmp_path / "out" / f"127.0.0.1_{host.split(':')[1]}_x_y_1.tar").is_file()
     assert (tmp_path / "out" / "local_renamed_2.tar").is_file()
-    assert "2 of 2 images pulled, 0 failed" in out
+    assert "2 images: 2 pulled, 0 failed" in out
     assert image.digest[:19] in out
 
 
@@ -59,7 +43,7 @@ async def test_some_failed_exits_one_and_names_image_and_reason(
     assert code == 1
     assert f"failed  {host}/x/y:missing" in err
     assert "MANIFEST_UNKNOWN" in err
-    assert "1 of 2 images pulled, 1 failed" in out
+    assert "2 images: 1 pulled, 1 failed" in out
     assert "Traceback" not in err
 
 
@@ -87,7 +71,7 @@ async def test_the_list_can_come_from_stdin(start: Start, tmp_path: Path) -> Non
     )
 
     assert code == 0, err
-    assert "1 of 1 images pulled" in out
+    assert "1 image: 1 pulled" in out
 
 
 async def test_usage_errors_exit_two(tmp_path: Path) -> None:

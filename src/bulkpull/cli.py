@@ -1,35 +1,31 @@
 """The ``bulkpull`` command: flags in, progress and a summary out, exit codes.
 
-Uses only the public ``bulkpull`` API (what the CLI needs, the library exports) plus typer and
-rich. Exit codes: 0 every image pulled, 1 some failed (the rest still completed), 2 usage error or
-a bad list line, 130 interrupted.
+Uses only the public ``bulkpull`` API (what the CLI needs, the library exports), typer, and
+``console`` for everything it shows. Exit codes: 0 every image pulled, 1 some failed (the rest
+still completed), 2 usage error or a bad list line, 70 a bug in bulkpull, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 import bulkpull
 from bulkpull import (
     BulkpullError,
     Credentials,
     CredentialsError,
-    Event,
-    EventCallback,
-    ImageDone,
     ImageListError,
-    ImageResult,
     ImageSpec,
     InvalidPlatformError,
     Keychain,
@@ -38,19 +34,18 @@ from bulkpull import (
     PullOptions,
     PullReport,
     RetryPolicy,
+    console,
     parse_platforms,
 )
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
+EXIT_BUG = 70  # EX_SOFTWARE in sysexits.h
 EXIT_INTERRUPTED = 130
 
 # Locals stay out of tracebacks: they hold passwords.
-app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_show_locals=False)
-# Messages carry registry text and user input; none of it is rich markup.
-err = Console(stderr=True, highlight=False, markup=False)
-out = Console(highlight=False, markup=False)
+app = typer.Typer(rich_markup_mode=None, pretty_exceptions_show_locals=False)
 
 
 def _version(value: bool) -> None:
@@ -59,40 +54,84 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+EXAMPLES = """\b
+Examples:
+  bulkpull images.txt                          one archive per image in bundles/
+  bulkpull images.txt --bundle offline.tar     every image in one archive
+  bulkpull images.txt --oci-layout layout/     an OCI layout for skopeo copy oci:...
+  bulkpull images.txt --platform linux/arm64 --platform linux/amd64
+  bulkpull images.txt --dry-run --lock images.lock   pin every tag, download nothing
+  bulkpull images.lock --report report.json    the pinned images, and a JSON report
+  bulkpull verify bundles/*.tar                check archives
+
+\b
+Each flag marked [env var: ...] can be set in the environment instead.
+Exit codes: 0 all pulled, 1 some failed, 2 usage error, 130 interrupted."""
+
+
 @app.command(
     help="Pull every image in IMAGES_FILE (or - for stdin) into one archive per image.\n\n"
-    "Each line is SOURCE [NEW_NAME]; blank lines and # comments are ignored. Archives load "
-    "with docker load, podman load, skopeo and ctr images import.",
-    epilog="Example: bulkpull images.txt --out-dir bundles/ --platform linux/arm64",
+    "Each line is SOURCE [NEW_NAME] [platform=OS/ARCH[,...]]; blank lines and # comments are "
+    "ignored. Archives load with docker load, podman load, skopeo and ctr images import.",
+    epilog=EXAMPLES,
 )
 def pull(
     images_file: Annotated[str, typer.Argument(metavar="IMAGES_FILE", show_default=False)],
-    out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where archives go.")] = Path(
-        "bundles"
-    ),
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            "-o",
+            "--out-dir",
+            metavar="DIR",
+            envvar="BULKPULL_OUT_DIR",
+            help="Where archives (and the blob store) go.",
+        ),
+    ] = Path("bundles"),
     bundle: Annotated[
         Path | None,
-        typer.Option("--bundle", help="Write every image into this one archive instead."),
+        typer.Option(
+            "--bundle", metavar="FILE", help="Write every image into this one archive instead."
+        ),
     ] = None,
     oci_layout: Annotated[
         Path | None,
-        typer.Option("--oci-layout", help="Write every image into (or add to) this OCI layout."),
+        typer.Option(
+            "--oci-layout",
+            metavar="DIR",
+            help="Write every image into (or add to) this OCI layout.",
+        ),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Rewrite archives that already hold the image.")
     ] = False,
     jobs: Annotated[
-        int, typer.Option("-j", "--jobs", min=1, help="Images resolved and written at once.")
+        int,
+        typer.Option(
+            "-j",
+            "--jobs",
+            min=1,
+            metavar="N",
+            envvar="BULKPULL_JOBS",
+            help="Images resolved and written at once.",
+        ),
     ] = 4,
     max_downloads: Annotated[
         int,
-        typer.Option("--max-downloads", min=1, help="Blob downloads at once, all images together."),
+        typer.Option(
+            "--max-downloads",
+            min=1,
+            metavar="N",
+            envvar="BULKPULL_MAX_DOWNLOADS",
+            help="Blob downloads at once, all images together.",
+        ),
     ] = 8,
     platform: Annotated[
         list[str] | None,
         typer.Option(
             "--platform",
-            help="os/arch[/variant] to pick from multi-platform images; repeat for several "
+            metavar="OS/ARCH[/VARIANT]",
+            envvar="BULKPULL_PLATFORM",
+            help="Platform to pick from multi-platform images; repeat for several "
             "(each gets its own archive, or all go in the bundle or layout).  [default: "
             "linux/amd64]",
             show_default=False,
@@ -102,10 +141,17 @@ def pull(
     skip_tls_verify: Annotated[
         bool, typer.Option("--skip-tls-verify", help="Accept any TLS certificate.")
     ] = False,
-    username: Annotated[str | None, typer.Option("-u", "--username", help="Registry user.")] = None,
+    username: Annotated[
+        str | None, typer.Option("-u", "--username", metavar="USER", help="Registry user.")
+    ] = None,
     password: Annotated[
         str | None,
-        typer.Option("-p", "--password", help="Registry password (prefer --password-stdin)."),
+        typer.Option(
+            "-p",
+            "--password",
+            metavar="PASSWORD",
+            help="Registry password (prefer --password-stdin).",
+        ),
     ] = None,
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
@@ -124,6 +170,7 @@ def pull(
         typer.Option(
             "--proxy",
             metavar="URL",
+            envvar="BULKPULL_PROXY",
             help="Send every request through this http://, https://, socks4://, socks5:// or "
             "socks5h:// proxy.  [default: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY]",
         ),
@@ -133,6 +180,7 @@ def pull(
         typer.Option(
             "--ca-cert",
             metavar="FILE",
+            envvar="BULKPULL_CA_CERT",
             exists=True,
             dir_okay=False,
             help="Also trust the CA certificates in this PEM file.",
@@ -143,6 +191,7 @@ def pull(
         typer.Option(
             "--insecure-registry",
             metavar="HOST[:PORT]",
+            envvar="BULKPULL_INSECURE_REGISTRY",
             help="Reach this registry over unverified HTTPS or plain HTTP; repeatable.",
         ),
     ] = None,
@@ -151,21 +200,64 @@ def pull(
         typer.Option(
             "--mirror",
             metavar="REGISTRY=MIRROR",
+            envvar="BULKPULL_MIRROR",
             help="Pull REGISTRY's images from MIRROR (host[:port][/namespace]) first, falling "
             "back to REGISTRY; repeatable.",
         ),
     ] = None,
     retries: Annotated[
-        int, typer.Option("--retries", min=0, help="Repeats of a failed request.")
+        int,
+        typer.Option(
+            "--retries",
+            min=0,
+            metavar="N",
+            envvar="BULKPULL_RETRIES",
+            help="Repeats of a request that failed for a temporary reason.",
+        ),
     ] = 3,
     retry_delay: Annotated[
-        float, typer.Option("--retry-delay", min=0.0, help="First backoff in seconds; doubles.")
+        float,
+        typer.Option(
+            "--retry-delay",
+            min=0.0,
+            metavar="SECONDS",
+            envvar="BULKPULL_RETRY_DELAY",
+            help="First backoff; doubles with jitter up to 60 s.",
+        ),
     ] = 2.0,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=0.1, help="Seconds to connect, and of read silence.")
+        float,
+        typer.Option(
+            "--timeout",
+            min=0.1,
+            metavar="SECONDS",
+            envvar="BULKPULL_TIMEOUT",
+            help="To connect, and of silence while reading.",
+        ),
     ] = 60.0,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Resolve every image to its digest and size; download no blob, write no archive.",
+        ),
+    ] = False,
+    report_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--report", metavar="FILE.json", help="Write every result and the totals as JSON."
+        ),
+    ] = None,
+    lock_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--lock",
+            metavar="FILE",
+            help="Write the list again with every image pinned to its digest; a valid list.",
+        ),
+    ] = None,
     verbose: Annotated[
-        bool, typer.Option("-v", "--verbose", help="Log requests and retries.")
+        bool, typer.Option("-v", "--verbose", help="Log requests, retries and every stage.")
     ] = False,
     quiet: Annotated[
         bool, typer.Option("-q", "--quiet", help="Print only errors and the summary.")
@@ -174,11 +266,6 @@ def pull(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(message)s",
-        stream=sys.stderr,
-    )
     try:
         specs = bulkpull.read_image_list(images_file)
         options = PullOptions(
@@ -205,26 +292,20 @@ def pull(
     if bundle is not None and oci_layout is not None:
         _usage_error("--bundle and --oci-layout cannot be used together")
     destination = _Destination(out_dir, bundle, oci_layout)
-
-    finished: list[ImageResult] = []
-
-    def report_progress(event: Event) -> None:
-        if not isinstance(event, ImageDone):
-            return
-        finished.append(event.result)
-        if not quiet or not event.result.ok:
-            err.print(_result_line(event.result), soft_wrap=True)
-
+    display = console.make_display(len(specs), dry_run=dry_run, verbose=verbose, quiet=quiet)
+    _log_through(display, verbose=verbose, quiet=quiet)
+    if not quiet:
+        display.note(_headline(specs, destination, options, dry_run=dry_run))
     try:
-        report = asyncio.run(_pull_until_signalled(specs, destination, options, report_progress))
+        report = asyncio.run(_run_until_signalled(specs, destination, options, display, dry_run))
     except (KeyboardInterrupt, asyncio.CancelledError):
-        pulled = sum(result.ok for result in finished)
-        err.print(
-            f"interrupted: {pulled} of {len(specs)} images pulled; verified and partial blobs "
-            "are kept for the next run"
+        console.stderr.print(
+            f"interrupted: {display.tally.pulled} of {len(specs)} images pulled; verified and "
+            "partial blobs are kept for the next run"
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    _print_summary(report)
+    console.print_summary(report, dry_run=dry_run)
+    _write_results(report, report_file, lock_file, images_file)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_SOME_FAILED)
 
 
@@ -234,17 +315,105 @@ class _Destination:
     bundle: Path | None
     oci_layout: Path | None
 
+    def __str__(self) -> str:
+        return str(self.bundle or self.oci_layout or self.out_dir)
 
-async def _pull_until_signalled(
-    specs: list[ImageSpec], to: _Destination, options: PullOptions, on_event: EventCallback
+
+async def _run_until_signalled(
+    specs: list[ImageSpec],
+    to: _Destination,
+    options: PullOptions,
+    display: console.Display,
+    dry_run: bool,
 ) -> PullReport:
-    """Pull, treating SIGTERM like Ctrl-C: cancel, keep what is verified, write no archive."""
+    """Pull (or only resolve), treating SIGTERM like Ctrl-C: cancel, keep what is verified,
+    write no archive."""
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    return await bulkpull.pull_images(
-        specs, to.out_dir, options, bundle=to.bundle, oci_layout=to.oci_layout, on_event=on_event
-    )
+    async with display.running():
+        if dry_run:
+            # Manifests already in the store are read from it: a dry run after a pull costs
+            # one HEAD per tag.
+            store = bulkpull.store_location(
+                to.out_dir, bundle=to.bundle, oci_layout=to.oci_layout, store_dir=options.store_dir
+            )
+            return await bulkpull.resolve_images(
+                specs, options, store_dir=store, on_event=display.handle
+            )
+        return await bulkpull.pull_images(
+            specs,
+            to.out_dir,
+            options,
+            bundle=to.bundle,
+            oci_layout=to.oci_layout,
+            on_event=display.handle,
+        )
+
+
+def _headline(
+    specs: list[ImageSpec], to: _Destination, options: PullOptions, *, dry_run: bool
+) -> str:
+    platforms = ", ".join(str(platform) for platform in options.platforms)
+    images = console.count_text(len(specs), "image")
+    if dry_run:
+        return f"resolving {images} ({platforms}); dry run: no blob is downloaded"
+    return f"pulling {images} ({platforms}) into {to}"
+
+
+def _log_through(display: console.Display, *, verbose: bool, quiet: bool) -> None:
+    """Send the library's log records through the display: with ``-v`` every request (URLs
+    redacted by the library), by default warnings, with ``-q`` errors only."""
+    logger = logging.getLogger("bulkpull")
+    logger.addHandler(console.DisplayHandler(display))
+    logger.setLevel(logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING)
+    logger.propagate = False
+
+
+def _write_results(
+    report: PullReport, report_file: Path | None, lock_file: Path | None, images_file: str
+) -> None:
+    """Write ``--report`` and ``--lock``; a file that cannot be written fails the run."""
+    written = [
+        (report_file, "report", json.dumps(report.to_json(), indent=2) + "\n"),
+        (lock_file, "lock file", _lock_text(report, images_file)),
+    ]
+    for path, what, text in written:
+        if path is None:
+            continue
+        try:
+            _write_atomically(path, text)
+        except OSError as exc:
+            console.error(f"cannot write the {what} {path}: {exc.strerror or exc}")
+            raise typer.Exit(EXIT_SOME_FAILED) from None
+        console.stdout.print(f"{what} written to {path}", soft_wrap=True)
+
+
+def _lock_text(report: PullReport, images_file: str) -> str:
+    """The lock file: a header saying what it is, then one pinned list line per image.
+
+    Images that could not be resolved stay unpinned (so the lock still lists them) and are
+    named in the header.
+    """
+    source = "standard input" if images_file == "-" else images_file
+    header = [
+        "# bulkpull lock file: every image pinned to the manifest digest it resolved to.",
+        f"# Written by bulkpull {bulkpull.__version__} from {source} at {report.started}.",
+        "# It is itself an image list: bulkpull THIS_FILE pulls exactly these images again.",
+    ]
+    header += [
+        f"# not pinned (it failed): {result.spec.source}"
+        for result in report.results
+        if not result.ok
+    ]
+    return "\n".join(header + report.lock_lines()) + "\n"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write next to ``path``, then rename: a reader never sees half a report or lock."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
 
 
 def _credentials(
@@ -294,59 +463,8 @@ def _mirror(text: str) -> Mirror:
 
 
 def _usage_error(message: str) -> NoReturn:
-    err.print(f"bulkpull: {message}", soft_wrap=True)
+    console.error(message)
     raise typer.Exit(EXIT_USAGE)
-
-
-def _result_line(result: ImageResult) -> str:
-    if result.error is not None:
-        return f"failed  {result.spec.source}: {_error_text(result.error)}"
-    digest = result.manifest_digest.short if result.manifest_digest else "?"
-    return f"pulled  {result.spec.source} -> {result.archive} ({digest}, {_size(result.size)})"
-
-
-def _error_text(error: BulkpullError) -> str:
-    tries = f" (after {error.tries} tries)" if error.tries > 1 else ""
-    return f"{error}{tries}"
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def _summary_rows(report: PullReport) -> list[tuple[str, ...]]:
-    rows: list[tuple[str, ...]] = []
-    for result in report.results:
-        digest = str(result.manifest_digest)[:19] if result.manifest_digest else "-"
-        platform = str(result.platform) if result.platform else "-"
-        where = (
-            str(result.archive) if result.error is None else f"error: {_error_text(result.error)}"
-        )
-        rows.append((str(result.spec.source), digest, platform, _size(result.size), where))
-    return rows
-
-
-def _print_summary(report: PullReport) -> None:
-    """A table on a terminal; one plain line per image elsewhere, so logs and greps keep
-    each image whole."""
-    rows = _summary_rows(report)
-    if out.is_terminal:
-        table = Table(show_edge=False, pad_edge=False)
-        for column in ("image", "digest", "platform", "size", "archive or error"):
-            table.add_column(column, overflow="fold")
-        for row in rows:
-            table.add_row(*row)
-        out.print(table)
-    else:
-        for row in rows:
-            out.print("  ".join(row), soft_wrap=True)
-    pulled = len(report.results) - len(report.failed)
-    out.print(f"{pulled} of {len(report.results)} images pulled, {len(report.failed)} failed")
 
 
 verify_app = typer.Typer(
@@ -366,11 +484,13 @@ def verify(
         check = bulkpull.verify_archive(path)
         if check.ok:
             names = ", ".join(check.names)
-            out.print(f"ok      {path}: {check.blobs} blobs verified; {names}", soft_wrap=True)
+            console.stdout.print(
+                f"ok      {path}: {check.blobs} blobs verified; {names}", soft_wrap=True
+            )
             continue
         failed += 1
         for problem in check.problems:
-            out.print(f"FAILED  {path}: {problem}", soft_wrap=True)
+            console.stdout.print(f"FAILED  {path}: {problem}", soft_wrap=True)
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
 
 
@@ -378,12 +498,25 @@ def main() -> None:
     """Entry point of the ``bulkpull`` script and ``python -m bulkpull``.
 
     ``bulkpull verify ARCHIVE...`` checks archives; anything else is a pull, so the everyday
-    ``bulkpull images.txt`` needs no sub-command.
+    ``bulkpull images.txt`` needs no sub-command. Errors bulkpull expects (its own, and the
+    system's: a full disk, a missing directory) are one line; anything else is a bug, shown
+    with its traceback and a request to report it.
     """
     try:
         if sys.argv[1:2] == ["verify"]:
             verify_app(args=sys.argv[2:], prog_name="bulkpull verify")
-        app()
-    except BulkpullError as exc:  # an error the pull did not attribute to an image
-        err.print(f"bulkpull: {exc}", soft_wrap=True)
+        # The name completion scripts and usage lines use, also under python -m bulkpull.
+        app(prog_name="bulkpull")
+    except BulkpullError as exc:  # not attributed to an image
+        console.error(str(exc))
         sys.exit(EXIT_SOME_FAILED)
+    except OSError as exc:  # the system's: a full disk, a file where a directory should be
+        console.error(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+        sys.exit(EXIT_SOME_FAILED)
+    except Exception:
+        traceback.print_exc()
+        console.error(
+            f"this is a bug in bulkpull {bulkpull.__version__}; please report it with the "
+            "traceback above and the command line that led to it (leave out passwords)"
+        )
+        sys.exit(EXIT_BUG)

@@ -13,23 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections import deque
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from rich.cells import cell_len
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    ProgressColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -61,6 +52,9 @@ STYLES = {
     Status.RESOLVED: "green",
     Status.FAILED: "bold red",
 }
+# At most this many rows of images in flight; a last row counts the rest. A screen full of
+# "resolving" rows says less than fifteen busy ones.
+MAX_ROWS = 15
 # Rows shown first when more images are in flight than the screen holds: the busiest.
 _STAGE_ORDER = {Stage.WRITING: 0, Stage.DOWNLOADING: 1, Stage.RESOLVING: 2}
 
@@ -77,6 +71,11 @@ def size_text(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
+
+
+def count_text(count: int, noun: str) -> str:
+    """``1 image``, ``2 images``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def duration_text(seconds: float) -> str:
@@ -101,6 +100,15 @@ def digest_text(digest: Digest | None, *, full: bool) -> str:
     return str(digest) if full else f"sha256:{digest.short}"
 
 
+def image_text(spec: ImageSpec) -> str:
+    """The image as docker names it; a pinned tag without its digest (the digest column and
+    the lock file carry it), a digest alone shortened."""
+    source = spec.source
+    if source.tag:
+        return f"{source.familiar_name}:{source.tag}"
+    return f"{source.familiar_name}@{digest_text(source.digest, full=False)}"
+
+
 def result_fields(result: ImageResult, *, full_digest: bool) -> list[str]:
     """Status, image, digest, platform, size, and where it went or why it failed: the same
     facts in a finished line, a summary line and a summary table row."""
@@ -112,7 +120,7 @@ def result_fields(result: ImageResult, *, full_digest: bool) -> list[str]:
         outcome = "-"
     return [
         result.status.value,
-        result.spec.source.familiar(),
+        image_text(result.spec),
         digest_text(result.manifest_digest, full=full_digest),
         str(result.platform) if result.platform else "-",
         size_text(result.size) if result.manifest_digest else "-",
@@ -137,6 +145,7 @@ class Tally:
     received: int = 0
     in_flight: dict[ImageSpec, ImageStage] = field(default_factory=dict)
     finished: set[ImageSpec] = field(default_factory=set)
+    failed: set[ImageSpec] = field(default_factory=set)
 
     def apply(self, event: Event) -> None:
         if isinstance(event, ImageStage):
@@ -153,6 +162,13 @@ class Tally:
         else:
             self.in_flight.pop(event.result.spec, None)
             self.finished.add(event.result.spec)
+            if not event.result.ok:
+                self.failed.add(event.result.spec)
+
+    @property
+    def pulled(self) -> int:
+        """Images finished without an error (every platform of them)."""
+        return len(self.finished - self.failed)
 
     def _bytes(self, digest: Digest) -> int:
         size = self.sizes.get(digest, 0)
@@ -199,6 +215,8 @@ class Display:
 
     def show(self, event: Event) -> None:
         """Render one event; the tally already includes it."""
+        if isinstance(event, ImageDone):
+            self.finished(event.result)
 
     def tick(self) -> None:
         """Render the passage of time."""
@@ -208,8 +226,12 @@ class Display:
         self.console.print(Text(text, style=style), soft_wrap=True)
 
     def finished(self, result: ImageResult) -> None:
-        fields = result_fields(result, full_digest=self.dry_run)
-        self.note("  ".join(field for field in fields if field != "-"), STYLES[result.status])
+        """One line per finished image (and platform); unknown fields are left out."""
+        fields = [field for field in self.finished_fields(result) if field != "-"]
+        self.note("  ".join(fields), STYLES[result.status])
+
+    def finished_fields(self, result: ImageResult) -> list[str]:
+        return result_fields(result, full_digest=self.dry_run)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -225,41 +247,55 @@ class Display:
             self.tick()
 
 
+@dataclass
+class RateMeter:
+    """Bytes per second over about the last ``window`` seconds: recent enough to show a
+    stall, long enough not to flicker."""
+
+    window: float
+    samples: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def rate(self, now: float, received: int) -> float:
+        self.samples.append((now, received))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= self.window:
+            self.samples.popleft()
+        then, before = self.samples[0]
+        return (received - before) / (now - then) if now > then else 0.0
+
+
+def overall_fields(tally: Tally, rate: float, *, dry_run: bool) -> list[str]:
+    """Where the run is: images finished; bytes, rate and time left while downloading."""
+    fields = [f"{len(tally.finished)} of {count_text(tally.images, 'image')}"]
+    if dry_run or not tally.bytes_total:
+        return fields
+    fields.append(f"{size_text(tally.bytes_done)} / {size_text(tally.bytes_total)}")
+    if tally.in_flight and rate > 0:
+        eta = duration_text((tally.bytes_total - tally.bytes_done) / rate)
+        fields += [f"{size_text(rate)}/s", f"eta {eta}"]
+    return fields
+
+
 class PlainDisplay(Display):
     """Timestamped lines: finished images, and every ``interval`` seconds where the run is.
     With ``verbose``, every stage an image enters too."""
 
     def __init__(self, console: Console, images: int, *, dry_run: bool, verbose: bool) -> None:
         super().__init__(console, images, dry_run=dry_run, verbose=verbose)
-        self._last = (time.monotonic(), 0)
+        self._meter = RateMeter(self.interval)
 
     def note(self, text: str, style: str = "") -> None:
         super().note(f"{time.strftime('%H:%M:%S')} {text}")
 
     def show(self, event: Event) -> None:
-        if isinstance(event, ImageDone):
-            self.finished(event.result)
-        elif isinstance(event, ImageStage) and self.verbose:
+        super().show(event)
+        if isinstance(event, ImageStage) and self.verbose:
             blobs = f": {len(event.blobs)} blobs" if event.stage is Stage.DOWNLOADING else ""
-            self.note(f"{event.stage.value} {event.spec.source.familiar()}{blobs}")
+            self.note(f"{event.stage.value} {image_text(event.spec)}{blobs}")
 
     def tick(self) -> None:
-        tally = self.tally
-        if not tally.in_flight:
-            return
-        now = time.monotonic()
-        then, received = self._last
-        rate = (tally.received - received) / max(now - then, 1e-9)
-        self._last = (now, tally.received)
-        line = f"{len(tally.finished)} of {tally.images} images"
-        if not self.dry_run:
-            remaining = tally.bytes_total - tally.bytes_done
-            eta = duration_text(remaining / rate) if rate > 0 else "-"
-            line += (
-                f", {size_text(tally.bytes_done)} of {size_text(tally.bytes_total)}, "
-                f"{size_text(rate)}/s, eta {eta}"
-            )
-        self.note(line)
+        rate = self._meter.rate(time.monotonic(), self.tally.received)
+        if self.tally.in_flight:
+            self.note(", ".join(overall_fields(self.tally, rate, dry_run=self.dry_run)))
 
 
 class QuietDisplay(PlainDisplay):
@@ -275,61 +311,57 @@ class QuietDisplay(PlainDisplay):
 
 class LiveDisplay(Display):
     """The overall bar and a row per image in flight, redrawn in place; finished images (and
-    log records) are printed above it and scroll away with the terminal."""
+    log records) are printed above it and scroll away with the terminal.
+
+    The bar measures bytes once there are bytes to download, and images otherwise (a dry run,
+    a rerun with everything up to date).
+    """
 
     interval = 0.2
 
     def __init__(self, console: Console, images: int, *, dry_run: bool, verbose: bool) -> None:
         super().__init__(console, images, dry_run=dry_run, verbose=verbose)
-        self._overall = Progress(*self._columns(), console=console, auto_refresh=False)
-        self._task: TaskID = self._overall.add_task("", total=None, images="")
-        # Redrawn from the event loop's own ticks, never from rich's refresh thread: the tally
-        # changes on the loop, and reading it from another thread would race.
-        self._live = Live(self._render(), console=console, auto_refresh=False)
+        self._meter = RateMeter(window=5.0)
+        self._rate = 0.0
+        # Redrawn from the event loop's own ticks (and whenever a line is printed above it),
+        # never from rich's refresh thread: the tally changes on the loop, and reading it
+        # from another thread would race. Each redraw renders the tally as it is then.
+        self._live = Live(console=console, auto_refresh=False, get_renderable=self._render)
 
-    def _columns(self) -> list[ProgressColumn]:
-        columns: list[ProgressColumn] = [
-            BarColumn(bar_width=30),
-            TextColumn("{task.fields[images]}"),
-        ]
-        if self.dry_run:
-            return [*columns, TimeElapsedColumn()]
-        return [
-            *columns,
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-        ]
-
-    def show(self, event: Event) -> None:
-        if isinstance(event, ImageDone):
-            self.finished(event.result)
+    def finished_fields(self, result: ImageResult) -> list[str]:
+        """Without the archive, which the summary table that follows shows."""
+        fields = super().finished_fields(result)
+        return fields[:-1] if result.ok else fields
 
     def tick(self) -> None:
+        self._rate = self._meter.rate(time.monotonic(), self.tally.received)
+        self._live.refresh()
+
+    def _render(self) -> RenderableType:
         tally = self.tally
-        images = f"{len(tally.finished)} of {tally.images} images"
-        if self.dry_run:
+        if self.dry_run or not tally.bytes_total:
             done, total = len(tally.finished), tally.images
         else:
             done, total = tally.bytes_done, tally.bytes_total
-        # No total yet (nothing resolved) pulses the bar instead of dividing by zero.
-        self._overall.update(self._task, completed=done, total=total or None, images=images)
-        self._live.update(self._render(), refresh=True)
+        overall = Table.grid(padding=(0, 2))
+        overall.add_row(
+            ProgressBar(total=total, completed=done, width=30),
+            "  ".join(overall_fields(tally, self._rate, dry_run=self.dry_run)),
+        )
+        return Group(overall, self._rows())
 
-    def _render(self) -> RenderableType:
-        shown = max(self.console.height - 4, 3)
+    def _rows(self) -> Table:
+        shown = min(max(self.console.height - 4, 3), MAX_ROWS)
         rows = self.tally.rows()
         table = Table.grid(padding=(0, 2))
         table.add_column(max_width=48, no_wrap=True, overflow="ellipsis")
-        table.add_column(no_wrap=True)
-        table.add_column(no_wrap=True)
-        table.add_column(no_wrap=True)
+        for _ in range(3):
+            table.add_column(no_wrap=True)
         for stage in rows[:shown]:
-            table.add_row(stage.spec.source.familiar(), *self._row(stage))
+            table.add_row(image_text(stage.spec), *self._row(stage))
         if len(rows) > shown:
             table.add_row(Text(f"… and {len(rows) - shown} more", style="dim"), "", "", "")
-        return Group(self._overall, table)
+        return table
 
     def _row(self, stage: ImageStage) -> tuple[RenderableType, RenderableType, str]:
         if stage.stage is not Stage.DOWNLOADING:
@@ -366,43 +398,64 @@ class DisplayHandler(logging.Handler):
     """Routes the ``bulkpull`` logger through the display, so log lines print above the live
     bars (or get timestamps like every other plain line) instead of tearing them.
 
-    ``secrets`` are masked in every record: the library already keeps credentials out of its
-    messages, and this keeps a slip from reaching a CI log.
+    Only the message is shown: the library writes its messages without credentials and with
+    URLs redacted, and this handler adds nothing of a record's arguments or locals.
     """
 
-    def __init__(self, display: Display, secrets: Iterable[str]) -> None:
+    def __init__(self, display: Display) -> None:
         super().__init__()
         self.display = display
-        self.secrets = tuple(secret for secret in secrets if secret)
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
         if record.levelno >= logging.WARNING:
             text = f"{record.levelname.lower()}: {text}"
         self.display.note(text, "yellow" if record.levelno >= logging.WARNING else "dim")
 
 
+SUMMARY_COLUMNS = ("status", "image", "digest", "platform", "size")
+
+
 def print_summary(report: PullReport, *, dry_run: bool) -> None:
     """Every image, then the totals, on standard output.
 
-    A table on a terminal; elsewhere one line per image with two spaces between fields, so
-    logs and greps keep each image whole.
+    A table on a terminal wide enough for it; otherwise one line per image with two spaces
+    between fields, so logs and greps keep each image whole.
     """
     rows = [result_fields(result, full_digest=dry_run) for result in report.results]
-    if is_interactive(stdout):
-        table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-        for column in ("status", "image", "digest", "platform", "size", "archive or error"):
-            table.add_column(column, overflow="fold")
-        for result, row in zip(report.results, rows, strict=True):
-            table.add_row(Text(row[0], style=STYLES[result.status]), *row[1:])
+    table = _summary_table(report, rows, dry_run=dry_run) if is_interactive(stdout) else None
+    if table is not None:
         stdout.print(table)
     else:
-        for row in rows:
-            stdout.print("  ".join(row), soft_wrap=True)
+        for result, row in zip(report.results, rows, strict=True):
+            fields = Text.assemble((row[0], STYLES[result.status]), "  " + "  ".join(row[1:]))
+            stdout.print(fields, soft_wrap=True)
     for line in totals_lines(report, dry_run=dry_run):
         stdout.print(line, soft_wrap=True)
+
+
+def _summary_table(report: PullReport, rows: list[list[str]], *, dry_run: bool) -> Table | None:
+    """The summary as a table, or None when the terminal is too narrow for one: a table
+    folded to ribbons reads worse than plain lines.
+
+    Every column must fit unwrapped, except that error messages may wrap in the last; a last
+    column with nothing in it (a dry run where nothing failed) is left out.
+    """
+    headers = [*SUMMARY_COLUMNS, "error" if dry_run else "archive or error"]
+    if all(row[-1] == "-" for row in rows):
+        headers, rows = headers[:-1], [row[:-1] for row in rows]
+    widths = [max(cell_len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    if len(headers) > len(SUMMARY_COLUMNS):
+        whole = [row[-1] for result, row in zip(report.results, rows, strict=True) if result.ok]
+        widths[-1] = max(map(cell_len, [headers[-1], *whole]))
+    if sum(widths) + 2 * (len(widths) - 1) > stdout.width:
+        return None
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for header in headers:
+        table.add_column(header, no_wrap=header in SUMMARY_COLUMNS, overflow="fold")
+    for result, row in zip(report.results, rows, strict=True):
+        table.add_row(Text(row[0], style=STYLES[result.status]), *row[1:])
+    return table
 
 
 def totals_lines(report: PullReport, *, dry_run: bool) -> list[str]:
@@ -412,16 +465,16 @@ def totals_lines(report: PullReport, *, dry_run: bool) -> list[str]:
         for status in Status
         if report.count(status) or status is Status.FAILED
     ]
-    first = f"{len(report.results)} images: {', '.join(counts)}"
+    first = f"{count_text(len(report.results), 'image')}: {', '.join(counts)}"
     seconds = f"in {duration_text(report.seconds)}"
     if dry_run:
         return [first, f"dry run: no blob downloaded, nothing written; {seconds}"]
-    rate = report.bytes_downloaded / report.seconds if report.seconds > 0 else 0.0
-    return [
-        first,
-        f"{size_text(report.bytes_downloaded)} downloaded, {size_text(report.bytes_reused)} "
-        f"reused from the store, {seconds} ({size_text(rate)}/s)",
-    ]
+    reused = f"{size_text(report.bytes_reused)} reused from the store"
+    if not report.bytes_downloaded:
+        return [first, f"nothing downloaded, {reused}; {seconds}"]
+    rate = report.bytes_downloaded / max(report.seconds, 1e-9)
+    downloaded = f"{size_text(report.bytes_downloaded)} downloaded"
+    return [first, f"{downloaded}, {reused}; {seconds} ({size_text(rate)}/s)"]
 
 
 def error(message: str) -> None:

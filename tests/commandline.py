@@ -1,0 +1,27 @@
+"""Running ``bulkpull`` as users do: a real process, its output and its exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Mapping
+
+
+async def run_cli(
+    *args: str, stdin: bytes = b"", env: Mapping[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run ``python -m bulkpull ARGS`` with pipes (not a terminal); ``env`` adds variables."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bulkpull",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    out, err = await process.communicate(stdin)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

@@ -1,0 +1,266 @@
+"""What a person sees: live bars on a real terminal (tmux), plain lines in pipes, and the polish
+around them (help, version, completion, environment variables, one-line errors).
+
+The terminal tests run ``bulkpull`` inside a private tmux server against the in-process fake
+registry, whose blobs arrive slowly enough to catch the display mid-run. Without tmux they skip;
+under ``CI=true`` they fail instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import imagefactory as f
+import pytest
+from commandline import run_cli
+from conftest import Start
+from fakeregistry import FakeRegistry, Faults
+from real.services import child_env, unavailable
+
+MIB = 1024 * 1024
+TIMESTAMP = re.compile(r"^\d\d:\d\d:\d\d ")
+WAIT_SECONDS = 60
+T = TypeVar("T")
+
+
+@dataclass
+class Pane:
+    """One tmux pane running one command, on a tmux server of the test's own."""
+
+    tmux: str
+    socket: Path
+    status_file: Path
+
+    async def tmux_command(self, *args: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            self.tmux,
+            "-S",
+            str(self.socket),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=_terminal_env(),
+        )
+        out, err = await process.communicate()
+        assert process.returncode == 0, err.decode()
+        return out.decode()
+
+    async def screen(self) -> str:
+        return await self.tmux_command("capture-pane", "-p", "-t", "run")
+
+    async def exit_status(self) -> int | None:
+        """The command's exit status once it has ended, else None.
+
+        Written to a file by the pane's shell: tmux's own ``pane_dead_status`` stays empty
+        when its server misses the child's exit.
+        """
+        text = self.status_file.read_text() if self.status_file.exists() else ""
+        return int(text) if text.endswith("\n") else None
+
+    async def wait_for(self, condition: Callable[[str], bool]) -> str:
+        """The screen once ``condition`` holds for it; the registry keeps serving meanwhile."""
+        return await self._until(self.screen, condition, "the expected screen")
+
+    async def wait_for_exit(self) -> int:
+        status = await self._until(self.exit_status, lambda status: status is not None, "exit")
+        assert status is not None
+        return status
+
+    async def _until(
+        self, read: Callable[[], Awaitable[T]], done: Callable[[T], bool], what: str
+    ) -> T:
+        """Read until ``done``: tmux can only be asked, it never tells."""
+        try:
+            async with asyncio.timeout(WAIT_SECONDS):
+                while True:
+                    value = await read()
+                    if done(value):
+                        return value
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            pytest.fail(f"waited {WAIT_SECONDS} s for {what}; the screen:\n{await self.screen()}")
+
+
+def _terminal_env() -> dict[str, str]:
+    """No proxies, and no COLUMNS/LINES: the pane's own size must decide the layout."""
+    env = child_env()
+    for name in ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE"):
+        env.pop(name, None)
+    env.setdefault("TERM", "xterm-256color")
+    return env
+
+
+OpenPane = Callable[..., Awaitable[Pane]]
+
+
+@pytest.fixture
+async def terminal(tmp_path: Path) -> AsyncIterator[OpenPane]:
+    """Start ``bulkpull ARGS`` in a 160x40 tmux pane, in ``tmp_path``; the pane stays after
+    the command ends."""
+    tmux = shutil.which("tmux") or unavailable("'tmux' is not installed (not found on PATH)")
+    socket = tmp_path / "tmux.sock"
+    config = tmp_path / "tmux.conf"
+    config.write_text("set -g remain-on-exit on\nset -g history-limit 5000\n")
+    pane = Pane(tmux, socket, tmp_path / "exit-status")
+
+    async def open_pane(*args: str) -> Pane:
+        shell = 'status=$1; shift; "$@"; echo $? > "$status"'
+        command = ["sh", "-c", shell, "sh", str(pane.status_file), sys.executable, "-m", "bulkpull"]
+        session = ["new-session", "-d", "-s", "run", "-c", str(tmp_path), "-x", "160", "-y", "40"]
+        await pane.tmux_command("-f", str(config), *session, *command, *args)
+        return pane
+
+    try:
+        yield open_pane
+    finally:
+        if socket.exists():
+            await pane.tmux_command("kill-server")
+
+
+async def slow_registry(start: Start, tmp_path: Path, images: int = 3) -> tuple[str, Path]:
+    """``images`` images sharing a base layer, each blob sent 256 KiB at a time with pauses,
+    and a list naming them; returns the registry's ``host:port`` and the list."""
+    registry = FakeRegistry()
+    base = f.random_layer(MIB, name="base.bin")
+    for number in range(images):
+        registry.add(f"team/app{number}", "1", f.make_image([base, f.random_layer(2 * MIB)]))
+    for digest in registry.blobs:
+        registry.faults[digest] = Faults(chunk_delay=0.15)
+    host = await start(registry.app())
+    listing = tmp_path / "images.txt"
+    listing.write_text("".join(f"{host}/team/app{number}:1\n" for number in range(images)))
+    return host, listing
+
+
+async def test_a_terminal_shows_live_bars_while_pulling_then_a_summary_table(
+    start: Start,
+    tmp_path: Path,
+    terminal: OpenPane,
+) -> None:
+    host, listing = await slow_registry(start, tmp_path)
+
+    pane = await terminal(str(listing), "-o", "out")
+    during = await pane.wait_for(lambda screen: "downloading" in screen and "MiB/s" in screen)
+    status = await pane.wait_for_exit()
+    after = await pane.screen()
+
+    assert status == 0, after
+    assert "of 3 images" in during
+    assert "━" in during
+    assert re.search(r"downloading \d/3 blobs", during), during  # config and two layers
+    assert re.search(r"MiB / \d\.\d MiB", during), during
+    assert re.search(r"status\s+image\s+digest\s+platform\s+size\s+archive or error", after)
+    assert f"{host}/team/app2:1" in after
+    assert "3 images: 3 pulled, 0 failed" in after
+    # Three images of 3 MiB sharing 1 MiB: 7 MiB downloaded, the shared layer once.
+    assert "7.0 MiB downloaded" in after
+
+
+async def test_a_pipe_gets_timestamped_lines_without_control_characters(
+    start: Start, tmp_path: Path
+) -> None:
+    host, listing = await slow_registry(start, tmp_path, images=2)
+    missing = tmp_path / "with-missing.txt"
+    missing.write_text(listing.read_text() + f"{host}/team/gone:1\n")
+
+    code, out, err = await run_cli(str(missing), "-o", str(tmp_path / "out"), "-v")
+
+    assert code == 1
+    assert "\x1b" not in out + err
+    assert "\r" not in out + err
+    assert all(TIMESTAMP.match(line) for line in err.splitlines()), err
+    assert f"failed  {host}/team/gone:1  GET http://{host}/v2/team/gone/manifests/1: 404" in err
+    assert re.search(rf"pulled  {host}/team/app0:1  sha256:[0-9a-f]{{12}}  linux/amd64", err)
+    assert "3 images: 2 pulled, 1 failed" in out
+
+
+async def test_verbose_logs_each_request_and_its_status(start: Start, tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    image = f.make_image([f.random_layer(1000)])
+    registry.add("x/y", "1", image)
+    host = await start(registry.app())
+    listing = tmp_path / "images.txt"
+    listing.write_text(f"{host}/x/y:1\n")
+
+    code, _, err = await run_cli(str(listing), "-o", str(tmp_path), "--plain-http", "-v")
+
+    assert code == 0, err
+    assert f"GET http://{host}/v2/x/y/blobs/{image.layers[0].digest}: 200" in err
+    assert "downloading 127.0.0.1" in err
+
+
+async def test_quiet_prints_failures_and_the_summary_only(start: Start, tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    registry.add("x/y", "1", f.make_image([f.random_layer(1000)]))
+    host = await start(registry.app())
+    listing = tmp_path / "images.txt"
+    listing.write_text(f"{host}/x/y:1\n{host}/x/y:2\n")
+
+    code, out, err = await run_cli(str(listing), "-o", str(tmp_path), "--plain-http", "-q")
+
+    assert code == 1
+    assert [line.split()[1] for line in err.splitlines()] == ["failed"]
+    assert "2 images: 1 pulled, 1 failed" in out
+
+
+async def test_environment_variables_stand_in_for_flags(start: Start, tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    amd64 = f.make_image([f.random_layer(1000)], arch="amd64")
+    arm64 = f.make_image([f.random_layer(1000)], arch="arm64")
+    registry.add("x/multi", "1", f.make_index([amd64, arm64]))
+    host = await start(registry.app())
+    listing = tmp_path / "images.txt"
+    listing.write_text(f"{host}/x/multi:1\n")
+    env = {"BULKPULL_OUT_DIR": str(tmp_path / "from-env"), "BULKPULL_PLATFORM": "linux/arm64"}
+
+    code, out, err = await run_cli(str(listing), env=env)
+
+    assert code == 0, err
+    assert arm64.digest[:19] in out
+    assert (tmp_path / "from-env" / f"127.0.0.1_{host.split(':')[1]}_x_multi_1.tar").is_file()
+
+
+async def test_help_shows_examples_and_environment_variables() -> None:
+    code, out, _ = await run_cli("--help")
+    words = " ".join(out.split())  # help is wrapped to the width of the terminal
+
+    assert code == 0
+    assert "bulkpull images.txt --dry-run --lock images.lock" in out
+    for variable in ("BULKPULL_OUT_DIR", "BULKPULL_JOBS", "BULKPULL_PLATFORM", "BULKPULL_PROXY"):
+        assert f"env var: {variable}" in words
+
+
+async def test_version_needs_no_image_list() -> None:
+    code, out, _ = await run_cli("--version")
+
+    assert code == 0
+    assert re.fullmatch(r"bulkpull \d+\.\d+\.\d+\S*\n", out)
+
+
+async def test_shell_completion_offers_the_flags() -> None:
+    env = {"_BULKPULL_COMPLETE": "complete_bash", "COMP_WORDS": "bulkpull --dry", "COMP_CWORD": "1"}
+
+    code, out, _ = await run_cli(env=env)
+
+    assert code == 0
+    assert out.split() == ["--dry-run"]
+
+
+async def test_an_out_dir_that_cannot_be_made_is_one_line_without_traceback(
+    tmp_path: Path,
+) -> None:
+    listing = tmp_path / "images.txt"
+    listing.write_text("127.0.0.1:1/x/y:1\n")
+    (tmp_path / "file").write_text("")
+
+    code, _, err = await run_cli(str(listing), "-o", str(tmp_path / "file" / "out"), "-q")
+
+    assert code == 1
+    assert err.strip().splitlines() == [f"bulkpull: {tmp_path / 'file' / 'out'}: Not a directory"]
