@@ -9,9 +9,16 @@ from collections.abc import Mapping
 
 
 async def run_cli(
-    *args: str, stdin: bytes = b"", env: Mapping[str, str] | None = None
+    *args: str,
+    stdin: bytes = b"",
+    env: Mapping[str, str] | None = None,
+    inherit_env: bool = True,
 ) -> tuple[int, str, str]:
-    """Run ``python -m bulkpull ARGS`` with pipes (not a terminal); ``env`` adds variables."""
+    """Run ``python -m bulkpull ARGS`` with pipes (not a terminal).
+
+    ``env`` adds variables to this process's environment, or with ``inherit_env=False`` is the
+    whole environment (a user without proxies or auth files of their own).
+    """
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -20,7 +27,7 @@ async def run_cli(
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
+        env={**(os.environ if inherit_env else {}), **(env or {})},
     )
     out, err = await process.communicate(stdin)
     assert process.returncode is not None

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from commandline import run_cli as run_process
 
 SECRET = "s3cret-in-a-flag"
 
 
-def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "bulkpull", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    return done.returncode, (done.stdout + done.stderr).decode()
+async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    code, out, err = await run_process(*args, env=env, inherit_env=False)
+    return code, out + err
 
 
 @pytest.fixture
@@ -78,34 +70,34 @@ def listing(tmp_path: Path) -> str:
         pytest.param(["--ca-cert", "/nonexistent/ca.pem"], "does not exist", id="ca-cert-missing"),
     ],
 )
-def test_bad_flag_values_are_usage_errors_that_never_echo_a_secret(
+async def test_bad_flag_values_are_usage_errors_that_never_echo_a_secret(
     env: dict[str, str], listing: str, flags: list[str], message: str
 ) -> None:
-    code, output = run_cli(listing, *flags, env=env)
+    code, output = await run_cli(listing, *flags, env=env)
 
     assert code == 2, output
     assert message in output
     assert SECRET not in output
 
 
-def test_a_bad_proxy_variable_is_a_usage_error_naming_the_environment(
+async def test_a_bad_proxy_variable_is_a_usage_error_naming_the_environment(
     env: dict[str, str], listing: str
 ) -> None:
-    code, output = run_cli(listing, env=env | {"HTTPS_PROXY": f"gopher://u:{SECRET}@proxy:70"})
+    code, output = await run_cli(listing, env=env | {"HTTPS_PROXY": f"gopher://u:{SECRET}@proxy:70"})
 
     assert code == 2, output
     assert "proxy environment variables" in output
     assert SECRET not in output
 
 
-def test_a_malformed_docker_config_stops_the_run_before_any_request(
+async def test_a_malformed_docker_config_stops_the_run_before_any_request(
     env: dict[str, str], listing: str
 ) -> None:
     config = Path(env["HOME"]) / ".docker" / "config.json"
     config.parent.mkdir()
     config.write_text(json.dumps({"auths": {"registry.example": {"auth": SECRET}}})[:-1])
 
-    code, output = run_cli(listing, env=env)
+    code, output = await run_cli(listing, env=env)
 
     assert code == 2, output
     assert f"{config}: not valid JSON" in output

@@ -17,6 +17,8 @@ import asyncio
 import email.utils
 import json
 import logging
+import os
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -146,8 +148,17 @@ class Response:
 
 
 def _describe(exc: BaseException) -> str:
+    """A short reason for a failed request. aiohttp's connection errors print the TLS context
+    object (``ssl:<ssl.SSLContext object at 0x…>``), which tells a user nothing."""
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        error = exc.os_error
+        if isinstance(error, socket.gaierror) or not error.errno or error.errno < 0:
+            reason = error.strerror or str(error) or type(error).__name__
+        else:
+            reason = os.strerror(error.errno)
+        return f"cannot connect to {exc.host}:{exc.port}: {reason}"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if str(exc) else text
 
