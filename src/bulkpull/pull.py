@@ -161,13 +161,15 @@ def _result(
     platform: Platform | None = None,
     archive: Path | None = None,
 ) -> ImageResult:
+    chosen = platform or item.platform
     return ImageResult(
         spec,
         status,
         manifest_digest=item.manifest.digest,
         source_digest=(item.index or item.manifest).digest,
         config_digest=item.content.config.digest,
-        platform=platform or item.platform,
+        # Normalized, so an index's "arm64/v8" reads as the "arm64" it means.
+        platform=chosen.normalized() if chosen else None,
         size=item.size,
         layers=item.content.layers,
         archive=archive,
