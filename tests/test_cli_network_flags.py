@@ -83,7 +83,9 @@ async def test_bad_flag_values_are_usage_errors_that_never_echo_a_secret(
 async def test_a_bad_proxy_variable_is_a_usage_error_naming_the_environment(
     env: dict[str, str], listing: str
 ) -> None:
-    code, output = await run_cli(listing, env=env | {"HTTPS_PROXY": f"gopher://u:{SECRET}@proxy:70"})
+    code, output = await run_cli(
+        listing, env=env | {"HTTPS_PROXY": f"gopher://u:{SECRET}@proxy:70"}
+    )
 
     assert code == 2, output
     assert "proxy environment variables" in output
