@@ -836,14 +836,14 @@ class FaultRun:
 
     stats: FaultStats
     images_pulled: int
-    verify_exit: int
-    """Exit code of ``bulkpull verify`` on the run's archives."""
+    verify_exit: int | None
+    """Exit code of ``bulkpull verify`` on the run's archives; ``None`` if it wrote none."""
     problems: tuple[str, ...]
     """Differences between the archives and what was pushed."""
 
     @property
     def verified(self) -> bool:
-        return self.verify_exit == 0 and not self.problems
+        return self.verify_exit in (None, 0) and not self.problems
 
 
 class FaultsScenario(Scenario):
@@ -908,10 +908,10 @@ class FaultsScenario(Scenario):
         ]
         return self.tools
 
-    def _bulkpull_verify(self, out: Path, log: Path) -> int:
+    def _bulkpull_verify(self, out: Path, log: Path) -> int | None:
         archives = sorted(str(path) for path in out.glob("*.tar"))
         if not archives:
-            return -1
+            return None
         with log.open("ab") as log_file:
             done = subprocess.run(
                 [*self.ctx.settings.bulkpull, "verify", *archives],
@@ -966,6 +966,9 @@ class FaultsScenario(Scenario):
                 return statistics.median(values) if values else 0.0
 
             sent = median([run.stats.blob_bytes_sent for run in faults])
+            # Only complete pulls say how much was fetched again; a failed one fetched less.
+            complete = [run.stats.blob_bytes_sent for run in faults if run.images_pulled == total]
+            again = f"{(median(complete) - needed) / needed:.1%}" if complete and needed else "-"
             verified = sum(run.verified for run in faults)
             rows.append(
                 [
@@ -983,7 +986,7 @@ class FaultsScenario(Scenario):
                     f"{min((run.images_pulled for run in faults), default=0)}/{total}",
                     "yes" if verified == len(faults) else f"NO ({len(faults) - verified} runs)",
                     f"{sent / MIB:.1f}",
-                    f"{(sent - needed) / needed:.1%}" if needed else "-",
+                    again,
                 ]
             )
         lines = [
@@ -999,11 +1002,14 @@ class FaultsScenario(Scenario):
             lines.append(f"Wall-time ratio faults/clean (medians): {ratio:.2f}")
         lines += [
             f"re-downloaded: blob bytes the proxy sent beyond the {_mib(needed)} of distinct "
-            "blobs needed, as a share of those (bytes sent before a reset count).",
-            "resumed: blob GETs with a Range header. digests verified: bulkpull verify passes "
-            "and every archive blob hashes to the digest and size that was pushed.",
-            f"bulkpull ran with --retry-delay {self.ctx.settings.fault_retry_delay:g} (first "
-            "backoff; it doubles, with jitter) so that waiting does not dominate.",
+            "blobs needed, as a share of those (bytes sent before a reset count); median over "
+            "the runs that pulled every image.",
+            "resumed: blob GETs with a Range header. digests verified: in every run, bulkpull "
+            "verify passes and every blob of every archive written hashes to the digest and "
+            "size that was pushed.",
+            f"bulkpull ran with --retry-delay {self.ctx.settings.fault_retry_delay:g} (its first "
+            "backoff, doubling with jitter; bulkpull's default is 2 s). The benchmark's default "
+            "of 0.05 keeps the waiting from dominating the ratio.",
         ]
         failed = {key: [m.exit_code for m in runs if m.exit_code] for key, runs in results.items()}
         for key, codes in failed.items():

@@ -42,7 +42,8 @@ class Faults:
 
     statuses: list[int] = field(default_factory=list)  # answered in turn before success
     retry_after: str | None = None
-    reset_after: int | None = None  # close the connection after this many body bytes, once
+    reset_after: int | None = None  # close the connection after this many body bytes...
+    reset_times: int = 1  # ...in this many responses
     stall_after: int | None = None  # go silent after this many bytes, once, then close
     stall_seconds: float = 0.0
     truncate_to: int | None = None  # a short body with a matching Content-Length, once
@@ -235,7 +236,9 @@ class FakeRegistry:
             if faults.stall_after is not None:
                 faults.stall_after = None
                 await asyncio.sleep(faults.stall_seconds)
-            faults.reset_after = None
+            faults.reset_times -= 1
+            if faults.reset_times <= 0:
+                faults.reset_after = None
             # Let the client read what was sent: a reset discards unread buffers, and the
             # tests count the bytes a client managed to keep.
             await asyncio.sleep(0.2)

@@ -43,6 +43,9 @@ class Row:
 ROWS = {
     "reset mid-body resumes with Range": Row(Faults(reset_after=HALF), 2, SIZE),
     "503 then success": Row(Faults(statuses=[503]), 2, SIZE),
+    "resets beyond the retry budget still finish while each brings bytes": Row(
+        Faults(reset_after=300_000, reset_times=5), 6, SIZE
+    ),
     "429 with Retry-After seconds": Row(Faults(statuses=[429], retry_after="1"), 2, SIZE),
     "429 with Retry-After date": Row(Faults(statuses=[429], retry_after=http_date_in(1)), 2, SIZE),
     "short body with matching Content-Length restarts from zero": Row(

@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -312,29 +312,37 @@ class _Run:
 
     async def _download(self, reference: Reference, blob: Descriptor) -> Path:
         what = f"blob {blob.digest} of {reference.name}"
+        received = 0
 
-        def attempt() -> Awaitable[Path]:
-            return self._store.ingest(
-                blob.digest,
-                blob.size,
-                lambda offset: self._registry.open_blob(reference, blob, offset),
-                what,
-                on_bytes=lambda count: self._received(blob.digest, count),
-            )
+        def count(size: int) -> None:
+            nonlocal received
+            received += size
+            self._received(blob.digest, size)
+
+        async def attempt() -> Path:
+            # The slot is held per attempt, never while a retry waits out its backoff.
+            async with self._downloads:
+                return await self._store.ingest(
+                    blob.digest,
+                    blob.size,
+                    lambda offset: self._registry.open_blob(reference, blob, offset),
+                    what,
+                    on_bytes=count,
+                )
 
         if self._store.has(blob.digest):
             return self._store.path(blob.digest)
-        async with self._downloads:
+        retrying = self._registry.transport.retrying
+        try:
+            return await retrying(attempt, progress=lambda: received)
+        except DigestMismatchError as first:
+            # The store dropped the bad bytes; one more try from zero, then give up.
+            log.info("%s; downloading again", first)
             try:
-                return await self._registry.transport.retrying(attempt)
-            except DigestMismatchError as first:
-                # The store dropped the bad bytes; one more try from zero, then give up.
-                log.info("%s; downloading again", first)
-                try:
-                    return await self._registry.transport.retrying(attempt)
-                except BulkpullError as second:
-                    second.tries += first.tries
-                    raise
+                return await retrying(attempt, progress=lambda: received)
+            except BulkpullError as second:
+                second.tries += first.tries
+                raise
 
     async def _config(self, resolved: ResolvedImage) -> ImageConfig:
         """Read the config and check it against the manifest: docker load refuses an image

@@ -152,15 +152,20 @@ def _describe(exc: BaseException) -> str:
     object (``ssl:<ssl.SSLContext object at 0x…>``), which tells a user nothing."""
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"cannot connect to {exc.host}:{exc.port}: {exc.certificate_error}"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        error = exc.os_error
-        if isinstance(error, socket.gaierror) or not error.errno or error.errno < 0:
-            reason = error.strerror or str(error) or type(error).__name__
-        else:
-            reason = os.strerror(error.errno)
-        return f"cannot connect to {exc.host}:{exc.port}: {reason}"
+        return f"cannot connect to {exc.host}:{exc.port}: {_os_reason(exc.os_error)}"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if str(exc) else text
+
+
+def _os_reason(error: OSError) -> str:
+    """``Connection refused`` rather than ``Connect call failed ('127.0.0.1', 9)``; TLS and
+    name-resolution errors carry their own text (their errno is not an ``errno`` value)."""
+    if isinstance(error, ssl.SSLError | socket.gaierror) or not error.errno or error.errno < 0:
+        return error.strerror or str(error) or type(error).__name__
+    return os.strerror(error.errno)
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,20 +306,33 @@ class Transport:
         finally:
             response.release()
 
-    async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def retrying(
+        self, attempt: Callable[[], Awaitable[T]], progress: Callable[[], int] | None = None
+    ) -> T:
         """Run ``attempt`` until it succeeds, fails permanently, or the retry policy runs out.
 
         The wait grows exponentially with jitter; a server's ``Retry-After`` lengthens it (up
         to the policy's cap). The error that ends the loop notes how many tries it took.
+        ``progress`` counts what attempts achieved (bytes received): a temporary failure after
+        progress, such as a reset in the middle of a large layer, is resumed at once and starts
+        the count of tries afresh, as containers/image does, so a long download over a flaky
+        link is never abandoned while it is still moving.
         """
         tries = 0
         while True:
             tries += 1
+            before = progress() if progress else 0
             try:
                 return await attempt()
             except BulkpullError as exc:
                 exc.tries = tries
-                if not is_temporary(exc) or tries > self._retry.retries:
+                if not is_temporary(exc):
+                    raise
+                if progress and progress() > before:
+                    log.info("resuming at once after progress: %s", exc)
+                    tries = 0
+                    continue
+                if tries > self._retry.retries:
                     raise
                 delay = self._retry.backoff(tries)
                 advised = getattr(exc, "retry_after", None)
