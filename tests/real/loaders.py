@@ -20,12 +20,19 @@ import os
 import re
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .services import _stop, child_env, log_tail, remove_tree, require_tool, run, unavailable
+from .services import (
+    child_env,
+    log_tail,
+    remove_tree,
+    require_tool,
+    run,
+    run_until_ready,
+    unavailable,
+)
 
 # Plugins of Debian's containerd 1.6 that a private instance does not need, or that need
 # filesystems (btrfs, zfs, device mapper) or directories (/opt/containerd) outside its root.
@@ -138,33 +145,21 @@ def start_containerd(workdir: Path, *, timeout: float = 30) -> Iterator[Containe
     config = workdir / "config.toml"
     config.write_text(_containerd_config(root, short / "state", socket))
     log = workdir / "containerd.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [binary, "--config", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=child_env(),
-            start_new_session=True,
-        )
-    daemon = Containerd(socket, root, log)
+
+    def answers() -> bool:
+        probe = ["ctr", "--address", str(socket), "version"]
+        return socket.exists() and run(probe, timeout=10, check=False).returncode == 0
+
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
+        with run_until_ready(
+            [binary, "--config", str(config)], log, answers, timeout=timeout
+        ) as up:
+            if not up:
                 unavailable(
-                    f"containerd exited with code {process.returncode} while starting; "
-                    f"log tail:\n{log_tail(log)}"
+                    f"containerd did not start within {timeout}s; log tail:\n{log_tail(log)}"
                 )
-            probe = ["ctr", "--address", str(socket), "version"]
-            if socket.exists() and run(probe, timeout=10, check=False).returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                unavailable(f"containerd did not answer within {timeout}s:\n{log_tail(log)}")
-            time.sleep(0.1)
-        yield daemon
+            yield Containerd(socket, root, log)
     finally:
-        _stop(process, grace=10)
         remove_tree(short)
         remove_tree(root)
 

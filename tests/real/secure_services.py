@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import os
 import re
@@ -28,8 +29,7 @@ from pathlib import Path
 from aiohttp import web
 
 # The one way children of the test session are stopped (their whole process group).
-from .services import _stop as stop_process_group
-from .services import child_env, free_port, log_tail, require_tool, run, unavailable
+from .services import free_port, log_tail, require_tool, run, run_until_ready, unavailable
 
 TOKEN_SERVICE = "bulkpull-test-registry"
 TOKEN_ISSUER = "bulkpull-test-token-server"
@@ -344,26 +344,15 @@ def _listening(
     output = workdir / f"{name}.out"
     for _ in range(attempts):
         port = free_port()
-        with output.open("ab") as out:
-            process = subprocess.Popen(
-                command(port),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=child_env(),
-                start_new_session=True,
-            )
-        try:
-            deadline = time.monotonic() + timeout
-            while process.poll() is None and time.monotonic() < deadline:
-                with socket.socket() as probe:
-                    if probe.connect_ex(("127.0.0.1", port)) == 0:
-                        break
-                time.sleep(0.05)
-            else:
+        listening = functools.partial(_accepts_connections, port)
+        with run_until_ready(command(port), output, listening, timeout=timeout, grace=5) as up:
+            if not up:
                 continue  # exited (the port was taken meanwhile?) or never listened
             yield port
             return
-        finally:
-            stop_process_group(process, grace=5)
     unavailable(f"{name} did not start after {attempts} attempts; output:\n{log_tail(output)}")
+
+
+def _accepts_connections(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0

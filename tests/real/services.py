@@ -24,7 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -117,6 +117,34 @@ def _stop(process: subprocess.Popen[bytes], *, grace: float) -> None:
         os.killpg(process.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def run_until_ready(
+    argv: list[str], output: Path, ready: Callable[[], bool], *, timeout: float, grace: float = 10
+) -> Iterator[bool]:
+    """Start ``argv`` in its own session (output appended to ``output``) and wait for
+    ``ready()``; yields whether it got there before exiting or timing out, and stops the
+    process (and its group) when the block ends."""
+    with output.open("ab") as out:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=child_env(),
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and time.monotonic() < deadline:
+            if ready():
+                yield True
+                return
+            time.sleep(0.05)
+        yield False
+    finally:
+        _stop(process, grace=grace)
 
 
 def _unmount_below(root: Path) -> None:
@@ -265,6 +293,7 @@ def start_registry(
     binary = require_tool("docker-registry")
     workdir.mkdir(parents=True, exist_ok=True)
     scheme = "https" if tls else "http"
+    status = 401 if auth else 200
     last_log = ""
     for attempt in range(attempts):
         port = free_port()
@@ -273,32 +302,19 @@ def start_registry(
         config = workdir / f"config-{attempt}.yml"
         config.write_text(_registry_config(root, port, tls, auth))
         log = workdir / f"registry-{attempt}.log"
-        with log.open("wb") as log_file:
-            process = subprocess.Popen(
-                [binary, "serve", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=child_env(),
-                start_new_session=True,
-            )
-        try:
-            deadline = time.monotonic() + timeout
-            while process.poll() is None and time.monotonic() < deadline:
-                # Our registry logs the probe; another server that got the port would not.
-                status = 401 if auth else 200
-                answered = _http_status(f"{scheme}://127.0.0.1:{port}/v2/") == status
-                if answered and f'"GET /v2/ HTTP/1.1" {status}'.encode() in log.read_bytes():
-                    break
-                time.sleep(0.1)
-            else:
+
+        def ready(port: int = port, log: Path = log) -> bool:
+            # Our registry logs the probe; another server that got the port would not.
+            answered = _http_status(f"{scheme}://127.0.0.1:{port}/v2/") == status
+            return answered and f'"GET /v2/ HTTP/1.1" {status}'.encode() in log.read_bytes()
+
+        with run_until_ready([binary, "serve", str(config)], log, ready, timeout=timeout) as up:
+            if not up:
                 # Exited (for instance: the port was taken meanwhile) or never answered.
                 last_log = log_tail(log)
                 continue
             yield Registry(f"127.0.0.1:{port}", root, log, scheme)
             return
-        finally:
-            _stop(process, grace=10)
     unavailable(f"docker-registry did not start after {attempts} attempts; log:\n{last_log}")
 
 
