@@ -9,6 +9,7 @@ import importlib
 import importlib.metadata
 import inspect
 import re
+import typing
 from pathlib import Path
 from types import ModuleType
 
@@ -165,8 +166,11 @@ def test_every_bulkpull_type_in_a_public_signature_is_exported() -> None:
         if isinstance(getattr(bulkpull, name), type) or inspect.isfunction(getattr(bulkpull, name))
     ],
 )
-def test_exported_classes_and_functions_show_as_bulkpull(name: str) -> None:
-    assert getattr(bulkpull, name).__module__ == "bulkpull"
+def test_type_hints_of_every_exported_class_and_function_resolve(name: str) -> None:
+    """Typing tools (pydantic, typeguard, IDEs) read annotations through ``get_type_hints``,
+    which must find every name an annotation mentions."""
+    obj = getattr(bulkpull, name)
+    typing.get_type_hints(obj)
 
 
 def test_version_is_the_installed_distribution_version() -> None:

@@ -10,7 +10,6 @@ and every error bulkpull raises on purpose is a :class:`BulkpullError`.
 
 from __future__ import annotations
 
-import inspect
 from importlib.metadata import version
 
 from bulkpull.auth import Credentials
@@ -119,10 +118,3 @@ __all__ = [
     "store_location",
     "verify_archive",
 ]
-
-# Show public names as bulkpull.X in tracebacks, reprs and docs, not bulkpull.errors.X.
-for _name in __all__:
-    _obj = globals()[_name]
-    if isinstance(_obj, type) or inspect.isfunction(_obj):
-        _obj.__module__ = __name__
-del _name, _obj
