@@ -333,3 +333,36 @@ async def test_concurrent_put_bytes_of_one_digest_all_succeed(store: BlobStore) 
     assert set(paths) == {store.path(digest)}
     assert store.path(digest).read_bytes() == manifest
     assert stored_names(store) == [digest.hex]
+
+
+async def test_two_stores_on_one_directory_download_a_blob_once(tmp_path: Path) -> None:
+    """Two processes sharing a store (two BlobStores here: each lock is its own open file)."""
+    blob = os.urandom(3 * WRITE_BUFFER_BYTES)
+    digest = Digest.of(blob)
+    first, second = BlobStore(tmp_path), BlobStore(tmp_path)
+    release = asyncio.Event()
+    opened: list[int] = []
+
+    @asynccontextmanager
+    async def slow(offset: int) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
+        opened.append(offset)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield blob[offset : offset + WRITE_BUFFER_BYTES]
+            await release.wait()
+            yield blob[offset + WRITE_BUFFER_BYTES :]
+
+        yield offset, chunks()
+
+    downloading = asyncio.create_task(first.ingest(digest, len(blob), slow, "blob"))
+    await asyncio.sleep(0.1)
+    waiting = asyncio.create_task(second.ingest(digest, len(blob), slow, "blob"))
+    await asyncio.sleep(0.5)
+    release.set()
+
+    paths = await asyncio.gather(downloading, waiting)
+
+    assert opened == [0]
+    assert paths[0] == paths[1]
+    assert paths[0].read_bytes() == blob
+    assert sorted(p.name for p in (tmp_path / "sha256").iterdir()) == [digest.hex]

@@ -10,10 +10,11 @@ and ``errors``; the bytes come from a caller-supplied opener, so the store knows
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,6 +25,8 @@ from bulkpull.errors import DigestMismatchError, OutputError
 # chunk (often a few KiB) would cost more than the work itself.
 WRITE_BUFFER_BYTES = 1024 * 1024
 READ_BUFFER_BYTES = 1024 * 1024
+# How often a download waits to see whether another process has finished the same blob.
+LOCK_POLL_SECONDS = 0.2
 
 BlobOpener = Callable[[int], AbstractAsyncContextManager[tuple[int, AsyncIterator[bytes]]]]
 """Opens a blob's body from an offset; yields the offset the body really starts at."""
@@ -88,6 +91,21 @@ class BlobStore:
         final = self.path(digest)
         if final.is_file():
             return final
+        self._directory.mkdir(parents=True, exist_ok=True)
+        async with _exclusive(final.with_name(f"{digest.hex}.lock")):
+            if not final.is_file():  # another process may have finished it meanwhile
+                await self._fetch(digest, size, opener, what, on_bytes)
+        return final
+
+    async def _fetch(
+        self,
+        digest: Digest,
+        size: int,
+        opener: BlobOpener,
+        what: str,
+        on_bytes: Callable[[int], None] | None,
+    ) -> None:
+        final = self.path(digest)
         partial = final.with_name(f"{digest.hex}.partial")
         verifier = await asyncio.to_thread(_rehash, partial, digest, size)
         if verifier.size == size and verifier.actual != digest:
@@ -111,7 +129,41 @@ class BlobStore:
             partial.unlink(missing_ok=True)
             raise
         os.replace(partial, final)
-        return final
+
+
+@asynccontextmanager
+async def _exclusive(lock: Path) -> AsyncIterator[None]:
+    """Hold ``lock`` (an ``flock`` on a small file) so that two bulkpull processes sharing a
+    store never append to one partial file at once; the second waits for the first.
+
+    The lock file is removed when the holder is done, so the store keeps only blobs. A
+    waiter that locked the removed file still checks for the finished blob first; in the rare
+    race where a third process locks a new file while a download failed, two may append to
+    one partial file, and verification then refuses the result rather than storing it.
+    """
+    handle = lock.open("a")
+    try:
+        # Polling: the holder is another process, so there is no event to wait on.
+        while not _try_lock(handle.fileno()):  # noqa: ASYNC110
+            await asyncio.sleep(LOCK_POLL_SECONDS)
+        try:
+            yield
+        finally:
+            _remove(lock)
+    finally:
+        handle.close()  # releases the lock
+
+
+def _remove(lock: Path) -> None:
+    lock.unlink(missing_ok=True)
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 async def _receive(
