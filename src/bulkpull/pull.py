@@ -101,8 +101,8 @@ async def resolve_images(
 ) -> PullReport:
     """Resolve every image to its digests and sizes without downloading a blob (a dry run).
 
-    Tags are asked for with ``HEAD`` first; manifests already in ``store_dir`` are read from
-    disk rather than downloaded again.
+    When ``store_dir`` already holds manifests, tags are asked for with ``HEAD`` first (which
+    Docker Hub does not count as a pull) and manifests found there are read from disk.
     """
     specs = _specs(images)
     options = options or PullOptions()
