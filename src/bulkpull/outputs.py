@@ -65,31 +65,40 @@ class Output:
         return results
 
 
-class Bundle(Output):
-    """Every image in one archive: one index.json and one manifest.json entry per image."""
+class _Collecting(Output):
+    """An output that holds every image of the run under one name each, written at the end:
+    all platforms of an image share one entry, named by its full reference (tags alone
+    collide between images)."""
 
     keeps_indexes = True
     final_on_add = False
 
-    def __init__(self, store: BlobStore, out_dir: Path, path: Path) -> None:
+    def __init__(self, store: BlobStore, out_dir: Path) -> None:
         super().__init__(store, out_dir)
-        self.path = path
         self.images: list[ArchiveImage] = []
 
     def split(self, resolved: list[ResolvedImage]) -> list[list[ResolvedImage]]:
         return [resolved]
 
-    def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
-        return self.path
-
     def ref_name(self, spec: ImageSpec) -> str:
-        return str(spec.target)  # tags alone collide between images
-
-    def is_current(self, path: Path, image: ArchiveImage) -> bool:
-        return False  # decided for the whole bundle in finish()
+        return str(spec.target)
 
     async def add(self, path: Path, image: ArchiveImage) -> None:
         self.images.append(image)
+
+
+class Bundle(_Collecting):
+    """Every image in one archive: one index.json and one manifest.json entry per image."""
+
+    def __init__(self, store: BlobStore, out_dir: Path, path: Path) -> None:
+        super().__init__(store, out_dir)
+        self.path = path
+
+    def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
+        return self.path
+
+    def is_current(self, path: Path, image: ArchiveImage) -> bool:
+        return False  # decided for the whole bundle in finish()
 
     async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
         images = sorted(self.images, key=lambda image: image.name)
@@ -104,19 +113,12 @@ class Bundle(Output):
         return results
 
 
-class Layout(Output):
+class Layout(_Collecting):
     """An OCI image layout directory; its ``blobs`` directory is the blob store itself."""
-
-    keeps_indexes = True
-    final_on_add = False
 
     def __init__(self, directory: Path) -> None:
         super().__init__(BlobStore(store_location(directory, oci_layout=directory)), directory)
         self.directory = directory
-        self.images: list[ArchiveImage] = []
-
-    split = Bundle.split
-    ref_name = Bundle.ref_name
 
     def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
         return self.directory
@@ -127,9 +129,6 @@ class Layout(Output):
             return False
         entries = json.loads(index.read_bytes()).get("manifests", [])
         return bool(image.descriptor in entries)
-
-    async def add(self, path: Path, image: ArchiveImage) -> None:
-        self.images.append(image)
 
     async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
         if self.images:
