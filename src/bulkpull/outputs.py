@@ -10,6 +10,7 @@ and is written once, by :meth:`Output.finish`. Imports ``archive``, ``blobstore`
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import replace
@@ -123,12 +124,20 @@ class Layout(_Collecting):
     def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
         return self.directory
 
-    def is_current(self, path: Path, image: ArchiveImage) -> bool:
+    @functools.cached_property
+    def _existing_entries(self) -> list[object]:
+        """The layout's index entries as the run found them; read once, not once per image
+        (the index is rewritten only by :meth:`finish`)."""
         index = self.directory / "index.json"
-        if not index.exists() or not all(self.store.has(d) for d in image.blobs):
-            return False
+        if not index.exists():
+            return []
         entries = json.loads(index.read_bytes()).get("manifests", [])
-        return bool(image.descriptor in entries)
+        return entries if isinstance(entries, list) else []
+
+    def is_current(self, path: Path, image: ArchiveImage) -> bool:
+        if image.descriptor not in self._existing_entries:
+            return False
+        return all(self.store.has(digest) for digest in image.blobs)
 
     async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
         if self.images:

@@ -444,12 +444,20 @@ class Transport:
         response = await self._follow(method, url, endpoint.origin, headers, authorization)
         if response.status == 401 and endpoint.challenge and endpoint.challenge.scheme == "bearer":
             response.release()
-            self._tokens.pop((endpoint.origin, pull_scope(repository)), None)
+            self._forget_token(endpoint, repository, authorization)
             authorization = await self._authorization(endpoint, repository)
             response = await self._follow(method, url, endpoint.origin, headers, authorization)
         if response.status >= 400:
             raise await self._error(method, response)
         return response
+
+    def _forget_token(self, endpoint: _Endpoint, repository: str, refused: str | None) -> None:
+        """Drop the cached token, unless it is already newer than the one the registry refused:
+        several requests refused together must renew the token once, not once each."""
+        key = (endpoint.origin, pull_scope(repository))
+        token = self._tokens.get(key)
+        if token is not None and token.header == refused:
+            del self._tokens[key]
 
     async def _authorization(self, endpoint: _Endpoint, repository: str) -> str | None:
         challenge = endpoint.challenge

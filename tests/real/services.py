@@ -412,32 +412,21 @@ def start_dockerd(workdir: Path, *, timeout: float = 60) -> Iterator[DockerEngin
         "-H", f"unix://{sock}",
     ]  # fmt: skip
     engine = DockerEngine(sock, data_root, log, config_dir)
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=child_env(),
-            start_new_session=True,
-        )
+
+    def answers() -> bool:
+        return sock.exists() and engine.docker("info", timeout=20, check=False).returncode == 0
+
+    containerd_pid = None
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                unavailable(
-                    f"dockerd exited with code {process.returncode} while starting; "
-                    f"log tail:\n{log_tail(log)}"
-                )
-            if sock.exists() and engine.docker("info", timeout=20, check=False).returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                unavailable(f"dockerd did not answer within {timeout}s; log tail:\n{log_tail(log)}")
-            time.sleep(0.25)
-        yield engine
+        with run_until_ready(args, log, answers, timeout=timeout, grace=20) as up:
+            try:
+                if not up:
+                    unavailable(f"dockerd did not start within {timeout}s:\n{log_tail(log)}")
+                yield engine
+            finally:
+                # Read while dockerd runs: it removes the pid file of its containerd on exit.
+                containerd_pid = _read_pid(exec_root / "containerd" / "containerd.pid")
     finally:
-        containerd_pid = _read_pid(exec_root / "containerd" / "containerd.pid")
-        _stop(process, grace=20)
         if containerd_pid is not None:
             _stop_pid(containerd_pid, exec_root)
         remove_tree(exec_root)
