@@ -33,6 +33,7 @@ LAYERS = (
     "registry",
     "blobstore",
     "archive",
+    "entries",
     "verify",
     "imagelist",
     "report",

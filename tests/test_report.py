@@ -52,6 +52,8 @@ IMAGE = strict_object(
         "status": {"enum": ["pulled", "up-to-date", "resolved", "failed"]},
         "manifest_digest": OPTIONAL_DIGEST,
         "source_digest": OPTIONAL_DIGEST,
+        "written_digest": OPTIONAL_DIGEST,
+        "narrowed": strict_object({"kept": COUNT, "listed": COUNT}, nullable=True),
         "config_digest": OPTIONAL_DIGEST,
         "platform": {**OPTIONAL_TEXT, "pattern": r"^[a-z0-9]+/[a-z0-9_]+(/\w+)?$"},
         "size": COUNT,

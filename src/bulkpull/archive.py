@@ -61,6 +61,9 @@ class ArchiveImage:
     (``docker.io/library/alpine:3.19``), which every loader accepts; ``ref_name`` is the OCI
     ref name (the tag in a single-image archive, the full name where tags would collide).
     ``docker load`` sees only the first of ``contents``: it can tag one image per name.
+    ``source`` is the registry's index when the name points at something else (one platform's
+    manifest, or the index narrowed): carried as a blob nothing refers to, so that the far
+    side can check the entry against the index a lock file pins.
     """
 
     name: str
@@ -69,10 +72,11 @@ class ArchiveImage:
     digest: Digest
     size: int
     contents: tuple[ImageContent, ...]
+    source: Digest | None = None
 
     @property
     def blobs(self) -> tuple[Digest, ...]:
-        found = [self.digest]
+        found = [self.digest] if self.source is None else [self.digest, self.source]
         for content in self.contents:
             found += [content.manifest, content.config, *content.layers]
         return tuple(dict.fromkeys(found))

@@ -17,7 +17,7 @@ a token. This module imports nothing from bulkpull.
     └── ContentError                             what came back is not what we can use
         ├── DigestMismatchError                  bytes do not hash (or size) to what was promised
         ├── UnsupportedMediaTypeError            schema1 and other types we do not pull
-        └── PlatformNotFoundError                an index without the wanted platform
+        └── PlatformNotFoundError                no manifest for the wanted platform
 """
 
 from __future__ import annotations
@@ -149,13 +149,21 @@ class UnsupportedMediaTypeError(ContentError):
 
 
 class PlatformNotFoundError(ContentError):
-    """An index holds no manifest for the wanted platform."""
+    """No manifest for the wanted platform: an index without it, or an image of another."""
 
     def __init__(self, what: str, wanted: str, available: Sequence[str]) -> None:
         listed = ", ".join(available) or "none"
         super().__init__(f"{what}: no manifest for platform {wanted}; available: {listed}")
         self.wanted = wanted
         self.available = tuple(available)
+
+    @classmethod
+    def only(cls, what: str, platform: str, wanted: Sequence[str]) -> PlatformNotFoundError:
+        """A single-platform image that is not the platform asked for, which ``docker pull
+        --platform`` refuses too: pulled anyway, it would reach hosts that cannot run it."""
+        error = cls(what, ", ".join(wanted), [platform])
+        error.args = (f"{what} is {platform} only; asked for {', '.join(wanted)}",)
+        return error
 
 
 def is_temporary(exc: BaseException) -> bool:

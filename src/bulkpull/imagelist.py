@@ -1,8 +1,9 @@
 """The image list: what to pull, what to call it, and which archive it goes to.
 
-One image per line, ``SOURCE [NEW_NAME] [platform=OS/ARCH[/VARIANT][,...]]``; blank lines and
-``#`` comments are ignored. The whole list is parsed before any network I/O, so a typo on line 300
-stops the run at once with ``FILE:LINE: reason`` instead of after an hour of downloads. Imports
+One image per line, ``SOURCE [NEW_NAME] [platform=OS/ARCH[/VARIANT][,...]|platform=all]``; blank
+lines and ``#`` comments are ignored. The whole list is parsed before any network I/O, so a typo
+on line 300 stops the run at once with ``FILE:LINE: reason`` instead of after an hour of
+downloads. Imports
 ``errors``, ``reference`` and ``platform``; reading the file (or stdin) is its only I/O.
 """
 
@@ -21,6 +22,8 @@ from bulkpull.reference import Reference, parse_reference
 
 STDIN = "-"
 PLATFORM_FIELD = "platform="
+# Keeps every manifest an index lists (skopeo's --all, hauler's default), attestations included.
+ALL_PLATFORMS = "all"
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -29,14 +32,27 @@ class ImageSpec:
     """One image to pull: where from (``source``) and under which name (``target``).
 
     ``target`` always has a tag and never a digest: it is the name loaders give the image.
-    ``platforms`` overrides the run's platforms for this image when not empty. ``origin`` says
-    where the spec came from (``FILE:LINE``) for messages.
+    ``platforms`` overrides the run's platforms for this image when not empty;
+    ``all_platforms`` (``platform=all``) overrides them with every manifest an index lists.
+    ``origin`` says where the spec came from (``FILE:LINE``) for messages.
     """
 
     source: Reference
     target: Reference
     origin: str = ""
     platforms: tuple[Platform, ...] = ()
+    all_platforms: bool = False
+
+    def choosing(self, platforms: tuple[Platform, ...], all_platforms: bool) -> ImageSpec:
+        """This spec with the run's platform choice where its line made none.
+
+        Under ``platform=all`` the run's platforms still say which one ``docker load`` gets.
+        """
+        if self.platforms:
+            return self
+        if self.all_platforms:
+            return replace(self, platforms=platforms)
+        return replace(self, platforms=platforms, all_platforms=all_platforms)
 
     def pinned(self, digest: Digest | None) -> str:
         """This spec as a list line with its source pinned to ``digest`` (a lock-file line).
@@ -48,7 +64,9 @@ class ImageSpec:
         fields = [str(source)]
         if image_spec(str(source)).target != self.target:
             fields.append(str(self.target))
-        if self.platforms:
+        if self.all_platforms:
+            fields.append(PLATFORM_FIELD + ALL_PLATFORMS)
+        elif self.platforms:
             fields.append(PLATFORM_FIELD + ",".join(str(p) for p in self.platforms))
         return " ".join(fields)
 
@@ -122,11 +140,29 @@ def _parse_line(fields: list[str], origin: str) -> ImageSpec:
     names = [field for field in fields if not field.startswith(PLATFORM_FIELD)]
     settings = [field.removeprefix(PLATFORM_FIELD) for field in fields if field not in names]
     if not 1 <= len(names) <= 2 or len(settings) > 1:
-        raise ValueError("expected 'SOURCE [NEW_NAME] [platform=OS/ARCH[,...]]'")
+        raise ValueError("expected 'SOURCE [NEW_NAME] [platform=OS/ARCH[,...]|platform=all]'")
     spec = image_spec(names[0], names[1] if len(names) == 2 else None, origin)
-    if settings:
+    if settings and wants_all_platforms(settings[0]):
+        spec = replace(spec, all_platforms=True)
+    elif settings:
         spec = replace(spec, platforms=parse_platforms(settings[0]))
     return spec
+
+
+def wants_all_platforms(text: str) -> bool:
+    """Whether a platform setting (``--platform``, ``platform=``) is ``all``.
+
+    ``all`` next to other platforms is refused rather than guessed at.
+    """
+    items = [item.strip().lower() for item in text.replace(" ", ",").split(",") if item.strip()]
+    if ALL_PLATFORMS not in items:
+        return False
+    if len(items) > 1:
+        raise InvalidPlatformError(
+            f"platform {ALL_PLATFORMS!r} keeps every platform; it cannot be combined with "
+            f"others, got {text!r}"
+        )
+    return True
 
 
 def parse_platforms(text: str) -> tuple[Platform, ...]:

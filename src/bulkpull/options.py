@@ -59,7 +59,10 @@ class PullOptions:
     """Everything that shapes a pull besides the list of images and the output directory.
 
     ``platforms`` are picked from multi-platform images, in order of preference (the first is
-    the one ``docker load`` gets from a bundle); a list line may override them. ``force``
+    the one ``docker load`` gets from a bundle); a list line may override them.
+    ``all_platforms`` keeps every manifest of an index instead, attestations included, under
+    the registry's own index digest; ``docker load`` then gets the entry that serves
+    ``platforms[0]`` best (``linux/amd64`` by default). ``force``
     rewrites archives that already hold the same image. ``store_dir`` is the content-addressed
     blob store; by default ``OUT_DIR/.bulkpull-store``, so rerunning into the same directory
     reuses every blob already verified.
@@ -72,6 +75,7 @@ class PullOptions:
     """
 
     platforms: tuple[Platform, ...] = (DEFAULT_PLATFORM,)
+    all_platforms: bool = False
     force: bool = False
     jobs: int = DEFAULT_JOBS
     max_downloads: int = DEFAULT_MAX_DOWNLOADS

@@ -31,25 +31,24 @@ class Output:
     """Where pulled images go. Per-image archives are written as images arrive; a bundle or
     layout collects them and is written by :meth:`finish`.
 
-    ``keeps_indexes``: whether a multi-platform image goes in as its index (narrowed to the
-    platforms pulled) or, for per-image archives, as one platform's manifest per archive.
     ``final_on_add``: whether a result is final once the image is added (else after finish).
     """
 
-    keeps_indexes = False
     final_on_add = True
 
     def __init__(self, store: BlobStore, out_dir: Path) -> None:
         self.store = store
         self.out_dir = out_dir
 
-    def split(self, resolved: list[ResolvedImage]) -> list[list[ResolvedImage]]:
-        """Which resolved platforms share one archive: each its own, for per-image archives."""
-        return [[item] for item in resolved]
+    def split(self, resolved: list[ResolvedImage], whole: bool) -> list[list[ResolvedImage]]:
+        """Which resolved platforms share one archive entry: for per-image archives each its
+        own, unless the ``whole`` index is kept (every platform, in one archive)."""
+        return [resolved] if whole else [[item] for item in resolved]
 
     def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
         suffix = ""
-        if len(resolved) == 1 and resolved[0].platform and len(spec.platforms) > 1:
+        several = len(spec.platforms) > 1 and not spec.all_platforms
+        if len(resolved) == 1 and resolved[0].platform and several:
             suffix = "_" + str(resolved[0].platform.normalized()).replace("/", "_")
         return self.out_dir / spec.archive_filename.replace(".tar", f"{suffix}.tar")
 
@@ -71,14 +70,13 @@ class _Collecting(Output):
     all platforms of an image share one entry, named by its full reference (tags alone
     collide between images)."""
 
-    keeps_indexes = True
     final_on_add = False
 
     def __init__(self, store: BlobStore, out_dir: Path) -> None:
         super().__init__(store, out_dir)
         self.images: list[ArchiveImage] = []
 
-    def split(self, resolved: list[ResolvedImage]) -> list[list[ResolvedImage]]:
+    def split(self, resolved: list[ResolvedImage], whole: bool) -> list[list[ResolvedImage]]:
         return [resolved]
 
     def ref_name(self, spec: ImageSpec) -> str:

@@ -12,19 +12,17 @@ everything below it, never ``cli``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bulkpull.archive import ArchiveImage, ImageContent
 from bulkpull.blobstore import BlobStore
 from bulkpull.digest import Digest
-from bulkpull.errors import BulkpullError, ContentError, DigestMismatchError
+from bulkpull.entries import Entry, archive_entry
+from bulkpull.errors import BulkpullError, ContentError, DigestMismatchError, PlatformNotFoundError
 from bulkpull.imagelist import ImageSpec, image_spec
 from bulkpull.manifest import MAX_MANIFEST_BYTES, Descriptor, ImageConfig, parse_config
 from bulkpull.options import PullOptions
@@ -112,10 +110,13 @@ async def resolve_images(
 
     async def resolve(spec: ImageSpec) -> list[ImageResult]:
         _emit(on_event, ImageStage(spec, Stage.RESOLVING))
+        wanted = spec.choosing(options.platforms, options.all_platforms)
         try:
             async with jobs:
-                resolved = await registry.resolve(spec.source, spec.platforms or options.platforms)
-            results = [_result(spec, item, Status.RESOLVED) for item in resolved]
+                resolved = await registry.resolve(
+                    spec.source, wanted.platforms, every=wanted.all_platforms
+                )
+            results = [_result(spec, item, Status.RESOLVED, wanted) for item in resolved]
         except BulkpullError as exc:
             results = [ImageResult(spec, Status.FAILED, error=exc)]
         for result in results:
@@ -158,10 +159,15 @@ def _result(
     spec: ImageSpec,
     item: ResolvedImage,
     status: Status,
+    wanted: ImageSpec,
+    *,
     platform: Platform | None = None,
-    archive: Path | None = None,
+    written: tuple[Path, Entry] | None = None,
 ) -> ImageResult:
+    """One platform's result; ``wanted`` is the spec with the run's platform choice applied,
+    ``written`` where the image went and the entry it got there."""
     chosen = platform or item.platform
+    path, entry = written or (None, None)
     return ImageResult(
         spec,
         status,
@@ -172,7 +178,10 @@ def _result(
         platform=chosen.normalized() if chosen else None,
         size=item.size,
         layers=item.content.layers,
-        archive=archive,
+        archive=path,
+        written_digest=entry.image.digest if entry else None,
+        narrowed=entry.narrowed if entry else None,
+        all_platforms=wanted.all_platforms,
     )
 
 
@@ -220,73 +229,84 @@ class _Run:
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def _pull(self, spec: ImageSpec) -> list[ImageResult]:
-        platforms = spec.platforms or self._options.platforms
+        wanted = spec.choosing(self._options.platforms, self._options.all_platforms)
         async with self._jobs:
-            resolved = await self._registry.resolve(spec.source, platforms)
+            resolved = await self._registry.resolve(
+                spec.source, wanted.platforms, every=wanted.all_platforms
+            )
         _warn_about_layer_types(spec, resolved)
+        if resolved[0].index is None and not wanted.all_platforms:
+            await self._require_platform(resolved[0], wanted.platforms)
         results = []
-        for group in self._output.split(resolved):
-            results += await self._archive(spec, group)
+        for group in self._output.split(resolved, wanted.all_platforms):
+            results += await self._archive(spec, wanted, group)
         return results
 
-    async def _archive(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> list[ImageResult]:
-        image = await self._archive_image(spec, resolved)
+    async def _require_platform(self, item: ResolvedImage, wanted: tuple[Platform, ...]) -> None:
+        """Docker's rule for an image that is no index: its config must name a platform that
+        was asked for, or the image would reach hosts that cannot run it. Only the (small)
+        config is downloaded to tell."""
+        config = await self._config(item)
+        if not config.architecture:
+            return  # the config names no platform to hold against the request
+        if all(platform.match_rank(config.platform) is None for platform in wanted):
+            shown = str(config.platform.normalized())
+            raise PlatformNotFoundError.only(
+                str(item.reference), shown, [str(platform) for platform in wanted]
+            )
+
+    async def _archive(
+        self, spec: ImageSpec, wanted: ImageSpec, resolved: list[ResolvedImage]
+    ) -> list[ImageResult]:
+        entry = await self._entry(spec, wanted, resolved)
         # A per-image archive is named after its platform whenever several platforms were asked
         # for: on the list line, or for the whole run (--platform given more than once).
-        named = spec if spec.platforms else replace(spec, platforms=self._options.platforms)
-        path = self._output.destination(named, resolved)
-        if not self._options.force and self._output.is_current(path, image):
-            return [_result(spec, item, Status.UP_TO_DATE, archive=path) for item in resolved]
+        path = self._output.destination(wanted, resolved)
+        written = (path, entry)
+        if not self._options.force and self._output.is_current(path, entry.image):
+            status = Status.UP_TO_DATE
+            return [_result(spec, item, status, wanted, written=written) for item in resolved]
         # The blobs it waits for: manifests are already in hand, and never BlobDone.
         blobs = tuple(dict.fromkeys(blob.digest for item in resolved for blob in item.blobs))
         self._emit(ImageStage(spec, Stage.DOWNLOADING, blobs))
         configs = await asyncio.gather(*(self._download_image(item) for item in resolved))
         self._emit(ImageStage(spec, Stage.WRITING))
         async with self._jobs:
-            await self._output.add(path, image)
+            await self._output.add(path, entry.image)
         return [
-            _result(spec, item, Status.PULLED, item.platform or config.platform, path)
+            _result(
+                spec,
+                item,
+                Status.PULLED,
+                wanted,
+                platform=item.platform or (config.platform if config else None),
+                written=written,
+            )
             for item, config in zip(resolved, configs, strict=True)
         ]
 
-    async def _archive_image(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> ArchiveImage:
-        """Describe the archive entry: a manifest, or an index narrowed to what was pulled.
-
-        Every manifest goes into the store, so a rerun finds it there instead of downloading it.
-        """
-        contents = tuple(
-            ImageContent(
-                item.manifest.digest,
-                item.content.config.digest,
-                tuple(layer.digest for layer in item.content.layers),
-            )
-            for item in resolved
+    async def _entry(
+        self, spec: ImageSpec, wanted: ImageSpec, resolved: list[ResolvedImage]
+    ) -> Entry:
+        """The archive entry; every manifest it needs goes into the store, so a rerun finds
+        it there instead of downloading it."""
+        entry = archive_entry(
+            str(spec.target),
+            self._output.ref_name(spec),
+            resolved,
+            every=wanted.all_platforms,
+            docker_platform=wanted.platforms[0],
         )
-        top, media_type = resolved[0].manifest, resolved[0].content.media_type
-        index = resolved[0].index
-        manifests = {item.manifest for item in resolved}
-        if index is not None:
-            manifests.add(index)
-        if index is not None and self._output.keeps_indexes:
-            raw = _narrowed_index(index.raw, [item.manifest.digest for item in resolved])
-            top, media_type = replace(index, raw=raw, digest=Digest.of(raw)), index.media_type
-            manifests.add(top)
-        for manifest in manifests:
+        for manifest in entry.manifests:
             await self._store.put_bytes(manifest.digest, manifest.raw)
-        return ArchiveImage(
-            name=str(spec.target),
-            ref_name=self._output.ref_name(spec),
-            media_type=media_type,
-            digest=top.digest,
-            size=top.size,
-            contents=contents,
-        )
+        return entry
 
-    async def _download_image(self, resolved: ResolvedImage) -> ImageConfig:
-        _check_config_size(resolved)
+    async def _download_image(self, resolved: ResolvedImage) -> ImageConfig | None:
+        """The config first: it is small, and it decides whether the layers are of any use."""
+        config = await self._config(resolved) if resolved.is_image else None
         reference = resolved.reference
         await asyncio.gather(*(self._blob(reference, blob) for blob in resolved.blobs))
-        return await self._config(resolved)
+        return config
 
     def _blob(self, reference: Reference, blob: Descriptor) -> asyncio.Future[Path]:
         """The single download of ``blob`` for the whole run, whoever asks first."""
@@ -345,8 +365,10 @@ class _Run:
                 raise
 
     async def _config(self, resolved: ResolvedImage) -> ImageConfig:
-        """Read the config and check it against the manifest: docker load refuses an image
-        whose layer count differs from ``rootfs.diff_ids``."""
+        """Download, read and check the config against the manifest: docker load refuses an
+        image whose layer count differs from ``rootfs.diff_ids``."""
+        _check_config_size(resolved)
+        await self._blob(resolved.reference, resolved.content.config)
         what = f"config of {resolved.reference}"
         raw = await self._store.read_small(resolved.content.config.digest)
         config = parse_config(raw, what)
@@ -355,18 +377,6 @@ class _Run:
                 f"{what}: {len(config.diff_ids)} diff_ids for {len(resolved.content.layers)} layers"
             )
         return config
-
-
-def _narrowed_index(raw: bytes, keep: list[Digest]) -> bytes:
-    """The index as the registry sent it when every entry was pulled; otherwise the same
-    index holding only the pulled entries, so no archive names a blob it does not carry."""
-    document = json.loads(raw)
-    entries = document.get("manifests", [])
-    wanted = {str(digest) for digest in keep}
-    kept = [entry for entry in entries if entry.get("digest") in wanted]
-    if len(kept) == len(entries):
-        return raw
-    return json.dumps({**document, "manifests": kept}, separators=(",", ":")).encode()
 
 
 def _check_config_size(resolved: ResolvedImage) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bulkpull.digest import Digest
 from bulkpull.errors import (
@@ -25,6 +25,7 @@ from bulkpull.errors import (
     is_temporary,
 )
 from bulkpull.manifest import (
+    IMAGE_CONFIG_TYPES,
     MANIFEST_ACCEPT,
     MAX_MANIFEST_BYTES,
     Descriptor,
@@ -42,7 +43,12 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(?:\d+|\*)")
 
 @dataclass(frozen=True, slots=True)
 class FetchedManifest:
-    """A manifest or index exactly as the registry sent it, with its verified digest."""
+    """A manifest or index exactly as the registry sent it, with its verified digest.
+
+    ``media_type`` is the ``Content-Type`` it came with until :meth:`RegistryClient.resolve`
+    has parsed it; from then on it is the type parsing decided (a registry may send a generic
+    header, and a manifest read from disk has none).
+    """
 
     raw: bytes
     media_type: str
@@ -58,7 +64,8 @@ class ResolvedImage:
     """What to download for one reference: the chosen manifest and where it came from.
 
     ``platform`` is the index entry's platform when the reference named an index; for a plain
-    manifest it is only known once the config is read.
+    manifest it is only known once the config is read. ``attestation`` marks an index entry
+    that is not a runnable image (BuildKit's attestation manifests), pulled only under "all".
     """
 
     reference: Reference
@@ -66,6 +73,7 @@ class ResolvedImage:
     content: ImageManifest
     index: FetchedManifest | None = None
     platform: Platform | None = None
+    attestation: bool = False
 
     @property
     def blobs(self) -> tuple[Descriptor, ...]:
@@ -75,6 +83,14 @@ class ResolvedImage:
     @property
     def size(self) -> int:
         return self.manifest.size + sum(blob.size for blob in self.blobs)
+
+    @property
+    def is_image(self) -> bool:
+        """Whether loaders run this as an image, so its config must satisfy them: a manifest
+        of its own, or an index entry with an image config that is no attestation."""
+        if self.attestation:
+            return False
+        return self.index is None or self.content.config.media_type in IMAGE_CONFIG_TYPES
 
 
 KnownManifests = Callable[[Digest], Awaitable[bytes | None]]
@@ -94,9 +110,10 @@ class RegistryClient:
         self._known = known
 
     async def resolve(
-        self, reference: Reference, platforms: Sequence[Platform]
+        self, reference: Reference, platforms: Sequence[Platform], *, every: bool = False
     ) -> list[ResolvedImage]:
-        """Fetch the manifest for ``reference``; through an index, one per wanted platform.
+        """Fetch the manifest for ``reference``; through an index, one per wanted platform,
+        or with ``every`` one per entry the index lists (attestations included), in its order.
 
         The index is fetched once however many platforms are wanted, and two platforms that
         pick the same entry (``linux/amd64`` falling back to ``386``, say) share it.
@@ -104,23 +121,28 @@ class RegistryClient:
         what = str(reference)
         top = await self.fetch_manifest(reference, reference.identifier)
         content = parse_manifest(top.raw, top.media_type, what)
+        top = replace(top, media_type=content.media_type)
         if isinstance(content, ImageManifest):
             return [ResolvedImage(reference, top, content)]
-        entries = {choose_platform(content, p, what).digest: p for p in platforms}
-        return await asyncio.gather(
-            *(self._resolve_entry(reference, top, content, digest) for digest in entries)
-        )
+        if every:
+            chosen = content.manifests
+        else:
+            chosen = tuple(choose_platform(content, platform, what) for platform in platforms)
+        entries = {entry.digest: entry for entry in chosen}.values()
+        return await asyncio.gather(*(self._resolve_entry(reference, top, e) for e in entries))
 
     async def _resolve_entry(
-        self, reference: Reference, top: FetchedManifest, index: ImageIndex, digest: Digest
+        self, reference: Reference, top: FetchedManifest, entry: Descriptor
     ) -> ResolvedImage:
-        entry = next(entry for entry in index.manifests if entry.digest == digest)
-        what = f"{reference} ({entry.platform})"
+        what = f"{reference} ({entry.platform or entry.digest})"
         child = await self.fetch_manifest(reference, str(entry.digest), expected=entry)
         child_content = parse_manifest(child.raw, child.media_type, what)
         if isinstance(child_content, ImageIndex):
             raise ContentError(f"{what}: index entry {entry.digest} is itself an index")
-        return ResolvedImage(reference, child, child_content, top, entry.platform)
+        child = replace(child, media_type=child_content.media_type)
+        return ResolvedImage(
+            reference, child, child_content, top, entry.platform, entry.is_attestation
+        )
 
     async def fetch_manifest(
         self, reference: Reference, identifier: str, expected: Descriptor | None = None

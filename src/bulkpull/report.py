@@ -34,8 +34,12 @@ class ImageResult:
     """The outcome for one image and platform: what was written, or why not.
 
     ``source_digest`` is what the reference pointed at (an index for multi-platform images);
-    ``manifest_digest`` is the platform's manifest. ``archive`` is the image's own archive,
-    the bundle, or the OCI layout directory.
+    ``manifest_digest`` is the platform's manifest; ``written_digest`` is what the output's
+    ``index.json`` names the image by: the manifest, the registry's index (every platform
+    kept), or an index bulkpull narrowed to the platforms pulled, the one digest it makes.
+    ``narrowed`` is then (entries kept, entries the registry's index lists).
+    ``all_platforms`` says the image was pulled with every platform. ``archive`` is the image's
+    own archive, the bundle, or the OCI layout directory.
     """
 
     spec: ImageSpec
@@ -48,6 +52,9 @@ class ImageResult:
     layers: tuple[Descriptor, ...] = ()
     archive: Path | None = None
     error: BulkpullError | None = None
+    written_digest: Digest | None = None
+    narrowed: tuple[int, int] | None = None
+    all_platforms: bool = False
 
     @property
     def ok(self) -> bool:
@@ -66,6 +73,8 @@ class ImageResult:
             "status": self.status.value,
             "manifest_digest": _text(self.manifest_digest),
             "source_digest": _text(self.source_digest),
+            "written_digest": _text(self.written_digest),
+            "narrowed": _narrowed_json(self.narrowed),
             "config_digest": _text(self.config_digest),
             "platform": _text(self.platform),
             "size": self.size,
@@ -124,19 +133,24 @@ class PullReport:
 
         A lock file is itself an image list: pulling it later gives the same bytes even when
         tags have moved. An index pinned for a line without ``platform=`` gets the platforms
-        the run chose from it, so a later pull with other ``--platform`` defaults picks the
-        same manifests. Failed images are kept unpinned, so the lock still lists them.
+        the run chose from it (``all`` when it kept every one), so a later pull with other
+        ``--platform`` defaults picks the same manifests. Failed images are kept unpinned, so the
+        lock still lists them.
         """
         digests: dict[ImageSpec, Digest | None] = {}
-        chosen: dict[ImageSpec, list[Platform]] = {}
+        chosen: dict[ImageSpec, ImageSpec] = {}
         for result in self.results:
-            digests.setdefault(result.spec, result.source_digest)
-            if result.platform and result.source_digest != result.manifest_digest:
-                chosen.setdefault(result.spec, []).append(result.platform)
-        return [
-            replace(spec, platforms=spec.platforms or tuple(chosen.get(spec, ()))).pinned(digest)
-            for spec, digest in digests.items()
-        ]
+            spec = result.spec
+            digests.setdefault(spec, result.source_digest)
+            from_index = result.source_digest != result.manifest_digest
+            if not from_index or spec.platforms or spec.all_platforms:
+                continue
+            if result.all_platforms:
+                chosen[spec] = replace(spec, all_platforms=True)
+            elif result.platform:
+                platforms = chosen.get(spec, spec).platforms
+                chosen[spec] = replace(spec, platforms=(*platforms, result.platform))
+        return [chosen.get(spec, spec).pinned(digest) for spec, digest in digests.items()]
 
 
 class Stage(StrEnum):
@@ -191,6 +205,10 @@ EventCallback = Callable[[Event], None]
 
 def _text(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _narrowed_json(narrowed: tuple[int, int] | None) -> dict[str, int] | None:
+    return None if narrowed is None else {"kept": narrowed[0], "listed": narrowed[1]}
 
 
 def _error_json(error: BulkpullError | None) -> dict[str, object] | None:
