@@ -24,6 +24,8 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+IN_TOTO = "application/vnd.in-toto+json"
+ATTESTATION_ANNOTATIONS = ("vnd.docker.reference.type", "vnd.docker.reference.digest")
 
 
 def sha256(data: bytes) -> str:
@@ -155,12 +157,50 @@ class Index:
         return self.images + self.attestations
 
 
+def make_attestation(subject: Image) -> Image:
+    """An attestation manifest for ``subject`` as BuildKit writes one: OCI types, platform
+    ``unknown/unknown``, an in-toto statement as its (uncompressed JSON) layer, and a config
+    whose diff_ids are that layer's digest."""
+    statement = _canonical(
+        {
+            "_type": "https://in-toto.io/Statement/v0.1",
+            "predicateType": "https://slsa.dev/provenance/v0.2",
+            "subject": [{"name": "image", "digest": {"sha256": subject.digest[7:]}}],
+            "predicate": {"builder": {"id": "bulkpull-tests"}},
+        }
+    )
+    layer = Layer(statement, sha256(statement))
+    config = _canonical(
+        {
+            "architecture": "unknown",
+            "os": "unknown",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
+        }
+    )
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": len(config)},
+        "layers": [
+            {
+                "mediaType": IN_TOTO,
+                "digest": layer.digest,
+                "size": len(statement),
+                "annotations": {"in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"},
+            }
+        ],
+    }
+    return Image(_canonical(manifest), OCI_MANIFEST, config, (layer,), ("unknown", "unknown", ""))
+
+
 def make_index(
     images: list[Image], *, docker_types: bool = False, attestation: bool = False
 ) -> Index:
-    """An index over ``images``; ``attestation`` adds a BuildKit-style unknown/unknown entry."""
+    """An index over ``images``; ``attestation`` adds BuildKit's attestation manifest for each
+    image after the images (``unknown/unknown``, annotated with the image it attests)."""
     entries: list[dict[str, object]] = []
-    attestations: list[Image] = []
+    attestations = [make_attestation(image) for image in images] if attestation else []
     for image in images:
         os_name, arch, variant = image.platform
         platform = {"os": os_name, "architecture": arch} | ({"variant": variant} if variant else {})
@@ -172,21 +212,18 @@ def make_index(
                 "platform": platform,
             }
         )
-    if attestation and images:
-        statement = make_image(
-            [make_layer({"statement.json": b"{}"})], os_name="unknown", arch="unknown"
-        )
-        attestations.append(statement)
+    for image, statement in zip(images, attestations, strict=False):
         entries.append(
             {
                 "mediaType": OCI_MANIFEST,
                 "digest": statement.digest,
                 "size": len(statement.manifest),
                 "platform": {"os": "unknown", "architecture": "unknown"},
-                "annotations": {
-                    "vnd.docker.reference.type": "attestation-manifest",
-                    "vnd.docker.reference.digest": images[0].digest,
-                },
+                "annotations": dict(
+                    zip(
+                        ATTESTATION_ANNOTATIONS, ("attestation-manifest", image.digest), strict=True
+                    )
+                ),
             }
         )
     media_type = DOCKER_LIST if docker_types else OCI_INDEX

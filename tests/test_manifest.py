@@ -133,11 +133,15 @@ def test_parse_manifest_reads_index_entries_in_order(index: imagefactory.Index) 
 def test_parse_manifest_keeps_attestation_annotations() -> None:
     parsed = parse_manifest(OCI_IMAGE_INDEX.manifest, OCI_INDEX, WHAT)
     assert isinstance(parsed, ImageIndex)
-    attestation = parsed.manifests[-1]
-    assert attestation.is_attestation
-    assert attestation.annotation("vnd.docker.reference.type") == "attestation-manifest"
-    assert attestation.annotation("vnd.docker.reference.digest") == IMAGES[0].digest
-    assert not any(d.is_attestation for d in parsed.manifests[:-1])
+    images, attestations = parsed.manifests[: len(IMAGES)], parsed.manifests[len(IMAGES) :]
+    assert all(attestation.is_attestation for attestation in attestations)
+    assert [a.annotation("vnd.docker.reference.type") for a in attestations] == [
+        "attestation-manifest"
+    ] * len(IMAGES)
+    assert [a.annotation("vnd.docker.reference.digest") for a in attestations] == [
+        image.digest for image in IMAGES
+    ]
+    assert not any(d.is_attestation for d in images)
 
 
 # --- deciding the type ---------------------------------------------------------------------------

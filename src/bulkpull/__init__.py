@@ -39,6 +39,7 @@ from bulkpull.imagelist import (
     parse_image_list,
     parse_platforms,
     read_image_list,
+    wants_all_platforms,
 )
 from bulkpull.manifest import Descriptor
 from bulkpull.network import Mirror, Proxies
@@ -60,13 +61,14 @@ from bulkpull.report import (
     Stage,
     Status,
 )
-from bulkpull.verify import ArchiveCheck, verify_archive
+from bulkpull.verify import ArchiveCheck, ArchiveEntry, verify_archive
 
 __version__ = version("bulkpull")
 
 __all__ = [
     "DEFAULT_PLATFORM",
     "ArchiveCheck",
+    "ArchiveEntry",
     "AuthenticationError",
     "BlobDone",
     "BlobNeeded",
@@ -117,4 +119,5 @@ __all__ = [
     "resolve_images",
     "store_location",
     "verify_archive",
+    "wants_all_platforms",
 ]

@@ -30,6 +30,7 @@ from bulkpull import (
     InvalidPlatformError,
     Keychain,
     Mirror,
+    Platform,
     Proxies,
     PullOptions,
     PullReport,
@@ -60,6 +61,7 @@ Examples:
   bulkpull images.txt --bundle offline.tar     every image in one archive
   bulkpull images.txt --oci-layout layout/     an OCI layout for skopeo copy oci:...
   bulkpull images.txt --platform linux/arm64 --platform linux/amd64
+  bulkpull images.txt --bundle offline.tar --platform all   every platform, exact digests
   bulkpull images.txt --dry-run --lock images.lock   pin every tag, download nothing
   bulkpull images.lock --report report.json    the pinned images, and a JSON report
   bulkpull verify bundles/*.tar                check archives
@@ -71,7 +73,7 @@ Exit codes: 0 all pulled, 1 some failed, 2 usage error, 130 interrupted."""
 
 @app.command(
     help="Pull every image in IMAGES_FILE (or - for stdin) into one archive per image.\n\n"
-    "Each line is SOURCE [NEW_NAME] [platform=OS/ARCH[,...]]; blank lines and # comments are "
+    "Each line is SOURCE [NEW_NAME] [platform=OS/ARCH[,...]|all]; blank lines and # comments are "
     "ignored. Archives load with docker load, podman load, skopeo and ctr images import.",
     epilog=EXAMPLES,
 )
@@ -132,8 +134,8 @@ def pull(
             metavar="OS/ARCH[/VARIANT]",
             envvar="BULKPULL_PLATFORM",
             help="Platform to pick from multi-platform images; repeat for several "
-            "(each gets its own archive, or all go in the bundle or layout).  [default: "
-            "linux/amd64]",
+            "(each gets its own archive, or all go in the bundle or layout), or 'all' for "
+            "every manifest of the index under its own digest.  [default: linux/amd64]",
             show_default=False,
         ),
     ] = None,
@@ -268,8 +270,10 @@ def pull(
 ) -> None:
     try:
         specs = bulkpull.read_image_list(images_file)
+        platforms, all_platforms = _platform_choice(platform or [])
         options = PullOptions(
-            platforms=parse_platforms(",".join(platform or ["linux/amd64"])),
+            platforms=platforms,
+            all_platforms=all_platforms,
             force=force,
             jobs=jobs,
             max_downloads=max_downloads,
@@ -355,6 +359,8 @@ def _headline(
     specs: list[ImageSpec], to: _Destination, options: PullOptions, *, dry_run: bool
 ) -> str:
     platforms = ", ".join(str(platform) for platform in options.platforms)
+    if options.all_platforms:
+        platforms = "all platforms"
     images = console.count_text(len(specs), "image")
     if dry_run:
         return f"resolving {images} ({platforms}); dry run: no blob is downloaded"
@@ -414,6 +420,15 @@ def _write_atomically(path: Path, text: str) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(text, encoding="utf-8")
     partial.replace(path)
+
+
+def _platform_choice(values: list[str]) -> tuple[tuple[Platform, ...], bool]:
+    """``--platform`` as the platforms to pick and whether to keep every one (``all``;
+    ``docker load`` then gets the default platform's entry)."""
+    text = ",".join(values)
+    if bulkpull.wants_all_platforms(text):
+        return (bulkpull.DEFAULT_PLATFORM,), True
+    return parse_platforms(text or str(bulkpull.DEFAULT_PLATFORM)), False
 
 
 def _credentials(

@@ -116,6 +116,9 @@ def result_fields(result: ImageResult, *, full_digest: bool) -> list[str]:
         outcome = error_text(result.error)
     elif result.archive is not None:
         outcome = str(result.archive)
+        if result.narrowed:  # the one digest bulkpull makes: never leave it unsaid
+            kept, listed = result.narrowed
+            outcome += f" (index narrowed to {kept} of {listed} manifests)"
     else:
         outcome = "-"
     return [

@@ -57,6 +57,10 @@ OCI_EMPTY: Final = "application/vnd.oci.empty.v1+json"
 IN_TOTO: Final = "application/vnd.in-toto+json"
 
 INDEX_TYPES: Final = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
+# Layers stored as plain tars: their digest is their diff_id.
+UNCOMPRESSED_LAYER_TYPES: Final = frozenset(
+    {DOCKER_LAYER, DOCKER_FOREIGN_LAYER, OCI_LAYER, OCI_NONDISTRIBUTABLE_LAYER}
+)
 IMAGE_CONFIG_TYPES: Final = frozenset({DOCKER_CONFIG, OCI_CONFIG})
 IMAGE_MANIFEST_TYPES: Final = frozenset({DOCKER_MANIFEST, OCI_MANIFEST})
 SCHEMA1_TYPES: Final = frozenset({DOCKER_SCHEMA1_MANIFEST, DOCKER_SCHEMA1_SIGNED_MANIFEST})
@@ -226,6 +230,12 @@ def parse_config(raw: bytes, what: str) -> ImageConfig:
             str(_digest(item, f"rootfs.diff_ids[{i}]", what)) for i, item in enumerate(diff_ids)
         ),
     )
+
+
+def parse_descriptor(item: object, what: str, where: str) -> Descriptor:
+    """One descriptor from parsed JSON (an ``index.json`` entry, say); ``where`` names it in
+    messages."""
+    return _descriptor(item, where, what)
 
 
 def _candidates(index: ImageIndex) -> list[Descriptor]:
