@@ -39,6 +39,7 @@ LAYERS = (
     "verify_docker",
     "verify",
     "imagelist",
+    "verify_lock",
     "report",
     "outputs",
     "pull",

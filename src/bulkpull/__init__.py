@@ -62,6 +62,7 @@ from bulkpull.report import (
     Status,
 )
 from bulkpull.verify import ArchiveCheck, ArchiveEntry, verify_archive
+from bulkpull.verify_lock import LockCheck, verify_lock
 
 __version__ = version("bulkpull")
 
@@ -91,6 +92,7 @@ __all__ = [
     "InvalidPlatformError",
     "InvalidReferenceError",
     "Keychain",
+    "LockCheck",
     "Mirror",
     "NotFoundError",
     "OutputError",
@@ -119,5 +121,6 @@ __all__ = [
     "resolve_images",
     "store_location",
     "verify_archive",
+    "verify_lock",
     "wants_all_platforms",
 ]

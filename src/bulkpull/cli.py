@@ -488,32 +488,53 @@ verify_app = typer.Typer(
 
 
 @verify_app.command(
-    help="Check archives: re-hash every blob, check index.json and manifest.json against "
-    "each other and every layer count against rootfs.diff_ids. Exit 1 if any check fails."
+    help="Check archives and OCI layout directories (bulkpull's, docker save's, skopeo's, "
+    "containerd's): re-hash every blob, check index.json and manifest.json against what the "
+    "archive holds, layer counts and uncompressed layers against rootfs.diff_ids. With "
+    "--lock, also check that every image the lock file pins is there under its name with the "
+    "pinned digest. Exit 1 if any check fails."
 )
 def verify(
-    archives: Annotated[list[Path], typer.Argument(metavar="ARCHIVE...", show_default=False)],
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", show_default=False)],
+    lock: Annotated[
+        Path | None,
+        typer.Option("--lock", metavar="FILE", help="A lock file the PATHs must match."),
+    ] = None,
 ) -> None:
-    failed = 0
-    for path in archives:
-        check = bulkpull.verify_archive(path)
-        if check.ok:
-            names = ", ".join(check.names)
-            console.stdout.print(
-                f"ok      {path}: {check.blobs} blobs verified; {names}", soft_wrap=True
-            )
-            continue
-        failed += 1
-        for problem in check.problems:
-            console.stdout.print(f"FAILED  {path}: {problem}", soft_wrap=True)
+    checks = [bulkpull.verify_archive(path) for path in paths]
+    failed = sum(not _show_check(check) for check in checks)
+    if lock is not None:
+        try:
+            matched = bulkpull.verify_lock(lock, checks)
+        except ImageListError as exc:
+            _usage_error(str(exc))
+        lines = [("ok     ", text) for text in matched.found]
+        lines += [("FAILED ", text) for text in matched.problems]
+        for status, text in lines:
+            console.stdout.print(f"{status} {text}", soft_wrap=True)
+        failed += len(matched.problems)
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+def _show_check(check: bulkpull.ArchiveCheck) -> bool:
+    """Print what verify found in one archive; returns whether it is sound."""
+    for note in check.notes:
+        console.stdout.print(f"note    {check.path}: {note}", soft_wrap=True)
+    for problem in check.problems:
+        console.stdout.print(f"FAILED  {check.path}: {problem}", soft_wrap=True)
+    if check.ok:
+        names = ", ".join(check.names)
+        console.stdout.print(
+            f"ok      {check.path}: {check.blobs} blobs verified; {names}", soft_wrap=True
+        )
+    return check.ok
 
 
 def main() -> None:
     """Entry point of the ``bulkpull`` script and ``python -m bulkpull``.
 
-    ``bulkpull verify ARCHIVE...`` checks archives; anything else is a pull, so the everyday
-    ``bulkpull images.txt`` needs no sub-command. Errors bulkpull expects (its own, and the
+    ``bulkpull verify PATH...`` checks archives and layouts; anything else is a pull, so the
+    everyday ``bulkpull images.txt`` needs no sub-command. Errors bulkpull expects (its own, and the
     system's: a full disk, a missing directory) are one line; anything else is a bug, shown
     with its traceback and a request to report it.
     """
