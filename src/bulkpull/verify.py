@@ -102,13 +102,21 @@ def archive_digests(path: Path) -> dict[str, Digest]:
     return found
 
 
-def verify_archive(path: Path | str) -> ArchiveCheck:
+def verify_archive(path: Path | str, *, max_json_bytes: int = MAX_KEPT_TOTAL) -> ArchiveCheck:
     """Re-hash every blob of an archive (a tar, plain or compressed) or an OCI layout
     directory, and check ``oci-layout``, ``index.json``, ``manifest.json`` and
-    ``repositories`` against what it holds."""
+    ``repositories`` against what it holds.
+
+    Small JSON files (manifests, configs) are held in memory to be checked, at most
+    ``max_json_bytes`` of them, so that a hostile archive cannot exhaust memory; more is a
+    problem.
+    """
     path = Path(path)
     try:
-        files = read_directory(path) if path.is_dir() else read_tar(path)
+        if path.is_dir():
+            files = read_directory(path, max_json_bytes)
+        else:
+            files = read_tar(path, max_json_bytes)
     except READ_ERRORS as exc:
         return ArchiveCheck(path, (), 0, (f"cannot read archive: {exc}",))
     return _Checker(files).run(path)
@@ -135,7 +143,7 @@ class _Checker:
         if self.files.dropped:
             self.problem(
                 f"{len(self.files.dropped)} JSON files were not checked: together with the "
-                f"others they exceed {MAX_KEPT_TOTAL // 2**20} MiB ({self.files.dropped[0]}, …)"
+                f"others they exceed {self.files.budget} bytes ({self.files.dropped[0]}, …)"
             )
         return ArchiveCheck(
             path,

@@ -56,6 +56,8 @@ class FileEntry:
 class ArchiveFiles:
     """Every regular file of an archive by normalized name, and its links."""
 
+    budget: int = MAX_KEPT_TOTAL
+    """Bytes of small JSON files to keep at most."""
     files: dict[str, FileEntry] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
     kept: int = 0
@@ -94,7 +96,7 @@ class ArchiveFiles:
         self.files[normalize(name)] = FileEntry(size, hasher.hexdigest(), first[:16], data)
 
     def _within_budget(self, name: str, data: bytes) -> bytes | None:
-        if self.kept + len(data) > MAX_KEPT_TOTAL:
+        if self.kept + len(data) > self.budget:
             self.dropped.append(normalize(name))
             return None
         self.kept += len(data)
@@ -111,9 +113,9 @@ def normalize(name: str) -> str:
     return "" if cleaned == "." else cleaned
 
 
-def read_directory(root: Path) -> ArchiveFiles:
+def read_directory(root: Path, budget: int = MAX_KEPT_TOTAL) -> ArchiveFiles:
     """An OCI layout directory: ``oci-layout``, ``index.json`` and everything under ``blobs``."""
-    found = ArchiveFiles()
+    found = ArchiveFiles(budget)
     for name in _LAYOUT_FILES:
         if (root / name).is_file():
             with (root / name).open("rb") as handle:

@@ -22,7 +22,7 @@ from bulkpull.imagelist import ImageSpec, read_image_list
 from bulkpull.manifest import ImageIndex, choose_platform, parse_manifest
 from bulkpull.platform import DEFAULT_PLATFORM
 from bulkpull.reference import parse_reference
-from bulkpull.verify import ArchiveCheck
+from bulkpull.verify import ArchiveCheck, ArchiveEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +67,12 @@ def _check_spec(spec: ImageSpec, checks: Sequence[ArchiveCheck]) -> tuple[bool, 
     places = ", ".join(dict.fromkeys(str(check.path) for check, _ in holders))
     if locked is None:
         return False, f"{name}: in {places} (the lock pins no digest for it)"
-    for check, entry in holders:
-        try:
-            reason = _mismatch(spec, locked, entry.descriptor.digest, check)
-        except ContentError as exc:  # the locked index lacks a locked platform
-            reason = str(exc)
-        if reason is not None:
-            return True, f"{name} in {check.path}: {reason}"
+    try:
+        reason = _mismatch(spec, locked, holders)
+    except ContentError as exc:  # the locked index lacks a locked platform
+        reason = f": {exc}"
+    if reason is not None:
+        return True, f"{name}{reason}"
     return False, f"{name}@{locked} in {places}"
 
 
@@ -86,28 +85,38 @@ def _same_name(candidate: str | None, name: str) -> bool:
         return False
 
 
-def _mismatch(spec: ImageSpec, locked: Digest, written: Digest, check: ArchiveCheck) -> str | None:
-    """Why the entry that names ``written`` is not what the lock pins, or None when it is."""
-    upstream = _index(check.document(locked))
-    if written == locked:
+def _mismatch(
+    spec: ImageSpec, locked: Digest, holders: list[tuple[ArchiveCheck, ArchiveEntry]]
+) -> str | None:
+    """Why the entries of this name are not what the lock pins, or None when they are.
+
+    Each entry must be the pinned digest, or (for a pinned index carried along) hold some of
+    the manifests the lock asks of it; together they must hold all of them: per-image
+    archives of several platforms have one entry each.
+    """
+    wanted: dict[str, Digest] = {}
+    covered: set[Digest] = set()
+    for check, entry in holders:
+        written = entry.descriptor.digest
+        upstream = _index(check.document(locked))
         if upstream is None:
-            return None  # the pinned manifest itself
+            if written != locked:
+                return f" in {check.path}: is {written}; the lock pins {locked}"
+            continue  # the pinned manifest itself
         wanted = _platform_manifests(spec, upstream, locked)
-        missing = [
-            f"{what} ({digest})" for what, digest in wanted.items() if not check.holds(digest)
-        ]
-        return f"lacks the manifests for {', '.join(missing)}" if missing else None
-    if upstream is None:
-        return f"is {written}; the lock pins {locked}"
-    if spec.all_platforms:
-        return f"is {written}, not the locked index {locked} with every platform"
-    wanted = _platform_manifests(spec, upstream, locked)
-    narrowed = _index(check.document(written))
-    kept = {entry.digest for entry in narrowed.manifests} if narrowed else {written}
-    if kept == set(wanted.values()):
-        return None
-    shown = ", ".join(f"{platform} {digest}" for platform, digest in wanted.items())
-    return f"is {written}, not what the locked index {locked} has for {shown}"
+        if written == locked:
+            covered |= {digest for digest in wanted.values() if check.holds(digest)}
+            continue
+        if spec.all_platforms:
+            return f" in {check.path}: is {written}, not the locked index {locked}"
+        narrowed = _index(check.document(written))
+        kept = {child.digest for child in narrowed.manifests} if narrowed else {written}
+        if not kept <= set(wanted.values()):
+            shown = ", ".join(f"{platform} {digest}" for platform, digest in wanted.items())
+            return f" in {check.path}: is {written}, not the locked index's {shown}"
+        covered |= kept
+    missing = [f"{what} ({digest})" for what, digest in wanted.items() if digest not in covered]
+    return f": the manifests for {', '.join(missing)} are missing" if missing else None
 
 
 def _platform_manifests(spec: ImageSpec, index: ImageIndex, locked: Digest) -> dict[str, Digest]:

@@ -12,16 +12,18 @@ import posixpath
 import tarfile
 from pathlib import Path
 
-from bulkpull.verify_files import MAX_KEPT_FILE, ArchiveFiles
+from bulkpull.verify_files import MAX_KEPT_FILE, MAX_KEPT_TOTAL, ArchiveFiles
 
 # What reading a broken or foreign file can raise besides OSError: a tar that is not one,
 # a compressed stream cut short.
 READ_ERRORS = (OSError, EOFError, tarfile.TarError)
 
 
-def read_tar(path: Path) -> ArchiveFiles:
-    """Every regular file of the tar at ``path`` hashed, links recorded; raises READ_ERRORS."""
-    found = ArchiveFiles()
+def read_tar(path: Path, budget: int = MAX_KEPT_TOTAL) -> ArchiveFiles:
+    """Every regular file of the tar at ``path`` hashed, links recorded; raises READ_ERRORS.
+
+    ``budget`` bounds the bytes of small JSON files kept for the checks."""
+    found = ArchiveFiles(budget)
     with tarfile.open(path, "r|*") as tar:
         for member in tar:
             if member.isfile():
