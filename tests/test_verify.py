@@ -483,9 +483,8 @@ def test_an_oci_layout_directory_is_verified_and_a_flipped_byte_named(tmp_path: 
 
     assert good.ok, good.problems
     assert good.blobs == len({*MULTI.blobs, *(c.digest for c in MULTI.children), MULTI.digest})
-    assert bad.problems == (
-        f"{blob_name(MULTI.images[1].layers[0].digest)}: content hashes to {f.sha256(bytes(flipped_layer))}",
-    )
+    name = blob_name(MULTI.images[1].layers[0].digest)
+    assert bad.problems == (f"{name}: content hashes to {f.sha256(bytes(flipped_layer))}",)
 
 
 async def test_verify_on_the_command_line_reads_directories_and_exits_one_on_a_problem(
