@@ -83,6 +83,16 @@ class Archive:
         return blob_path(digest) in self.files
 
 
+def read_member(target: Path, member: str) -> bytes:
+    """A file of an output: a member of a tar (archive, bundle) or a file of a layout."""
+    if target.is_dir():
+        return (target / member).read_bytes()
+    with tarfile.open(target) as tar:
+        extracted = tar.extractfile(member)
+        assert extracted is not None, f"{target}: {member} is not a file"
+        return extracted.read()
+
+
 def read_archives(out_dir: Path) -> list[Archive]:
     """Every ``OUT_DIR/*.tar`` (the blob store in a hidden directory is not an archive)."""
     paths = sorted(path for path in out_dir.glob("*.tar") if not path.name.startswith("."))

@@ -143,7 +143,7 @@ ROWS = (
 )
 """The images of the matrix. ``multiplatform`` is the host's platform of an index pulled for
 two platforms, ``multiplatform-other`` the other one; ``multiplatform-one`` is the same index
-pulled for the host's platform only (a bundle or layout then holds the index narrowed to it)."""
+pulled for the host's platform only (every output then names that platform's manifest)."""
 OUTPUTS = ("archive", "bundle", "layout")
 """Per-image archive (``--out-dir``), ``--bundle FILE``, ``--oci-layout DIR``."""
 LOADERS = ("docker", "skopeo", "ctr", "podman")
