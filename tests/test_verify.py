@@ -87,7 +87,7 @@ def combined_files(image: f.Image) -> Files:
     return files
 
 
-def legacy_files(images: list[f.Image]) -> tuple[Files, dict[str, str]]:
+def legacy_files(images: list[f.Image], *, tagged: bool = True) -> tuple[Files, dict[str, str]]:
     """``docker save`` before Docker 25: ``<config hex>.json``, ``<id>/layer.tar`` holding the
     uncompressed layer (a layer already written is a symlink to the first), ``repositories``."""
     files: Files = {}
@@ -110,7 +110,7 @@ def legacy_files(images: list[f.Image]) -> tuple[Files, dict[str, str]]:
         items.append(
             {
                 "Config": f"{image.config_digest[7:]}.json",
-                "RepoTags": [f"app{number}:1"],
+                "RepoTags": [f"app{number}:1"] if tagged else None,
                 "Layers": layers,
             }
         )
@@ -436,6 +436,7 @@ def test_what_is_unusual_but_legal_is_a_note(tmp_path: Path, files: Files, note:
         lambda: (oci_files(plain_layer_image()), {}),
         lambda: legacy_files([IMAGE, f.make_image([*IMAGE.layers, f.random_layer(50)])]),
         lambda: (skopeo_files(IMAGE), {}),
+        lambda: legacy_files([IMAGE], tagged=False),
     ],
     ids=[
         "combined",
@@ -443,6 +444,7 @@ def test_what_is_unusual_but_legal_is_a_note(tmp_path: Path, files: Files, note:
         "docker25-uncompressed",
         "docker-save",
         "skopeo",
+        "docker-save-by-id",
     ],
 )
 def test_archives_every_writer_makes_are_ok(

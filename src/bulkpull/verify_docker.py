@@ -23,7 +23,8 @@ _HEX = re.compile(r"[a-f0-9]{64}")
 
 
 def check_docker_manifest(files: ArchiveFiles, found: Findings) -> list[str]:
-    """Check ``manifest.json`` if there is one; returns the names it tags images with."""
+    """Check ``manifest.json`` if there is one; returns the names it tags images with (an
+    untagged image by its config)."""
     entry = files.get("manifest.json")
     if entry is None:
         return []
@@ -40,7 +41,8 @@ def check_docker_manifest(files: ArchiveFiles, found: Findings) -> list[str]:
             found.problems.append(f"{where}: not an object")
             continue
         _check_item(files, item, where, found)
-        names += _check_repo_tags(item.get("RepoTags") or [], where, found)
+        tags = _check_repo_tags(item.get("RepoTags") or [], where, found)
+        names += tags or [f"{item.get('Config')} (untagged)"]  # docker save IMAGE_ID
     return names
 
 
