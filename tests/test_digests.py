@@ -72,6 +72,16 @@ async def pull(
     return report, archive
 
 
+async def pull_entry(
+    host: str, output: str, tmp_path: Path, options: PullOptions
+) -> tuple[PullReport, Path, dict[str, bytes], dict[str, object]]:
+    """Pull multi/app:1 into ``output``: the report, the target, its files and its one entry."""
+    report, target = await pull([f"{host}/multi/app:1"], output, tmp_path, options)
+    assert report.ok, report.failed
+    files = files_of(target)
+    return report, target, files, entry_of(files)
+
+
 def files_of(target: Path) -> dict[str, bytes]:
     """Every file of an archive or layout directory by name."""
     if target.is_dir():
@@ -101,11 +111,8 @@ async def test_every_platform_keeps_the_registry_index_and_every_manifest_it_lis
     _, host, multi = served
     options = dataclasses.replace(options, all_platforms=True)
 
-    report, target = await pull([f"{host}/multi/app:1"], output, tmp_path, options)
+    report, target, files, entry = await pull_entry(host, output, tmp_path, options)
 
-    assert report.ok, report.failed
-    files = files_of(target)
-    entry = entry_of(files)
     assert (entry["digest"], entry["mediaType"]) == (multi.index.digest, multi.index.media_type)
     assert blob(files, multi.index.digest) == multi.index.manifest
     for child in multi.index.children:  # attestations included
@@ -157,11 +164,8 @@ async def test_one_platform_of_an_index_is_its_manifest_in_every_output(
     _, host, multi = served
     options = dataclasses.replace(options, platforms=(ARM64,))
 
-    report, target = await pull([f"{host}/multi/app:1"], output, tmp_path, options)
+    report, target, files, entry = await pull_entry(host, output, tmp_path, options)
 
-    assert report.ok, report.failed
-    files = files_of(target)
-    entry = entry_of(files)
     assert (entry["digest"], entry["mediaType"]) == (multi.arm64.digest, multi.arm64.media_type)
     # The registry's index travels with it, so the far side can check the lock's digest.
     assert blob(files, multi.index.digest) == multi.index.manifest
@@ -178,10 +182,9 @@ async def test_several_platforms_kept_together_narrow_the_index_and_say_so(
     _, host, multi = served
     options = dataclasses.replace(options, platforms=(ARM64, AMD64))
 
-    report, target = await pull([f"{host}/multi/app:1"], output, tmp_path, options)
+    report, target, files, entry = await pull_entry(host, output, tmp_path, options)
 
-    files = files_of(target)
-    written = str(entry_of(files)["digest"])
+    written = str(entry["digest"])
     narrowed = json.loads(blob(files, written))
     original = json.loads(multi.index.manifest)
     assert written != multi.index.digest
@@ -190,20 +193,6 @@ async def test_several_platforms_kept_together_narrow_the_index_and_say_so(
     assert {(str(r.written_digest), r.narrowed) for r in report.results} == {(written, (2, 6))}
     assert {str(r.source_digest) for r in report.results} == {multi.index.digest}
     assert bulkpull.verify_archive(target).ok
-
-
-async def test_several_platforms_in_archives_name_each_platform_manifest(
-    served: tuple[FakeRegistry, str, Multi], options: PullOptions, tmp_path: Path
-) -> None:
-    _, host, multi = served
-    options = dataclasses.replace(options, platforms=(ARM64, AMD64))
-
-    report = await bulkpull.pull_images([f"{host}/multi/app:1"], tmp_path, options)
-
-    assert [(str(r.written_digest), r.narrowed) for r in report.results] == [
-        (multi.arm64.digest, None),
-        (multi.amd64.digest, None),
-    ]
 
 
 async def test_the_summary_and_the_lock_say_the_index_was_narrowed(

@@ -274,3 +274,6 @@ async def test_platforms_given_for_the_whole_run_name_each_archive(
         images.amd64.digest,
         images.arm64.digest,
     }
+    # Each archive names its platform's manifest: no index is made up.
+    assert all(r.written_digest == r.manifest_digest for r in report.results)
+    assert not any(r.narrowed for r in report.results)
