@@ -108,7 +108,7 @@ class Bundle(_Collecting):
         try:
             await asyncio.to_thread(_write, self.path, images, self.store)
         except OutputError as exc:
-            return [replace(r, status=Status.FAILED, error=exc) if r.ok else r for r in results]
+            return [r.as_failed(exc) if r.ok else r for r in results]
         return results
 
 
@@ -143,7 +143,7 @@ class Layout(_Collecting):
                 await asyncio.to_thread(update_layout, self.directory, self.images)
             except OSError as exc:
                 error = OutputError(f"cannot write {self.directory / 'index.json'}: {exc}")
-                return [replace(r, status=Status.FAILED, error=error) for r in results]
+                return [r.as_failed(error) for r in results]
         return results
 
 

@@ -64,6 +64,10 @@ class ImageResult:
     def up_to_date(self) -> bool:
         return self.status is Status.UP_TO_DATE
 
+    def as_failed(self, error: BulkpullError) -> ImageResult:
+        """This result once its output could not be written: nothing of it was written."""
+        return replace(self, status=Status.FAILED, error=error, written_digest=None, narrowed=None)
+
     def to_json(self) -> dict[str, object]:
         """One ``images`` record of the ``--report`` document."""
         return {
