@@ -57,10 +57,6 @@ OCI_EMPTY: Final = "application/vnd.oci.empty.v1+json"
 IN_TOTO: Final = "application/vnd.in-toto+json"
 
 INDEX_TYPES: Final = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
-# Layers stored as plain tars: their digest is their diff_id.
-UNCOMPRESSED_LAYER_TYPES: Final = frozenset(
-    {DOCKER_LAYER, DOCKER_FOREIGN_LAYER, OCI_LAYER, OCI_NONDISTRIBUTABLE_LAYER}
-)
 IMAGE_CONFIG_TYPES: Final = frozenset({DOCKER_CONFIG, OCI_CONFIG})
 IMAGE_MANIFEST_TYPES: Final = frozenset({DOCKER_MANIFEST, OCI_MANIFEST})
 SCHEMA1_TYPES: Final = frozenset({DOCKER_SCHEMA1_MANIFEST, DOCKER_SCHEMA1_SIGNED_MANIFEST})
@@ -194,7 +190,7 @@ def parse_manifest(raw: bytes, content_type: str, what: str) -> ImageManifest | 
     _require_consistent(media_type, body, what)
     if media_type in INDEX_TYPES:
         return ImageIndex(media_type, _descriptors(body, "manifests", what))
-    config = _descriptor(_field(body, "config", dict, what), "config", what)
+    config = parse_descriptor(_field(body, "config", dict, what), "config", what)
     return ImageManifest(media_type, config, _descriptors(body, "layers", what))
 
 
@@ -230,12 +226,6 @@ def parse_config(raw: bytes, what: str) -> ImageConfig:
             str(_digest(item, f"rootfs.diff_ids[{i}]", what)) for i, item in enumerate(diff_ids)
         ),
     )
-
-
-def parse_descriptor(item: object, what: str, where: str) -> Descriptor:
-    """One descriptor from parsed JSON (an ``index.json`` entry, say); ``where`` names it in
-    messages."""
-    return _descriptor(item, where, what)
 
 
 def _candidates(index: ImageIndex) -> list[Descriptor]:
@@ -325,11 +315,12 @@ def _load_object(raw: bytes, limit: int, what: str) -> JsonObject:
 
 def _descriptors(body: JsonObject, name: str, what: str) -> tuple[Descriptor, ...]:
     items = _field(body, name, list, what)
-    return tuple(_descriptor(item, f"{name}[{i}]", what) for i, item in enumerate(items))
+    return tuple(parse_descriptor(item, f"{name}[{i}]", what) for i, item in enumerate(items))
 
 
-def _descriptor(item: object, where: str, what: str) -> Descriptor:
-    """One descriptor; unknown media types are kept, since callers decide what to skip."""
+def parse_descriptor(item: object, where: str, what: str) -> Descriptor:
+    """One descriptor from parsed JSON (``where`` names it in messages, as ``what``'s part);
+    unknown media types are kept, since callers decide what to skip."""
     if not isinstance(item, dict):
         raise ContentError(f"{what}: {where} is not an object")
     size = item.get("size")

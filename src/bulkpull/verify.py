@@ -21,8 +21,11 @@ from bulkpull.archive import CONTAINERD_NAME, OCI_REF_NAME
 from bulkpull.digest import Digest
 from bulkpull.errors import BulkpullError, ContentError, UnsupportedMediaTypeError
 from bulkpull.manifest import (
+    DOCKER_FOREIGN_LAYER,
+    DOCKER_LAYER,
     IMAGE_CONFIG_TYPES,
-    UNCOMPRESSED_LAYER_TYPES,
+    OCI_LAYER,
+    OCI_NONDISTRIBUTABLE_LAYER,
     Descriptor,
     ImageIndex,
     ImageManifest,
@@ -35,6 +38,10 @@ from bulkpull.verify_files import MAX_KEPT_TOTAL, ArchiveFiles, FileEntry, Findi
 from bulkpull.verify_tar import READ_ERRORS, read_member, read_tar
 
 _HEX = re.compile(r"[a-f0-9]{64}")
+# Layers stored as plain tars: their digest is their diff_id.
+_UNCOMPRESSED_LAYER_TYPES = frozenset(
+    {DOCKER_LAYER, DOCKER_FOREIGN_LAYER, OCI_LAYER, OCI_NONDISTRIBUTABLE_LAYER}
+)
 # Indexes of indexes exist (a few tools nest them), but not deeper than this.
 _MAX_DEPTH = 4
 
@@ -93,7 +100,7 @@ def archive_digests(path: Path) -> dict[str, Digest]:
     found = {}
     for item in manifests if isinstance(manifests, list) else []:
         try:
-            descriptor = parse_descriptor(item, "index.json", "entry")
+            descriptor = parse_descriptor(item, "entry", "index.json")
         except ContentError:
             continue  # not an entry bulkpull would write; the archive is rewritten
         name = descriptor.annotation(CONTAINERD_NAME)
@@ -191,7 +198,7 @@ class _Checker:
         entries = []
         for position, item in enumerate(manifests):
             try:
-                descriptor = parse_descriptor(item, "index.json", f"manifests[{position}]")
+                descriptor = parse_descriptor(item, f"manifests[{position}]", "index.json")
             except ContentError as exc:
                 self.problem(str(exc))
                 continue
@@ -272,7 +279,7 @@ class _Checker:
             )
             return
         for position, (layer, diff_id) in enumerate(zip(content.layers, diff_ids, strict=True)):
-            if layer.media_type in UNCOMPRESSED_LAYER_TYPES and str(layer.digest) != diff_id:
+            if layer.media_type in _UNCOMPRESSED_LAYER_TYPES and str(layer.digest) != diff_id:
                 self.problem(
                     f"{where}: layer {layer.digest} is an uncompressed tar, but "
                     f"rootfs.diff_ids[{position}] is {diff_id}"
