@@ -13,7 +13,7 @@ from bulkpull.auth import (
     Challenge,
     Credentials,
     Token,
-    may_send_credentials,
+    credentials_refusal,
     parse_challenges,
     parse_token_response,
     pull_scope,
@@ -21,6 +21,7 @@ from bulkpull.auth import (
     token_url,
 )
 from bulkpull.errors import AuthenticationError
+from bulkpull.network import SecurityPolicy
 
 DOCKER_HUB = 'Bearer realm="https://auth.docker.io/token",service="registry.docker.io"'
 
@@ -199,64 +200,124 @@ def test_pull_scope_names_the_repository_path() -> None:
     assert pull_scope("library/alpine") == "repository:library/alpine:pull"
 
 
+INSECURE_TOKENS = SecurityPolicy(insecure_registries=frozenset({"tokens.corp:5001"}))
+
+
 @pytest.mark.parametrize(
-    ("realm", "origin", "allowed"),
+    ("realm", "origin", "policy", "allowed"),
     [
         pytest.param(
             "https://auth.docker.io/token",
             "https://registry-1.docker.io",
+            SecurityPolicy(),
             True,
             id="https-other-host",
         ),
         pytest.param(
             "https://auth.example/token",
             "http://registry.local:5000",
+            SecurityPolicy(),
             True,
             id="https-realm-for-http-registry",
         ),
         pytest.param(
             "http://registry.local:5000/auth",
             "http://registry.local:5000",
+            SecurityPolicy(),
             True,
             id="http-same-origin",
         ),
         pytest.param(
             "http://registry.local:5000/auth",
             "http://Registry.Local:5000",
+            SecurityPolicy(),
             True,
             id="http-same-origin-host-case-differs",
         ),
         pytest.param(
+            "http://registry.local:5001/token",
+            "http://registry.local:5000",
+            SecurityPolicy(),
+            True,
+            id="http-same-host-other-port",
+        ),
+        pytest.param(
+            "http://127.0.0.1:5001/token",
+            "http://registry.local:5000",
+            SecurityPolicy(),
+            True,
+            id="http-loopback-realm",
+        ),
+        pytest.param(
+            "http://[::1]:5001/token",
+            "http://localhost:5000",
+            SecurityPolicy(),
+            True,
+            id="http-loopback-v6-realm",
+        ),
+        pytest.param(
+            "http://tokens.corp:5001/token",
+            "http://registry.local:5000",
+            INSECURE_TOKENS,
+            True,
+            id="http-realm-named-insecure",
+        ),
+        pytest.param(
             "http://auth.other:5000/token",
             "http://registry.local:5000",
+            SecurityPolicy(),
             False,
             id="http-other-host",
         ),
         pytest.param(
-            "http://registry.local:5001/token",
+            "http://tokens.corp:5002/token",
             "http://registry.local:5000",
+            INSECURE_TOKENS,
             False,
-            id="http-other-port",
+            id="http-realm-other-port-than-named-insecure",
         ),
         pytest.param(
             "http://registry.local/token",
             "https://registry.local",
+            SecurityPolicy(),
             False,
             id="http-realm-for-https-registry",
         ),
+        pytest.param(
+            "http://127.0.0.1:5001/token",
+            "https://127.0.0.1:5000",
+            SecurityPolicy(),
+            False,
+            id="http-loopback-realm-for-https-registry",
+        ),
     ],
 )
-def test_credentials_go_over_https_anywhere_but_over_http_only_to_the_registry(
-    realm: str, origin: str, allowed: bool
+def test_credentials_go_over_plain_http_only_where_the_user_already_speaks_it(
+    realm: str, origin: str, policy: SecurityPolicy, allowed: bool
 ) -> None:
-    assert may_send_credentials(realm, origin) is allowed
+    assert (credentials_refusal(realm, origin, policy) is None) is allowed
+
+
+def test_a_refused_plain_http_realm_names_the_flag_that_allows_it() -> None:
+    refusal = credentials_refusal(
+        "http://user:pw@auth.other:5001/token?scope=x",
+        "http://registry.local:5000",
+        SecurityPolicy(),
+    )
+
+    assert refusal == (
+        "not sending credentials to token server http://auth.other:5001/token over plain HTTP; "
+        "--insecure-registry auth.other:5001 allows it"
+    )
 
 
 @pytest.mark.parametrize(
     "realm", ["http://registry.local:99999/token", "http://registry.local:abc/token"]
 )
 def test_credentials_are_withheld_from_realm_with_unusable_port(realm: str) -> None:
-    assert may_send_credentials(realm, "http://registry.local:5000") is False
+    refusal = credentials_refusal(realm, "http://registry.local:5000", SecurityPolicy())
+    assert refusal is not None
+    assert "unusable port" in refusal
 
 
 def test_credentials_repr_hides_password() -> None:

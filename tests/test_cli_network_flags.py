@@ -55,6 +55,16 @@ def listing(tmp_path: Path) -> str:
             id="proxy-scheme",
         ),
         pytest.param(
+            ["--proxy", f"alice:{SECRET}@127.0.0.1:1"],
+            "unusable proxy '127.0.0.1:1'",
+            id="proxy-without-scheme",
+        ),
+        pytest.param(
+            ["--proxy", f"http://alice:{SECRET[:4]}/{SECRET[4:]}@127.0.0.1:1"],
+            "percent-encode any / ? # @ in its login",
+            id="proxy-password-with-slash",
+        ),
+        pytest.param(
             ["--mirror", "docker.io"], "expected REGISTRY=MIRROR", id="mirror-without-equals"
         ),
         pytest.param(
@@ -78,6 +88,20 @@ async def test_bad_flag_values_are_usage_errors_that_never_echo_a_secret(
     assert code == 2, output
     assert message in output
     assert SECRET not in output
+
+
+async def test_a_proxy_that_cannot_be_reached_is_named_without_any_part_of_its_login(
+    env: dict[str, str], listing: str
+) -> None:
+    # A valid URL whose password holds an unescaped "@": only the last one ends the login.
+    code, output = await run_cli(
+        listing, "--proxy", f"socks5h://alice:{SECRET}@x@127.0.0.1:1", "--retries", "0", env=env
+    )
+
+    assert code == 1, output
+    assert "through proxy socks5h://127.0.0.1:1" in output
+    assert SECRET not in output
+    assert "alice" not in output
 
 
 async def test_a_bad_proxy_variable_is_a_usage_error_naming_the_environment(

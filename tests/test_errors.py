@@ -15,11 +15,14 @@ from bulkpull.errors import (
     NotFoundError,
     OutputError,
     PlatformNotFoundError,
+    RateLimitError,
     RegistryDiagnostic,
     RegistryError,
     TransportError,
+    UnknownHostError,
     UnsupportedMediaTypeError,
     is_temporary,
+    printable,
 )
 
 URL = "https://registry.example/v2/library/alpine/manifests/3.19"
@@ -29,6 +32,12 @@ def registry_error(
     status: int, *codes: str, kind: type[RegistryError] = RegistryError
 ) -> RegistryError:
     return kind("GET", URL, status, [RegistryDiagnostic(code, "") for code in codes])
+
+
+def given_up(error: BulkpullError) -> BulkpullError:
+    """``error`` as a retry loop leaves it when its tries ran out."""
+    error.final = True
+    return error
 
 
 @pytest.mark.parametrize(
@@ -71,6 +80,14 @@ def registry_error(
         pytest.param(InvalidReferenceError("A", "uppercase"), False, id="invalid-reference"),
         pytest.param(BulkpullError("x"), False, id="root"),
         pytest.param(ConnectionResetError(), False, id="foreign-exception"),
+        pytest.param(UnknownHostError("no such host"), False, id="unknown-host"),
+        pytest.param(
+            RateLimitError("docker.io", registry_error(429, "TOOMANYREQUESTS"), "", "wait"),
+            False,
+            id="pull-limit-spent",
+        ),
+        pytest.param(given_up(TransportError("reset")), False, id="given-up-transport"),
+        pytest.param(given_up(registry_error(503)), False, id="given-up-503"),
     ],
 )
 def test_is_temporary_decides_retry(error: BaseException, temporary: bool) -> None:
@@ -204,6 +221,8 @@ def test_platform_not_found_keeps_wanted_and_available() -> None:
         (AuthenticationError, (RegistryError,)),
         (NotFoundError, (RegistryError,)),
         (TransportError, (BulkpullError,)),
+        (UnknownHostError, (TransportError,)),
+        (RateLimitError, (RegistryError,)),
         (OutputError, (BulkpullError,)),
         (ContentError, (BulkpullError,)),
         (DigestMismatchError, (ContentError,)),
@@ -224,3 +243,59 @@ def test_registry_transport_and_content_errors_are_not_value_errors(
     kind: type[BaseException],
 ) -> None:
     assert not issubclass(kind, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        pytest.param("plain text, ünïcode", "plain text, ünïcode", id="printable-unchanged"),
+        pytest.param("a\x1b[2Jb", "a\\x1b[2Jb", id="escape-sequence"),
+        pytest.param("one\ntwo\r", "one\\ntwo\\r", id="line-breaks"),
+        pytest.param("\x9b31m\x07\x7f", "\\x9b31m\\x07\\x7f", id="c1-bel-del"),
+        pytest.param("abc\u202edef", "abc\\u202edef", id="bidi-override"),
+        pytest.param("already \\x1b escaped", "already \\x1b escaped", id="idempotent"),
+    ],
+)
+def test_printable_escapes_what_a_terminal_would_act_on(text: str, shown: str) -> None:
+    assert printable(text) == shown
+    assert printable(shown) == shown
+
+
+def test_registry_text_is_escaped_in_the_message_and_in_the_diagnostics() -> None:
+    error = RegistryError(
+        "GET",
+        URL,
+        400,
+        [RegistryDiagnostic("DENIED\x1b[2J", "no\npulled  x", "\x1b]0;title\x07")],
+    )
+
+    assert str(error) == f"GET {URL}: 400 DENIED\\x1b[2J: no\\npulled  x"
+    assert error.codes == frozenset({"DENIED\\x1b[2J"})
+    assert error.diagnostics[0].detail == "\\x1b]0;title\\x07"
+
+
+def test_every_error_message_is_printable_whatever_it_was_given() -> None:
+    errors = [
+        RegistryError("GET", URL, 502, text="<html>\x1b[2J</html>"),
+        TransportError("GET x: ClientPayloadError: \x1b[31mred"),
+        ContentError("manifest: \x00"),
+    ]
+
+    assert [str(error).isprintable() for error in errors] == [True, True, True]
+
+
+def test_a_spent_pull_limit_names_the_registry_the_limit_and_what_to_do() -> None:
+    refused = registry_error(429, "TOOMANYREQUESTS")
+
+    error = RateLimitError("docker.io", refused, "100 per 6 h", "log in (docker login) or wait")
+
+    assert str(error) == (
+        "docker.io: pull rate limit reached (100 per 6 h); log in (docker login) or wait"
+    )
+    assert (error.status, error.codes, error.final) == (429, frozenset({"TOOMANYREQUESTS"}), True)
+
+
+def test_a_registry_error_carries_a_hint_after_what_the_registry_said() -> None:
+    error = AuthenticationError("GET", URL, 401, text="unauthorized", hint="no login was sent")
+
+    assert str(error) == f"GET {URL}: 401 unauthorized; no login was sent"

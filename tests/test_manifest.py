@@ -342,11 +342,28 @@ def test_bad_index_entry_digest_is_a_content_error(digest: str) -> None:
         parse_manifest(raw, OCI_INDEX, WHAT)
 
 
-@pytest.mark.parametrize("size", [-1, 1.5, "12", True, None, [1]])
-def test_size_must_be_a_non_negative_integer(size: object) -> None:
+@pytest.mark.parametrize("size", [-1, 1.5, "12", True, None, [1], 2**53 + 1, 10**399])
+def test_size_must_be_an_integer_a_registry_can_hold(size: object) -> None:
     raw = edited(OCI_IMAGE.manifest, _set_layer("size", size))
-    with pytest.raises(ContentError, match=r"layers\[0\]\.size must be a non-negative integer"):
+    with pytest.raises(
+        ContentError, match=r"layers\[0\]\.size must be an integer from 0 to 2\*\*53"
+    ):
         parse_manifest(raw, OCI_MANIFEST, WHAT)
+
+
+def test_a_huge_size_is_not_repeated_in_the_error() -> None:
+    raw = edited(OCI_IMAGE.manifest, _set_layer("size", 10**399))
+    with pytest.raises(ContentError, match="a 400-character number") as caught:
+        parse_manifest(raw, OCI_MANIFEST, WHAT)
+    assert "0000000000" not in str(caught.value)
+
+
+def test_the_largest_size_a_registry_can_hold_is_allowed() -> None:
+    parsed = parse_manifest(
+        edited(OCI_IMAGE.manifest, _set_layer("size", 2**53)), OCI_MANIFEST, WHAT
+    )
+    assert isinstance(parsed, ImageManifest)
+    assert parsed.layers[0].size == 2**53
 
 
 def test_zero_size_is_allowed() -> None:
@@ -391,7 +408,11 @@ def test_zero_size_is_allowed() -> None:
             OCI_MANIFEST,
             r"layers\[0\]\.annotations must map strings to strings",
         ),
-        (edited(OCI_IMAGE.manifest, setting("mediaType", 5)), "", "mediaType is not a string"),
+        (
+            edited(OCI_IMAGE.manifest, setting("mediaType", 5)),
+            "",
+            "mediaType is not a string",
+        ),
         (edited(OCI_IMAGE_INDEX.manifest, without("manifests")), OCI_INDEX, "manifests is missing"),
         (
             edited(
@@ -408,6 +429,14 @@ def test_zero_size_is_allowed() -> None:
             ),
             OCI_INDEX,
             r"manifests\[0\]\.platform is not an object",
+        ),
+        (
+            edited(
+                OCI_IMAGE_INDEX.manifest,
+                lambda body: body["manifests"][0]["platform"].__setitem__("os", "linux\x1b[2J"),
+            ),
+            OCI_INDEX,
+            r"manifests\[0\]\.platform\.os is not a printable string",
         ),
         (
             edited(OCI_IMAGE_INDEX.manifest, setting("layers", [])),
@@ -689,8 +718,15 @@ def test_parse_config_allows_missing_platform_fields() -> None:
             edited(OCI_IMAGE.config, lambda body: body["rootfs"].__setitem__("diff_ids", [None])),
             r"rootfs\.diff_ids\[0\] must be a string",
         ),
-        (edited(OCI_IMAGE.config, setting("os", None)), "os is not a string"),
-        (edited(OCI_IMAGE.config, setting("architecture", 64)), "architecture is not a string"),
+        (edited(OCI_IMAGE.config, setting("os", None)), "os is not a printable string"),
+        (
+            edited(OCI_IMAGE.config, setting("architecture", 64)),
+            "architecture is not a printable string",
+        ),
+        (
+            edited(OCI_IMAGE.config, setting("variant", "v8\npulled  x")),
+            "variant is not a printable string",
+        ),
         (b" " * (4 * 1024 * 1024 + 1), "byte limit"),
     ],
 )

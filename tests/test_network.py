@@ -274,6 +274,12 @@ def test_tls_is_verified_unless_skipped_globally_or_for_that_registry(
         ("https://user:pw@registry.example/v2/", "https://registry.example/v2/"),
         ("https://cdn.example/blob?X-Amz-Signature=abc&t=1", "https://cdn.example/blob"),
         ("socks5h://u:p@proxy:1080", "socks5h://proxy:1080"),
+        ("u:Sekr1t@127.0.0.1:1", "127.0.0.1:1"),
+        ("http://u:Sek/r1t@127.0.0.1:1", "http://127.0.0.1:1"),
+        ("http://u:a?b#c@proxy:3128", "http://proxy:3128"),
+        ("socks5://u:p@ss@proxy:1080", "socks5://proxy:1080"),
+        ("http://registry.example/v2/\x1b[2J", "http://registry.example/v2/\\x1b[2J"),
+        ("registry.example:5000", "registry.example:5000"),
     ],
 )
 def test_redacted_urls_carry_no_credentials_or_signatures(url: str, shown: str) -> None:

@@ -82,6 +82,7 @@ def test_pull_options_refuse_values_that_cannot_work(
     ("changes", "message"),
     [
         pytest.param({"retries": -1}, "retries must be >= 0", id="retries-negative"),
+        pytest.param({"resumes": -1}, "resumes must be >= 0", id="resumes-negative"),
         pytest.param({"delay": -0.1}, "retry delays must be >= 0", id="delay-negative"),
         pytest.param({"max_delay": -1.0}, "retry delays must be >= 0", id="max-delay-negative"),
     ],
@@ -91,7 +92,9 @@ def test_retry_policy_refuses_negative_values(changes: dict[str, object], messag
         RetryPolicy(**changes)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("changes", [{"retries": 0}, {"delay": 0.0}, {"max_delay": 0.0}])
+@pytest.mark.parametrize(
+    "changes", [{"retries": 0}, {"delay": 0.0}, {"max_delay": 0.0}, {"resumes": 0}]
+)
 def test_retry_policy_accepts_zero(changes: dict[str, object]) -> None:
     RetryPolicy(**changes)  # type: ignore[arg-type]
 

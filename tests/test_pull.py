@@ -316,7 +316,7 @@ async def test_temporary_errors_are_retried_and_permanent_ones_are_not(
     registry = FakeRegistry()
     layer = f.random_layer(1000)
     registry.add("x/y", "1", f.make_image([layer]))
-    registry.faults[layer.digest] = Faults(statuses=[503, 429])
+    registry.faults[layer.digest] = Faults(statuses=[503, 429], retry_after="0")
     registry.faults["x/y:1"] = Faults(statuses=[500])
     host = await start(registry.app())
 

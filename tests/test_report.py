@@ -63,6 +63,23 @@ IMAGE = strict_object(
         "tries": {"type": ["integer", "null"], "minimum": 1},
     }
 )
+OPTIONAL_COUNT: Schema = {"type": ["integer", "null"], "minimum": 0}
+REGISTRY = strict_object(
+    {
+        "registry": TEXT,
+        "manifest_gets": COUNT,
+        "manifest_heads": COUNT,
+        "pull_limit": strict_object(
+            {
+                "limit": OPTIONAL_COUNT,
+                "remaining": OPTIONAL_COUNT,
+                "window_seconds": OPTIONAL_COUNT,
+            },
+            nullable=True,
+        ),
+        "rate_limited": {"type": "boolean"},
+    }
+)
 TOTALS = (
     "images",
     "pulled",
@@ -79,6 +96,7 @@ REPORT_SCHEMA = strict_object(
         "seconds": {"type": "number", "minimum": 0},
         "totals": strict_object(dict.fromkeys(TOTALS, COUNT)),
         "images": {"type": "array", "items": IMAGE},
+        "registries": {"type": "array", "items": REGISTRY},
     }
 )
 JSON_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -200,6 +218,15 @@ async def test_the_report_has_one_record_per_image_and_matches_its_schema(
     assert failed["error"]["code"] == "UNAVAILABLE"
     assert failed["error"]["status"] == 503
     assert failed["tries"] == 2
+    assert report["registries"] == [
+        {
+            "registry": host,
+            "manifest_gets": 2,
+            "manifest_heads": 0,
+            "pull_limit": None,
+            "rate_limited": False,
+        }
+    ]
     assert report["totals"]["pulled"] == 1
     assert report["totals"]["failed"] == 1
     assert report["totals"]["bytes_downloaded"] >= sum(map(len, image.blobs.values()))

@@ -13,6 +13,7 @@ from pathlib import Path
 import imagefactory as f
 import pytest
 from conftest import Start
+from fakehosts import fake_hosts
 from fakeregistry import FakeRegistry, Faults
 
 import bulkpull
@@ -32,6 +33,7 @@ from bulkpull.network import SecurityPolicy
 from bulkpull.transport import Transport, parse_retry_after
 
 PLAIN_HTTP = SecurityPolicy(plain_http=True)
+ALICE = Credentials("alice", "s3cret")
 
 
 @pytest.mark.parametrize(
@@ -43,7 +45,7 @@ PLAIN_HTTP = SecurityPolicy(plain_http=True)
         (" 30 ", 30.0),
         ("soon", None),
         (email.utils.formatdate(1_000_060, usegmt=True), 60.0),
-        (email.utils.formatdate(999_000, usegmt=True), None),
+        (email.utils.formatdate(999_000, usegmt=True), 0.0),
     ],
 )
 def test_retry_after_accepts_seconds_or_a_future_http_date(
@@ -159,23 +161,55 @@ async def test_each_registry_gets_its_own_login(
     assert report.ok, report.failed
 
 
-async def test_a_token_server_on_another_host_gets_no_credentials_over_plain_http(
+async def test_a_token_server_beside_a_plain_http_registry_gets_the_login(
     start: Start, options: PullOptions, tmp_path: Path
 ) -> None:
     token_server = FakeRegistry(username="alice", password="s3cret")
     registry = FakeRegistry(auth="bearer")
     registry.add("x/y", "1", f.make_image([f.random_layer(1000)]))
+    registry.tokens = token_server.tokens  # the registry trusts what this server issues
     registry.realm = f"http://{await start(token_server.app())}/token"
     host = await start(registry.app())
-    login = Credentials("alice", "s3cret")
 
     result = await bulkpull.pull_image(
-        f"{host}/x/y:1", tmp_path, dataclasses.replace(options, credentials=login)
+        f"{host}/x/y:1", tmp_path, dataclasses.replace(options, credentials=ALICE)
     )
 
-    assert isinstance(result.error, AuthenticationError)
+    assert result.ok, result.error
     [token_request] = [seen for seen in token_server.seen if seen.path == "/token"]
-    assert "Authorization" not in token_request.headers
+    assert token_request.headers["Authorization"] == ALICE.basic_header()
+
+
+@pytest.mark.parametrize("named_insecure", [False, True], ids=["refused", "named-insecure"])
+async def test_a_token_server_on_another_host_gets_the_login_over_plain_http_only_when_named(
+    start: Start,
+    options: PullOptions,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    named_insecure: bool,
+) -> None:
+    fake_hosts(monkeypatch, to_loopback=["tokens.example"])
+    token_server = FakeRegistry(username="alice", password="s3cret")
+    registry = FakeRegistry(auth="bearer")
+    registry.add("x/y", "1", f.make_image([f.random_layer(1000)]))
+    registry.tokens = token_server.tokens
+    token_host = "tokens.example:" + (await start(token_server.app())).rpartition(":")[2]
+    registry.realm = f"http://{token_host}/token"
+    host = await start(registry.app())
+    insecure = frozenset({token_host}) if named_insecure else frozenset()
+    options = dataclasses.replace(options, credentials=ALICE, insecure_registries=insecure)
+
+    result = await bulkpull.pull_image(f"{host}/x/y:1", tmp_path, options)
+
+    sent = [seen.headers.get("Authorization") for seen in token_server.seen]
+    if named_insecure:
+        assert result.ok, result.error
+        assert sent == [ALICE.basic_header()]
+        return
+    assert isinstance(result.error, AuthenticationError)
+    assert f"not sending credentials to token server http://{token_host}/token" in str(result.error)
+    assert f"--insecure-registry {token_host} allows it" in str(result.error)
+    assert sent == [None]
 
 
 async def test_a_failing_credential_helper_fails_the_images_that_need_it(

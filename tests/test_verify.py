@@ -263,7 +263,7 @@ PROBLEMS: dict[str, Case] = {
     ),
     "index-bad-descriptor": lambda: (
         with_index(combined_files(IMAGE), one_entry({**entry_for(IMAGE), "size": -1})),
-        "index.json: manifests[0].size must be a non-negative integer",
+        "index.json: manifests[0].size must be an integer from 0 to 2**53",
     ),
     "manifest-missing": lambda: (
         without(combined_files(IMAGE), blob_name(IMAGE.digest)),

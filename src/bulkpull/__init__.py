@@ -27,9 +27,11 @@ from bulkpull.errors import (
     NotFoundError,
     OutputError,
     PlatformNotFoundError,
+    RateLimitError,
     RegistryDiagnostic,
     RegistryError,
     TransportError,
+    UnknownHostError,
     UnsupportedMediaTypeError,
     is_temporary,
 )
@@ -47,6 +49,7 @@ from bulkpull.options import PullOptions, RetryPolicy
 from bulkpull.outputs import store_location
 from bulkpull.platform import DEFAULT_PLATFORM, Platform
 from bulkpull.pull import pull_image, pull_images, resolve_images
+from bulkpull.ratelimit import PullLimit, RegistryUsage
 from bulkpull.reference import Reference, parse_reference
 from bulkpull.report import (
     BlobDone,
@@ -99,15 +102,19 @@ __all__ = [
     "Platform",
     "PlatformNotFoundError",
     "Proxies",
+    "PullLimit",
     "PullOptions",
     "PullReport",
+    "RateLimitError",
     "Reference",
     "RegistryDiagnostic",
     "RegistryError",
+    "RegistryUsage",
     "RetryPolicy",
     "Stage",
     "Status",
     "TransportError",
+    "UnknownHostError",
     "UnsupportedMediaTypeError",
     "__version__",
     "image_spec",

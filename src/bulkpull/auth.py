@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
 from bulkpull.errors import AuthenticationError
-from bulkpull.network import has_valid_port
+from bulkpull.network import SecurityPolicy, has_valid_port, is_loopback, redact
 
 # The distribution token spec: servers should never issue tokens for less than 60 seconds, and a
 # response without ``expires_in`` means exactly that.
@@ -131,24 +131,30 @@ def token_url(challenge: Challenge, scopes: Iterable[str]) -> str:
     return realm + separator + urlencode(query)
 
 
-def may_send_credentials(realm: str, registry_origin: str) -> bool:
-    """Whether credentials may go to this token realm.
+def credentials_refusal(realm: str, registry_origin: str, security: SecurityPolicy) -> str | None:
+    """Why credentials must not go to this token realm, or None when they may.
 
-    Over HTTPS always; over plain HTTP only to the registry's own origin (a registry the user
-    already reaches in the clear), never to a third host that could read them off the wire.
+    Over HTTPS they always may. Over plain HTTP only when the registry itself is reached over
+    plain HTTP (which the security policy allows only on purpose: ``--plain-http``,
+    ``--insecure-registry``, loopback) and the realm is a host the user already reaches in the
+    clear: the registry's own host on any port (a token server beside it, as docker_auth is
+    deployed), a loopback address, or a host named by ``--insecure-registry``. Anywhere else a
+    password would cross the network readable by anyone on the way; the reason says which flag
+    allows it.
     """
     parts = urlsplit(realm)
     if parts.scheme == "https":
-        return True
+        return None
+    if not has_valid_port(parts):
+        return f"not sending credentials to token server {redact(realm)}: unusable port"
+    why = f"not sending credentials to token server {redact(realm)} over plain HTTP"
     registry = urlsplit(registry_origin)
-    if not (has_valid_port(parts) and has_valid_port(registry)):
-        return False
-    # urlsplit lowercases the host name, which is case-insensitive.
-    return (parts.scheme, parts.hostname, parts.port) == (
-        registry.scheme,
-        registry.hostname,
-        registry.port,
-    )
+    if registry.scheme != "http":
+        return f"{why}: the registry itself is reached over HTTPS"
+    host = parts.netloc.rpartition("@")[2]
+    if parts.hostname == registry.hostname or is_loopback(host) or security.is_insecure(host):
+        return None
+    return f"{why}; --insecure-registry {host} allows it"
 
 
 def refresh_token_form(

@@ -234,7 +234,8 @@ def pull(
             min=0.1,
             metavar="SECONDS",
             envvar="BULKPULL_TIMEOUT",
-            help="To connect, and of silence while reading.",
+            help="To connect, of silence while reading, and for the whole of each small request "
+            "(ping, token, manifest).",
         ),
     ] = 60.0,
     dry_run: Annotated[

@@ -10,8 +10,10 @@ a token. This module imports nothing from bulkpull.
     ├── ImageListError             (ValueError)  a bad line in an image list: FILE:LINE: why
     ├── RegistryError                            the registry answered with an error status
     │   ├── AuthenticationError                  401/403, refused login, token endpoint failure
-    │   └── NotFoundError                        404: unknown repository, tag or blob
+    │   ├── NotFoundError                        404: unknown repository, tag or blob
+    │   └── RateLimitError                       429 TOOMANYREQUESTS: the pull limit is spent
     ├── TransportError                           connection, TLS, timeout, truncated body
+    │   └── UnknownHostError                     a registry name that does not resolve
     ├── CredentialsError                         unreadable auth file, failing credential helper
     ├── OutputError                              an archive or layout cannot be written
     └── ContentError                             what came back is not what we can use
@@ -32,14 +34,38 @@ TEMPORARY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 TEMPORARY_CODES = frozenset({"TOOMANYREQUESTS", "UNAVAILABLE"})
 
 
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on escaped (``\\x1b``, ``\\n``).
+
+    Registries, token servers and CDNs choose the text of their error bodies, headers and
+    URLs; shown raw, an escape sequence could clear the screen or forge a "pulled" line.
+    Every non-printable character is escaped as Python's ``repr`` would: C0 and C1 controls,
+    DEL, bidirectional overrides. Backslashes are left alone, so escaping twice changes nothing.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 class BulkpullError(Exception):
     """Root of every error bulkpull raises deliberately.
 
-    ``tries`` is how many attempts the failed operation got before giving up (set by the
-    retry loop), so a summary can say "after 4 tries" without parsing messages.
+    Its message is always :func:`printable`: errors carry text the registry chose, and every
+    consumer (the console, reports, logs) gets it escaped from this one place.
+
+    ``tries`` is how many attempts the failed operation got (set by the retry loop when it gives
+    up), so a summary can say "after 4 tries" without parsing messages. ``retry_after`` is the
+    wait a server asked for, if it did. ``final`` marks an error a retry loop has given up on,
+    or that stands for a registry written off for the rest of the run: no loop retries it again,
+    so attempts are never multiplied by nested loops or by images sharing one failure.
     """
 
     tries: int = 1
+    retry_after: float | None = None
+    final: bool = False
+
+    def __str__(self) -> str:
+        return printable(super().__str__())
 
 
 class InvalidReferenceError(BulkpullError, ValueError):
@@ -88,16 +114,23 @@ class RegistryError(BulkpullError):
         diagnostics: Sequence[RegistryDiagnostic] = (),
         text: str = "",
         retry_after: float | None = None,
+        hint: str = "",
     ) -> None:
         self.method = method
         self.url = url
         self.status = status
-        self.diagnostics = tuple(diagnostics)
+        # Escaped here, where the registry's words enter: codes and messages are data too (the
+        # report shows them), not only part of the message.
+        self.diagnostics = tuple(
+            RegistryDiagnostic(printable(d.code), printable(d.message), printable(d.detail))
+            for d in diagnostics
+        )
         # Seconds the server asked us to wait (Retry-After), already parsed by the transport.
         self.retry_after = retry_after
-        said = "; ".join(str(d) for d in self.diagnostics) or text.strip()[:200]
+        said = "; ".join(str(d) for d in self.diagnostics) or printable(text.strip()[:200])
         detail = f"{status} {said}" if said else str(status)
-        super().__init__(f"{method} {url}: {detail}")
+        # ``hint``: what bulkpull knows and the registry does not say (why no login was sent).
+        super().__init__(f"{method} {url}: {detail}" + (f"; {hint}" if hint else ""))
 
     @property
     def codes(self) -> frozenset[str]:
@@ -112,8 +145,31 @@ class NotFoundError(RegistryError):
     """The repository, tag, manifest or blob does not exist."""
 
 
+class RateLimitError(RegistryError):
+    """A registry refused with ``429 TOOMANYREQUESTS`` and no wait worth waiting out: Docker
+    Hub's pull limit counts per six hours, so backing off for seconds only repeats the refusal.
+    The rest of that registry's images fail at once with this same error."""
+
+    def __init__(self, registry: str, refused: RegistryError, limit: str, advice: str) -> None:
+        super().__init__(
+            refused.method,
+            refused.url,
+            refused.status,
+            refused.diagnostics,
+            retry_after=refused.retry_after,
+        )
+        self.registry = registry
+        shown = f" ({limit})" if limit else ""
+        self.args = (f"{registry}: pull rate limit reached{shown}; {advice}",)
+        self.final = True
+
+
 class TransportError(BulkpullError):
     """The request did not complete: connection, TLS, timeout or a cut-short body."""
+
+
+class UnknownHostError(TransportError):
+    """A host name that does not resolve: asking again in a few seconds gives the same answer."""
 
 
 class OutputError(BulkpullError):
@@ -171,12 +227,15 @@ def is_temporary(exc: BaseException) -> bool:
 
     Transport failures (resets, timeouts, truncated bodies) are temporary; so are registry
     answers with a throttling or server-error status, or whose every code says "later".
-    Authentication, not-found and content errors are permanent.
+    Authentication, not-found, rate-limit, unknown-host and content errors are permanent, and
+    so is any error marked ``final``.
     """
+    if not isinstance(exc, BulkpullError) or exc.final:
+        return False
+    if isinstance(exc, UnknownHostError | AuthenticationError | NotFoundError | RateLimitError):
+        return False
     if isinstance(exc, TransportError):
         return True
-    if isinstance(exc, AuthenticationError | NotFoundError):
-        return False
     if isinstance(exc, RegistryError):
         if exc.status in TEMPORARY_STATUSES:
             return True

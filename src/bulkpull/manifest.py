@@ -73,6 +73,7 @@ MANIFEST_ACCEPT: Final[str] = ", ".join(
 # and is not worth holding in memory.
 MAX_MANIFEST_BYTES: Final = 4 * 1024 * 1024
 MAX_CONFIG_BYTES: Final = 4 * 1024 * 1024
+MAX_BLOB_SIZE: Final = 2**53  # 8 PiB, what any JSON reader holds exactly: larger sizes are lies
 
 # Content-Types that say nothing about which manifest this is: misconfigured registries, static
 # file servers and aiohttp's default when the header is missing. The body decides instead.
@@ -96,7 +97,7 @@ _SCHEMA1_HINT: Final = (
 
 JsonObject = Mapping[str, object]
 _T = TypeVar("_T")
-_JSON_NAMES: Final[dict[type, str]] = {dict: "an object", list: "a list", str: "a string"}
+_JSON_NAMES: Final[dict[type, str]] = {dict: "an object", list: "a list", str: "a printable string"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,8 +325,9 @@ def parse_descriptor(item: object, where: str, what: str) -> Descriptor:
     if not isinstance(item, dict):
         raise ContentError(f"{what}: {where} is not an object")
     size = item.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise ContentError(f"{what}: {where}.size must be a non-negative integer, got {size!r}")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_BLOB_SIZE:
+        shown = repr(size) if len(repr(size)) <= 20 else f"a {len(repr(size))}-character number"
+        raise ContentError(f"{what}: {where}.size must be an integer from 0 to 2**53, got {shown}")
     return Descriptor(
         media_type=_field(item, "mediaType", str, what, f"{where}.mediaType"),
         digest=_digest(item.get("digest"), f"{where}.digest", what),
@@ -384,7 +386,7 @@ def _urls(value: object, where: str, what: str) -> tuple[str, ...]:
 def _field(body: JsonObject, name: str, kind: type[_T], what: str, where: str | None = None) -> _T:
     """A required field of the given JSON type; its absence or wrong type is bad content."""
     value = body.get(name)
-    if not isinstance(value, kind):
+    if not isinstance(value, kind) or (isinstance(value, str) and not value.isprintable()):
         shown = "missing" if value is None else f"not {_JSON_NAMES.get(kind, kind.__name__)}"
         raise ContentError(f"{what}: {where or name} is {shown}")
     return value
@@ -392,6 +394,6 @@ def _field(body: JsonObject, name: str, kind: type[_T], what: str, where: str | 
 
 def _optional_str(body: JsonObject, name: str, what: str, where: str | None = None) -> str:
     value = body.get(name, "")
-    if not isinstance(value, str):
-        raise ContentError(f"{what}: {where or name} is not a string")
+    if not isinstance(value, str) or not value.isprintable():
+        raise ContentError(f"{what}: {where or name} is not {_JSON_NAMES[str]}")
     return value

@@ -3,7 +3,7 @@
 Every rule that picks a host, a proxy, a scheme or whether TLS is verified lives here, without I/O,
 so ``transport`` only carries the decisions out and each rule is tested on its own. Registries are
 named as in image references and in Docker's and podman's configuration (``host[:port]``); the
-names Docker Hub goes by all mean ``docker.io``. Imports nothing from bulkpull.
+names Docker Hub goes by all mean ``docker.io``. Imports only ``errors`` (for :func:`printable`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit
+
+from bulkpull.errors import printable
 
 DOCKER_HUB = "docker.io"
 # Docker Hub's names: the reference domain, its legacy index name, the host serving the API, and
@@ -38,6 +40,8 @@ _PROXY_VARIABLES = {
 # (Go's net/http, and with it docker, skopeo and crane, behave the same).
 LOOPBACK_NO_PROXY = ("localhost", "127.0.0.0/8", "::1")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# A URL scheme, as RFC 3986 spells it.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 MAX_PORT = 65535
 
 
@@ -211,17 +215,28 @@ class SecurityPolicy:
 
 
 def redact(url: str) -> str:
-    """A URL fit for messages: no userinfo, no query (presigned CDN URLs carry signatures)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    """A URL or proxy string fit for messages: no login, no query, nothing a terminal acts on.
+
+    A login is whatever comes before the last ``@``, whatever its shape: proxy strings are
+    typed by people, who leave out the scheme (``user:pw@proxy:3128``) or put an unescaped
+    ``/``, ``?`` or ``@`` in a password, so URL parsing would leave part of it in view. The query
+    and fragment go because presigned CDN URLs carry signatures there.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator or not _SCHEME.fullmatch(scheme):
+        scheme, separator, rest = "", "", url
+    rest = rest.rpartition("@")[2]
+    rest = re.split(r"[?#]", rest, maxsplit=1)[0]
+    return printable(f"{scheme}{separator}{rest}")
 
 
 def _check_proxy_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in PROXY_SCHEMES or not parts.hostname or not has_valid_port(parts):
         schemes = ", ".join(f"{scheme}://" for scheme in sorted(PROXY_SCHEMES))
-        raise ValueError(f"unusable proxy {redact(url)!r}: expected {schemes} with a host")
+        # The login is not shown, so say what usually breaks one.
+        login = "; percent-encode any / ? # @ in its login" if "@" in url else ""
+        raise ValueError(f"unusable proxy {redact(url)!r}: expected {schemes} with a host{login}")
 
 
 def _excludes(entry: str, host: str, port: int) -> bool:

@@ -23,10 +23,16 @@ DEFAULT_MAX_DOWNLOADS = 8
 DEFAULT_JOBS = 4
 DEFAULT_RETRIES = 3
 DEFAULT_RETRY_DELAY = 2.0
-# containers/image caps its exponential backoff at a minute; so do we, Retry-After included.
+# containers/image caps its exponential backoff at a minute; so do we (a server's Retry-After
+# may ask for more, up to the five minutes of ``ratelimit.MAX_RETRY_AFTER``).
 MAX_RETRY_DELAY = 60.0
-# Applies to connecting and to silence while reading; never to a whole transfer, since a large
-# layer on a slow link may take hours and still be moving.
+# Immediate resumes of one download after failures that brought new bytes: enough for a large
+# layer over a link that drops every few hundred megabytes, and still an end for a server that
+# drops every connection after a few new bytes.
+DEFAULT_RESUMES = 100
+# Applies to connecting, to silence while reading, and to the whole of each small request
+# (ping, token, manifest); never to a whole blob, since a large layer on a slow link may take
+# hours and still be moving.
 DEFAULT_TIMEOUT = 60.0
 
 
@@ -35,15 +41,20 @@ class RetryPolicy:
     """How often and how patiently a temporary failure is retried.
 
     ``retries`` counts repeats after the first try, so ``retries=3`` means at most four tries.
+    A download that failed after bringing new bytes resumes at once and gets its ``retries``
+    afresh, at most ``resumes`` times.
     """
 
     retries: int = DEFAULT_RETRIES
     delay: float = DEFAULT_RETRY_DELAY
     max_delay: float = MAX_RETRY_DELAY
+    resumes: int = DEFAULT_RESUMES
 
     def __post_init__(self) -> None:
         if self.retries < 0:
             raise ValueError("retries must be >= 0")
+        if self.resumes < 0:
+            raise ValueError("resumes must be >= 0")
         if self.delay < 0 or self.max_delay < 0:
             raise ValueError("retry delays must be >= 0")
 

@@ -2,11 +2,10 @@
 
 Each image is a task: resolve (bounded by ``jobs``), then wait for its blobs, then hand the image
 to the output (see ``outputs``: one archive per image, written at once and bounded by ``jobs``;
-or one bundle, or an OCI layout directory, written when every image is in). Blobs are shared
-tasks keyed by digest, so a layer that ten images need is downloaded once even when all ten ask
-at the same moment; one semaphore bounds downloads across the whole run. A
-:class:`BulkpullError` ends only its own image; anything else is a bug and propagates. Imports
-everything below it, never ``cli``.
+or one bundle, or an OCI layout directory, written when every image is in). Blobs are downloaded
+once for the whole run however many images need them (see ``downloads``), yet each image checks
+them against its own descriptor. A :class:`BulkpullError` ends only its own image;
+anything else is a bug and propagates. Imports everything below it, never ``cli``.
 """
 
 from __future__ import annotations
@@ -20,20 +19,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bulkpull.blobstore import BlobStore
-from bulkpull.digest import Digest
+from bulkpull.downloads import Downloads
 from bulkpull.entries import Entry, archive_entry
-from bulkpull.errors import BulkpullError, ContentError, DigestMismatchError, PlatformNotFoundError
+from bulkpull.errors import BulkpullError, ContentError, PlatformNotFoundError
 from bulkpull.imagelist import ImageSpec, image_spec
-from bulkpull.manifest import MAX_MANIFEST_BYTES, Descriptor, ImageConfig, parse_config
+from bulkpull.manifest import MAX_MANIFEST_BYTES, ImageConfig, parse_config
 from bulkpull.options import PullOptions
 from bulkpull.outputs import Output, make_output
 from bulkpull.platform import Platform
-from bulkpull.reference import Reference
 from bulkpull.registry import RegistryClient, ResolvedImage
 from bulkpull.report import (
-    BlobDone,
-    BlobNeeded,
-    BytesReceived,
     Event,
     EventCallback,
     ImageDone,
@@ -74,12 +69,20 @@ async def pull_images(
         try:
             per_image = await asyncio.gather(*(run.image(spec) for spec in specs))
         finally:
-            await run.close()
+            await run.downloads.close()
+        registries = registry.transport.usage()
     results = await output.finish([result for results in per_image for result in results])
     if on_event and not output.final_on_add:
         for result in results:
             on_event(ImageDone(result))
-    return PullReport(tuple(results), run.downloaded, run.reused, time.monotonic() - clock, started)
+    return PullReport(
+        tuple(results),
+        run.downloads.downloaded,
+        run.downloads.reused,
+        time.monotonic() - clock,
+        started,
+        registries,
+    )
 
 
 async def pull_image(
@@ -125,8 +128,11 @@ async def resolve_images(
 
     async with _connect(options, store) as registry:
         per_image = await asyncio.gather(*(resolve(spec) for spec in specs))
+        registries = registry.transport.usage()
     results = tuple(result for results in per_image for result in results)
-    return PullReport(results, seconds=time.monotonic() - clock, started=started)
+    return PullReport(
+        results, seconds=time.monotonic() - clock, started=started, registries=registries
+    )
 
 
 def _specs(images: Iterable[ImageSpec | str]) -> list[ImageSpec]:
@@ -201,10 +207,7 @@ class _Run:
         self._options = options
         self._on_event = on_event
         self._jobs = asyncio.Semaphore(options.jobs)
-        self._downloads = asyncio.Semaphore(options.max_downloads)
-        self._blobs: dict[Digest, asyncio.Task[Path]] = {}
-        self.downloaded = 0
-        self.reused = 0
+        self.downloads = Downloads(registry, output.store, options.max_downloads, self._emit)
 
     def _emit(self, event: Event) -> None:
         _emit(self._on_event, event)
@@ -220,13 +223,6 @@ class _Run:
             for result in results:
                 self._emit(ImageDone(result))
         return results
-
-    async def close(self) -> None:
-        """Stop downloads no image waits for any more (their partial files stay for resume)."""
-        pending = [task for task in self._blobs.values() if not task.done()]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _pull(self, spec: ImageSpec) -> list[ImageResult]:
         wanted = spec.choosing(self._options.platforms, self._options.all_platforms)
@@ -305,70 +301,14 @@ class _Run:
         """The config first: it is small, and it decides whether the layers are of any use."""
         config = await self._config(resolved) if resolved.is_image else None
         reference = resolved.reference
-        await asyncio.gather(*(self._blob(reference, blob) for blob in resolved.blobs))
+        await asyncio.gather(*(self.downloads.fetch(reference, blob) for blob in resolved.blobs))
         return config
-
-    def _blob(self, reference: Reference, blob: Descriptor) -> asyncio.Future[Path]:
-        """The single download of ``blob`` for the whole run, whoever asks first."""
-        task = self._blobs.get(blob.digest)
-        if task is None:
-            present = self._store.has(blob.digest)
-            self._emit(BlobNeeded(blob.digest, blob.size, present))
-            if present:
-                self.reused += blob.size
-            task = asyncio.create_task(self._download(reference, blob))
-            task.add_done_callback(lambda done: self._blob_finished(blob.digest, done))
-            self._blobs[blob.digest] = task
-        # Shielded: one image giving up must not cancel a download other images wait for.
-        return asyncio.shield(task)
-
-    def _blob_finished(self, digest: Digest, task: asyncio.Task[Path]) -> None:
-        if not task.cancelled() and task.exception() is None:
-            self._emit(BlobDone(digest))
-
-    def _received(self, digest: Digest, count: int) -> None:
-        self.downloaded += count
-        self._emit(BytesReceived(digest, count))
-
-    async def _download(self, reference: Reference, blob: Descriptor) -> Path:
-        what = f"blob {blob.digest} of {reference.name}"
-        received = 0
-
-        def count(size: int) -> None:
-            nonlocal received
-            received += size
-            self._received(blob.digest, size)
-
-        async def attempt() -> Path:
-            # The slot is held per attempt, never while a retry waits out its backoff.
-            async with self._downloads:
-                return await self._store.ingest(
-                    blob.digest,
-                    blob.size,
-                    lambda offset: self._registry.open_blob(reference, blob, offset),
-                    what,
-                    on_bytes=count,
-                )
-
-        if self._store.has(blob.digest):
-            return self._store.path(blob.digest)
-        retrying = self._registry.transport.retrying
-        try:
-            return await retrying(attempt, progress=lambda: received)
-        except DigestMismatchError as first:
-            # The store dropped the bad bytes; one more try from zero, then give up.
-            log.info("%s; downloading again", first)
-            try:
-                return await retrying(attempt, progress=lambda: received)
-            except BulkpullError as second:
-                second.tries += first.tries
-                raise
 
     async def _config(self, resolved: ResolvedImage) -> ImageConfig:
         """Download, read and check the config against the manifest: docker load refuses an
         image whose layer count differs from ``rootfs.diff_ids``."""
         _check_config_size(resolved)
-        await self._blob(resolved.reference, resolved.content.config)
+        await self.downloads.fetch(resolved.reference, resolved.content.config)
         what = f"config of {resolved.reference}"
         raw = await self._store.read_small(resolved.content.config.digest)
         config = parse_config(raw, what)

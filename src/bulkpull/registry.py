@@ -163,8 +163,10 @@ class RegistryClient:
                 header = response.headers.get("Docker-Content-Digest", "")
                 media_type = response.content_type
         except RegistryError as exc:
-            if is_temporary(exc) or exc.method != "HEAD":
-                raise  # throttled, or the token endpoint refused us: GET would fare no better
+            if exc.final or is_temporary(exc) or exc.method != "HEAD":
+                # Throttled, retried out, or the token endpoint refused us: GET would fare no
+                # better (and would count against a pull limit).
+                raise
             # A HEAD error has no body to explain it, and some registries refuse HEAD (405):
             # the GET that follows either works or fails with the registry's own message.
             return None
@@ -226,7 +228,7 @@ class RegistryClient:
         path = f"/v2/{reference.path}/blobs/{blob.digest}"
         try:
             async with self.transport.request(
-                "GET", reference.registry_host, reference.path, path, headers, retry=False
+                "GET", reference.registry_host, reference.path, path, headers, stream=True
             ) as response:
                 yield _body_start(response, offset), response.iter_chunks()
                 return
@@ -246,7 +248,7 @@ class RegistryClient:
                 async with self.transport.request_url("GET", url, headers) as response:
                     yield response
                     return
-            except (RegistryError, TransportError) as exc:
+            except (RegistryError, TransportError, ContentError) as exc:
                 failures.append(str(exc))
         raise NotFoundError("GET", str(blob.digest), 404, text="; ".join(failures))
 

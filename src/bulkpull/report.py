@@ -3,7 +3,7 @@
 Events are small frozen values passed to one callback, so a progress display (the CLI's, or a
 library user's) needs no knowledge of how the pull is organised. The report renders to the
 documented JSON of ``--report`` and to lock-file lines. Imports ``errors``, ``digest``,
-``platform``, ``manifest`` and ``imagelist``; no I/O.
+``platform``, ``manifest``, ``ratelimit`` and ``imagelist``; no I/O.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from bulkpull.errors import BulkpullError, RegistryError
 from bulkpull.imagelist import ImageSpec
 from bulkpull.manifest import Descriptor
 from bulkpull.platform import Platform
+from bulkpull.ratelimit import RegistryUsage
 
 REPORT_VERSION = 1
 
@@ -97,7 +98,8 @@ class PullReport:
     """Every result, in the order of the list (platforms in the order asked for), and totals.
 
     ``bytes_downloaded`` counts blob bytes received from registries; ``bytes_reused`` the sizes
-    of blobs that were already in the store when the run first needed them.
+    of blobs that were already in the store when the run first needed them. ``registries`` is
+    what the run asked of each registry and mirror, with the pull limits they announced.
     """
 
     results: tuple[ImageResult, ...]
@@ -105,6 +107,7 @@ class PullReport:
     bytes_reused: int = 0
     seconds: float = 0.0
     started: str = ""
+    registries: tuple[RegistryUsage, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -130,6 +133,7 @@ class PullReport:
                 "bytes_reused": self.bytes_reused,
             },
             "images": [result.to_json() for result in self.results],
+            "registries": [usage.to_json() for usage in self.registries],
         }
 
     def lock_lines(self) -> list[str]:

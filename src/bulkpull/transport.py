@@ -7,8 +7,15 @@ registry they stand in for, authentication (anonymous, Basic, Bearer tokens shar
 and repository, identity tokens traded by OAuth2 POST), redirects (followed by hand so
 ``Authorization`` never leaves the registry's origin), bounded retries on temporary failures and
 the translation of every aiohttp, TLS and proxy exception into :mod:`bulkpull.errors`. Callers
-see :class:`Response`, never an aiohttp object. Imports ``errors``, ``network``, ``auth``,
-``credentials`` and ``options``.
+see :class:`Response`, never an aiohttp object.
+
+Small requests (pings, tokens, manifests) are bounded by a deadline for the whole exchange as well
+as by silence, so a registry trickling a byte a second cannot hold one for minutes; blob bodies
+are bounded by silence only, since a large layer on a slow link may take hours and still be
+moving. A registry whose ``/v2/`` handshake failed is written off: its remaining requests fail at
+once with that same error; one whose pull limit ran out fails its remaining manifest GETs (what
+the limit counts) at once, while blobs of manifests already fetched still come. Imports
+``errors``, ``network``, ``ratelimit``, ``auth``, ``credentials`` and ``options``.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 from types import TracebackType
@@ -39,7 +46,7 @@ from bulkpull.auth import (
     Challenge,
     Credentials,
     Token,
-    may_send_credentials,
+    credentials_refusal,
     parse_challenges,
     parse_token_response,
     pull_scope,
@@ -52,14 +59,18 @@ from bulkpull.errors import (
     AuthenticationError,
     BulkpullError,
     ContentError,
+    DigestMismatchError,
     NotFoundError,
+    RateLimitError,
     RegistryDiagnostic,
     RegistryError,
     TransportError,
+    UnknownHostError,
     is_temporary,
 )
-from bulkpull.network import Mirror, Proxies, SecurityPolicy, redact
+from bulkpull.network import Mirror, Proxies, SecurityPolicy, redact, registry_key
 from bulkpull.options import DEFAULT_TIMEOUT, PullOptions, RetryPolicy
+from bulkpull.ratelimit import MAX_RETRY_AFTER, PullLimit, RegistryUsage, limit_is_spent
 
 log = logging.getLogger("bulkpull")
 
@@ -100,7 +111,8 @@ _CONNECTION_ERRORS = (
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
 
-    Dates in the past and unparseable values mean "no advice" rather than "retry at once".
+    A date in the past means the time has come (0); an unparseable value is no advice (None),
+    which is not the same as no header at all only to a caller that saw the header.
     """
     if not value:
         return None
@@ -111,7 +123,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except (TypeError, ValueError):
         return None
     delay = when.timestamp() - (time.time() if now is None else now)
-    return delay if delay > 0 else None
+    return max(delay, 0.0)
 
 
 class Response:
@@ -155,6 +167,8 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return f"cannot connect to {exc.host}:{exc.port}: {exc.certificate_error}"
     if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, socket.gaierror):
+            return f"cannot resolve {exc.host}: {_os_reason(exc.os_error)}"
         return f"cannot connect to {exc.host}:{exc.port}: {_os_reason(exc.os_error)}"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if str(exc) else text
@@ -166,6 +180,14 @@ def _os_reason(error: OSError) -> str:
     if isinstance(error, ssl.SSLError | socket.gaierror) or not error.errno or error.errno < 0:
         return error.strerror or str(error) or type(error).__name__
     return os.strerror(error.errno)
+
+
+def _is_unknown_host(exc: BaseException) -> bool:
+    """Whether a connection failed because the name does not resolve (directly, or through a
+    SOCKS proxy that leaves resolving to us)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return isinstance(exc.os_error, socket.gaierror)
+    return isinstance(exc, socket.gaierror)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +202,47 @@ class _Endpoint:
 def _pick_challenge(challenges: list[Challenge]) -> Challenge | None:
     by_scheme = {challenge.scheme: challenge for challenge in challenges}
     return by_scheme.get("bearer") or by_scheme.get("basic")
+
+
+@dataclass(slots=True)
+class _Attempts:
+    """The count kept for one retried operation, and the decision after each failure.
+
+    ``failures`` are those since the last progress: the retry budget. A failure after progress
+    (new bytes kept) resumes at once and renews that budget, but only ``policy.resumes`` times,
+    so a server that drops every connection after a few new bytes is still given up on.
+    """
+
+    policy: RetryPolicy
+    made: int = 0
+    failures: int = 0
+    resumes: int = 0
+    refetched: bool = False
+
+    def delay_after(self, exc: BulkpullError, progressed: bool) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up on ``exc``.
+
+        A body that arrived corrupted is fetched once more at once (the store has dropped its
+        bytes); a second mismatch means the registry serves wrong bytes. Otherwise only
+        temporary errors are retried: exponential backoff, lengthened by a ``Retry-After`` of
+        up to five minutes.
+        """
+        if isinstance(exc, DigestMismatchError) and not self.refetched:
+            self.refetched = True
+            return 0.0
+        if not is_temporary(exc):
+            return None
+        if progressed and self.resumes < self.policy.resumes:
+            self.resumes += 1
+            self.failures = 0
+            return 0.0
+        self.failures += 1
+        if self.failures > self.policy.retries:
+            return None
+        delay = self.policy.backoff(self.failures)
+        if exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, MAX_RETRY_AFTER))
+        return delay
 
 
 class Transport:
@@ -204,21 +267,31 @@ class Transport:
         mirrors: Sequence[Mirror] = (),
     ) -> None:
         self._retry = retry
-        self._timeout = timeout
         self._connections = connections
+        # Blob bodies: connecting and silence. Everything else: the whole exchange as well.
+        self._silence = aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout)
+        self._deadline = aiohttp.ClientTimeout(
+            total=timeout, sock_connect=timeout, sock_read=timeout
+        )
         self._keychain = keychain or Keychain()
         self._security = security or SecurityPolicy()
         self._verified_tls = _verified_tls(ca_cert)
         self._proxies = proxies or Proxies()
         self._mirrors = tuple(mirrors)
         self._mirror_hosts = frozenset(mirror.host for mirror in self._mirrors)
-        # Mirrors whose /v2/ failed: the rest of the run goes straight to the registries.
+        # Mirrors that failed to answer: the rest of the run goes straight to the registries.
         self._unusable_mirrors: set[str] = set()
         self._sessions: dict[str | None, aiohttp.ClientSession] = {}
+        # Kept when they fail: a registry that failed its handshake fails the rest of the run.
         self._endpoints: dict[str, asyncio.Task[_Endpoint]] = {}
         self._logins: dict[tuple[str, str], asyncio.Future[Credentials | None]] = {}
         # origin → monotonic time before which no new request goes there (after a 429).
         self._paused_until: dict[str, float] = {}
+        # host → the error every further manifest GET to it fails with (its pull limit ran out).
+        self._spent: dict[str, RateLimitError] = {}
+        # registry origin → why its token server got no credentials, for a later refusal.
+        self._withheld: dict[str, str] = {}
+        self._usage: dict[str, RegistryUsage] = {}
         self._tokens: dict[tuple[str, str], Token] = {}
         self._token_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
@@ -254,6 +327,10 @@ class Transport:
         for session in sessions:
             await session.close()
 
+    def usage(self) -> tuple[RegistryUsage, ...]:
+        """What the run asked of each registry and mirror so far, in the order first asked."""
+        return tuple(self._usage.values())
+
     @asynccontextmanager
     async def request(
         self,
@@ -263,27 +340,36 @@ class Transport:
         path: str,
         headers: Mapping[str, str] | None = None,
         *,
-        retry: bool = True,
+        stream: bool = False,
     ) -> AsyncIterator[Response]:
         """Send ``method`` to ``path`` (below ``/v2/<repository>/``) as a pull of ``repository``
         from ``registry``, or from one of its mirrors.
 
-        Yields a successful (2xx) response; error statuses raise. With ``retry``, temporary
-        failures before the body is handed out are retried here; a caller that streams a body
-        (and so must retry failures while reading it anyway) passes ``retry=False`` and wraps
-        the whole exchange in :meth:`retrying` instead, so attempts are never multiplied.
+        Yields a successful (2xx) response; error statuses raise. A caller that ``stream``s a
+        large body (a blob) gets no whole-request deadline, and no retries here: a body can
+        break after any byte, so it wraps the whole exchange in :meth:`retrying` instead and
+        attempts are never multiplied. Other requests are retried here on temporary failures.
+        A mirror whose answer breaks off is not asked again in this run.
         """
         sent = headers or {}
-        response = await self._first_answer(method, registry, repository, path, sent)
-        if response is None:
+        answered = await self._first_answer(method, registry, repository, path, sent, stream)
+        if answered is None:
+            spent = self._spent.get(registry)
+            if spent is not None and method == "GET" and "/manifests/" in path:
+                raise spent
             endpoint = await self._endpoint(registry)
 
             def send() -> Awaitable[aiohttp.ClientResponse]:
-                return self._send_authenticated(method, path, endpoint, repository, sent)
+                return self._send(method, path, endpoint, repository, sent, stream)
 
-            response = await (self.retrying(send) if retry else send())
+            answered = registry, await (send() if stream else self.retrying(send))
+        host, response = answered
         try:
             yield Response(response, method)
+        except TransportError as exc:
+            if host != registry:
+                self._drop_mirror(host, exc)
+            raise
         finally:
             response.release()
 
@@ -297,8 +383,8 @@ class Transport:
         Only http(s) URLs are fetched: a manifest must not make us open ``file:`` or worse.
         """
         if urlsplit(url).scheme not in ("http", "https"):
-            raise TransportError(f"{method} {redact(url)}: only http(s) URLs are fetched")
-        response = await self._follow(method, url, "", headers or {}, None)
+            raise ContentError(f"{method} {redact(url)}: only http(s) URLs are fetched")
+        response = await self._follow(method, url, "", headers or {}, None, stream=True)
         if response.status >= 400:
             raise await self._error(method, response)
         try:
@@ -311,34 +397,28 @@ class Transport:
     ) -> T:
         """Run ``attempt`` until it succeeds, fails permanently, or the retry policy runs out.
 
-        The wait grows exponentially with jitter; a server's ``Retry-After`` lengthens it (up
-        to the policy's cap). The error that ends the loop notes how many tries it took.
-        ``progress`` counts what attempts achieved (bytes received): a temporary failure after
-        progress, such as a reset in the middle of a large layer, is resumed at once and starts
-        the count of tries afresh, as containers/image does, so a long download over a flaky
-        link is never abandoned while it is still moving.
+        The wait grows exponentially with jitter; a server's ``Retry-After`` lengthens it.
+        ``progress`` counts what attempts achieved that is kept (new bytes of a blob beyond the
+        most its partial file held): a temporary failure after progress, such as a reset in the
+        middle of a large layer, is resumed at once, as containers/image does, so a long
+        download over a flaky link is not abandoned while it is still moving. An error given
+        up on says how many tries it took and is ``final``: no outer loop tries it again.
         """
-        tries = 0
+        attempts = _Attempts(self._retry)
         while True:
-            tries += 1
+            attempts.made += 1
             before = progress() if progress else 0
             try:
                 return await attempt()
             except BulkpullError as exc:
-                exc.tries = tries
-                if not is_temporary(exc):
+                progressed = progress is not None and progress() > before
+                delay = attempts.delay_after(exc, progressed)
+                if delay is None:
+                    if not exc.final:  # an inner loop's count stands
+                        exc.tries = attempts.made
+                        exc.final = is_temporary(exc)
                     raise
-                if progress and progress() > before:
-                    log.info("resuming at once after progress: %s", exc)
-                    tries = 0
-                    continue
-                if tries > self._retry.retries:
-                    raise
-                delay = self._retry.backoff(tries)
-                advised = getattr(exc, "retry_after", None)
-                if advised is not None:
-                    delay = max(delay, min(advised, self._retry.max_delay))
-                log.info("retrying in %.1fs (try %d failed): %s", delay, tries, exc)
+                log.info("retrying in %.1fs (try %d failed): %s", delay, attempts.made, exc)
                 await asyncio.sleep(delay)
 
     async def _first_answer(
@@ -348,33 +428,47 @@ class Transport:
         repository: str,
         path: str,
         headers: Mapping[str, str],
-    ) -> aiohttp.ClientResponse | None:
-        """The answer of the first mirror of ``registry`` that has what was asked for.
+        stream: bool,
+    ) -> tuple[str, aiohttp.ClientResponse] | None:
+        """The first mirror of ``registry`` that has what was asked for, and its answer.
 
         Mirrors get one try each (the registry itself is the fallback); any failure moves on,
-        and a mirror whose ``/v2/`` fails is left out for the rest of the run.
+        and a mirror that cannot be reached (its ``/v2/`` fails, a request times out) or whose
+        pull limit ran out is left out for the rest of the run.
         """
         for mirror in self._mirrors:
             if not mirror.serves(registry) or mirror.host in self._unusable_mirrors:
                 continue
-            mirrored = mirror.repository(repository)
             try:
                 endpoint = await self._endpoint(mirror.host)
             except BulkpullError as exc:
-                if mirror.host not in self._unusable_mirrors:
-                    self._unusable_mirrors.add(mirror.host)
-                    log.warning("mirror %s is not used in this run: %s", mirror, exc)
+                self._drop_mirror(mirror.host, exc)
                 continue
+            mirrored = mirror.repository(repository)
             moved = f"/v2/{mirrored}/" + path.removeprefix(f"/v2/{repository}/")
             try:
-                return await self._send_authenticated(method, moved, endpoint, mirrored, headers)
+                response = await self._send(method, moved, endpoint, mirrored, headers, stream)
+            except (TransportError, RateLimitError) as exc:
+                self._drop_mirror(mirror.host, exc)
             except BulkpullError as exc:
                 log.info("mirror %s: %s; asking %s", mirror, exc, registry)
+            else:
+                return mirror.host, response
         return None
 
+    def _drop_mirror(self, host: str, exc: BulkpullError) -> None:
+        if host not in self._unusable_mirrors:
+            self._unusable_mirrors.add(host)
+            log.warning("mirror %s is not used in this run: %s", host, exc)
+
     async def _endpoint(self, host: str) -> _Endpoint:
+        """The registry's scheme and challenge, learnt once per run.
+
+        A failed handshake stays failed: every later request to that registry gets the same
+        error at once instead of waiting out another round of retries.
+        """
         task = self._endpoints.get(host)
-        if task is None:
+        if task is None or task.cancelled():
 
             def ping() -> Awaitable[_Endpoint]:
                 return self._ping(host)
@@ -384,13 +478,7 @@ class Transport:
                 ping() if host in self._mirror_hosts else self.retrying(ping)
             )
             self._endpoints[host] = task
-        try:
-            return await asyncio.shield(task)
-        except BaseException:
-            # A failed handshake must not poison the registry for the rest of the run.
-            if task.done() and self._endpoints.get(host) is task:
-                del self._endpoints[host]
-            raise
+        return await asyncio.shield(task)
 
     async def _ping(self, host: str) -> _Endpoint:
         """``GET /v2/`` to learn the scheme and the auth challenge.
@@ -430,26 +518,83 @@ class Transport:
                 parse_challenges(response.headers.getall("WWW-Authenticate", []))
             )
 
-    async def _send_authenticated(
+    async def _send(
         self,
         method: str,
         path: str,
         endpoint: _Endpoint,
         repository: str,
         headers: Mapping[str, str],
+        stream: bool,
     ) -> aiohttp.ClientResponse:
-        """One try, plus one repeat with a fresh token when the registry refuses the cached one."""
+        """One try, plus one repeat with a fresh token when the registry refuses the cached one.
+
+        A refusal that means the pull limit is spent writes the registry off (see
+        :meth:`_write_off`), whether the registry or its token server said so.
+        """
         url = endpoint.origin + path
-        authorization = await self._authorization(endpoint, repository)
-        response = await self._follow(method, url, endpoint.origin, headers, authorization)
-        if response.status == 401 and endpoint.challenge and endpoint.challenge.scheme == "bearer":
-            response.release()
-            self._forget_token(endpoint, repository, authorization)
+        try:
             authorization = await self._authorization(endpoint, repository)
-            response = await self._follow(method, url, endpoint.origin, headers, authorization)
-        if response.status >= 400:
-            raise await self._error(method, response)
+            response = await self._follow(
+                method, url, endpoint.origin, headers, authorization, stream=stream
+            )
+            if (
+                response.status == 401
+                and endpoint.challenge
+                and endpoint.challenge.scheme == "bearer"
+            ):
+                response.release()
+                self._forget_token(endpoint, repository, authorization)
+                authorization = await self._authorization(endpoint, repository)
+                response = await self._follow(
+                    method, url, endpoint.origin, headers, authorization, stream=stream
+                )
+            self._observe(endpoint.host, method, path, response)
+            if response.status >= 400:
+                raise await self._error(method, response, self._withheld.get(endpoint.origin, ""))
+        except RegistryError as exc:
+            if not limit_is_spent(exc):
+                raise
+            raise self._write_off(endpoint.host, repository, exc) from exc
         return response
+
+    def _observe(self, host: str, method: str, path: str, response: aiohttp.ClientResponse) -> None:
+        """Count manifest requests and note the pull limit a registry announces (-v shows it)."""
+        usage = self._usage.get(host) or RegistryUsage(registry_key(host))
+        if "/manifests/" in path:
+            if method == "GET":
+                usage = replace(usage, manifest_gets=usage.manifest_gets + 1)
+            elif method == "HEAD":
+                usage = replace(usage, manifest_heads=usage.manifest_heads + 1)
+        limit = PullLimit.from_headers(response.headers)
+        if limit is not None and limit != usage.pull_limit:
+            left = "unknown" if limit.remaining is None else limit.remaining
+            log.info("%s: pull limit %s, %s left", usage.registry, limit, left)
+            usage = replace(usage, pull_limit=limit)
+        self._usage[host] = usage
+
+    def _write_off(self, host: str, repository: str, refused: RegistryError) -> RateLimitError:
+        """The error for every manifest GET to ``host`` from now on: its pull limit ran out."""
+        spent = self._spent.get(host)
+        if spent is None:
+            usage = self._usage.get(host) or RegistryUsage(registry_key(host))
+            self._usage[host] = replace(usage, rate_limited=True)
+            limit = str(usage.pull_limit) if usage.pull_limit else ""
+            advice = (
+                "wait, or log in with an account that has a higher limit"
+                if self._logged_in(host, repository)
+                else "log in (docker login) or wait"
+            )
+            spent = RateLimitError(usage.registry, refused, limit, advice)
+            self._spent[host] = spent
+            log.warning("%s", spent)
+        return spent
+
+    def _logged_in(self, host: str, repository: str) -> bool:
+        lookup = self._logins.get((host, repository))
+        if lookup is None or not lookup.done() or lookup.cancelled():
+            return False
+        return lookup.exception() is None and lookup.result() is not None
 
     def _forget_token(self, endpoint: _Endpoint, repository: str, refused: str | None) -> None:
         """Drop the cached token, unless it is already newer than the one the registry refused:
@@ -504,12 +649,7 @@ class Transport:
         """A token for ``scope``: by OAuth2 POST for an identity token (GET when the server
         lacks it), else by GET, with the login only where it may go."""
         realm = usable_realm(challenge)
-        if login is not None and not may_send_credentials(realm, endpoint.origin):
-            log.warning(
-                "%s: not sending credentials to token server %s over plain HTTP",
-                endpoint.host,
-                redact(realm),
-            )
+        if login is not None and self._withhold_from(endpoint, realm):
             login = None
         if login is not None and login.identity_token:
             token = await self._refresh_token(challenge, scope, login.identity_token)
@@ -520,9 +660,18 @@ class Transport:
         response = await self._follow("GET", url, _origin_of(url), {}, authorization)
         async with response:
             if response.status != 200:
-                raise await self._error("GET", response)
+                raise await self._error("GET", response, self._withheld.get(endpoint.origin, ""))
             body = await Response(response, "GET").read(MAX_TOKEN_RESPONSE_BYTES)
-        return parse_token_response(body, redact(url))
+        return parse_token_response(body, redact(url), method="GET")
+
+    def _withhold_from(self, endpoint: _Endpoint, realm: str) -> bool:
+        """Whether the login must not go to ``realm``; says why once per registry, and keeps
+        the reason for the refusal that an anonymous token is likely to meet."""
+        refusal = credentials_refusal(realm, endpoint.origin, self._security)
+        if refusal is not None and endpoint.origin not in self._withheld:
+            log.warning("%s: %s", endpoint.host, refusal)
+            self._withheld[endpoint.origin] = refusal
+        return refusal is not None
 
     async def _refresh_token(
         self, challenge: Challenge, scope: str, refresh_token: str
@@ -549,23 +698,36 @@ class Transport:
         origin: str,
         headers: Mapping[str, str],
         authorization: str | None,
+        *,
+        stream: bool = False,
     ) -> aiohttp.ClientResponse:
         """Send and follow redirects by hand, attaching ``Authorization`` only on ``origin``.
 
         Blob redirects go to storage or a CDN; a registry token there is a leak, and S3-style
-        presigned URLs refuse requests that carry a second credential.
+        presigned URLs refuse requests that carry a second credential. A redirect loop, or one
+        to anything but http(s), is a permanent error: asking again leads to the same place.
         """
         for _ in range(MAX_REDIRECTS + 1):
             sent = dict(headers)
             if authorization and _origin_of(url) == origin:
                 sent["Authorization"] = authorization
-            response = await self._open(method, url, sent)
+            response = await self._open(method, url, sent, stream=stream)
             location = response.headers.get("Location")
             if response.status not in _REDIRECT_STATUSES or not location:
                 return response
             response.release()
-            url = urljoin(url, location)
-        raise TransportError(f"{method} {redact(url)}: more than {MAX_REDIRECTS} redirects")
+            target = urljoin(url, location)
+            if urlsplit(target).scheme not in ("http", "https"):
+                raise RegistryError(
+                    method,
+                    redact(url),
+                    response.status,
+                    text=f"redirects to {redact(target)}, which is not an http(s) URL",
+                )
+            url = target
+        raise RegistryError(
+            method, redact(url), response.status, text=f"more than {MAX_REDIRECTS} redirects"
+        )
 
     async def _open(
         self,
@@ -573,20 +735,30 @@ class Transport:
         url: str,
         headers: Mapping[str, str],
         form: Mapping[str, str] | None = None,
+        *,
+        stream: bool = False,
     ) -> aiohttp.ClientResponse:
         """One request, through the proxy ``network`` picks for ``url`` and with the TLS checks
-        the security policy asks of its host."""
+        the security policy asks of its host; bounded by silence, and unless it ``stream``s a
+        large body, by a deadline for the whole exchange."""
         await self._wait_while_paused(_origin_of(url))
         proxy = self._proxies.for_url(url)
         host = urlsplit(url).netloc
         tls = self._verified_tls if self._security.verifies_tls(host) else False
         try:
             response = await self._session(proxy).request(
-                method, url, headers=headers, data=form, allow_redirects=False, ssl=tls
+                method,
+                url,
+                headers=headers,
+                data=form,
+                allow_redirects=False,
+                ssl=tls,
+                timeout=self._silence if stream else self._deadline,
             )
         except _CONNECTION_ERRORS as exc:
             through = f" (through proxy {redact(proxy)})" if proxy else ""
-            raise TransportError(f"{method} {redact(url)}{through}: {_describe(exc)}") from exc
+            kind = UnknownHostError if _is_unknown_host(exc) else TransportError
+            raise kind(f"{method} {redact(url)}{through}: {_describe(exc)}") from exc
         # Request-level log for -v; redacted, since presigned CDN URLs carry signatures.
         log.debug("%s %s: %d", method, redact(url), response.status)
         return response
@@ -594,9 +766,9 @@ class Transport:
     def _session(self, proxy: str | None) -> aiohttp.ClientSession:
         """The session for requests through ``proxy`` (None: direct), opened on first use.
 
-        ``auto_decompress`` is off because blobs must arrive as the registry's exact bytes: a
-        proxy or CDN that adds ``Content-Encoding`` must not change what we hash and store. There
-        is no total timeout: only connecting and read silence are bounded.
+        Bodies must arrive as the registry's exact bytes: ``Accept-Encoding: identity`` asks
+        that no proxy or CDN compress them, and ``auto_decompress`` is off so that one which
+        adds ``Content-Encoding`` anyway cannot change what we hash and store.
         """
         session = self._sessions.get(proxy)
         if session is None:
@@ -608,12 +780,10 @@ class Transport:
                 connector = _proxy_connector(proxy, self._verified_tls, self._connections)
             session = aiohttp.ClientSession(
                 connector=connector,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=self._timeout, sock_read=self._timeout
-                ),
+                timeout=self._silence,
                 auto_decompress=False,
                 read_bufsize=READ_BUFFER_BYTES,
-                headers={"User-Agent": USER_AGENT},
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
             )
             self._sessions[proxy] = session
         return session
@@ -626,13 +796,18 @@ class Transport:
     def _pause(self, origin: str, seconds: float) -> None:
         """Hold back every new request to ``origin``: a registry that throttles one worker
         would otherwise be hammered by all the others until each got its own 429."""
-        until = time.monotonic() + min(seconds, self._retry.max_delay)
+        until = time.monotonic() + min(seconds, MAX_RETRY_AFTER)
         if until > self._paused_until.get(origin, 0.0):
             self._paused_until[origin] = until
             log.warning("%s is throttling: pausing requests to it for %.1fs", origin, seconds)
 
-    async def _error(self, method: str, response: aiohttp.ClientResponse) -> RegistryError:
-        """Turn an error status into the matching :class:`RegistryError`, body capped."""
+    async def _error(
+        self, method: str, response: aiohttp.ClientResponse, hint: str = ""
+    ) -> RegistryError:
+        """Turn an error status into the matching :class:`RegistryError`, body capped.
+
+        ``hint`` is added to a refused login (401, 403): why no credentials were sent.
+        """
         try:
             body = await response.content.read(MAX_ERROR_BODY_BYTES)
         except _CONNECTION_ERRORS:
@@ -644,15 +819,14 @@ class Transport:
         text = "" if diagnostics else body.decode("utf-8", "replace")
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         status = response.status
-        if status == 429:
+        if status in (401, 403):
+            return AuthenticationError(method, url, status, diagnostics, text, retry_after, hint)
+        kind = NotFoundError if status == 404 else RegistryError
+        error = kind(method, url, status, diagnostics, text, retry_after)
+        if status == 429 and not limit_is_spent(error):
             origin = _origin_of(str(response.url))
             self._pause(origin, retry_after if retry_after is not None else self._retry.backoff(1))
-        kind: type[RegistryError] = RegistryError
-        if status in (401, 403):
-            kind = AuthenticationError
-        elif status == 404:
-            kind = NotFoundError
-        return kind(method, url, status, diagnostics, text, retry_after)
+        return error
 
 
 def _verified_tls(ca_cert: Path | None) -> ssl.SSLContext:

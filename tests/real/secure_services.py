@@ -231,24 +231,29 @@ def start_token_server(
     *,
     users: Mapping[str, str],
     refresh_tokens: Mapping[str, str],
+    tls: bool = True,
 ) -> Iterator[TokenServer]:
-    """Serve a :class:`TokenServer` over HTTPS (a certificate from ``ca``) from a thread."""
+    """Serve a :class:`TokenServer` from a thread: over HTTPS (a certificate from ``ca``), or
+    with ``tls=False`` over plain HTTP, as docker_auth often runs beside a registry."""
     openssl = require_tool("openssl")
-    certificate, key = ca.issue(workdir, "token-server")
+    workdir.mkdir(parents=True, exist_ok=True)
     signer_certificate, signer_key = workdir / "signer.crt", workdir / "signer.key"
     run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-sha256",
          "-keyout", str(signer_key), "-out", str(signer_certificate),
          "-subj", "/CN=bulkpull token signer"])  # fmt: skip
     server = TokenServer(signer_key, signer_certificate, users, refresh_tokens)
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(certificate, key)
+    context = None
+    if tls:
+        certificate, key = ca.issue(workdir, "token-server")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(certificate, key)
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(server.app(), access_log=None)
     loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
     loop.run_until_complete(site.start())
     host, port = runner.addresses[0][:2]
-    server.url = f"https://{host}:{port}/token"
+    server.url = f"{'https' if tls else 'http'}://{host}:{port}/token"
     thread = threading.Thread(target=loop.run_forever, name="token-server", daemon=True)
     thread.start()
     try:

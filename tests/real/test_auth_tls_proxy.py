@@ -131,6 +131,26 @@ def token_registry(
 
 
 @pytest.fixture(scope="module")
+def plain_token_server(ca: CertificateAuthority, workdir: Path) -> Iterator[TokenServer]:
+    """The token server on a port of its own, over plain HTTP, as docker_auth is deployed."""
+    with start_token_server(
+        workdir / "plain-token-server", ca, users={USER: PASSWORD}, refresh_tokens={}, tls=False
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def plain_token_registry(
+    registry: Registry, images: Images, plain_token_server: TokenServer, workdir: Path
+) -> Iterator[Registry]:
+    """Plain HTTP on loopback, with tokens from ``plain_token_server`` on another port."""
+    home = workdir / "plain-token-registry"
+    auth = plain_token_server.registry_auth
+    with start_registry(home, storage=registry.root, auth=auth) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def mirror(images: Images, workdir: Path) -> Iterator[Registry]:
     """A plain registry of its own that holds ``images.cached`` and nothing else."""
     with start_registry(workdir / "mirror") as running:
@@ -458,6 +478,39 @@ def test_a_verbose_authenticated_run_shows_no_password_and_no_token(
     assert "credentials from the login given" in printed, "the run was not verbose"
     for text in logs:
         assert [secret for secret in secrets if secret in text] == []
+
+
+@pytest.mark.parametrize("login", ["-u/-p", "--creds", "config.json", "credential-helper"])
+def test_a_plain_http_token_server_on_another_port_of_the_registry_host_gets_the_login(
+    user: User,
+    plain_token_registry: Registry,
+    plain_token_server: TokenServer,
+    images: Images,
+    login: str,
+) -> None:
+    host = plain_token_registry.host
+    assert plain_token_server.url.startswith("http://127.0.0.1:")
+    assert not plain_token_server.url.startswith(f"http://{host}/")
+    flags: list[str] = []
+    if login == "-u/-p":
+        flags = ["-u", USER, "-p", PASSWORD]
+    elif login == "--creds":
+        flags = ["--creds", f"{host}={USER}:{PASSWORD}"]
+    elif login == "config.json":
+        user.write_json(
+            ".docker/config.json", {"auths": {host: {"auth": basic_auth(USER, PASSWORD)}}}
+        )
+    else:
+        install_credential_helper(user.bin, "test", {host: (USER, PASSWORD)})
+        user.write_json(".docker/config.json", {"credHelpers": {host: "test"}})
+    seen = len(plain_token_server.requests)
+
+    pulled = user.pull([f"{host}/{images.private}"], *flags)
+
+    assert pulled.code == 0, pulled.output
+    assert "not sending credentials" not in pulled.output
+    [asked] = plain_token_server.requests[seen:]
+    assert (asked.grant, asked.user, asked.transport_secure) == ("basic", USER, False)
 
 
 # --------------------------------------------------------------------------------------------
