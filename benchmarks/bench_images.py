@@ -118,8 +118,11 @@ class OciLayout:
     ``finish`` writes ``index.json``; only then does ``skopeo copy oci:DIR:TAG`` see the tags.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, full_names: bool = False) -> None:
         self.root = root
+        self.full_names = full_names
+        """Tags are whole normalized references (``docker.io/repo:tag``), also given as
+        containerd's image name, as in a layout that a pull wrote."""
         self._blobs = root / "blobs" / "sha256"
         self._blobs.mkdir(parents=True, exist_ok=True)
         (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
@@ -194,11 +197,11 @@ class OciLayout:
 
     def finish(self) -> None:
         """Write ``index.json`` naming every image added so far by its tag."""
+        names = ["org.opencontainers.image.ref.name"]
+        if self.full_names:
+            names.append("io.containerd.image.name")
         entries = [
-            {
-                **image.manifest.descriptor(),
-                "annotations": {"org.opencontainers.image.ref.name": image.tag},
-            }
+            {**image.manifest.descriptor(), "annotations": dict.fromkeys(names, image.tag)}
             for image in self._tagged
         ]
         index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}

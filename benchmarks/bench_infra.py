@@ -1,4 +1,4 @@
-"""Processes for the benchmarks: a private registry, pushes, and measured runs of the tools.
+"""Processes for the benchmarks: private registries, pushes, and the helpers measured runs use.
 
 Everything talks to 127.0.0.1 only; children get an environment without proxy settings. Each
 child starts in a session of its own, so that an interrupted run can end it together with its
@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -29,7 +28,15 @@ from bench_images import OCI_MANIFEST, BuiltImage
 
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "ftp_proxy", "no_proxy")
 _LOOPBACK = "127.0.0.1"
-_SPAWN = Path(__file__).resolve().parent / "bench_spawn.py"
+# What a registry should answer a manifest request with: any of these, as pushed.
+_MANIFEST_TYPES = ", ".join(
+    [
+        OCI_MANIFEST,
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
 
 
 class BenchError(RuntimeError):
@@ -64,6 +71,12 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def kill_group(leader: int) -> None:
+    """SIGKILL the process group that ``leader`` leads, if it is still there."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(leader, signal.SIGKILL)
+
+
 def run_checked(
     args: Sequence[str], *, env: dict[str, str], timeout: float = 600
 ) -> subprocess.CompletedProcess[bytes]:
@@ -86,118 +99,6 @@ def run_checked(
 
 
 # --------------------------------------------------------------------------------------------
-# Measured runs
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One timed run of a tool: one process, or several (sequential runs, xargs)."""
-
-    wall: float
-    """Seconds from start to exit."""
-    cpu: float
-    """User plus system seconds of the process and every child it waited for."""
-    max_rss_kib: int
-    """Peak resident set of the largest single process, in KiB."""
-    registry_cpu: float = 0.0
-    """User plus system seconds the registry spent meanwhile."""
-    proxy_cpu: float = 0.0
-    """User plus system seconds a proxy of the benchmark spent meanwhile (if one is used)."""
-    connections: int | None = None
-    """TCP connections the tool opened, where a proxy counted them."""
-    exit_code: int = 0
-
-
-def combine(parts: Sequence[Measurement], wall: float, registry_cpu: float) -> Measurement:
-    """Processes run one after the other, as one measurement taking ``wall`` seconds."""
-    return Measurement(
-        wall=wall,
-        cpu=sum(part.cpu for part in parts),
-        max_rss_kib=max((part.max_rss_kib for part in parts), default=0),
-        registry_cpu=registry_cpu,
-    )
-
-
-class CommandFailed(BenchError):
-    def __init__(self, args: Sequence[str], what: str, log: Path) -> None:
-        super().__init__(f"{what}: {shlex.join(args)}\n--- output (tail of {log}) ---\n{tail(log)}")
-
-
-def _kill_group(leader: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(leader, signal.SIGKILL)
-
-
-def run_measured(
-    args: Sequence[str],
-    *,
-    env: dict[str, str],
-    log: Path,
-    timeout: float,
-    allow_failure: bool = False,
-) -> Measurement:
-    """Run ``args`` to its end and measure wall time, CPU time and peak RSS.
-
-    The command is started by the small ``bench_spawn.py`` process, which times it and reads
-    its resource usage with ``wait4`` (see there why not from here). Output goes to ``log``
-    (appended). A timeout or an interruption ends the whole process group and raises; so does
-    a non-zero exit, unless ``allow_failure`` (the exit code is then in the result).
-    """
-    result = log.with_name(log.name + ".result")
-    result.unlink(missing_ok=True)
-    with log.open("ab") as log_file:
-        log_file.write(f"$ {shlex.join(args)}\n".encode())
-        log_file.flush()
-        process = subprocess.Popen(
-            [sys.executable, "-S", "-I", str(_SPAWN), str(result), *args],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    pid = process.pid
-    # The group id stays ours as long as its leader is not reaped: the timer kills the group
-    # only under the lock and only before the main thread reaps.
-    lock = threading.Lock()
-    state = {"exited": False, "timed_out": False}
-
-    def on_timeout() -> None:
-        with lock:
-            if not state["exited"]:
-                state["timed_out"] = True
-                _kill_group(pid)
-
-    timer = threading.Timer(timeout, on_timeout)
-    timer.daemon = True
-    timer.start()
-    try:
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-        with lock:
-            state["exited"] = True
-            # End whatever the command left running in its group before the group id is freed.
-            _kill_group(pid)
-        process.wait()
-    except BaseException:
-        with lock:
-            state["exited"] = True
-            _kill_group(pid)
-        process.wait()
-        raise
-    finally:
-        timer.cancel()
-    if state["timed_out"]:
-        raise CommandFailed(args, f"timed out after {timeout:.0f}s", log)
-    try:
-        wall, cpu, max_rss, code = result.read_text().split()
-    except (OSError, ValueError) as exc:
-        raise CommandFailed(args, f"could not be measured ({exc})", log) from exc
-    if int(code) != 0 and not allow_failure:
-        raise CommandFailed(args, f"exit code {code}", log)
-    return Measurement(float(wall), float(cpu), int(max_rss), exit_code=int(code))
-
-
-# --------------------------------------------------------------------------------------------
 # The registry
 
 
@@ -209,11 +110,11 @@ def free_port() -> int:
 
 
 def http_get(
-    url: str, *, headers: dict[str, str] | None = None, timeout: float = 5
+    url: str, *, headers: dict[str, str] | None = None, timeout: float = 5, method: str = "GET"
 ) -> tuple[int, dict[str, str]]:
-    """Status and headers of a GET to a loopback URL (proxies never used)."""
+    """Status and headers of a request to a loopback URL (proxies never used)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(url, headers=headers or {})
+    request = urllib.request.Request(url, headers=headers or {}, method=method)
     try:
         with opener.open(request, timeout=timeout) as response:
             response.read()
@@ -245,6 +146,29 @@ class Registry:
         ticks = int(fields[11]) + int(fields[12])
         return ticks / os.sysconf("SC_CLK_TCK")
 
+    def written_bytes(self) -> int:
+        """Bytes the registry has sent towards its disk so far (``/proc/PID/io`` write_bytes)."""
+        try:
+            for line in Path(f"/proc/{self.pid}/io").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key == "write_bytes":
+                    return int(value)
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def served_digest(self, reference: str) -> tuple[int, str | None]:
+        """Status and ``Docker-Content-Digest`` of a ``HEAD`` of the manifest ``repo:tag``."""
+        repository, _, tag = reference.rpartition(":")
+        status, headers = http_get(
+            f"{self.url}/v2/{repository}/manifests/{tag}",
+            headers={"Accept": _MANIFEST_TYPES},
+            method="HEAD",
+        )
+        return status, {key.lower(): value for key, value in headers.items()}.get(
+            "docker-content-digest"
+        )
+
 
 def _registry_config(root: Path, port: int) -> str:
     config = {  # JSON is YAML, which the registry reads
@@ -262,7 +186,12 @@ def _registry_config(root: Path, port: int) -> str:
 
 @contextlib.contextmanager
 def start_registry(
-    workdir: Path, *, env: dict[str, str], attempts: int = 3, timeout: float = 30
+    workdir: Path,
+    *,
+    env: dict[str, str],
+    attempts: int = 3,
+    timeout: float = 30,
+    announce: bool = True,
 ) -> Iterator[Registry]:
     """Run ``docker-registry serve`` until the context exits; storage goes below ``workdir``."""
     binary = require_tool("docker-registry")
@@ -295,7 +224,8 @@ def start_registry(
             if not ready:
                 last_log = tail(log)
                 continue
-            progress(f"registry listening on {_LOOPBACK}:{port} (pid {process.pid})")
+            if announce:
+                progress(f"registry listening on {_LOOPBACK}:{port} (pid {process.pid})")
             yield Registry(f"{_LOOPBACK}:{port}", process.pid, log)
             return
         finally:
@@ -304,9 +234,56 @@ def start_registry(
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(timeout=10)
             if process.poll() is None:
-                _kill_group(process.pid)
+                kill_group(process.pid)
                 process.wait(timeout=10)
     raise BenchError(f"docker-registry did not start after {attempts} attempts:\n{last_log}")
+
+
+class TargetRegistry:
+    """The registry the push and copy scenarios write to, started afresh on demand.
+
+    A fresh registry with empty storage for each cold run, not a fresh namespace in one
+    registry: blobs of an earlier run would be mounted or skipped across repositories and make
+    later runs cheaper than the first.
+    """
+
+    def __init__(self, workdir: Path, *, env: dict[str, str], namespace: str) -> None:
+        self.workdir = workdir
+        self.env = env
+        self.namespace = namespace
+        self.filled_by: str | None = None
+        """Which run put the images there, so that a run that needs them can tell."""
+        self._running = contextlib.ExitStack()
+        self._registry: Registry | None = None
+        self._storage: Path | None = None
+        self._started = 0
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            raise BenchError("the target registry is not running")
+        return self._registry
+
+    def fresh(self) -> Registry:
+        """Stop the running target (its storage removed) and start an empty one."""
+        self.close()
+        self._started += 1
+        self._storage = self.workdir / f"target-{self._started}"
+        self._registry = self._running.enter_context(
+            start_registry(self._storage, env=self.env, announce=False)
+        )
+        return self._registry
+
+    def destination(self, repository_tag: str) -> str:
+        """``127.0.0.1:PORT/NAMESPACE/repo:tag`` in the running target."""
+        return f"{self.registry.host}/{self.namespace}/{repository_tag}"
+
+    def close(self) -> None:
+        self._running.close()
+        self._registry = None
+        self.filled_by = None
+        if self._storage is not None:
+            shutil.rmtree(self._storage, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,11 +319,7 @@ def push_images(
             ],
             env=env,
         )
-        repository, _, tag = destination.rpartition(":")
-        status, headers = http_get(
-            f"{registry.url}/v2/{repository}/manifests/{tag}", headers={"Accept": OCI_MANIFEST}
-        )
-        served = {key.lower(): value for key, value in headers.items()}.get("docker-content-digest")
+        status, served = registry.served_digest(destination)
         if status != 200 or served != image.manifest.digest:
             raise BenchError(
                 f"{destination}: registry answers {status} with digest {served}, "
