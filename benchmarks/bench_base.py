@@ -84,6 +84,8 @@ class Scenario(abc.ABC):
     summary: ClassVar[str]
     payload_bytes: int | None = None
     """Bytes one pull moves, for a throughput column; ``None`` leaves it out."""
+    pulls: ClassVar[bool] = True
+    """The tools pull into files; ``False``: they write into a target registry."""
     group_header: ClassVar[str] = ""
     """Header of the column naming the rows' groups, for scenarios that have groups."""
 
@@ -150,6 +152,12 @@ class Scenario(abc.ABC):
     def notes(self, results: Results) -> list[str]:
         notes = [f"{self.ctx.settings.repeat} run(s) per tool, interleaved."]
         notes += table_notes(wchar=not self.ctx.counts_writes)
+        if not self.pulls:
+            notes.append(
+                "CPU s/GB: CPU seconds per GB (10^9 bytes) of blobs summed over the images: "
+                "what the target's repositories need, whether uploaded, mounted or skipped."
+            )
+            return notes
         delivered = summed_bytes(self.pullables)
         distinct = sum(distinct_blobs(self.pullables).values())
         runs = results.get("bulkpull")

@@ -44,6 +44,7 @@ class CopyScenario(Scenario):
     """bulkpull LIST --to against skopeo sync and skopeo copy, source registry to target."""
 
     name = "copy"
+    pulls = False
     summary = "the shared and many sets from one registry to another, cold and unchanged"
     group_header = "set, state"
 

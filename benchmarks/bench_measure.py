@@ -15,6 +15,7 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,6 +213,8 @@ class DiskSampler:
 
     Sampled every ``interval`` seconds in a thread, and once at the start and at the end. A
     peak shorter than the interval can be missed; the large files that matter grow over many.
+    Where one sample takes long (thousands of files), the pause grows to ten times a sample's
+    time, so that sampling never takes more than a tenth of a core from the tools.
     """
 
     def __init__(self, root: Path, interval: float) -> None:
@@ -222,13 +225,17 @@ class DiskSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample_until_stopped, daemon=True)
 
-    def _sample(self) -> None:
+    def _sample(self) -> float:
+        """Take one sample; the seconds it took."""
+        started = time.perf_counter()
         self.peak = max(self.peak, allocated_bytes(self.root))
         self.samples += 1
+        return time.perf_counter() - started
 
     def _sample_until_stopped(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
+        pause = self.interval
+        while not self._stop.wait(pause):
+            pause = max(self.interval, 10 * self._sample())
 
     def __enter__(self) -> DiskSampler:
         self._sample()

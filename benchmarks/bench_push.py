@@ -36,6 +36,7 @@ class PushScenario(Scenario):
     """bulkpull push against skopeo copy oci: → docker://, one image at a time and xargs -P."""
 
     name = "push"
+    pulls = False
     summary = "the shared set from an OCI layout into an empty registry"
 
     def __init__(self, ctx: Context) -> None:
