@@ -120,6 +120,12 @@ def _add_general(parser: argparse.ArgumentParser) -> None:
         "--floor-parallel", type=positive, default=8, help="parallel curl transfers for the floors"
     )
     parser.add_argument(
+        "--floor-hash",
+        choices=["openssl", "sha256sum"],
+        default="openssl",
+        help="hasher of the curl|tee floor (coreutils' sha256sum uses no SHA instructions)",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=1800, help="seconds one measured command may take"
     )
     parser.add_argument(
@@ -284,4 +290,5 @@ def settings_from(args: argparse.Namespace) -> Settings:
         target_namespace=args.target_namespace,
         copy_sets=args.copy_sets,
         copy_rtt=args.copy_rtt / 1000,
+        floor_hasher=args.floor_hash,
     )

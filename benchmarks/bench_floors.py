@@ -3,8 +3,8 @@
 A floor is a lower bound, not a competitor. Each fetches every distinct blob once with curl:
 
 - ``floor``: ``curl --parallel``, straight to files (the wall-time floor of a pull);
-- ``floor-tee``: ``curl URL | tee FILE | sha256sum``, one blob after the other (the CPU floor of
-  downloading, writing and hashing each byte once);
+- ``floor-tee``: ``curl URL | tee FILE | openssl dgst -sha256`` (or ``sha256sum``), one blob
+  after the other (the CPU floor of downloading, writing and hashing each byte once);
 - ``floor-cat``: ``curl --parallel`` into a scratch directory, then ``cat`` of each image's blobs
   into a file of its own, then the scratch directory removed (the floor of one archive per image:
   shared blobs downloaded once, copied into every archive that holds them).
@@ -98,20 +98,32 @@ def floor_tool(ctx: Context, pullables: Sequence[Pullable], route: Route) -> Too
     return Tool("floor", f"curl floor -Z{ctx.settings.floor_parallel}", run, check, moved)
 
 
+HASHERS = {"openssl": ("openssl", "dgst", "-sha256", "-r"), "sha256sum": ("sha256sum",)}
+"""Commands that print ``HEX ...`` for the SHA-256 of their input; ``--floor-hash`` chooses."""
+
+
 def floor_tee_tool(ctx: Context, pullables: Sequence[Pullable], route: Route) -> Tool:
-    """Every distinct blob once, ``curl URL | tee FILE | sha256sum``, one after the other."""
+    """Every distinct blob once, ``curl URL | tee FILE | HASHER``, one after the other.
+
+    The hasher is OpenSSL's by default: GNU coreutils' ``sha256sum`` (Debian 12 builds it
+    without OpenSSL) does not use the CPU's SHA instructions and takes several times as long as
+    the hashing of a Python program (hashlib is OpenSSL's), so it would be no floor.
+    """
     blobs = _blob_sources(pullables)
     sums = ctx.workdir / "floor-tee.sha256"
     curl = shlex.join(
         [require_tool("curl"), "--silent", "--show-error", "--fail", "--noproxy", "*"]
     )
+    hasher_name = ctx.settings.floor_hasher
+    first, *rest = HASHERS[hasher_name]
+    hasher = shlex.join([require_tool(first), *rest])
 
     def run(out: Path) -> Measurement:
         lines = [f": > {shlex.quote(str(sums))}"]
         for digest, (repository, _) in blobs.items():
             url = shlex.quote(_blob_url(route, repository, digest))
             target = shlex.quote(str(out / _file_name(digest)))
-            lines.append(f"{curl} {url} | tee {target} | sha256sum >> {shlex.quote(str(sums))}")
+            lines.append(f"{curl} {url} | tee {target} | {hasher} >> {shlex.quote(str(sums))}")
         return _scripted(ctx, route, "floor-tee", lines)
 
     def check(out: Path) -> None:
@@ -119,10 +131,10 @@ def floor_tee_tool(ctx: Context, pullables: Sequence[Pullable], route: Route) ->
         hashed = {line.split()[0] for line in sums.read_text().splitlines() if line.strip()}
         wrong = sorted(d for d in blobs if _file_name(d) not in hashed)
         if wrong:
-            raise BenchError(f"curl|tee floor: sha256sum did not print the digests {wrong}")
+            raise BenchError(f"curl|tee floor: {hasher_name} did not print the digests {wrong}")
 
     moved = sum(size for _, size in blobs.values())
-    return Tool("floor-tee", "curl|tee|sha256sum", run, check, moved)
+    return Tool("floor-tee", f"curl|tee|{hasher_name}", run, check, moved)
 
 
 def floor_cat_tool(ctx: Context, pullables: Sequence[Pullable], route: Route) -> Tool:

@@ -66,6 +66,8 @@ class Settings:
     """Namespace in the target registry that push and copy write below."""
     copy_sets: tuple[str, ...] = ("shared", "many")
     """The image sets the copy scenario copies."""
+    floor_hasher: str = "openssl"
+    """What hashes in the ``curl | tee | HASHER`` floor: ``openssl`` or ``sha256sum``."""
     copy_rtt: float = 0.0
     """Seconds of round-trip time added between the copying tools and the source registry."""
 

@@ -198,7 +198,7 @@ class LargeScenario(Scenario):
                 1.05,
             ),
             Target(
-                "CPU, bulkpull / curl|tee|sha256sum",
+                f"CPU, bulkpull / curl|tee|{self.ctx.settings.floor_hasher}",
                 cpu_ratio(results, "bulkpull", "floor-tee"),
                 1.3,
             ),
