@@ -74,7 +74,7 @@ async def test_verified_blob_lands_under_sha256_hex(store: BlobStore) -> None:
 
     assert path == store.root / "sha256" / DIGEST.hex
     assert path.read_bytes() == BLOB
-    assert store.has(DIGEST)
+    assert await store.has(DIGEST)
     assert stored_names(store) == [DIGEST.hex]
     assert registry.offsets == [0]
 
@@ -105,7 +105,7 @@ async def test_mismatching_body_is_refused_and_leaves_nothing(
     assert str(caught.value).startswith(f"{WHAT}: digest mismatch: expected {DIGEST}")
     assert caught.value.size == len(body)
     assert stored_names(store) == []
-    assert not store.has(DIGEST)
+    assert not await store.has(DIGEST)
 
 
 async def test_overlong_body_is_cut_off_and_refused(store: BlobStore) -> None:
@@ -128,7 +128,7 @@ async def test_broken_stream_keeps_partial_and_next_ingest_resumes_from_it(
 
     partial = partial_of(store, DIGEST)
     assert partial.read_bytes() == BLOB[:400]
-    assert not store.has(DIGEST)
+    assert not await store.has(DIGEST)
 
     registry.fail_at = None
     path = await store.ingest(DIGEST, len(BLOB), registry.open, WHAT)
@@ -310,7 +310,7 @@ async def test_put_bytes_stores_under_the_digest(store: BlobStore) -> None:
 
     assert path == store.path(digest)
     assert path.read_bytes() == manifest
-    assert store.has(digest)
+    assert await store.has(digest)
     assert stored_names(store) == [digest.hex]
 
 
