@@ -158,6 +158,9 @@ class Layout(_Collecting):
         self._index: asyncio.Future[tuple[dict[str, object], list[dict[str, object]]]] | None
         self._index = None
 
+    def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
+        return self.directory
+
     async def _existing_entries(self) -> list[dict[str, object]]:
         """The layout's index entries as the run found them; read once, not once per image
         (the index is rewritten only by :meth:`finish`). An index that is not one fails every
