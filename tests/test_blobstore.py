@@ -366,3 +366,38 @@ async def test_two_stores_on_one_directory_download_a_blob_once(tmp_path: Path) 
     assert paths[0] == paths[1]
     assert paths[0].read_bytes() == blob
     assert sorted(p.name for p in (tmp_path / "sha256").iterdir()) == [digest.hex]
+
+
+async def test_a_descriptor_of_size_zero_with_a_digest_fails_as_a_mismatch(
+    store: BlobStore,
+) -> None:
+    with pytest.raises(DigestMismatchError, match=r"expected .* \(0 bytes\)"):
+        await store.ingest(DIGEST, 0, Registry(BLOB).open, WHAT)
+
+    assert stored_names(store) == []
+
+
+async def test_read_small_gives_nothing_for_a_blob_larger_than_asked_for(
+    store: BlobStore,
+) -> None:
+    await store.ingest(DIGEST, len(BLOB), Registry(BLOB).open, WHAT)
+
+    assert await store.read_small(DIGEST, len(BLOB)) == BLOB
+    assert await store.read_small(DIGEST, len(BLOB) - 1) is None
+    assert await store.read_small(Digest.of(b"absent"), 1000) is None
+
+
+async def test_a_link_at_a_final_name_is_not_a_stored_blob(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(BLOB)
+    store.path(DIGEST).parent.mkdir(parents=True)
+    store.path(DIGEST).symlink_to(elsewhere)
+
+    assert not await store.has(DIGEST)
+    assert await store.read_small(DIGEST, 10_000) is None
+    path = await store.ingest(DIGEST, len(BLOB), Registry(BLOB).open, WHAT)
+
+    assert not path.is_symlink()
+    assert path.read_bytes() == BLOB
