@@ -16,6 +16,7 @@ from test_cli import run_cli
 
 import bulkpull
 from bulkpull import Platform, PullOptions
+from bulkpull.outputs import blob_chunks
 
 ARM64 = Platform("linux", "arm64")
 AMD64 = Platform("linux", "amd64")
@@ -323,3 +324,26 @@ async def test_a_moved_tag_names_the_replaced_archive_in_the_report(
     assert moved.replaced == (
         bulkpull.ReplacedImage(ref, bulkpull.Digest.parse(images.one.digest), archive),
     )
+
+
+async def test_every_blob_reads_back_out_of_an_archive_a_bundle_and_a_layout(
+    served: tuple[FakeRegistry, str, Images], options: PullOptions, tmp_path: Path
+) -> None:
+    _, host, images = served
+    refs = [f"{host}/app/one:1", f"{host}/app/two:1"]
+    single = await bulkpull.pull_image(refs[0], tmp_path / "single", options)
+    await bulkpull.pull_images(refs, tmp_path, options, bundle=tmp_path / "all.tar")
+    await bulkpull.pull_images(refs, tmp_path, options, oci_layout=tmp_path / "layout")
+    assert single.archive is not None
+    sources = {
+        single.archive: images.one.blobs,
+        tmp_path / "all.tar": images.one.blobs | images.two.blobs,
+        tmp_path / "layout": images.one.blobs | images.two.blobs,
+    }
+
+    for source, blobs in sources.items():
+        for digest, blob in blobs.items():
+            chunks = [c async for c in blob_chunks(source, bulkpull.Digest.parse(digest))]
+            assert b"".join(chunks) == blob, (source, digest)
+    with pytest.raises(bulkpull.OutputError, match="holds no blob"):
+        await anext(blob_chunks(single.archive, bulkpull.Digest.of(b"absent")))

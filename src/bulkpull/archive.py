@@ -150,6 +150,22 @@ def _write_members(
     _finish(out)
 
 
+def blob_location(archive: Path, digest: Digest) -> tuple[int, int]:
+    """Where a blob's bytes sit in a tar, as offset and size; :class:`OutputError` when the
+    archive holds no such blob."""
+    with (
+        os.fdopen(open_regular(archive), "rb") as handle,
+        tarfile.open(fileobj=handle, mode="r:") as tar,
+    ):
+        try:
+            member = tar.getmember(blob_member(digest))
+        except KeyError:
+            member = None
+    if member is None or not member.isfile():
+        raise OutputError(f"{archive} holds no blob {digest}")
+    return member.offset_data, member.size
+
+
 def index_document(images: Sequence[ArchiveImage]) -> dict[str, object]:
     """The OCI ``index.json``: one descriptor per named image."""
     return _index([image.descriptor for image in images])

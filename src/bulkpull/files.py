@@ -25,7 +25,7 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
@@ -242,6 +242,31 @@ async def read_file(path: Path, limit: int) -> bytes:
     handle = await opened(aiofiles.open(path, "rb", opener=_read_only), lambda f: f.close())
     try:
         return await handle.read(limit)
+    finally:
+        await shielded(handle.close())
+
+
+async def read_chunks(
+    path: Path, offset: int = 0, size: int | None = None, chunk_size: int = 1024 * 1024
+) -> AsyncIterator[bytes]:
+    """The bytes of the regular file at ``path`` from ``offset``: ``size`` of them (all the
+    rest when None), in chunks, one worker-thread read each. Fewer than ``size`` is an
+    :class:`OutputError`: the file is not what its reader was told."""
+    handle = await opened(aiofiles.open(path, "rb", opener=_read_only), lambda f: f.close())
+    try:
+        await handle.seek(offset)
+        remaining = size
+        while remaining is None or remaining > 0:
+            chunk = await handle.read(
+                chunk_size if remaining is None else min(remaining, chunk_size)
+            )
+            if not chunk:
+                break
+            if remaining is not None:
+                remaining -= len(chunk)
+            yield chunk
+        if remaining:
+            raise OutputError(f"{path}: ended {remaining} bytes early")
     finally:
         await shielded(handle.close())
 

@@ -11,8 +11,9 @@ No file work runs on the event loop. Archives and the layout index are written i
 thread through ``files.run_stoppable``: a cancellation stops the writer before it installs
 anything, or lets an install already under way finish so that it is reported. What a final name
 holds is read in a worker thread too, and anything there that is not a regular file (a FIFO
-would hang the run) is an error for the image. Imports ``archive``, ``blobstore``, ``files``,
-``verify``, ``imagelist``, ``registry`` and ``report``.
+would hang the run) is an error for the image. :func:`blob_chunks` reads a blob back out of an
+archive or a layout for uploads, through ``aiofiles`` (``files.read_chunks``). Imports
+``archive``, ``blobstore``, ``files``, ``verify``, ``imagelist``, ``registry`` and ``report``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import errno
 import functools
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from bulkpull.archive import (
     CONTAINERD_NAME,
     OCI_REF_NAME,
     ArchiveImage,
+    blob_location,
     read_layout_index,
     update_layout,
     write_archive,
@@ -37,7 +39,14 @@ from bulkpull.archive import (
 from bulkpull.blobstore import BlobStore
 from bulkpull.digest import Digest
 from bulkpull.errors import BulkpullError, DestinationError, OutputError
-from bulkpull.files import NAME_MAX, kind_of, open_regular, output_error, run_stoppable
+from bulkpull.files import (
+    NAME_MAX,
+    kind_of,
+    open_regular,
+    output_error,
+    read_chunks,
+    run_stoppable,
+)
 from bulkpull.imagelist import ImageSpec
 from bulkpull.options import PullOptions
 from bulkpull.platform import Platform
@@ -209,6 +218,19 @@ def _replaced_entries(entries: list[dict[str, object]], directory: Path) -> list
             continue  # not an entry bulkpull could name; it is gone all the same
         replaced.append(ReplacedImage(str(name), digest, directory))
     return replaced
+
+
+async def blob_chunks(source: Path, digest: Digest) -> AsyncIterator[bytes]:
+    """A blob's bytes, in order, from a per-image archive, a bundle or an OCI layout directory:
+    what an upload streams to a registry. Read where they sit (a tar is not unpacked), one
+    worker-thread read per chunk."""
+    if await asyncio.to_thread(source.is_dir):
+        chunks = read_chunks(source / "blobs" / "sha256" / digest.hex)
+    else:
+        offset, size = await asyncio.to_thread(blob_location, source, digest)
+        chunks = read_chunks(source, offset, size)
+    async for chunk in chunks:
+        yield chunk
 
 
 def held_images(path: Path) -> dict[str, Digest]:
