@@ -176,3 +176,4 @@ async def test_an_archive_name_longer_than_a_file_name_may_be_is_a_usage_error_n
     assert f"{images}:2: the archive name registry.example_aaa" in err
     assert "a file name may have at most 255" in err
     assert served.registry.seen == []
+    assert not (tmp_path / "out").exists()

@@ -31,6 +31,7 @@ RUN_TIMEOUT = 60.0
 
 @dataclass
 class Setup:
+    registry: FakeRegistry
     host: str
     image: f.Image
     tmp: Path
@@ -57,7 +58,7 @@ async def setup(start: Start, tmp_path: Path) -> Setup:
     registry = FakeRegistry()
     image = f.make_image([f.random_layer(300_000)])
     registry.add("x/y", "1", image)
-    return Setup(await start(registry.app()), image, tmp_path)
+    return Setup(registry, await start(registry.app()), image, tmp_path)
 
 
 async def pull(setup: Setup, *flags: str) -> tuple[int, str, str]:
@@ -168,24 +169,19 @@ async def test_a_fifo_where_bulkpull_reads_never_hangs_the_run(
 
 
 async def test_a_stored_blob_named_by_a_lying_head_is_not_read_as_a_manifest(
-    start: Start, tmp_path: Path
+    setup: Setup,
 ) -> None:
-    registry = FakeRegistry()
-    registry.add("x/y", "1", f.make_image([f.random_layer(1000)]))
-    host = await start(registry.app())
-    listing = tmp_path / "images.txt"
-    listing.write_text(f"{host}/x/y:1\n")
-    out = tmp_path / "out"
-    code, _, err = await run_cli(str(listing), "-o", str(out))
+    code, _, err = await pull(setup, "-o", str(setup.out))
     assert code == 0, err
     # A layer of 512 MiB in the store (sparse: it costs no disk), and a registry whose
     # Docker-Content-Digest names it as the manifest of x/y:1.
     large = bulkpull.Digest.of(b"a large layer")
-    with (out / ".bulkpull-store" / "sha256" / large.hex).open("wb") as layer:
+    with (setup.out / ".bulkpull-store" / "sha256" / large.hex).open("wb") as layer:
         layer.truncate(512 * 1024 * 1024)
-    registry.content_digest_override = str(large)
+    setup.registry.content_digest_override = str(large)
 
-    code, err, peak_kib = await run_measuring_memory(str(listing), "-o", str(out), "--force")
+    listing = setup.tmp / "images.txt"
+    code, err, peak_kib = await run_measuring_memory(str(listing), "-o", str(setup.out), "--force")
 
     assert code == 1, err
     assert "Docker-Content-Digest" in err

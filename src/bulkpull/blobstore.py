@@ -189,7 +189,9 @@ async def _close_resumed(resumed: tuple[BinaryIO, DigestVerifier]) -> None:
 def _resume(partial: Path, digest: Digest, size: int) -> tuple[BinaryIO, DigestVerifier]:
     """The partial file, positioned at its end, and a verifier primed with the bytes it holds;
     emptied first when nothing in it can be used (longer than the blob, or complete but wrong)."""
-    handle = os.fdopen(open_own(partial, os.O_RDWR, _resumable), "r+b", buffering=0)
+    # Taken over even when another user's: only the holder of the blob's lock writes it.
+    fd = open_own(partial, os.O_RDWR, _resumable, take_over=True)
+    handle = os.fdopen(fd, "r+b", buffering=0)
     try:
         verifier = DigestVerifier(digest, size)
         held = os.fstat(handle.fileno()).st_size

@@ -97,19 +97,23 @@ def open_regular(path: Path, flags: int = os.O_RDONLY) -> int:
     return fd
 
 
-def open_own(path: Path, flags: int, usable: Callable[[os.stat_result], bool]) -> int:
+def open_own(
+    path: Path, flags: int, usable: Callable[[os.stat_result], bool], *, take_over: bool = False
+) -> int:
     """Open (creating it if need be) the file at a name that is meant to outlive one writer: a
     lock file, a partial blob kept for resuming.
 
     Such a name cannot be new and unique, so it is opened without following a link and kept
     only when ``usable`` accepts what was opened; a link, a FIFO or a file ``usable`` refuses is
-    removed (which never touches what a link points at) and a new file made in its place.
+    removed (which never touches what a link points at) and a new file made in its place. With
+    ``take_over``, so is a file this user may not open (another user's partial blob).
     """
+    refused = (errno.ELOOP, errno.EACCES, errno.EPERM) if take_over else (errno.ELOOP,)
     for _ in range(3):
         try:
             fd = os.open(path, flags | os.O_CREAT | _NEVER_FOLLOW, 0o666)
         except OSError as exc:
-            if exc.errno not in (errno.ELOOP, errno.EACCES, errno.EPERM):
+            if exc.errno not in refused:
                 raise
             _unlink(path)
             continue

@@ -5,7 +5,8 @@ OCI ref name is, and whether what is there already holds the image (a rerun then
 alone). Per-image archives are written as images arrive; a bundle or a layout collects images
 and is written once, by :meth:`Output.finish`. Outputs that cannot be (a file where the
 directory must be, a directory where the bundle must be, names too long for a file system) are
-refused by :func:`make_output` and :meth:`Output.check_names` before any request is made.
+refused by :meth:`Output.check_names` and :meth:`Output.prepare` before any request is made,
+and before anything is created.
 
 No file work runs on the event loop. Archives and the layout index are written in a worker
 thread through ``files.run_stoppable``: a cancellation stops the writer before it installs
@@ -81,6 +82,10 @@ class Output:
         named = len(resolved) == 1 and _one_per_platform(spec)
         return self.out_dir / _archive_name(spec, resolved[0].platform if named else None)
 
+    async def prepare(self) -> None:
+        """Make the output directory; :class:`DestinationError` when a file is in the way."""
+        await asyncio.to_thread(_make_directory, self.out_dir, "output directory")
+
     def check_names(self, specs: Sequence[ImageSpec], options: PullOptions) -> None:
         """Refuse, before any request, an archive name longer than a file name may be."""
         for spec in specs:
@@ -122,7 +127,7 @@ class _Collecting(Output):
         return [resolved]
 
     def check_names(self, specs: Sequence[ImageSpec], options: PullOptions) -> None:
-        """Nothing to check per image: the one name was checked by :func:`make_output`."""
+        """Nothing to check per image: the one name is checked by :meth:`prepare`."""
 
     def ref_name(self, spec: ImageSpec) -> str:
         return str(spec.target)
@@ -140,6 +145,11 @@ class Bundle(_Collecting):
 
     def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
         return self.path
+
+    async def prepare(self) -> None:
+        """Refuse a bundle name that is not, or cannot be, a regular file; make its directory."""
+        await asyncio.to_thread(_check_bundle, self.path)
+        await asyncio.to_thread(_make_directory, self.path.parent, "output directory")
 
     async def is_current(self, path: Path, image: ArchiveImage) -> bool:
         return False  # decided for the whole bundle in finish()
@@ -169,6 +179,9 @@ class Layout(_Collecting):
 
     def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
         return self.directory
+
+    async def prepare(self) -> None:
+        await asyncio.to_thread(_make_directory, self.directory, "OCI layout")
 
     async def _existing_entries(self) -> list[dict[str, object]]:
         """The layout's index entries as the run found them; read once, not once per image
@@ -277,22 +290,15 @@ def _check_length(name: str, what: str) -> None:
         )
 
 
-async def make_output(
+def make_output(
     out_dir: Path, bundle: Path | str | None, oci_layout: Path | str | None, store_dir: Path | None
 ) -> Output:
     """The output a pull asked for; the blob store sits next to it unless ``store_dir``.
-
-    Refuses outputs that cannot be with a :class:`DestinationError`, before any request.
-    """
+    Nothing is looked at or created on disk until :meth:`Output.prepare`."""
     if bundle is not None and oci_layout is not None:
         raise ValueError("choose a bundle or an OCI layout, not both")
     if oci_layout is not None:
-        await asyncio.to_thread(_make_directory, Path(oci_layout), "OCI layout")
         return Layout(Path(oci_layout))
-    if bundle is not None:
-        await asyncio.to_thread(_check_bundle, Path(bundle))
-    target = Path(bundle).parent if bundle is not None else out_dir
-    await asyncio.to_thread(_make_directory, target, "output directory")
     store = BlobStore(store_location(out_dir, bundle=bundle, store_dir=store_dir))
     if bundle is not None:
         return Bundle(store, out_dir, Path(bundle))

@@ -65,8 +65,9 @@ async def pull_images(
     specs = _specs(images)
     options = options or PullOptions()
     started, clock = _now(), time.monotonic()
-    output = await make_output(Path(out_dir), bundle, oci_layout, options.store_dir)
+    output = make_output(Path(out_dir), bundle, oci_layout, options.store_dir)
     output.check_names(specs, options)
+    await output.prepare()
     async with _connect(options, output.store) as registry:
         run = _Run(registry, output, options, on_event)
         try:
