@@ -33,16 +33,17 @@ async def host(start: Start) -> str:
     """Six images sharing a large base layer, each with a small layer of its own: archives
     large enough that two runs are writing them at the same time."""
     registry = FakeRegistry()
-    base = raw_layer(20_000_000)
+    base = raw_layer(os.urandom(20_000_000))
     for number in range(IMAGES):
-        image = f.make_image([base, raw_layer(100_000)], label=str(number))
+        image = f.make_image([base, raw_layer(os.urandom(100_000))], label=str(number))
         registry.add(f"race/app{number}", "1", image)
     return await start(registry.app())
 
 
-def raw_layer(size: int) -> f.Layer:
-    """Random bytes as a layer: nothing here unpacks it, and no gzip keeps the setup quick."""
-    return f.Layer(os.urandom(size), f.sha256(os.urandom(8)))
+def raw_layer(data: bytes) -> f.Layer:
+    """Bytes as a layer of their own diff_id, as an uncompressed layer is: no gzip keeps the
+    setup quick."""
+    return f.Layer(data, f.sha256(data))
 
 
 def listing(path: Path, host: str, numbers: range) -> Path:
@@ -116,7 +117,7 @@ async def test_sigterm_while_an_archive_is_written_installs_it_only_if_it_is_rep
 ) -> None:
     # A layer large enough that writing the archive takes a while, already in the store:
     # the run downloads nothing and goes straight to writing.
-    layer = f.Layer(bytes(range(256)) * (1024 * 1024), f.sha256(b"not unpacked"))
+    layer = raw_layer(bytes(range(256)) * (1024 * 1024))
     image = f.make_image([layer])
     registry = FakeRegistry()
     registry.add("big/app", "1", image)

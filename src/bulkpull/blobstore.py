@@ -42,7 +42,7 @@ from typing import BinaryIO
 import aiofiles.os
 
 from bulkpull.digest import Digest, DigestVerifier
-from bulkpull.errors import DigestMismatchError
+from bulkpull.errors import DigestMismatchError, OutputError
 from bulkpull.files import (
     open_own,
     opened,
@@ -163,11 +163,7 @@ class BlobStore:
         )
         try:
             if verifier.size < size or size == 0:
-                async with opener(verifier.size) as (start, chunks):
-                    if start != verifier.size:
-                        await asyncio.to_thread(_truncate, handle)
-                        verifier = DigestVerifier(digest, size)
-                    await _receive(handle, partial, chunks, verifier, on_bytes=on_bytes)
+                verifier = await _download(handle, partial, verifier, opener, on_bytes)
             try:
                 verifier.verify(what)
             except DigestMismatchError:
@@ -176,6 +172,28 @@ class BlobStore:
             await aiofiles.os.replace(partial, final)
         finally:
             await shielded(_close(handle))
+
+
+async def _download(
+    handle: BinaryIO,
+    partial: Path,
+    verifier: DigestVerifier,
+    opener: BlobOpener,
+    on_bytes: Callable[[int], None] | None,
+) -> DigestVerifier:
+    """Append what the registry sends to the partial file, starting over when it ignores the
+    offset asked for; the verifier of what the file then holds. A write that fails (a full
+    disk) removes the partial file, so it does not fill the disk further."""
+    async with opener(verifier.size) as (start, chunks):
+        if start != verifier.size:
+            await asyncio.to_thread(_truncate, handle)
+            verifier = DigestVerifier(verifier.expected, verifier.expected_size)
+        try:
+            await _receive(handle, partial, chunks, verifier, on_bytes=on_bytes)
+        except OutputError:
+            await remove(partial)
+            raise
+    return verifier
 
 
 async def _close(handle: BinaryIO) -> None:
