@@ -72,9 +72,11 @@ def leftovers(disk: Path) -> list[str]:
 
 @pytest.fixture
 async def host(start: Start) -> str:
+    """Two indexes of one image each: their manifests are stored before any blob is fetched."""
     registry = FakeRegistry()
-    registry.add("x/one", "1", f.make_image([f.random_layer(600_000)], label="one"))
-    registry.add("x/two", "1", f.make_image([f.random_layer(600_000)], label="two"))
+    for name in ("one", "two"):
+        image = f.make_image([f.random_layer(600_000)], label=name)
+        registry.add(f"x/{name}", "1", f.make_index([image]))
     return await start(registry.app())
 
 
