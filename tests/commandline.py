@@ -13,11 +13,13 @@ async def run_cli(
     stdin: bytes = b"",
     env: Mapping[str, str] | None = None,
     inherit_env: bool = True,
+    kill_after: float | None = None,
 ) -> tuple[int, str, str]:
     """Run ``python -m bulkpull ARGS`` with pipes (not a terminal).
 
     ``env`` adds variables to this process's environment, or with ``inherit_env=False`` is the
-    whole environment (a user without proxies or auth files of their own).
+    whole environment (a user without proxies or auth files of their own). A run still going
+    after ``kill_after`` seconds is killed, and the test fails saying so.
     """
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -29,6 +31,11 @@ async def run_cli(
         stderr=asyncio.subprocess.PIPE,
         env={**(os.environ if inherit_env else {}), **(env or {})},
     )
-    out, err = await process.communicate(stdin)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(stdin), kill_after)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"bulkpull {' '.join(args)} still ran after {kill_after} s") from None
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()

@@ -21,6 +21,7 @@ PACKAGE = "bulkpull"
 # Lowest first. "__init__" stands for the package itself (``import bulkpull``).
 LAYERS = (
     "errors",
+    "files",
     "digest",
     "reference",
     "platform",
@@ -56,6 +57,8 @@ PUBLIC_API_ONLY = frozenset({"console", "cli"})
 FRONT_END_IMPORTS = PUBLIC_API_ONLY | {"__init__"}
 # Top-level import name -> the modules allowed to import it.
 OWNERS = {
+    # files holds the cancellation-safe open and the atomic writes; the store uses aiofiles.os.
+    "aiofiles": frozenset({"files", "blobstore"}),
     "aiohttp": frozenset({"transport"}),
     "aiohttp_socks": frozenset({"transport"}),
     "typer": frozenset({"cli"}),

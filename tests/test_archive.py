@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -423,3 +424,20 @@ def test_update_layout_replaces_the_entry_of_the_same_ref_name(
     update_layout(layout, [newer])
 
     assert layout_names(layout) == [("1.36", str(busybox.digest)), ("3.19", str(newer.digest))]
+
+
+def test_updates_of_one_layout_at_once_keep_every_image(tmp_path: Path, store: Store) -> None:
+    """What two runs adding to one layout do: each reads, merges and replaces index.json."""
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    images = [
+        store.image(f"docker.io/library/app{n}:1", f"app{n}:1", b'{"n":%d}' % n, [b"%d" % n])
+        for n in range(24)
+    ]
+
+    with ThreadPoolExecutor(max_workers=8) as workers:
+        for done in [workers.submit(update_layout, layout, [image]) for image in images]:
+            done.result()
+
+    assert sorted(layout_names(layout)) == sorted((i.ref_name, str(i.digest)) for i in images)
+    assert sorted(p.name for p in layout.iterdir()) == ["index.json", "oci-layout"]

@@ -74,7 +74,7 @@ async def test_verified_blob_lands_under_sha256_hex(store: BlobStore) -> None:
 
     assert path == store.root / "sha256" / DIGEST.hex
     assert path.read_bytes() == BLOB
-    assert store.has(DIGEST)
+    assert await store.has(DIGEST)
     assert stored_names(store) == [DIGEST.hex]
     assert registry.offsets == [0]
 
@@ -105,7 +105,7 @@ async def test_mismatching_body_is_refused_and_leaves_nothing(
     assert str(caught.value).startswith(f"{WHAT}: digest mismatch: expected {DIGEST}")
     assert caught.value.size == len(body)
     assert stored_names(store) == []
-    assert not store.has(DIGEST)
+    assert not await store.has(DIGEST)
 
 
 async def test_overlong_body_is_cut_off_and_refused(store: BlobStore) -> None:
@@ -128,7 +128,7 @@ async def test_broken_stream_keeps_partial_and_next_ingest_resumes_from_it(
 
     partial = partial_of(store, DIGEST)
     assert partial.read_bytes() == BLOB[:400]
-    assert not store.has(DIGEST)
+    assert not await store.has(DIGEST)
 
     registry.fail_at = None
     path = await store.ingest(DIGEST, len(BLOB), registry.open, WHAT)
@@ -310,7 +310,7 @@ async def test_put_bytes_stores_under_the_digest(store: BlobStore) -> None:
 
     assert path == store.path(digest)
     assert path.read_bytes() == manifest
-    assert store.has(digest)
+    assert await store.has(digest)
     assert stored_names(store) == [digest.hex]
 
 
@@ -366,3 +366,38 @@ async def test_two_stores_on_one_directory_download_a_blob_once(tmp_path: Path) 
     assert paths[0] == paths[1]
     assert paths[0].read_bytes() == blob
     assert sorted(p.name for p in (tmp_path / "sha256").iterdir()) == [digest.hex]
+
+
+async def test_a_descriptor_of_size_zero_with_a_digest_fails_as_a_mismatch(
+    store: BlobStore,
+) -> None:
+    with pytest.raises(DigestMismatchError, match=r"expected .* \(0 bytes\)"):
+        await store.ingest(DIGEST, 0, Registry(BLOB).open, WHAT)
+
+    assert stored_names(store) == []
+
+
+async def test_read_small_gives_nothing_for_a_blob_larger_than_asked_for(
+    store: BlobStore,
+) -> None:
+    await store.ingest(DIGEST, len(BLOB), Registry(BLOB).open, WHAT)
+
+    assert await store.read_small(DIGEST, len(BLOB)) == BLOB
+    assert await store.read_small(DIGEST, len(BLOB) - 1) is None
+    assert await store.read_small(Digest.of(b"absent"), 1000) is None
+
+
+async def test_a_link_at_a_final_name_is_not_a_stored_blob(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(BLOB)
+    store.path(DIGEST).parent.mkdir(parents=True)
+    store.path(DIGEST).symlink_to(elsewhere)
+
+    assert not await store.has(DIGEST)
+    assert await store.read_small(DIGEST, 10_000) is None
+    path = await store.ingest(DIGEST, len(BLOB), Registry(BLOB).open, WHAT)
+
+    assert not path.is_symlink()
+    assert path.read_bytes() == BLOB

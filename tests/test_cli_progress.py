@@ -253,7 +253,7 @@ async def test_shell_completion_offers_the_flags() -> None:
     assert out.split() == ["--dry-run"]
 
 
-async def test_an_out_dir_that_cannot_be_made_is_one_line_without_traceback(
+async def test_an_out_dir_under_a_file_is_a_usage_error_in_one_line_without_traceback(
     tmp_path: Path,
 ) -> None:
     listing = tmp_path / "images.txt"
@@ -262,5 +262,8 @@ async def test_an_out_dir_that_cannot_be_made_is_one_line_without_traceback(
 
     code, _, err = await run_cli(str(listing), "-o", str(tmp_path / "file" / "out"), "-q")
 
-    assert code == 1
-    assert err.strip().splitlines() == [f"bulkpull: {tmp_path / 'file' / 'out'}: Not a directory"]
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"bulkpull: output directory {tmp_path / 'file' / 'out'}: a file is in the way of the "
+        "directory"
+    ]

@@ -306,6 +306,9 @@ async def test_a_blob_another_registry_lacks_still_comes_from_this_one(
     holder.add("t/good", "1", image)
     lacking.add("t/broken", "1", image)
     del lacking.blobs[image.layers[0].digest]
+    # t/good resolves a second later, so t/broken's download of the layer is the one under way
+    # when t/good asks for it (else t/broken would wait for t/good's and get the blob).
+    holder.faults["t/good:1"] = Faults(statuses=[503], retry_after="1")
     holder_host, lacking_host = await start(holder.app()), await start(lacking.app())
 
     report = await bulkpull.pull_images(

@@ -16,6 +16,7 @@ from test_cli import run_cli
 
 import bulkpull
 from bulkpull import Platform, PullOptions
+from bulkpull.outputs import blob_chunks
 
 ARM64 = Platform("linux", "arm64")
 AMD64 = Platform("linux", "amd64")
@@ -277,3 +278,72 @@ async def test_platforms_given_for_the_whole_run_name_each_archive(
     # Each archive names its platform's manifest: no index is made up.
     assert all(r.written_digest == r.manifest_digest for r in report.results)
     assert not any(r.narrowed for r in report.results)
+
+
+async def test_a_bundle_written_over_another_says_which_images_it_replaced(
+    served: tuple[FakeRegistry, str, Images], tmp_path: Path
+) -> None:
+    registry, host, images = served
+    bundle = tmp_path / "all.tar"
+    listing = tmp_path / "images.txt"
+    listing.write_text(f"{host}/app/one:1\n{host}/app/two:1\n")
+    report = tmp_path / "report.json"
+    first = await run_cli(str(listing), "--bundle", str(bundle), "--report", str(report))
+    assert first[0] == 0, first
+    assert json.loads(report.read_text())["replaced"] == []
+    registry.add("app/one", "1", images.amd64)  # the tag moved
+    listing.write_text(f"{host}/app/one:1\n{host}/app/multi:1\n")  # and app/two left the list
+
+    code, out, err = await run_cli(str(listing), "--bundle", str(bundle), "--report", str(report))
+
+    assert code == 0, err
+    one, two = f"{host}/app/one:1", f"{host}/app/two:1"
+    assert json.loads(report.read_text())["replaced"] == [
+        {"name": one, "digest": images.one.digest, "archive": str(bundle)},
+        {"name": two, "digest": images.two.digest, "archive": str(bundle)},
+    ]
+    short = [image.digest[:19] for image in (images.one, images.two)]
+    assert f"replaced in {bundle}: {one} ({short[0]}), {two} ({short[1]})" in out
+    assert sorted(bulkpull.verify_archive(bundle).names) == sorted([one, f"{host}/app/multi:1"])
+
+
+async def test_a_moved_tag_names_the_replaced_archive_in_the_report(
+    served: tuple[FakeRegistry, str, Images], options: PullOptions, tmp_path: Path
+) -> None:
+    registry, host, images = served
+    ref = f"{host}/app/one:1"
+    first = await bulkpull.pull_images([ref], tmp_path, options)
+    forced = await bulkpull.pull_images([ref], tmp_path, dataclasses.replace(options, force=True))
+    registry.add("app/one", "1", images.two)
+
+    moved = await bulkpull.pull_images([ref], tmp_path, options)
+
+    assert first.replaced == forced.replaced == ()  # the same image written again replaces none
+    (archive,) = {result.archive for result in moved.results}
+    assert archive is not None
+    assert moved.replaced == (
+        bulkpull.ReplacedImage(ref, bulkpull.Digest.parse(images.one.digest), archive),
+    )
+
+
+async def test_every_blob_reads_back_out_of_an_archive_a_bundle_and_a_layout(
+    served: tuple[FakeRegistry, str, Images], options: PullOptions, tmp_path: Path
+) -> None:
+    _, host, images = served
+    refs = [f"{host}/app/one:1", f"{host}/app/two:1"]
+    single = await bulkpull.pull_image(refs[0], tmp_path / "single", options)
+    await bulkpull.pull_images(refs, tmp_path, options, bundle=tmp_path / "all.tar")
+    await bulkpull.pull_images(refs, tmp_path, options, oci_layout=tmp_path / "layout")
+    assert single.archive is not None
+    sources = {
+        single.archive: images.one.blobs,
+        tmp_path / "all.tar": images.one.blobs | images.two.blobs,
+        tmp_path / "layout": images.one.blobs | images.two.blobs,
+    }
+
+    for source, blobs in sources.items():
+        for digest, blob in blobs.items():
+            chunks = [c async for c in blob_chunks(source, bulkpull.Digest.parse(digest))]
+            assert b"".join(chunks) == blob, (source, digest)
+    with pytest.raises(bulkpull.OutputError, match="holds no blob"):
+        await anext(blob_chunks(single.archive, bulkpull.Digest.of(b"absent")))

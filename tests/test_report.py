@@ -89,6 +89,7 @@ TOTALS = (
     "bytes_downloaded",
     "bytes_reused",
 )
+REPLACED = strict_object({"name": TEXT, "digest": DIGEST, "archive": TEXT})
 REPORT_SCHEMA = strict_object(
     {
         "version": {"const": 1},
@@ -97,6 +98,7 @@ REPORT_SCHEMA = strict_object(
         "totals": strict_object(dict.fromkeys(TOTALS, COUNT)),
         "images": {"type": "array", "items": IMAGE},
         "registries": {"type": "array", "items": REGISTRY},
+        "replaced": {"type": "array", "items": REPLACED},
     }
 )
 JSON_TYPES: dict[str, type | tuple[type, ...]] = {

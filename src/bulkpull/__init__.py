@@ -20,6 +20,7 @@ from bulkpull.errors import (
     BulkpullError,
     ContentError,
     CredentialsError,
+    DestinationError,
     DigestMismatchError,
     ImageListError,
     InvalidPlatformError,
@@ -35,6 +36,7 @@ from bulkpull.errors import (
     UnsupportedMediaTypeError,
     is_temporary,
 )
+from bulkpull.files import write_atomically
 from bulkpull.imagelist import (
     ImageSpec,
     image_spec,
@@ -61,6 +63,7 @@ from bulkpull.report import (
     ImageResult,
     ImageStage,
     PullReport,
+    ReplacedImage,
     Stage,
     Status,
 )
@@ -83,6 +86,7 @@ __all__ = [
     "Credentials",
     "CredentialsError",
     "Descriptor",
+    "DestinationError",
     "Digest",
     "DigestMismatchError",
     "Event",
@@ -110,6 +114,7 @@ __all__ = [
     "RegistryDiagnostic",
     "RegistryError",
     "RegistryUsage",
+    "ReplacedImage",
     "RetryPolicy",
     "Stage",
     "Status",
@@ -130,4 +135,5 @@ __all__ = [
     "verify_archive",
     "verify_lock",
     "wants_all_platforms",
+    "write_atomically",
 ]

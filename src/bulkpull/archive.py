@@ -11,23 +11,31 @@ loader sniffs the compression and checks diff_ids).
 
 The writer works from verified local files only and never touches the network. Output is
 deterministic (fixed mtimes and owners, manifest order, ``manifest.json`` last) so the same images
-give the same bytes, and it is written under ``NAME.partial`` and renamed when complete. Imports
-only ``digest``; the only module that imports ``tarfile``.
+give the same bytes. It is written to a new temporary file of its own next to the final name and
+renamed when complete (``files.Temporary``), so runs racing on one name each install a whole
+archive; blobs are read without following links. Work that a cancellation must stop takes a
+``stop`` event and checks it between blobs and copy chunks. Imports ``digest``, ``errors`` and
+``files``; with ``verify`` the only modules that import ``tarfile``.
 """
 
 from __future__ import annotations
 
 import errno
-import io
+import fcntl
 import json
 import os
-import shutil
 import tarfile
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from bulkpull.digest import Digest
+from bulkpull.errors import OutputError
+from bulkpull.files import Temporary, check, open_regular
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 OCI_INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
@@ -38,6 +46,9 @@ OCI_REF_NAME = "org.opencontainers.image.ref.name"
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
 COPY_CHUNK = 8 * 1024 * 1024
+# An index.json beyond this is not one bulkpull wrote or could rewrite (containerd's limit).
+MAX_INDEX_BYTES = 20 * 1024 * 1024
+LAYOUT_LOCK_POLL_SECONDS = 0.05
 # copy_file_range refuses some pairs of files (other filesystems, old kernels, special files);
 # those get a plain copy instead.
 _NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP})
@@ -101,26 +112,29 @@ def blob_member(digest: Digest) -> str:
 
 
 def write_archive(
-    path: Path, images: Sequence[ArchiveImage], blob_path: Callable[[Digest], Path]
+    path: Path,
+    images: Sequence[ArchiveImage],
+    blob_path: Callable[[Digest], Path],
+    stop: threading.Event | None = None,
 ) -> int:
     """Write ``images`` to ``path`` atomically; returns the archive's size in bytes.
 
-    A blob shared by several images is stored once. On any error the partial file is removed
-    and nothing appears under ``path``.
+    A blob shared by several images is stored once. On any error, or once ``stop`` is set
+    (``files.Stopped``), the temporary file is removed and nothing appears under ``path``.
     """
-    partial = path.with_name(path.name + ".partial")
-    try:
-        with partial.open("wb", buffering=0) as out:
-            _write_members(out, images, blob_path)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return path.stat().st_size
+    with Temporary(path) as temporary:
+        _write_members(temporary.file, images, blob_path, stop)
+        size = temporary.file.tell()
+        check(stop)
+        temporary.install()
+    return size
 
 
 def _write_members(
-    out: io.FileIO, images: Sequence[ArchiveImage], blob_path: Callable[[Digest], Path]
+    out: BinaryIO,
+    images: Sequence[ArchiveImage],
+    blob_path: Callable[[Digest], Path],
+    stop: threading.Event | None,
 ) -> None:
     _write_bytes(out, "oci-layout", OCI_LAYOUT)
     _write_directory(out, "blobs/")
@@ -129,11 +143,27 @@ def _write_members(
     for image in images:
         for digest in image.blobs:
             if digest not in written:
-                _write_file(out, blob_member(digest), blob_path(digest))
+                _write_file(out, blob_member(digest), blob_path(digest), stop)
                 written.add(digest)
     _write_bytes(out, "index.json", _json(index_document(images)))
     _write_bytes(out, "manifest.json", _json(docker_manifest(images)))
     _finish(out)
+
+
+def blob_location(archive: Path, digest: Digest) -> tuple[int, int]:
+    """Where a blob's bytes sit in a tar, as offset and size; :class:`OutputError` when the
+    archive holds no such blob."""
+    with (
+        os.fdopen(open_regular(archive), "rb") as handle,
+        tarfile.open(fileobj=handle, mode="r:") as tar,
+    ):
+        try:
+            member = tar.getmember(blob_member(digest))
+        except KeyError:
+            member = None
+    if member is None or not member.isfile():
+        raise OutputError(f"{archive} holds no blob {digest}")
+    return member.offset_data, member.size
 
 
 def index_document(images: Sequence[ArchiveImage]) -> dict[str, object]:
@@ -157,24 +187,99 @@ def docker_manifest(images: Sequence[ArchiveImage]) -> list[dict[str, object]]:
     ]
 
 
-def update_layout(directory: Path, images: Sequence[ArchiveImage]) -> None:
-    """Add ``images`` to the OCI image layout in ``directory``, whose blobs are in place.
+def update_layout(
+    directory: Path, images: Sequence[ArchiveImage], stop: threading.Event | None = None
+) -> list[dict[str, object]]:
+    """Add ``images`` to the OCI image layout in ``directory``, whose blobs are in place; returns
+    the entries they displaced (same ref name, another digest).
 
     Entries already there keep their place unless an image of the same ref name replaces
-    them. ``index.json`` is replaced atomically, so a reader sees the old or the new one.
+    them, and the index's other fields are kept. ``index.json`` is replaced atomically, so a
+    reader sees the old or the new one, and under a lock on the directory, so two runs adding
+    to one layout at once both find their images in it afterwards. An ``index.json`` that is
+    not an OCI index is an :class:`OutputError`, and is left as it is.
     """
-    layout = directory / "oci-layout"
-    if not layout.exists():
-        layout.write_bytes(OCI_LAYOUT)
-    index_path = directory / "index.json"
-    kept: list[object] = []
-    if index_path.exists():
-        existing = json.loads(index_path.read_bytes()).get("manifests", [])
+    with _locked(directory, stop):
+        _ensure_oci_layout(directory)
+        document, entries = read_layout_index(directory)
         names = {image.ref_name for image in images}
-        kept = [entry for entry in existing if _ref_name(entry) not in names]
-    partial = index_path.with_name("index.json.partial")
-    partial.write_bytes(_json(_index(kept + [image.descriptor for image in images])))
-    os.replace(partial, index_path)
+        new = [image.descriptor for image in images]
+        kept = [entry for entry in entries if _ref_name(entry) not in names]
+        replaced = [entry for entry in entries if entry not in kept and entry not in new]
+        with Temporary(directory / "index.json") as temporary:
+            _write_all(temporary.file, _json({**document, "manifests": kept + new}))
+            check(stop)
+            temporary.install()
+    return replaced
+
+
+@contextmanager
+def _locked(directory: Path, stop: threading.Event | None) -> Iterator[None]:
+    """Hold an ``flock`` on the layout directory itself (no lock file to leave behind)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                check(stop)
+                time.sleep(LAYOUT_LOCK_POLL_SECONDS)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _ensure_oci_layout(directory: Path) -> None:
+    path = directory / "oci-layout"
+    try:
+        found = _read_regular(path, 4096)
+    except FileNotFoundError:
+        with Temporary(path) as temporary:
+            _write_all(temporary.file, OCI_LAYOUT)
+            temporary.install()
+        return
+    if _loads(found, path) != json.loads(OCI_LAYOUT):
+        raise OutputError(f"{path}: not an OCI image layout 1.0.0 (it says {found[:80]!r})")
+
+
+def read_layout_index(directory: Path) -> tuple[dict[str, object], list[dict[str, object]]]:
+    """A layout's ``index.json`` and its entries, checked to be an OCI index whose
+    ``manifests`` is a list of descriptors (an empty index when there is none yet);
+    :class:`OutputError` otherwise."""
+    path = directory / "index.json"
+    try:
+        raw = _read_regular(path, MAX_INDEX_BYTES)
+    except FileNotFoundError:
+        return _index([]), []
+    document = _loads(raw, path)
+    if not isinstance(document, dict):
+        raise OutputError(f"{path}: not an OCI image index (a JSON {_json_type(document)})")
+    manifests = document.get("manifests")
+    if not isinstance(manifests, list) or not all(isinstance(e, dict) for e in manifests):
+        found = _json_type(manifests) if manifests is not None else "nothing"
+        raise OutputError(f'{path}: "manifests" must be a list of descriptors, not {found}')
+    return {**_index([]), **document}, manifests
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    with os.fdopen(open_regular(path), "rb") as handle:
+        raw = handle.read(limit + 1)
+    if len(raw) > limit:
+        raise OutputError(f"{path}: larger than {limit} bytes")
+    return raw
+
+
+def _loads(raw: bytes, path: Path) -> object:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise OutputError(f"{path}: not JSON: {str(exc)[:200]}") from None
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
 
 
 def _ref_name(entry: object) -> str | None:
@@ -199,28 +304,30 @@ def _padding(size: int) -> bytes:
     return b"\0" * (-size % BLOCK)
 
 
-def _write_directory(out: io.FileIO, name: str) -> None:
+def _write_directory(out: BinaryIO, name: str) -> None:
     _write_all(out, _header(name, 0, tarfile.DIRTYPE))
 
 
-def _write_bytes(out: io.FileIO, name: str, data: bytes) -> None:
+def _write_bytes(out: BinaryIO, name: str, data: bytes) -> None:
     _write_all(out, _header(name, len(data)) + data + _padding(len(data)))
 
 
-def _write_file(out: io.FileIO, name: str, source: Path) -> None:
-    """Copy a file in kernel space where the platform allows (``copy_file_range``)."""
-    with source.open("rb", buffering=0) as src:
+def _write_file(out: BinaryIO, name: str, source: Path, stop: threading.Event | None) -> None:
+    """Copy a stored blob (never through a link) in kernel space where the platform allows."""
+    with os.fdopen(open_regular(source), "rb", buffering=0) as src:
         size = os.fstat(src.fileno()).st_size
         _write_all(out, _header(name, size))
-        _copy(src, out, size)
+        _copy(src, out, size, stop)
     _write_all(out, _padding(size))
 
 
-def _copy(src: io.FileIO, out: io.FileIO, size: int) -> None:
-    """``copy_file_range`` where the kernel and filesystems allow it, else a buffered copy."""
+def _copy(src: BinaryIO, out: BinaryIO, size: int, stop: threading.Event | None) -> None:
+    """``copy_file_range`` where the kernel and filesystems allow it, else a buffered copy;
+    ``stop`` is looked at between chunks, so a cancelled write of a large layer ends soon."""
     remaining = size
     try:
         while remaining:
+            check(stop)
             copied = os.copy_file_range(src.fileno(), out.fileno(), min(remaining, COPY_CHUNK))
             if copied == 0:
                 raise OSError(f"{src.name}: ended {remaining} bytes early")
@@ -228,17 +335,19 @@ def _copy(src: io.FileIO, out: io.FileIO, size: int) -> None:
     except OSError as exc:
         if exc.errno not in _NO_KERNEL_COPY or remaining != size:
             raise
-        shutil.copyfileobj(src, out, COPY_CHUNK)
+        while chunk := src.read(COPY_CHUNK):
+            check(stop)
+            _write_all(out, chunk)
 
 
-def _write_all(out: io.FileIO, data: bytes) -> None:
+def _write_all(out: BinaryIO, data: bytes) -> None:
     view = memoryview(data)
     while view:
         written = out.write(view)
         view = view[written or 0 :]
 
 
-def _finish(out: io.FileIO) -> None:
+def _finish(out: BinaryIO) -> None:
     """Two zero blocks end a tar; padding to a whole record is what GNU tar and tarfile write."""
     end = out.tell() + 2 * BLOCK
     _write_all(out, b"\0" * (2 * BLOCK + (-end % RECORD)))

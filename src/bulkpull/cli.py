@@ -303,6 +303,8 @@ def pull(
         display.note(_headline(specs, destination, options, dry_run=dry_run))
     try:
         report = asyncio.run(_run_until_signalled(specs, destination, options, display, dry_run))
+    except bulkpull.DestinationError as exc:
+        _usage_error(str(exc))
     except (KeyboardInterrupt, asyncio.CancelledError):
         console.stderr.print(
             f"interrupted: {display.tally.pulled} of {len(specs)} images pulled; verified and "
@@ -389,7 +391,7 @@ def _write_results(
         if path is None:
             continue
         try:
-            _write_atomically(path, text)
+            asyncio.run(bulkpull.write_atomically(path, text.encode()))
         except OSError as exc:
             console.error(f"cannot write the {what} {path}: {exc.strerror or exc}")
             raise typer.Exit(EXIT_SOME_FAILED) from None
@@ -414,13 +416,6 @@ def _lock_text(report: PullReport, images_file: str) -> str:
         if not result.ok
     ]
     return "\n".join(header + report.lock_lines()) + "\n"
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write next to ``path``, then rename: a reader never sees half a report or lock."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
 
 
 def _platform_choice(values: list[str]) -> tuple[tuple[Platform, ...], bool]:

@@ -433,8 +433,17 @@ def print_summary(report: PullReport, *, dry_run: bool) -> None:
         for result, row in zip(report.results, rows, strict=True):
             fields = Text.assemble((row[0], STYLES[result.status]), "  " + "  ".join(row[1:]))
             stdout.print(fields, soft_wrap=True)
-    for line in totals_lines(report, dry_run=dry_run):
+    for line in [*replaced_lines(report), *totals_lines(report, dry_run=dry_run)]:
         stdout.print(line, soft_wrap=True)
+
+
+def replaced_lines(report: PullReport) -> list[str]:
+    """One line per archive (or bundle, or layout) that held images it holds no longer."""
+    by_archive: dict[str, list[str]] = {}
+    for image in report.replaced:
+        named = f"{image.name} (sha256:{image.digest.short})"
+        by_archive.setdefault(str(image.archive), []).append(named)
+    return [f"replaced in {archive}: {', '.join(names)}" for archive, names in by_archive.items()]
 
 
 def _summary_table(report: PullReport, rows: list[list[str]], *, dry_run: bool) -> Table | None:

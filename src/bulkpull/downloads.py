@@ -95,12 +95,8 @@ class Downloads:
                     raise
 
     def _start(self, reference: Reference, blob: Descriptor) -> asyncio.Task[Path]:
-        if blob.digest not in self._blobs:
-            present = self._store.has(blob.digest)
-            self._emit(BlobNeeded(blob.digest, blob.size, present))
-            if present:
-                self.reused += blob.size
-        task = asyncio.create_task(self._download(reference, blob))
+        first = blob.digest not in self._blobs
+        task = asyncio.create_task(self._download(reference, blob, first=first))
         task.add_done_callback(lambda done: self._blob_finished(blob.digest, done))
         return task
 
@@ -112,8 +108,14 @@ class Downloads:
         self.downloaded += count
         self._emit(BytesReceived(digest, count))
 
-    async def _download(self, reference: Reference, blob: Descriptor) -> Path:
-        if self._store.has(blob.digest):
+    async def _download(self, reference: Reference, blob: Descriptor, *, first: bool) -> Path:
+        """``first``: whether this is the run's first download of the blob, which says whether
+        the store had it."""
+        present = await self._store.has(blob.digest)
+        if first:
+            self._emit(BlobNeeded(blob.digest, blob.size, present))
+            self.reused += blob.size if present else 0
+        if present:
             return self._store.path(blob.digest)
         what = f"blob {blob.digest} of {reference.name}"
         kept = _Kept()

@@ -16,6 +16,7 @@ a token. This module imports nothing from bulkpull.
     │   └── UnknownHostError                     a registry name that does not resolve
     ├── CredentialsError                         unreadable auth file, failing credential helper
     ├── OutputError                              an archive or layout cannot be written
+    │   └── DestinationError       (ValueError)  an output named that cannot be one
     └── ContentError                             what came back is not what we can use
         ├── DigestMismatchError                  bytes do not hash (or size) to what was promised
         ├── UnsupportedMediaTypeError            schema1 and other types we do not pull
@@ -174,6 +175,12 @@ class UnknownHostError(TransportError):
 
 class OutputError(BulkpullError):
     """An archive or layout could not be written (disk full, permissions, a bad path)."""
+
+
+class DestinationError(OutputError, ValueError):
+    """The outputs a pull was asked for cannot be: a file where a directory must be, a
+    directory where the bundle's file must be, an archive name longer than a file name may be.
+    Raised before any request is made; the command line exits 2 on it, as on a bad flag."""
 
 
 class CredentialsError(BulkpullError):

@@ -3,25 +3,56 @@
 Each output says which platforms of an image share an entry, where it is written, what its
 OCI ref name is, and whether what is there already holds the image (a rerun then leaves it
 alone). Per-image archives are written as images arrive; a bundle or a layout collects images
-and is written once, by :meth:`Output.finish`. Imports ``archive``, ``blobstore``, ``verify``,
-``imagelist``, ``registry`` and ``report``.
+and is written once, by :meth:`Output.finish`. Outputs that cannot be (a file where the
+directory must be, a directory where the bundle must be, names too long for a file system) are
+refused by :meth:`Output.check_names` and :meth:`Output.prepare` before any request is made,
+and before anything is created.
+
+No file work runs on the event loop. Archives and the layout index are written in a worker
+thread through ``files.run_stoppable``: a cancellation stops the writer before it installs
+anything, or lets an install already under way finish so that it is reported. What a final name
+holds is read in a worker thread too, and anything there that is not a regular file (a FIFO
+would hang the run) is an error for the image. :func:`blob_chunks` reads a blob back out of an
+archive or a layout for uploads, through ``aiofiles`` (``files.read_chunks``). Imports
+``archive``, ``blobstore``, ``files``, ``verify``, ``imagelist``, ``registry`` and ``report``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
-import json
-from collections.abc import Sequence
+import os
+import threading
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from bulkpull.archive import ArchiveImage, update_layout, write_archive
+from bulkpull.archive import (
+    CONTAINERD_NAME,
+    OCI_REF_NAME,
+    ArchiveImage,
+    blob_location,
+    read_layout_index,
+    update_layout,
+    write_archive,
+)
 from bulkpull.blobstore import BlobStore
-from bulkpull.errors import OutputError
+from bulkpull.digest import Digest
+from bulkpull.errors import BulkpullError, DestinationError, OutputError
+from bulkpull.files import (
+    NAME_MAX,
+    kind_of,
+    open_regular,
+    output_error,
+    read_chunks,
+    run_stoppable,
+)
 from bulkpull.imagelist import ImageSpec
+from bulkpull.options import PullOptions
+from bulkpull.platform import Platform
 from bulkpull.registry import ResolvedImage
-from bulkpull.report import ImageResult, Status
+from bulkpull.report import ImageResult, ReplacedImage, Status
 from bulkpull.verify import archive_digests
 
 STORE_DIRNAME = ".bulkpull-store"
@@ -32,6 +63,7 @@ class Output:
     layout collects them and is written by :meth:`finish`.
 
     ``final_on_add``: whether a result is final once the image is added (else after finish).
+    ``replaced``: what the names written held before and hold no longer, as they are written.
     """
 
     final_on_add = True
@@ -39,6 +71,7 @@ class Output:
     def __init__(self, store: BlobStore, out_dir: Path) -> None:
         self.store = store
         self.out_dir = out_dir
+        self.replaced: list[ReplacedImage] = []
 
     def split(self, resolved: list[ResolvedImage], whole: bool) -> list[list[ResolvedImage]]:
         """Which resolved platforms share one archive entry: for per-image archives each its
@@ -46,20 +79,34 @@ class Output:
         return [resolved] if whole else [[item] for item in resolved]
 
     def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
-        suffix = ""
-        several = len(spec.platforms) > 1 and not spec.all_platforms
-        if len(resolved) == 1 and resolved[0].platform and several:
-            suffix = "_" + str(resolved[0].platform.normalized()).replace("/", "_")
-        return self.out_dir / spec.archive_filename.replace(".tar", f"{suffix}.tar")
+        named = len(resolved) == 1 and _one_per_platform(spec)
+        return self.out_dir / _archive_name(spec, resolved[0].platform if named else None)
+
+    async def prepare(self) -> None:
+        """Make the output directory; :class:`DestinationError` when a file is in the way."""
+        await asyncio.to_thread(_make_directory, self.out_dir, "output directory")
+
+    def check_names(self, specs: Sequence[ImageSpec], options: PullOptions) -> None:
+        """Refuse, before any request, an archive name longer than a file name may be."""
+        for spec in specs:
+            wanted = spec.choosing(options.platforms, options.all_platforms)
+            for platform in wanted.platforms if _one_per_platform(wanted) else (None,):
+                _check_length(_archive_name(spec, platform), spec.origin or str(spec.source))
 
     def ref_name(self, spec: ImageSpec) -> str:
         return spec.target.tag or ""
 
-    def is_current(self, path: Path, image: ArchiveImage) -> bool:
-        return archive_digests(path).get(image.name) == image.digest
+    async def is_current(self, path: Path, image: ArchiveImage) -> bool:
+        """Whether ``path`` already holds ``image``; an :class:`OutputError` when something
+        other than a regular file is there."""
+        held = await asyncio.to_thread(held_images, path)
+        return held.get(image.name) == image.digest
 
     async def add(self, path: Path, image: ArchiveImage) -> None:
-        await asyncio.to_thread(_write, path, [image], self.store)
+        await self._write(path, [image])
+
+    async def _write(self, path: Path, images: Sequence[ArchiveImage]) -> None:
+        self.replaced += await run_stoppable(functools.partial(_write, path, images, self.store))
 
     async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
         return results
@@ -79,6 +126,9 @@ class _Collecting(Output):
     def split(self, resolved: list[ResolvedImage], whole: bool) -> list[list[ResolvedImage]]:
         return [resolved]
 
+    def check_names(self, specs: Sequence[ImageSpec], options: PullOptions) -> None:
+        """Nothing to check per image: the one name is checked by :meth:`prepare`."""
+
     def ref_name(self, spec: ImageSpec) -> str:
         return str(spec.target)
 
@@ -96,19 +146,25 @@ class Bundle(_Collecting):
     def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
         return self.path
 
-    def is_current(self, path: Path, image: ArchiveImage) -> bool:
+    async def prepare(self) -> None:
+        """Refuse a bundle name that is not, or cannot be, a regular file; make its directory."""
+        await asyncio.to_thread(_check_bundle, self.path)
+        await asyncio.to_thread(_make_directory, self.path.parent, "output directory")
+
+    async def is_current(self, path: Path, image: ArchiveImage) -> bool:
         return False  # decided for the whole bundle in finish()
 
     async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
         images = sorted(self.images, key=lambda image: image.name)
         if not images:
             return results
-        if archive_digests(self.path) == {image.name: image.digest for image in images}:
-            return [replace(r, status=Status.UP_TO_DATE) if r.ok else r for r in results]
         try:
-            await asyncio.to_thread(_write, self.path, images, self.store)
+            held = await asyncio.to_thread(held_images, self.path)
+            if held == {image.name: image.digest for image in images}:
+                return [replace(r, status=Status.UP_TO_DATE) if r.ok else r for r in results]
+            await self._write(self.path, images)
         except OutputError as exc:
-            return [r.as_failed(exc) if r.ok else r for r in results]
+            return _failed(results, exc)
         return results
 
 
@@ -118,50 +174,159 @@ class Layout(_Collecting):
     def __init__(self, directory: Path) -> None:
         super().__init__(BlobStore(store_location(directory, oci_layout=directory)), directory)
         self.directory = directory
+        self._index: asyncio.Future[tuple[dict[str, object], list[dict[str, object]]]] | None
+        self._index = None
 
     def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
         return self.directory
 
-    @functools.cached_property
-    def _existing_entries(self) -> list[object]:
-        """The layout's index entries as the run found them; read once, not once per image
-        (the index is rewritten only by :meth:`finish`)."""
-        index = self.directory / "index.json"
-        if not index.exists():
-            return []
-        entries = json.loads(index.read_bytes()).get("manifests", [])
-        return entries if isinstance(entries, list) else []
+    async def prepare(self) -> None:
+        await asyncio.to_thread(_make_directory, self.directory, "OCI layout")
 
-    def is_current(self, path: Path, image: ArchiveImage) -> bool:
-        if image.descriptor not in self._existing_entries:
+    async def _existing_entries(self) -> list[dict[str, object]]:
+        """The layout's index entries as the run found them; read once, not once per image
+        (the index is rewritten only by :meth:`finish`). An index that is not one fails every
+        image that asks."""
+        if self._index is None:
+            self._index = asyncio.ensure_future(
+                asyncio.to_thread(read_layout_index, self.directory)
+            )
+        _, entries = await asyncio.shield(self._index)
+        return entries
+
+    async def is_current(self, path: Path, image: ArchiveImage) -> bool:
+        if image.descriptor not in await self._existing_entries():
             return False
-        return all(self.store.has(digest) for digest in image.blobs)
+        return all([await self.store.has(digest) for digest in image.blobs])
 
     async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
-        if self.images:
-            try:
-                await asyncio.to_thread(update_layout, self.directory, self.images)
-            except OSError as exc:
-                error = OutputError(f"cannot write {self.directory / 'index.json'}: {exc}")
-                return [r.as_failed(error) for r in results]
+        if not self.images:
+            return results
+        index = self.directory / "index.json"
+        try:
+            displaced = await run_stoppable(
+                functools.partial(update_layout, self.directory, self.images)
+            )
+        except OutputError as exc:
+            return _failed(results, exc)
+        except OSError as exc:
+            return _failed(results, output_error(exc, index))
+        self.replaced += _replaced_entries(displaced, self.directory)
         return results
 
 
-async def make_output(
+def _failed(results: list[ImageResult], error: OutputError) -> list[ImageResult]:
+    return [r.as_failed(error) if r.ok else r for r in results]
+
+
+def _replaced_entries(entries: list[dict[str, object]], directory: Path) -> list[ReplacedImage]:
+    replaced = []
+    for entry in entries:
+        annotations = entry.get("annotations")
+        names = annotations if isinstance(annotations, dict) else {}
+        name = names.get(CONTAINERD_NAME) or names.get(OCI_REF_NAME)
+        try:
+            digest = Digest.parse(str(entry.get("digest")))
+        except BulkpullError:
+            continue  # not an entry bulkpull could name; it is gone all the same
+        replaced.append(ReplacedImage(str(name), digest, directory))
+    return replaced
+
+
+async def blob_chunks(source: Path, digest: Digest) -> AsyncIterator[bytes]:
+    """A blob's bytes, in order, from a per-image archive, a bundle or an OCI layout directory:
+    what an upload streams to a registry. Read where they sit (a tar is not unpacked), one
+    worker-thread read per chunk."""
+    if await asyncio.to_thread(source.is_dir):
+        chunks = read_chunks(source / "blobs" / "sha256" / digest.hex)
+    else:
+        offset, size = await asyncio.to_thread(blob_location, source, digest)
+        chunks = read_chunks(source, offset, size)
+    async for chunk in chunks:
+        yield chunk
+
+
+def held_images(path: Path) -> dict[str, Digest]:
+    """The images an archive at a final name holds (name → digest); none when nothing, or
+    nothing readable, is there. Never follows a link and never waits on a FIFO: anything but
+    a regular file at ``path`` is an :class:`OutputError`."""
+    try:
+        fd = open_regular(path)
+    except OSError:
+        return {}
+    with os.fdopen(fd, "rb") as archive:
+        return archive_digests(archive)
+
+
+def _write(
+    path: Path, images: Sequence[ArchiveImage], store: BlobStore, stop: threading.Event
+) -> list[ReplacedImage]:
+    """Runs in a worker thread: write the archive, and say what it replaced."""
+    try:
+        held = held_images(path)
+        write_archive(path, images, store.path, stop)
+    except OSError as exc:
+        raise output_error(exc, path) from exc
+    now = {image.name: image.digest for image in images}
+    return [ReplacedImage(n, d, path) for n, d in held.items() if now.get(n) != d]
+
+
+def _one_per_platform(spec: ImageSpec) -> bool:
+    """Whether each platform of the image gets an archive of its own, named after it."""
+    return len(spec.platforms) > 1 and not spec.all_platforms
+
+
+def _archive_name(spec: ImageSpec, platform: Platform | None) -> str:
+    suffix = "_" + str(platform.normalized()).replace("/", "_") if platform else ""
+    return spec.archive_filename.removesuffix(".tar") + f"{suffix}.tar"
+
+
+def _check_length(name: str, what: str) -> None:
+    length = len(os.fsencode(name))
+    if length > NAME_MAX:
+        raise DestinationError(
+            f"{what}: the archive name {name[:60]}… is {length} bytes long; a file name may "
+            f"have at most {NAME_MAX} (rename the image on its list line)"
+        )
+
+
+def make_output(
     out_dir: Path, bundle: Path | str | None, oci_layout: Path | str | None, store_dir: Path | None
 ) -> Output:
-    """The output a pull asked for; the blob store sits next to it unless ``store_dir``."""
+    """The output a pull asked for; the blob store sits next to it unless ``store_dir``.
+    Nothing is looked at or created on disk until :meth:`Output.prepare`."""
     if bundle is not None and oci_layout is not None:
         raise ValueError("choose a bundle or an OCI layout, not both")
     if oci_layout is not None:
-        await asyncio.to_thread(Path(oci_layout).mkdir, parents=True, exist_ok=True)
         return Layout(Path(oci_layout))
-    target = Path(bundle).parent if bundle is not None else out_dir
-    await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
     store = BlobStore(store_location(out_dir, bundle=bundle, store_dir=store_dir))
     if bundle is not None:
         return Bundle(store, out_dir, Path(bundle))
     return Output(store, out_dir)
+
+
+def _make_directory(path: Path, what: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise DestinationError(f"{what} {path}: a file is in the way of the directory") from None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise DestinationError(f"{what} {path}: name too long") from None
+        raise output_error(exc, path, "create") from exc
+
+
+def _check_bundle(path: Path) -> None:
+    _check_length(path.name, f"bundle {path}")
+    try:
+        found = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise DestinationError(f"bundle {path}: a file is in the way of its directory") from None
+    kind = kind_of(found.st_mode)
+    if kind is not None:
+        raise DestinationError(f"bundle {path} is {kind}; name the archive file to write")
 
 
 def store_location(
@@ -182,10 +347,3 @@ def store_location(
     if store_dir is not None:
         return Path(store_dir)
     return (Path(bundle).parent if bundle is not None else Path(out_dir)) / STORE_DIRNAME
-
-
-def _write(path: Path, images: Sequence[ArchiveImage], store: BlobStore) -> None:
-    try:
-        write_archive(path, images, store.path)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc}") from exc

@@ -11,6 +11,7 @@ anything else is a bug and propagates. Imports everything below it, never ``cli`
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -21,7 +22,8 @@ from pathlib import Path
 from bulkpull.blobstore import BlobStore
 from bulkpull.downloads import Downloads
 from bulkpull.entries import Entry, archive_entry
-from bulkpull.errors import BulkpullError, ContentError, PlatformNotFoundError
+from bulkpull.errors import BulkpullError, ContentError, OutputError, PlatformNotFoundError
+from bulkpull.files import output_error
 from bulkpull.imagelist import ImageSpec, image_spec
 from bulkpull.manifest import MAX_MANIFEST_BYTES, ImageConfig, parse_config
 from bulkpull.options import PullOptions
@@ -63,7 +65,9 @@ async def pull_images(
     specs = _specs(images)
     options = options or PullOptions()
     started, clock = _now(), time.monotonic()
-    output = await make_output(Path(out_dir), bundle, oci_layout, options.store_dir)
+    output = make_output(Path(out_dir), bundle, oci_layout, options.store_dir)
+    output.check_names(specs, options)
+    await output.prepare()
     async with _connect(options, output.store) as registry:
         run = _Run(registry, output, options, on_event)
         try:
@@ -82,6 +86,7 @@ async def pull_images(
         time.monotonic() - clock,
         started,
         registries,
+        tuple(output.replaced),
     )
 
 
@@ -157,8 +162,9 @@ async def _connect(options: PullOptions, store: BlobStore | None) -> AsyncIterat
     """
     connections = options.max_downloads + options.jobs
     async with Transport.from_options(options, connections=connections) as transport:
-        worth_asking = store is not None and await asyncio.to_thread(store.holds_anything)
-        yield RegistryClient(transport, store.read_if_present if store and worth_asking else None)
+        worth_asking = store is not None and await store.holds_anything()
+        known = functools.partial(store.read_small, limit=MAX_MANIFEST_BYTES) if store else None
+        yield RegistryClient(transport, known if worth_asking else None)
 
 
 def _result(
@@ -216,9 +222,11 @@ class _Run:
         self._emit(ImageStage(spec, Stage.RESOLVING))
         try:
             results = await self._pull(spec)
-        except BulkpullError as exc:
-            log.info("%s: %s", spec.source, exc)
-            results = [ImageResult(spec, Status.FAILED, error=exc)]
+        except (BulkpullError, OSError) as exc:
+            # An OSError is a file of this image's that could not be used: its own failure.
+            error = exc if isinstance(exc, BulkpullError) else _file_error(exc, self._output)
+            log.info("%s: %s", spec.source, error)
+            results = [ImageResult(spec, Status.FAILED, error=error)]
         if self._output.final_on_add:  # else pull_images reports them once the output is written
             for result in results:
                 self._emit(ImageDone(result))
@@ -259,7 +267,9 @@ class _Run:
         # for: on the list line, or for the whole run (--platform given more than once).
         path = self._output.destination(wanted, resolved)
         written = (path, entry)
-        if not self._options.force and self._output.is_current(path, entry.image):
+        # Asked even with --force: something other than a regular file there fails the image.
+        current = await self._output.is_current(path, entry.image)
+        if current and not self._options.force:
             status = Status.UP_TO_DATE
             return [_result(spec, item, status, wanted, written=written) for item in resolved]
         # The blobs it waits for: manifests are already in hand, and never BlobDone.
@@ -310,13 +320,19 @@ class _Run:
         _check_config_size(resolved)
         await self.downloads.fetch(resolved.reference, resolved.content.config)
         what = f"config of {resolved.reference}"
-        raw = await self._store.read_small(resolved.content.config.digest)
+        raw = await self._store.read_small(resolved.content.config.digest, MAX_MANIFEST_BYTES)
+        if raw is None:
+            raise ContentError(f"{what}: not in the store, or larger than a config may be")
         config = parse_config(raw, what)
         if len(config.diff_ids) != len(resolved.content.layers):
             raise ContentError(
                 f"{what}: {len(config.diff_ids)} diff_ids for {len(resolved.content.layers)} layers"
             )
         return config
+
+
+def _file_error(exc: OSError, output: Output) -> OutputError:
+    return output_error(exc, output.out_dir, "use")
 
 
 def _check_config_size(resolved: ResolvedImage) -> None:

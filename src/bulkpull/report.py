@@ -94,12 +94,27 @@ class ImageResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplacedImage:
+    """An image an output held before the run and holds no longer: another digest took its
+    name (a moved tag), or a rewritten bundle left it out."""
+
+    name: str
+    digest: Digest
+    archive: Path
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "digest": str(self.digest), "archive": str(self.archive)}
+
+
+@dataclass(frozen=True, slots=True)
 class PullReport:
     """Every result, in the order of the list (platforms in the order asked for), and totals.
 
     ``bytes_downloaded`` counts blob bytes received from registries; ``bytes_reused`` the sizes
     of blobs that were already in the store when the run first needed them. ``registries`` is
     what the run asked of each registry and mirror, with the pull limits they announced.
+    ``replaced`` names what the archives, bundle or layout written held before and hold no
+    longer.
     """
 
     results: tuple[ImageResult, ...]
@@ -108,6 +123,7 @@ class PullReport:
     seconds: float = 0.0
     started: str = ""
     registries: tuple[RegistryUsage, ...] = ()
+    replaced: tuple[ReplacedImage, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -134,6 +150,7 @@ class PullReport:
             },
             "images": [result.to_json() for result in self.results],
             "registries": [usage.to_json() for usage in self.registries],
+            "replaced": [image.to_json() for image in self.replaced],
         }
 
     def lock_lines(self) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from bulkpull.archive import CONTAINERD_NAME, OCI_REF_NAME
 from bulkpull.digest import Digest
@@ -85,14 +86,15 @@ class ArchiveCheck:
         return blob.data if blob is not None and blob.sha256 == digest.hex else None
 
 
-def archive_digests(path: Path) -> dict[str, Digest]:
-    """The ``io.containerd.image.name`` → digest pairs of an archive's ``index.json``.
+def archive_digests(archive: Path | IO[bytes]) -> dict[str, Digest]:
+    """The ``io.containerd.image.name`` → digest pairs of an archive's ``index.json`` (a path,
+    or the archive already open).
 
     Empty when the file is missing, unreadable or not what bulkpull writes: the caller then
     simply writes it anew.
     """
     try:
-        raw = read_member(path, "index.json")
+        raw = read_member(archive, "index.json")
     except READ_ERRORS:
         return {}
     index = Findings().json(raw, "index.json") if raw is not None else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import posixpath
 import tarfile
 from pathlib import Path
+from typing import IO
 
 from bulkpull.verify_files import MAX_KEPT_FILE, MAX_KEPT_TOTAL, ArchiveFiles
 
@@ -38,13 +39,18 @@ def read_tar(path: Path, budget: int = MAX_KEPT_TOTAL) -> ArchiveFiles:
     return found
 
 
-def read_member(path: Path, name: str) -> bytes | None:
+def read_member(archive: Path | IO[bytes], name: str) -> bytes | None:
     """One small member's bytes (``index.json``), or None when absent; raises READ_ERRORS.
 
-    Random access over an uncompressed tar: a rerun asks this of every archive it would
-    write, and reading only the headers and one member is cheap even for large archives.
+    Random access over an uncompressed tar (a path, or the archive already open): a rerun asks
+    this of every archive it would write, and reading only the headers and one member is cheap
+    even for large archives.
     """
-    with tarfile.open(path, "r:") as tar:
+    with tarfile.open(
+        archive if isinstance(archive, Path) else None,
+        "r:",
+        fileobj=None if isinstance(archive, Path) else archive,
+    ) as tar:
         try:
             stream = tar.extractfile(name)
         except KeyError:
