@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 
 import pytest
 
 from bulkpull.errors import ImageListError
-from bulkpull.imagelist import image_spec, parse_image_list, read_image_list
+from bulkpull.imagelist import (
+    archive_name,
+    check_archive_names,
+    image_spec,
+    parse_image_list,
+    read_image_list,
+)
+from bulkpull.platform import Platform
+
+AMD64 = Platform("linux", "amd64")
+ARM64 = Platform("linux", "arm64")
 
 HEX = "a" * 64
 OTHER_HEX = "b" * 64
@@ -338,9 +350,98 @@ def test_unreadable_list_is_an_image_list_error_naming_the_file(
         read_image_list(path)
 
     assert caught.value.source == str(path)
-    assert str(caught.value).startswith(f"{path}:")
+    assert caught.value.line is None
+    assert str(caught.value).startswith(f"{path}: cannot read: ")
 
 
 def test_directory_is_an_image_list_error(tmp_path: Path) -> None:
     with pytest.raises(ImageListError, match="cannot read"):
         read_image_list(tmp_path)
+
+
+def test_standard_input_may_start_with_a_byte_order_mark(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\ufeffalpine:3.19\nbusybox\n"))
+
+    assert [str(spec.target) for spec in read_image_list("-")] == [
+        "docker.io/library/alpine:3.19",
+        "docker.io/library/busybox:latest",
+    ]
+
+
+def test_closed_standard_input_is_an_image_list_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", None)
+
+    with pytest.raises(ImageListError) as caught:
+        read_image_list("-")
+
+    assert str(caught.value) == "<stdin>: cannot read: standard input is closed"
+
+
+def test_a_platform_line_and_a_line_renamed_onto_its_platform_archive_are_refused() -> None:
+    lines = [
+        "127.0.0.1:5000/multi/app:oci platform=linux/amd64,linux/arm64",
+        "127.0.0.1:5000/other/app:1 127.0.0.1:5000/multi/app:oci_linux_amd64",
+    ]
+
+    with pytest.raises(ImageListError) as caught:
+        parse_image_list(lines, "images.txt")
+
+    assert (caught.value.source, caught.value.line) == ("images.txt", 2)
+    assert caught.value.reason == (
+        "127.0.0.1:5000/multi/app:oci_linux_amd64 would overwrite "
+        "127.0.0.1_5000_multi_app_oci_linux_amd64.tar, the archive of line 1"
+    )
+
+
+def test_the_run_wide_platforms_decide_which_archives_collide() -> None:
+    specs = parse_image_list(["x/app:oci", "x/other:1 x/app:oci_linux_arm64"], "images.txt")
+
+    check_archive_names(specs, [AMD64])
+    with pytest.raises(ImageListError, match="the archive of line 1") as caught:
+        check_archive_names(specs, [AMD64, ARM64])
+
+    assert caught.value.line == 2
+
+
+def test_images_given_without_a_list_are_named_by_position_or_flag() -> None:
+    named = [image_spec("alpine"), image_spec("busybox"), image_spec("alpine", origin="--image")]
+
+    with pytest.raises(ImageListError) as caught:
+        check_archive_names(named, [AMD64])
+
+    assert str(caught.value) == (
+        "--image docker.io/library/alpine:latest: docker.io/library/alpine:latest would overwrite "
+        "alpine_latest.tar, the archive of image 1 (docker.io/library/alpine:latest)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("platforms", "every", "platform", "name"),
+    [
+        pytest.param([AMD64], False, AMD64, "nginx_1.27.tar", id="one-platform-unnamed"),
+        pytest.param([AMD64, ARM64], False, ARM64, "nginx_1.27_linux_arm64.tar", id="several"),
+        pytest.param([AMD64, ARM64], False, None, "nginx_1.27.tar", id="not-multi-platform"),
+        pytest.param([AMD64, ARM64], True, ARM64, "nginx_1.27.tar", id="all-in-one-archive"),
+        pytest.param(
+            [AMD64, Platform("linux", "aarch64")],
+            False,
+            Platform("linux", "aarch64"),
+            "nginx_1.27_linux_arm64.tar",
+            id="normalized",
+        ),
+    ],
+)
+def test_a_platform_is_in_an_archive_name_only_when_several_were_asked_for(
+    platforms: list[Platform], every: bool, platform: Platform | None, name: str
+) -> None:
+    chosen = image_spec("nginx:1.27").choosing(tuple(platforms), every)
+
+    assert archive_name(chosen, platform) == name
+
+
+def test_every_platform_of_an_image_is_one_archive_without_a_platform_in_its_name() -> None:
+    specs = parse_image_list(["x/app:1", "x/other:1 x/app:1_linux_arm64"], "images.txt")
+
+    check_archive_names(specs, [AMD64, ARM64], all_platforms=True)
+    with pytest.raises(ImageListError, match="the archive of line 1"):
+        check_archive_names(specs, [AMD64, ARM64])

@@ -24,6 +24,9 @@ from bulkpull import (
     UnsupportedMediaTypeError,
 )
 
+AMD64 = Platform("linux", "amd64")
+ARM64 = Platform("linux", "arm64")
+
 
 def archive_members(path: Path) -> dict[str, bytes]:
     with tarfile.open(path) as tar:
@@ -434,3 +437,111 @@ async def test_zstd_layers_are_carried_as_they_are_with_a_warning(
     assert result.ok, result.error
     assert result.layers[0].media_type.endswith("+zstd")
     assert "zstd layers: Docker before 23.0 cannot load it" in caplog.text
+
+
+async def test_a_string_is_refused_as_the_list_of_images_before_any_request(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    registry = FakeRegistry()
+    host = await start(registry.app())
+
+    with pytest.raises(TypeError, match="not one string"):
+        await bulkpull.pull_images(f"{host}/x/busybox:1", tmp_path, options)  # type: ignore[arg-type]
+
+    assert registry.seen == []
+
+
+@pytest.mark.parametrize(
+    ("lines", "platforms"),
+    [
+        pytest.param(["{host}/x/app:1", "{host}/x/app:1"], ["linux/amd64"], id="twice"),
+        pytest.param(
+            ["{host}/x/multi:oci", "{host}/x/other:1 {host}/x/multi:oci_linux_amd64"],
+            ["linux/amd64", "linux/arm64"],
+            id="renamed-onto-a-platform-archive",
+        ),
+    ],
+)
+async def test_images_that_would_write_one_archive_are_refused_before_any_request(
+    start: Start, options: PullOptions, tmp_path: Path, lines: list[str], platforms: list[str]
+) -> None:
+    registry = FakeRegistry()
+    host = await start(registry.app())
+    specs = [bulkpull.image_spec(*line.format(host=host).split()) for line in lines]
+    wanted = dataclasses.replace(options, platforms=tuple(map(Platform.parse, platforms)))
+
+    with pytest.raises(bulkpull.ImageListError, match="would overwrite") as caught:
+        await bulkpull.pull_images(specs, tmp_path, wanted)
+
+    assert caught.value.source.startswith("image 2 (")
+    assert registry.seen == []
+
+
+async def test_retries_are_events_naming_the_image_or_the_shared_blob(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    registry = FakeRegistry()
+    image = f.make_image([f.random_layer(1000)])
+    registry.add("x/y", "1", image)
+    registry.faults["x/y:1"] = Faults(statuses=[503])
+    registry.faults[image.layers[0].digest] = Faults(statuses=[503, 503])
+    host = await start(registry.app())
+    events: list[bulkpull.Event] = []
+
+    report = await bulkpull.pull_images(
+        [f"{host}/x/y:1"], tmp_path, options, on_event=events.append
+    )
+
+    retries = [event for event in events if isinstance(event, bulkpull.Retrying)]
+    assert report.ok
+    assert [(r.spec, r.digest, r.attempt, r.attempts) for r in retries] == [
+        (report.results[0].spec, None, 1, 3),
+        (None, bulkpull.Digest.parse(image.layers[0].digest), 1, 3),
+        (None, bulkpull.Digest.parse(image.layers[0].digest), 2, 3),
+    ]
+    assert all("503" in str(r.error) and r.delay >= 0 for r in retries)
+
+
+async def test_each_platform_of_an_image_has_stages_of_its_own(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    registry = FakeRegistry()
+    amd64 = f.make_image([f.random_layer(1000)], arch="amd64")
+    arm64 = f.make_image([f.random_layer(1000)], arch="arm64")
+    registry.add("x/multi", "1", f.make_index([amd64, arm64]))
+    host = await start(registry.app())
+    both = dataclasses.replace(options, platforms=(AMD64, ARM64))
+    events: list[bulkpull.Event] = []
+
+    await bulkpull.pull_images([f"{host}/x/multi:1"], tmp_path, both, on_event=events.append)
+
+    stages = [
+        (event.stage, event.platforms) for event in events if isinstance(event, bulkpull.ImageStage)
+    ]
+    assert stages == [
+        (bulkpull.Stage.RESOLVING, ()),
+        (bulkpull.Stage.DOWNLOADING, (AMD64,)),
+        (bulkpull.Stage.WRITING, (AMD64,)),
+        (bulkpull.Stage.DOWNLOADING, (ARM64,)),
+        (bulkpull.Stage.WRITING, (ARM64,)),
+    ]
+
+
+async def test_a_shared_blob_is_reported_needed_by_the_image_that_started_its_download(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    registry = FakeRegistry()
+    shared = f.random_layer(5000)
+    for name in ("a", "b"):
+        registry.add(f"x/{name}", "1", f.make_image([shared, f.random_layer(1000)], label=name))
+    host = await start(registry.app())
+    events: list[bulkpull.Event] = []
+
+    report = await bulkpull.pull_images(
+        [f"{host}/x/a:1", f"{host}/x/b:1"], tmp_path, options, on_event=events.append
+    )
+
+    needed = [event for event in events if isinstance(event, bulkpull.BlobNeeded)]
+    [layer] = [event for event in needed if str(event.digest) == shared.digest]
+    assert layer.spec in {result.spec for result in report.results}
+    assert all(event.spec is not None for event in needed)

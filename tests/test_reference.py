@@ -423,3 +423,12 @@ def test_reference_without_tag_or_digest_asks_for_latest() -> None:
 
 def test_references_are_hashable_values() -> None:
     assert len({parse_reference("alpine"), parse_reference("docker.io/library/alpine:latest")}) == 1
+
+
+def test_a_reference_prints_and_reprs_as_the_reference_string() -> None:
+    reference = parse_reference("alpine:3.20")
+
+    assert str(reference) == "docker.io/library/alpine:3.20"
+    assert repr(reference) == "Reference('docker.io/library/alpine:3.20')"
+    assert f"{reference}" == str(reference)
+    assert "Reference('docker.io/library/alpine:3.20')" in repr([reference])

@@ -49,7 +49,7 @@ IMAGE = strict_object(
         "reference": TEXT,
         "name": TEXT,
         "origin": OPTIONAL_TEXT,
-        "status": {"enum": ["pulled", "up-to-date", "resolved", "failed"]},
+        "status": {"enum": ["pulled", "up-to-date", "resolved", "failed", "interrupted"]},
         "manifest_digest": OPTIONAL_DIGEST,
         "source_digest": OPTIONAL_DIGEST,
         "written_digest": OPTIONAL_DIGEST,
@@ -86,6 +86,7 @@ TOTALS = (
     "up-to-date",
     "resolved",
     "failed",
+    "interrupted",
     "bytes_downloaded",
     "bytes_reused",
 )
@@ -401,3 +402,21 @@ async def test_a_bundle_reports_progress_while_downloading_and_results_once_writ
     assert "BytesReceived" in kinds
     assert kinds[-1] == "ImageDone"
     assert kinds.count("ImageDone") == 1
+
+
+def test_an_interrupted_image_is_not_ok_and_is_counted_apart() -> None:
+    report = bulkpull.PullReport(
+        (
+            bulkpull.ImageResult(bulkpull.image_spec("alpine")),
+            bulkpull.ImageResult(bulkpull.image_spec("busybox"), bulkpull.Status.INTERRUPTED),
+        ),
+        started="2026-11-28T03:39:20+00:00",
+    )
+
+    totals = report.to_json()["totals"]
+
+    assert not report.ok
+    assert report.failed == report.results[1:]
+    assert isinstance(totals, dict)
+    assert (totals["pulled"], totals["interrupted"], totals["failed"]) == (1, 1, 0)
+    assert schema_errors(report.to_json(), REPORT_SCHEMA) == []

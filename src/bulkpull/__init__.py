@@ -39,17 +39,22 @@ from bulkpull.errors import (
 from bulkpull.files import write_atomically
 from bulkpull.imagelist import (
     ImageSpec,
+    check_archive_names,
     image_spec,
     parse_image_list,
-    parse_platforms,
     read_image_list,
-    wants_all_platforms,
 )
 from bulkpull.manifest import Descriptor
 from bulkpull.network import Mirror, Proxies
 from bulkpull.options import PullOptions, RetryPolicy
 from bulkpull.outputs import store_location
-from bulkpull.platform import DEFAULT_PLATFORM, Platform
+from bulkpull.platform import (
+    DEFAULT_PLATFORM,
+    Platform,
+    parse_platform_choice,
+    parse_platforms,
+    wants_all_platforms,
+)
 from bulkpull.pull import pull_image, pull_images, resolve_images
 from bulkpull.ratelimit import PullLimit, RegistryUsage
 from bulkpull.reference import Reference, parse_reference
@@ -64,6 +69,7 @@ from bulkpull.report import (
     ImageStage,
     PullReport,
     ReplacedImage,
+    Retrying,
     Stage,
     Status,
 )
@@ -116,15 +122,18 @@ __all__ = [
     "RegistryUsage",
     "ReplacedImage",
     "RetryPolicy",
+    "Retrying",
     "Stage",
     "Status",
     "TransportError",
     "UnknownHostError",
     "UnsupportedMediaTypeError",
     "__version__",
+    "check_archive_names",
     "image_spec",
     "is_temporary",
     "parse_image_list",
+    "parse_platform_choice",
     "parse_platforms",
     "parse_reference",
     "pull_image",

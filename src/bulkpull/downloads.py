@@ -21,10 +21,18 @@ from pathlib import Path
 from bulkpull.blobstore import BlobOpener, BlobStore
 from bulkpull.digest import Digest
 from bulkpull.errors import BulkpullError, DigestMismatchError, OutputError
+from bulkpull.imagelist import ImageSpec
 from bulkpull.manifest import Descriptor
 from bulkpull.reference import Reference
 from bulkpull.registry import RegistryClient
-from bulkpull.report import BlobDone, BlobNeeded, BytesReceived, Event
+from bulkpull.report import (
+    BlobDone,
+    BlobNeeded,
+    BytesReceived,
+    Event,
+    image_worked_for,
+    working_for,
+)
 
 
 class Downloads:
@@ -96,7 +104,9 @@ class Downloads:
 
     def _start(self, reference: Reference, blob: Descriptor) -> asyncio.Task[Path]:
         first = blob.digest not in self._blobs
-        task = asyncio.create_task(self._download(reference, blob, first=first))
+        # Started in the task of the image that needs it first: its download.
+        needed_by = image_worked_for()
+        task = asyncio.create_task(self._download(reference, blob, first, needed_by))
         task.add_done_callback(lambda done: self._blob_finished(blob.digest, done))
         return task
 
@@ -108,12 +118,15 @@ class Downloads:
         self.downloaded += count
         self._emit(BytesReceived(digest, count))
 
-    async def _download(self, reference: Reference, blob: Descriptor, *, first: bool) -> Path:
+    async def _download(
+        self, reference: Reference, blob: Descriptor, first: bool, needed_by: ImageSpec | None
+    ) -> Path:
         """``first``: whether this is the run's first download of the blob, which says whether
-        the store had it."""
+        the store had it; ``needed_by``: the image whose need started it."""
+        working_for(blob.digest)  # its own task: retries are the blob's, not one image's
         present = await self._store.has(blob.digest)
         if first:
-            self._emit(BlobNeeded(blob.digest, blob.size, present))
+            self._emit(BlobNeeded(blob.digest, blob.size, present, needed_by))
             self.reused += blob.size if present else 0
         if present:
             return self._store.path(blob.digest)

@@ -83,10 +83,15 @@ class InvalidPlatformError(BulkpullError, ValueError):
 
 
 class ImageListError(BulkpullError, ValueError):
-    """A line of an image list that cannot be used; ``str()`` is ``FILE:LINE: reason``."""
+    """An image list, or a line of one, that cannot be used: ``str()`` is ``FILE:LINE: reason``,
+    or ``SOURCE: reason`` where no line number applies (an unreadable file, ``--image``).
 
-    def __init__(self, source: str, line: int, reason: str) -> None:
-        super().__init__(f"{source}:{line}: {reason}")
+    ``source`` names the list (a file, ``<stdin>``) or, for a problem between parsed images, the
+    image itself (its ``FILE:LINE``).
+    """
+
+    def __init__(self, source: str, line: int | None, reason: str) -> None:
+        super().__init__(f"{source}:{line}: {reason}" if line else f"{source}: {reason}")
         self.source = source
         self.line = line
         self.reason = reason

@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bulkpull.digest import Digest
 from bulkpull.errors import ImageListError, InvalidPlatformError, InvalidReferenceError
-from bulkpull.platform import Platform
+from bulkpull.platform import (
+    ALL_PLATFORMS,
+    DEFAULT_PLATFORM,
+    Platform,
+    parse_platforms,
+    wants_all_platforms,
+)
 from bulkpull.reference import Reference, parse_reference
 
 STDIN = "-"
+STDIN_NAME = "<stdin>"
 PLATFORM_FIELD = "platform="
-# Keeps every manifest an index lists (skopeo's --all, hauler's default), attestations included.
-ALL_PLATFORMS = "all"
+_BOM = "\ufeff"
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -76,6 +82,62 @@ class ImageSpec:
         return _UNSAFE_FILENAME_CHARS.sub("_", self.target.familiar()) + ".tar"
 
 
+def archive_name(chosen: ImageSpec, platform: Platform | None) -> str:
+    """The file name of the image's own archive for ``platform``, one of the platforms of
+    ``chosen`` (the spec with the run's platform choice made, :meth:`ImageSpec.choosing`).
+
+    The platform is part of the name only when several were asked for
+    (``nginx_1.27_linux_arm64.tar``), since each then gets an archive of its own; with
+    ``platform=all`` the one archive holds the whole index and keeps the plain name. The one
+    naming rule: outputs name their files with it, and :func:`check_archive_names` predicts
+    them with it, so a list is refused for exactly the overwrites a pull would make.
+    """
+    if platform is None or chosen.all_platforms or len(chosen.platforms) <= 1:
+        return chosen.archive_filename
+    suffix = "_" + str(platform.normalized()).replace("/", "_")
+    return chosen.archive_filename.removesuffix(".tar") + suffix + ".tar"
+
+
+def archive_names(chosen: ImageSpec) -> frozenset[str]:
+    """Every name :func:`archive_name` may give the image's archives: one per platform asked
+    for, and the plain name an image that is not multi-platform gets whatever was asked."""
+    return frozenset(archive_name(chosen, platform) for platform in (None, *chosen.platforms))
+
+
+def check_archive_names(
+    specs: Sequence[ImageSpec], platforms: Sequence[Platform], all_platforms: bool = False
+) -> None:
+    """Refuse two images that would write the same archive: the second would silently
+    overwrite the first. ``platforms`` and ``all_platforms`` are the run's choice, for images
+    whose line makes none.
+
+    Raises :class:`ImageListError` at the later image: its ``FILE:LINE``, else its position.
+    """
+    claimed: dict[str, int] = {}
+    for index, spec in enumerate(specs):
+        chosen = spec.choosing(tuple(platforms), all_platforms)
+        for name in sorted(archive_names(chosen)):
+            first = claimed.setdefault(name, index)
+            if first != index:
+                source, line = _origin(spec, index)
+                before, before_line = _origin(specs[first], first)
+                named = f"line {before_line}" if before == source and before_line else before
+                raise ImageListError(
+                    source, line, f"{spec.target} would overwrite {name}, the archive of {named}"
+                )
+
+
+def _origin(spec: ImageSpec, index: int) -> tuple[str, int | None]:
+    """Where ``spec`` came from as (list, line): its ``FILE:LINE`` split, else how it was
+    given (``--image REF``) or its position among the images (``image 3 (REF)``)."""
+    source, _, line = spec.origin.rpartition(":")
+    if source and line.isdigit():
+        return source, int(line)
+    if spec.origin:
+        return f"{spec.origin} {spec.source}", None
+    return f"image {index + 1} ({spec.source})", None
+
+
 def digest_tag(reference: Reference) -> str:
     """The tag an image pulled by digest alone gets: ``sha256-<hex>``.
 
@@ -112,27 +174,22 @@ def _has_explicit_tag(text: str) -> bool:
 def parse_image_list(lines: Iterable[str], name: str) -> list[ImageSpec]:
     """Parse every line; the first bad line raises :class:`ImageListError` (``FILE:LINE``).
 
-    Two lines that would write the same archive are refused too: the second would silently
-    overwrite the first.
+    A byte order mark before the first line is ignored, as Windows editors write one. Two lines
+    that would write the same archive are refused too (with the default platform; a run that
+    asks for others checks again with :func:`check_archive_names`).
     """
     specs: list[ImageSpec] = []
-    claimed: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):
-        fields = line.split("#", 1)[0].split()
+        fields = line.removeprefix(_BOM if number == 1 else "").split("#", 1)[0].split()
         if not fields:
             continue
         try:
-            spec = _parse_line(fields, f"{name}:{number}")
+            specs.append(_parse_line(fields, f"{name}:{number}"))
         except (InvalidReferenceError, InvalidPlatformError) as exc:
             raise ImageListError(name, number, str(exc)) from exc
         except ValueError as exc:
             raise ImageListError(name, number, f"{exc}, got {line.strip()!r}") from exc
-        earlier = claimed.setdefault(spec.archive_filename, number)
-        if earlier != number:
-            raise ImageListError(
-                name, number, f"{spec.target} would overwrite the archive of line {earlier}"
-            )
-        specs.append(spec)
+    check_archive_names(specs, (DEFAULT_PLATFORM,))
     return specs
 
 
@@ -149,36 +206,21 @@ def _parse_line(fields: list[str], origin: str) -> ImageSpec:
     return spec
 
 
-def wants_all_platforms(text: str) -> bool:
-    """Whether a platform setting (``--platform``, ``platform=``) is ``all``.
-
-    ``all`` next to other platforms is refused rather than guessed at.
-    """
-    items = [item.strip().lower() for item in text.replace(" ", ",").split(",") if item.strip()]
-    if ALL_PLATFORMS not in items:
-        return False
-    if len(items) > 1:
-        raise InvalidPlatformError(
-            f"platform {ALL_PLATFORMS!r} keeps every platform; it cannot be combined with "
-            f"others, got {text!r}"
-        )
-    return True
-
-
-def parse_platforms(text: str) -> tuple[Platform, ...]:
-    """``linux/amd64,linux/arm64`` as platforms, in order and without repeats."""
-    platforms = tuple(Platform.parse(item) for item in text.split(",") if item)
-    if not platforms:
-        raise InvalidPlatformError("no platform given")
-    return tuple(dict.fromkeys(platforms))
-
-
 def read_image_list(path: str | Path) -> list[ImageSpec]:
     """Read and parse a list file, or standard input for ``-``."""
     if str(path) == STDIN:
-        return parse_image_list(sys.stdin, "<stdin>")
+        if sys.stdin is None:  # started with standard input closed (``<&-``)
+            raise ImageListError(STDIN_NAME, None, "cannot read: standard input is closed")
+        return _parse_stream(sys.stdin, STDIN_NAME)
     try:
-        with Path(path).open(encoding="utf-8-sig") as handle:  # tolerate a BOM
-            return parse_image_list(handle, str(path))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ImageListError(str(path), 0, f"cannot read: {exc}") from exc
+        with Path(path).open(encoding="utf-8") as handle:
+            return _parse_stream(handle, str(path))
+    except OSError as exc:
+        raise ImageListError(str(path), None, f"cannot read: {exc.strerror or exc}") from exc
+
+
+def _parse_stream(lines: Iterable[str], name: str) -> list[ImageSpec]:
+    try:
+        return parse_image_list(lines, name)
+    except UnicodeDecodeError as exc:
+        raise ImageListError(name, None, f"cannot read: not UTF-8 text ({exc.reason})") from exc

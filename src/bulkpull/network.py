@@ -101,6 +101,14 @@ class Mirror:
         if namespace and not _NAMESPACE.fullmatch(namespace):
             raise ValueError(f"mirror {self.mirror!r}: {namespace!r} is not a repository path")
 
+    @classmethod
+    def parse(cls, text: str) -> Mirror:
+        """``REGISTRY=MIRROR``, as ``--mirror`` and ``BULKPULL_MIRROR`` write it."""
+        registry, equals, mirror = text.partition("=")
+        if not equals:
+            raise ValueError(f"mirror {text!r}: expected REGISTRY=MIRROR")
+        return cls(registry, mirror)
+
     @property
     def host(self) -> str:
         return parse_host(self.mirror.partition("/")[0])

@@ -7,14 +7,22 @@ and ``credentials``.
 
 from __future__ import annotations
 
+import os
 import random
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from bulkpull.auth import Credentials
 from bulkpull.credentials import Keychain
 from bulkpull.network import Mirror, Proxies, parse_host
-from bulkpull.platform import DEFAULT_PLATFORM, Platform
+from bulkpull.platform import DEFAULT_PLATFORM, Platform, parse_platform_choice
+
+N = TypeVar("N", int, float)
+# The fields BULKPULL_PLATFORM sets together.
+_PLATFORM_CHOICE = frozenset({"platforms", "all_platforms"})
 
 # Registries and CDNs throttle a single client beyond a handful of parallel blob GETs; eight keeps
 # a fast link busy without tripping Docker Hub's or a small registry's limits.
@@ -83,6 +91,9 @@ class PullOptions:
     pulls are anonymous. ``insecure_registries`` (``host[:port]``) are reached over HTTPS without
     certificate checks or over plain HTTP; ``ca_cert`` adds a CA to the system's. ``mirrors``
     are tried before the registry they stand in for.
+
+    Made directly, options ignore the environment (no proxy, anonymous pulls unless
+    ``credentials`` says otherwise); :meth:`from_environment` reads it as the command does.
     """
 
     platforms: tuple[Platform, ...] = (DEFAULT_PLATFORM,)
@@ -113,6 +124,47 @@ class PullOptions:
         for registry in self.insecure_registries:
             parse_host(registry)
 
+    @classmethod
+    def from_environment(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> PullOptions:
+        """The options the ``bulkpull`` command would use here: the ``BULKPULL_*`` variables,
+        the usual proxy variables, and logins from podman's and docker's files.
+
+        Each keyword argument is a field that wins over what the environment says, as a flag
+        wins on the command line (the command builds its options with this very call);
+        ``platforms`` and ``all_platforms`` are one choice: giving either leaves
+        ``BULKPULL_PLATFORM`` aside::
+
+            options = PullOptions.from_environment(jobs=8)
+
+        ``environ`` stands in for ``os.environ``. A variable that cannot be used raises
+        ``ValueError`` naming it; a malformed login file raises ``CredentialsError``.
+        """
+        env = os.environ if environ is None else environ
+        read: dict[str, Callable[[], Any]] = {
+            "platforms": lambda: _platforms(env)[0],
+            "all_platforms": lambda: _platforms(env)[1],
+            "jobs": lambda: _number(env, "BULKPULL_JOBS", int, DEFAULT_JOBS, 1),
+            "max_downloads": lambda: _number(
+                env, "BULKPULL_MAX_DOWNLOADS", int, DEFAULT_MAX_DOWNLOADS, 1
+            ),
+            "proxies": lambda: _proxies(env),
+            "ca_cert": lambda: _ca_cert(env),
+            "insecure_registries": lambda: frozenset(_words(env, "BULKPULL_INSECURE_REGISTRY")),
+            "mirrors": lambda: tuple(map(Mirror.parse, _words(env, "BULKPULL_MIRROR"))),
+            "retry": lambda: RetryPolicy(
+                retries=_number(env, "BULKPULL_RETRIES", int, DEFAULT_RETRIES, 0),
+                delay=_number(env, "BULKPULL_RETRY_DELAY", float, DEFAULT_RETRY_DELAY, 0.0),
+            ),
+            "timeout": lambda: _number(env, "BULKPULL_TIMEOUT", float, DEFAULT_TIMEOUT, 0.1),
+            "credentials": lambda: Keychain.from_environment(environ=env),
+        }
+        if overrides.keys() & _PLATFORM_CHOICE:
+            read = {name: get for name, get in read.items() if name not in _PLATFORM_CHOICE}
+        values = {name: get() for name, get in read.items() if name not in overrides}
+        return cls(**values, **overrides)
+
     @property
     def keychain(self) -> Keychain:
         """Where each registry's login comes from, whichever form ``credentials`` took."""
@@ -121,3 +173,48 @@ class PullOptions:
         if self.credentials is None:
             return Keychain()
         return Keychain.everywhere(self.credentials)
+
+
+def _number(environ: Mapping[str, str], name: str, kind: type[N], default: N, minimum: N) -> N:
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r}: expected a number") from None
+    if not value >= minimum:  # also refuses nan
+        raise ValueError(f"{name}={text!r}: must be at least {minimum}")
+    return value
+
+
+def _platforms(environ: Mapping[str, str]) -> tuple[tuple[Platform, ...], bool]:
+    try:
+        return parse_platform_choice(environ.get("BULKPULL_PLATFORM", "").strip())
+    except ValueError as exc:
+        raise ValueError(f"BULKPULL_PLATFORM: {exc}") from None
+
+
+def _words(environ: Mapping[str, str], name: str) -> list[str]:
+    """Several values in one variable, separated by spaces or commas."""
+    return [word for word in re.split(r"[\s,]+", environ.get(name, "")) if word]
+
+
+def _proxies(environ: Mapping[str, str]) -> Proxies:
+    """``BULKPULL_PROXY`` for every request, else ``HTTPS_PROXY`` and the others as curl and
+    docker read them."""
+    try:
+        if environ.get("BULKPULL_PROXY"):
+            return Proxies.everywhere(environ["BULKPULL_PROXY"])
+        return Proxies.from_environment(environ)
+    except ValueError as exc:
+        raise ValueError(f"proxy environment variables: {exc}") from None
+
+
+def _ca_cert(environ: Mapping[str, str]) -> Path | None:
+    text = environ.get("BULKPULL_CA_CERT")
+    if not text:
+        return None
+    if not Path(text).is_file():
+        raise ValueError(f"BULKPULL_CA_CERT={text!r}: no such file")
+    return Path(text)

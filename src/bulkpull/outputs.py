@@ -48,9 +48,8 @@ from bulkpull.files import (
     read_chunks,
     run_stoppable,
 )
-from bulkpull.imagelist import ImageSpec
+from bulkpull.imagelist import ImageSpec, archive_name, archive_names
 from bulkpull.options import PullOptions
-from bulkpull.platform import Platform
 from bulkpull.registry import ResolvedImage
 from bulkpull.report import ImageResult, ReplacedImage, Status
 from bulkpull.verify import archive_digests
@@ -79,8 +78,8 @@ class Output:
         return [resolved] if whole else [[item] for item in resolved]
 
     def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
-        named = len(resolved) == 1 and _one_per_platform(spec)
-        return self.out_dir / _archive_name(spec, resolved[0].platform if named else None)
+        wanted = resolved[0].wanted if len(resolved) == 1 else None
+        return self.out_dir / archive_name(spec, wanted)
 
     async def prepare(self) -> None:
         """Make the output directory; :class:`DestinationError` when a file is in the way."""
@@ -90,8 +89,8 @@ class Output:
         """Refuse, before any request, an archive name longer than a file name may be."""
         for spec in specs:
             wanted = spec.choosing(options.platforms, options.all_platforms)
-            for platform in wanted.platforms if _one_per_platform(wanted) else (None,):
-                _check_length(_archive_name(spec, platform), spec.origin or str(spec.source))
+            for name in sorted(archive_names(wanted)):
+                _check_length(name, spec.origin or str(spec.source))
 
     def ref_name(self, spec: ImageSpec) -> str:
         return spec.target.tag or ""
@@ -269,16 +268,6 @@ def _write(
         raise output_error(exc, path) from exc
     now = {image.name: image.digest for image in images}
     return [ReplacedImage(n, d, path) for n, d in held.items() if now.get(n) != d]
-
-
-def _one_per_platform(spec: ImageSpec) -> bool:
-    """Whether each platform of the image gets an archive of its own, named after it."""
-    return len(spec.platforms) > 1 and not spec.all_platforms
-
-
-def _archive_name(spec: ImageSpec, platform: Platform | None) -> str:
-    suffix = "_" + str(platform.normalized()).replace("/", "_") if platform else ""
-    return spec.archive_filename.removesuffix(".tar") + f"{suffix}.tar"
 
 
 def _check_length(name: str, what: str) -> None:

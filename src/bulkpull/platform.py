@@ -18,6 +18,8 @@ from bulkpull.errors import InvalidPlatformError
 _COMPONENT = re.compile(r"[a-z0-9_.-]+")
 # BuildKit marks attestation manifests with this os and architecture; they are not runnable.
 UNKNOWN: Final = "unknown"
+# Keeps every manifest an index lists (skopeo's --all, hauler's default), attestations included.
+ALL_PLATFORMS: Final = "all"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -182,3 +184,37 @@ def _version(variant: str) -> int | None:
     """The number in ``vN`` or ``N``, as Go's ``strconv.Atoi(TrimPrefix(v, "v"))`` reads it."""
     digits = variant.removeprefix("v")
     return int(digits) if digits.isascii() and digits.isdigit() else None
+
+
+def parse_platforms(text: str) -> tuple[Platform, ...]:
+    """``linux/amd64,linux/arm64`` (commas or spaces between) as platforms, in order and
+    without repeats."""
+    platforms = tuple(Platform.parse(item) for item in re.split(r"[\s,]+", text) if item)
+    if not platforms:
+        raise InvalidPlatformError("no platform given")
+    return tuple(dict.fromkeys(platforms))
+
+
+def wants_all_platforms(text: str) -> bool:
+    """Whether a platform setting (``--platform``, ``platform=``) is ``all``.
+
+    ``all`` next to other platforms is refused rather than guessed at.
+    """
+    items = [item.strip().lower() for item in text.replace(" ", ",").split(",") if item.strip()]
+    if ALL_PLATFORMS not in items:
+        return False
+    if len(items) > 1:
+        raise InvalidPlatformError(
+            f"platform {ALL_PLATFORMS!r} keeps every platform; it cannot be combined with "
+            f"others, got {text!r}"
+        )
+    return True
+
+
+def parse_platform_choice(text: str) -> tuple[tuple[Platform, ...], bool]:
+    """A run's platform setting (``--platform``, ``BULKPULL_PLATFORM``) as the platforms to
+    pick and whether to keep every one: ``all`` keeps them all, and ``docker load`` then gets
+    the default platform's entry; nothing at all means the default platform."""
+    if wants_all_platforms(text):
+        return (DEFAULT_PLATFORM,), True
+    return parse_platforms(text or str(DEFAULT_PLATFORM)), False

@@ -24,7 +24,7 @@ from bulkpull.downloads import Downloads
 from bulkpull.entries import Entry, archive_entry
 from bulkpull.errors import BulkpullError, ContentError, OutputError, PlatformNotFoundError
 from bulkpull.files import output_error
-from bulkpull.imagelist import ImageSpec, image_spec
+from bulkpull.imagelist import ImageSpec, check_archive_names, image_spec
 from bulkpull.manifest import MAX_MANIFEST_BYTES, ImageConfig, parse_config
 from bulkpull.options import PullOptions
 from bulkpull.outputs import Output, make_output
@@ -39,6 +39,8 @@ from bulkpull.report import (
     PullReport,
     Stage,
     Status,
+    retry_events,
+    working_for,
 )
 from bulkpull.transport import Transport
 
@@ -58,17 +60,19 @@ async def pull_images(
 
     By default each image (and platform) gets its own archive in ``out_dir``. With ``bundle``
     every image goes into that one archive instead; with ``oci_layout`` into that OCI image
-    layout directory (created, or added to). Strings are parsed as references first, so a bad
-    one raises before any network I/O. ``on_event`` hears progress as it happens, including an
+    layout directory (created, or added to). Strings are parsed as references first, and two
+    images that would write the same archive are refused (:class:`ImageListError`), both before
+    any network I/O. ``on_event`` hears progress as it happens, including an
     :class:`ImageDone` per result.
     """
     specs = _specs(images)
     options = options or PullOptions()
+    check_archive_names(specs, options.platforms, options.all_platforms)
     started, clock = _now(), time.monotonic()
     output = make_output(Path(out_dir), bundle, oci_layout, options.store_dir)
     output.check_names(specs, options)
     await output.prepare()
-    async with _connect(options, output.store) as registry:
+    async with _connect(options, output.store, on_event) as registry:
         run = _Run(registry, output, options, on_event)
         try:
             per_image = await asyncio.gather(*(run.image(spec) for spec in specs))
@@ -117,10 +121,11 @@ async def resolve_images(
     jobs = asyncio.Semaphore(options.jobs)
 
     async def resolve(spec: ImageSpec) -> list[ImageResult]:
-        _emit(on_event, ImageStage(spec, Stage.RESOLVING))
+        working_for(spec)
         wanted = spec.choosing(options.platforms, options.all_platforms)
         try:
             async with jobs:
+                _emit(on_event, ImageStage(spec, Stage.RESOLVING))
                 resolved = await registry.resolve(
                     spec.source, wanted.platforms, every=wanted.all_platforms
                 )
@@ -131,7 +136,7 @@ async def resolve_images(
             _emit(on_event, ImageDone(result))
         return results
 
-    async with _connect(options, store) as registry:
+    async with _connect(options, store, on_event) as registry:
         per_image = await asyncio.gather(*(resolve(spec) for spec in specs))
         registries = registry.transport.usage()
     results = tuple(result for results in per_image for result in results)
@@ -141,6 +146,9 @@ async def resolve_images(
 
 
 def _specs(images: Iterable[ImageSpec | str]) -> list[ImageSpec]:
+    if isinstance(images, str | bytes):
+        # A string is iterable too: "busybox" would be pulled as seven one-letter images.
+        raise TypeError(f"images must be a list of references, not one string: [{images!r}]")
     return [image if isinstance(image, ImageSpec) else image_spec(image) for image in images]
 
 
@@ -154,14 +162,19 @@ def _emit(on_event: EventCallback | None, event: Event) -> None:
 
 
 @asynccontextmanager
-async def _connect(options: PullOptions, store: BlobStore | None) -> AsyncIterator[RegistryClient]:
+async def _connect(
+    options: PullOptions, store: BlobStore | None, on_event: EventCallback | None
+) -> AsyncIterator[RegistryClient]:
     """The run's transport, and a registry client that knows the store.
 
     Only a store that already holds something is worth a ``HEAD`` before each tag's ``GET``:
     on a first run it would cost every image one more round trip and save nothing.
     """
     connections = options.max_downloads + options.jobs
-    async with Transport.from_options(options, connections=connections) as transport:
+    on_retry = retry_events(on_event) if on_event else None
+    async with Transport.from_options(
+        options, connections=connections, on_retry=on_retry
+    ) as transport:
         worth_asking = store is not None and await store.holds_anything()
         known = functools.partial(store.read_small, limit=MAX_MANIFEST_BYTES) if store else None
         yield RegistryClient(transport, known if worth_asking else None)
@@ -219,7 +232,7 @@ class _Run:
         _emit(self._on_event, event)
 
     async def image(self, spec: ImageSpec) -> list[ImageResult]:
-        self._emit(ImageStage(spec, Stage.RESOLVING))
+        working_for(spec)
         try:
             results = await self._pull(spec)
         except (BulkpullError, OSError) as exc:
@@ -235,6 +248,8 @@ class _Run:
     async def _pull(self, spec: ImageSpec) -> list[ImageResult]:
         wanted = spec.choosing(self._options.platforms, self._options.all_platforms)
         async with self._jobs:
+            # Only now: an image waiting for a slot is queued, not resolving.
+            self._emit(ImageStage(spec, Stage.RESOLVING))
             resolved = await self._registry.resolve(
                 spec.source, wanted.platforms, every=wanted.all_platforms
             )
@@ -274,9 +289,10 @@ class _Run:
             return [_result(spec, item, status, wanted, written=written) for item in resolved]
         # The blobs it waits for: manifests are already in hand, and never BlobDone.
         blobs = tuple(dict.fromkeys(blob.digest for item in resolved for blob in item.blobs))
-        self._emit(ImageStage(spec, Stage.DOWNLOADING, blobs))
+        platforms = tuple(item.platform.normalized() for item in resolved if item.platform)
+        self._emit(ImageStage(spec, Stage.DOWNLOADING, blobs, platforms))
         configs = await asyncio.gather(*(self._download_image(item) for item in resolved))
-        self._emit(ImageStage(spec, Stage.WRITING))
+        self._emit(ImageStage(spec, Stage.WRITING, platforms=platforms))
         async with self._jobs:
             await self._output.add(path, entry.image)
         return [

@@ -105,6 +105,11 @@ class Reference:
     def __str__(self) -> str:
         return self.name + self._suffix()
 
+    def __repr__(self) -> str:
+        """``Reference('docker.io/library/alpine:3.20')``: the reference as users write it, so
+        printed lists, specs and results read like image names, not like four fields."""
+        return f"Reference({str(self)!r})"
+
     def with_tag(self, tag: str) -> Reference:
         """The same repository and digest under another tag, refused unless the tag is valid."""
         if not _TAG_RE.fullmatch(tag):

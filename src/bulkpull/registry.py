@@ -66,6 +66,9 @@ class ResolvedImage:
     ``platform`` is the index entry's platform when the reference named an index; for a plain
     manifest it is only known once the config is read. ``attestation`` marks an index entry
     that is not a runnable image (BuildKit's attestation manifests), pulled only under "all".
+    ``wanted`` is the platform asked for that picked the entry (the first, when several picked
+    it): archives are named after what was asked, which the list check can know before
+    anything is resolved.
     """
 
     reference: Reference
@@ -74,6 +77,7 @@ class ResolvedImage:
     index: FetchedManifest | None = None
     platform: Platform | None = None
     attestation: bool = False
+    wanted: Platform | None = None
 
     @property
     def blobs(self) -> tuple[Descriptor, ...]:
@@ -124,15 +128,24 @@ class RegistryClient:
         top = replace(top, media_type=content.media_type)
         if isinstance(content, ImageManifest):
             return [ResolvedImage(reference, top, content)]
+        chosen: list[tuple[Descriptor, Platform | None]]
         if every:
-            chosen = content.manifests
+            chosen = [(entry, None) for entry in content.manifests]
         else:
-            chosen = tuple(choose_platform(content, platform, what) for platform in platforms)
-        entries = {entry.digest: entry for entry in chosen}.values()
-        return await asyncio.gather(*(self._resolve_entry(reference, top, e) for e in entries))
+            chosen = [(choose_platform(content, p, what), p) for p in platforms]
+        entries: dict[Digest, tuple[Descriptor, Platform | None]] = {}
+        for entry, wanted in chosen:
+            entries.setdefault(entry.digest, (entry, wanted))
+        return await asyncio.gather(
+            *(self._resolve_entry(reference, top, e, wanted) for e, wanted in entries.values())
+        )
 
     async def _resolve_entry(
-        self, reference: Reference, top: FetchedManifest, entry: Descriptor
+        self,
+        reference: Reference,
+        top: FetchedManifest,
+        entry: Descriptor,
+        wanted: Platform | None,
     ) -> ResolvedImage:
         what = f"{reference} ({entry.platform or entry.digest})"
         child = await self.fetch_manifest(reference, str(entry.digest), expected=entry)
@@ -141,7 +154,7 @@ class RegistryClient:
             raise ContentError(f"{what}: index entry {entry.digest} is itself an index")
         child = replace(child, media_type=child_content.media_type)
         return ResolvedImage(
-            reference, child, child_content, top, entry.platform, entry.is_attestation
+            reference, child, child_content, top, entry.platform, entry.is_attestation, wanted
         )
 
     async def fetch_manifest(

@@ -9,6 +9,7 @@ documented JSON of ``--report`` and to lock-file lines. Imports ``errors``, ``di
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +29,9 @@ class Status(StrEnum):
     UP_TO_DATE = "up-to-date"
     RESOLVED = "resolved"  # a dry run: nothing downloaded or written
     FAILED = "failed"
+    # The run was stopped (Ctrl-C, SIGTERM) before this image was finished: nothing of it was
+    # written, and what it had downloaded stays in the store for the next run.
+    INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +63,8 @@ class ImageResult:
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        """Whether the image was finished without an error."""
+        return self.error is None and self.status is not Status.INTERRUPTED
 
     @property
     def up_to_date(self) -> bool:
@@ -186,20 +191,31 @@ class Stage(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ImageStage:
-    """An image entered a stage; when downloading, ``blobs`` are the digests it waits for."""
+    """An image entered a stage; when downloading, ``blobs`` are the digests it waits for.
+
+    ``platforms`` are those the stage is for, once known: a multi-platform image pulled into
+    per-image archives downloads and writes each platform on its own, and these tell its
+    stages apart. Empty while resolving, and for an image that is not multi-platform.
+    """
 
     spec: ImageSpec
     stage: Stage
     blobs: tuple[Digest, ...] = ()
+    platforms: tuple[Platform, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class BlobNeeded:
-    """A blob the run needs, reported once per run however many images share it."""
+    """A blob the run needs, reported once per run however many images share it.
+
+    ``spec`` is the image whose need started its download: the others that need it wait for
+    that one (None where no image is known).
+    """
 
     digest: Digest
     size: int
     present: bool
+    spec: ImageSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,8 +240,53 @@ class ImageDone:
     result: ImageResult
 
 
-Event = ImageStage | BlobNeeded | BytesReceived | BlobDone | ImageDone
+@dataclass(frozen=True, slots=True)
+class Retrying:
+    """A request failed for a temporary reason and is repeated after ``delay`` seconds: try
+    ``attempt`` of at most ``attempts`` ended with ``error``.
+
+    ``spec`` is the image the request was for. A blob download is shared by every image that
+    needs the blob, so its retries name the blob (``digest``) and no image.
+    """
+
+    error: BulkpullError
+    attempt: int
+    attempts: int
+    delay: float
+    spec: ImageSpec | None = None
+    digest: Digest | None = None
+
+
+Event = ImageStage | BlobNeeded | BytesReceived | BlobDone | ImageDone | Retrying
 EventCallback = Callable[[Event], None]
+
+# What the running task works for: an image, or a blob download (which images share). A pull
+# runs each in a task of its own, and tasks a task starts inherit this, so a retry deep in the
+# transport (a ping, a token, a manifest, a blob) is reported against what it delays.
+_working_for: ContextVar[ImageSpec | Digest | None] = ContextVar("working_for", default=None)
+
+
+def working_for(subject: ImageSpec | Digest) -> None:
+    """Mark the running task, and the tasks it starts, as working for ``subject``."""
+    _working_for.set(subject)
+
+
+def image_worked_for() -> ImageSpec | None:
+    """The image the running task works for, if it works for one."""
+    subject = _working_for.get()
+    return subject if isinstance(subject, ImageSpec) else None
+
+
+def retry_events(on_event: EventCallback) -> Callable[[BulkpullError, int, int, float], None]:
+    """A retry listener for the transport that reports each retry as a :class:`Retrying`
+    event naming the image or blob the retrying task works for."""
+
+    def retrying(error: BulkpullError, attempt: int, attempts: int, delay: float) -> None:
+        subject = _working_for.get()
+        digest = subject if isinstance(subject, Digest) else None
+        on_event(Retrying(error, attempt, attempts, delay, image_worked_for(), digest))
+
+    return retrying
 
 
 def _text(value: object) -> str | None:

@@ -75,6 +75,9 @@ from bulkpull.ratelimit import MAX_RETRY_AFTER, PullLimit, RegistryUsage, limit_
 log = logging.getLogger("bulkpull")
 
 T = TypeVar("T")
+# Told of each retry before its wait: the error, the try that failed, the most tries allowed and
+# the seconds until the next; so a caller can show the wait instead of going silent.
+RetryListener = Callable[[BulkpullError, int, int, float], None]
 
 USER_AGENT = f"bulkpull/{version('bulkpull')}"
 # Registries answer errors with a small JSON document; anything bigger is an HTML error page
@@ -265,8 +268,10 @@ class Transport:
         ca_cert: Path | None = None,
         proxies: Proxies | None = None,
         mirrors: Sequence[Mirror] = (),
+        on_retry: RetryListener | None = None,
     ) -> None:
         self._retry = retry
+        self._on_retry = on_retry
         self._connections = connections
         # Blob bodies: connecting and silence. Everything else: the whole exchange as well.
         self._silence = aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout)
@@ -296,9 +301,12 @@ class Transport:
         self._token_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     @classmethod
-    def from_options(cls, options: PullOptions, *, connections: int) -> Transport:
+    def from_options(
+        cls, options: PullOptions, *, connections: int, on_retry: RetryListener | None = None
+    ) -> Transport:
         """The transport a pull with ``options`` needs."""
         return cls(
+            on_retry=on_retry,
             retry=options.retry,
             timeout=options.timeout,
             connections=connections,
@@ -412,6 +420,7 @@ class Transport:
                 return await attempt()
             except BulkpullError as exc:
                 progressed = progress is not None and progress() > before
+                counted = attempts.failures
                 delay = attempts.delay_after(exc, progressed)
                 if delay is None:
                     if not exc.final:  # an inner loop's count stands
@@ -419,6 +428,8 @@ class Transport:
                         exc.final = is_temporary(exc)
                     raise
                 log.info("retrying in %.1fs (try %d failed): %s", delay, attempts.made, exc)
+                if self._on_retry is not None and attempts.failures > counted:  # a backoff
+                    self._on_retry(exc, attempts.failures, self._retry.retries + 1, delay)
                 await asyncio.sleep(delay)
 
     async def _first_answer(
