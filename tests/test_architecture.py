@@ -1,8 +1,9 @@
 """The import rules of DESIGN.md, read from the source with ``ast``.
 
-A module imports only bulkpull modules above it in ``LAYERS``; ``cli`` and ``console`` use only
-the public package (and each other); each third-party dependency (and ``tarfile``) has exactly
-the owners listed in ``OWNERS``.
+A module imports only bulkpull modules above it in ``LAYERS``; the modules of the ``cli``
+package use only the public package (and each other); each third-party dependency (and
+``tarfile``) has exactly the owners listed in ``OWNERS``. Modules of a package are named with a
+dot (``cli.pull``), a package's ``__init__`` by the package's name (``cli``).
 """
 
 from __future__ import annotations
@@ -47,13 +48,22 @@ LAYERS = (
     "downloads",
     "pull",
     "__init__",
-    "console",
+    "cli.text",
+    "cli.tally",
+    "cli.display",
+    "cli.summary",
+    "cli.commands",
+    "cli.flags",
+    "cli.inputs",
+    "cli.results",
+    "cli.verify",
+    "cli.pull",
     "cli",
     "__main__",
 )
 # The command line's own modules: they may import the public package and each other (in layer
 # order), never an implementation module.
-PUBLIC_API_ONLY = frozenset({"console", "cli"})
+PUBLIC_API_ONLY = frozenset(module for module in LAYERS if module.split(".")[0] == "cli")
 FRONT_END_IMPORTS = PUBLIC_API_ONLY | {"__init__"}
 # Top-level import name -> the modules allowed to import it.
 OWNERS = {
@@ -61,8 +71,10 @@ OWNERS = {
     "aiofiles": frozenset({"files", "blobstore"}),
     "aiohttp": frozenset({"transport"}),
     "aiohttp_socks": frozenset({"transport"}),
-    "typer": frozenset({"cli"}),
-    "rich": frozenset({"console"}),
+    # The command line's parsing: the app, its command classes, flags, and exits.
+    "typer": frozenset({"cli", "cli.commands", "cli.flags", "cli.verify", "cli.pull"}),
+    # Drawing; the words and numbers it draws (cli.text, cli.tally) are plain Python.
+    "rich": frozenset({"cli.display", "cli.summary"}),
     # archive writes tars, verify_tar reads them.
     "tarfile": frozenset({"archive", "verify_tar"}),
 }
@@ -78,8 +90,9 @@ class Import:
     text: str
 
 
-def imports_of(source: str) -> list[Import]:
-    """Every import in ``source`` (nested and ``TYPE_CHECKING`` ones too), resolved."""
+def imports_of(source: str, module: str = "") -> list[Import]:
+    """Every import in ``source`` (nested and ``TYPE_CHECKING`` ones too), resolved; relative
+    imports from the package ``module`` is in."""
     found: list[Import] = []
     for node in ast.walk(ast.parse(source)):
         text = ast.unparse(node) if isinstance(node, ast.Import | ast.ImportFrom) else ""
@@ -87,26 +100,35 @@ def imports_of(source: str) -> list[Import]:
             for alias in node.names:
                 found.append(_classify(alias.name, node.lineno, text))
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                # Relative: "from . import x" / "from .x import y" inside the package.
-                base = f"{PACKAGE}.{node.module}" if node.module else PACKAGE
-            else:
-                base = node.module or ""
-            if base == PACKAGE:
-                for alias in node.names:
-                    submodule = alias.name in LAYERS and alias.name != "__init__"
-                    target = f"{PACKAGE}.{alias.name}" if submodule else PACKAGE
-                    found.append(_classify(target, node.lineno, text))
-            else:
+            base = _absolute(node, module)
+            for alias in node.names if base.split(".")[0] == PACKAGE else []:
+                # "from bulkpull.cli import display" imports the module bulkpull.cli.display.
+                submodule = f"{base}.{alias.name}"
+                named = submodule if _layer(submodule) in LAYERS else base
+                found.append(_classify(named, node.lineno, text))
+            if base.split(".")[0] != PACKAGE:
                 found.append(_classify(base, node.lineno, text))
     return sorted(found, key=lambda i: (i.line, i.target))
 
 
+def _absolute(node: ast.ImportFrom, module: str) -> str:
+    """The module a ``from … import`` reads from; ``from . import x`` from inside a package."""
+    if not node.level:
+        return node.module or ""
+    parts = [] if module == "__init__" else module.split(".")
+    package = [PACKAGE, *(parts if module in PACKAGES else parts[:-1])]
+    base = ".".join(package[: len(package) - node.level + 1])
+    return f"{base}.{node.module}" if node.module else base
+
+
+def _layer(name: str) -> str:
+    """``bulkpull.cli.pull`` as LAYERS names it: ``cli.pull``; ``bulkpull`` is ``__init__``."""
+    return name.removeprefix(f"{PACKAGE}.") if name != PACKAGE else "__init__"
+
+
 def _classify(name: str, line: int, text: str) -> Import:
-    if name == PACKAGE:
-        return Import("__init__", True, line, text)
-    if name.startswith(f"{PACKAGE}."):
-        return Import(name.split(".")[1], True, line, text)
+    if name == PACKAGE or name.startswith(f"{PACKAGE}."):
+        return Import(_layer(name), True, line, text)
     return Import(name.split(".")[0], False, line, text)
 
 
@@ -116,7 +138,7 @@ def violations(module: str, source: str) -> list[str]:
     placed = module in LAYERS
     if not placed:
         problems.append(f"bulkpull.{module} is not placed in LAYERS; add it where it belongs")
-    for imported in imports_of(source):
+    for imported in imports_of(source, module):
         where = f"bulkpull.{module} line {imported.line}: {imported.text!r}"
         if imported.internal:
             if imported.target == module or not placed:
@@ -139,7 +161,17 @@ def violations(module: str, source: str) -> list[str]:
     return problems
 
 
-MODULES = sorted(path.stem for path in SOURCE.glob("*.py"))
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SOURCE).with_suffix("").parts
+    if len(parts) > 1 and parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+FILES = {_module_name(path): path for path in SOURCE.rglob("*.py")}
+MODULES = sorted(FILES)
+# Packages inside bulkpull, named by their __init__'s module name.
+PACKAGES = frozenset(name for name, path in FILES.items() if path.name == "__init__.py")
 
 
 def test_every_layer_is_a_module_and_every_module_is_a_layer() -> None:
@@ -148,7 +180,7 @@ def test_every_layer_is_a_module_and_every_module_is_a_layer() -> None:
 
 @pytest.mark.parametrize("module", MODULES)
 def test_module_imports_follow_layers_and_dependency_owners(module: str) -> None:
-    source = (SOURCE / f"{module}.py").read_text(encoding="utf-8")
+    source = FILES[module].read_text(encoding="utf-8")
 
     problems = violations(module, source)
 
@@ -197,24 +229,43 @@ def test_module_imports_follow_layers_and_dependency_owners(module: str) -> None
             id="package-import-below-init",
         ),
         pytest.param("cli", "import bulkpull\nfrom bulkpull import Platform", [], id="cli-public"),
-        pytest.param("cli", "from bulkpull import console", [], id="cli-uses-console"),
+        pytest.param("cli", "from bulkpull.cli import display", [], id="cli-uses-its-modules"),
+        pytest.param("cli.pull", "from . import display", [], id="relative-within-cli"),
         pytest.param(
-            "console",
-            "from bulkpull import cli",
+            "cli.display",
+            "from bulkpull.cli import pull",
             [
-                "bulkpull.console line 1: 'from bulkpull import cli' imports bulkpull.cli, "
-                "which is not above console in the layer order"
+                "bulkpull.cli.display line 1: 'from bulkpull.cli import pull' imports "
+                "bulkpull.cli.pull, which is not above cli.display in the layer order"
             ],
-            id="console-uses-cli",
+            id="display-uses-a-command",
         ),
         pytest.param(
-            "console",
+            "cli.text",
+            "from .display import stdout",
+            [
+                "bulkpull.cli.text line 1: 'from .display import stdout' imports "
+                "bulkpull.cli.display, which is not above cli.text in the layer order"
+            ],
+            id="relative-upward-within-cli",
+        ),
+        pytest.param(
+            "cli.display",
             "from bulkpull.report import Stage",
             [
-                "bulkpull.console line 1: 'from bulkpull.report import Stage' imports "
-                "bulkpull.report; console may use only the public API (import from bulkpull)"
+                "bulkpull.cli.display line 1: 'from bulkpull.report import Stage' imports "
+                "bulkpull.report; cli.display may use only the public API (import from bulkpull)"
             ],
-            id="console-submodule",
+            id="display-submodule",
+        ),
+        pytest.param(
+            "cli.tally",
+            "import rich.text",
+            [
+                "bulkpull.cli.tally line 1: 'import rich.text' imports rich, which only "
+                "cli.display, cli.summary may import"
+            ],
+            id="rich-outside-display",
         ),
         pytest.param(
             "cli",

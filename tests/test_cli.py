@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
+import signal
+import sys
 from pathlib import Path
 
 import imagefactory as f
+import pytest
 from commandline import run_cli
 from conftest import Start
-from fakeregistry import FakeRegistry
+from fakeregistry import FakeRegistry, Faults
 
 
 async def test_all_pulled_exits_zero_and_summarises_each_image(
@@ -114,3 +120,227 @@ async def test_the_password_never_appears_in_output(start: Start, tmp_path: Path
     assert code == 1
     assert "pa55-word-xyz" not in out + err
     assert not any(token in out + err for token in registry.tokens)
+
+
+async def test_images_named_with_i_need_no_list_file(start: Start, tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    for name in ("a", "b"):
+        registry.add(f"x/{name}", "1", f.make_image([f.random_layer(1000)], label=name))
+    host = await start(registry.app())
+
+    code, out, err = await run_cli(
+        "-i", f"{host}/x/a:1", "--image", f"{host}/x/b:1", "-o", str(tmp_path)
+    )
+
+    assert code == 0, err
+    assert "2 images: 2 pulled, 0 failed" in out
+    port = host.split(":")[1]
+    assert {p.name for p in tmp_path.glob("*.tar")} == {
+        f"127.0.0.1_{port}_x_a_1.tar",
+        f"127.0.0.1_{port}_x_b_1.tar",
+    }
+
+
+async def test_a_list_file_and_i_images_are_pulled_together_in_that_order(
+    start: Start, tmp_path: Path
+) -> None:
+    registry = FakeRegistry()
+    for name in ("a", "b"):
+        registry.add(f"x/{name}", "1", f.make_image([f.random_layer(1000)], label=name))
+    host = await start(registry.app())
+    listing = tmp_path / "images.txt"
+    listing.write_text(f"{host}/x/a:1\n")
+    report_file = tmp_path / "report.json"
+
+    code, _, err = await run_cli(
+        str(listing), "-i", f"{host}/x/b:1", "-o", str(tmp_path), "--report", str(report_file)
+    )
+
+    assert code == 0, err
+    images = json.loads(report_file.read_text())["images"]
+    assert [(image["name"], image["origin"]) for image in images] == [
+        (f"{host}/x/a:1", f"{listing}:1"),
+        (f"{host}/x/b:1", "--image"),
+    ]
+
+
+async def test_pull_may_be_named_as_a_command(start: Start, tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    registry.add("x/y", "1", f.make_image([f.random_layer(1000)]))
+    host = await start(registry.app())
+
+    code, out, err = await run_cli("pull", "-i", f"{host}/x/y:1", "-o", str(tmp_path))
+
+    assert code == 0, err
+    assert "1 image: 1 pulled" in out
+
+
+async def test_an_image_given_as_the_list_file_gets_a_hint_to_use_i(tmp_path: Path) -> None:
+    code, _, err = await run_cli("127.0.0.1:5000/small/web:1.0")
+
+    assert code == 2
+    assert err == (
+        "bulkpull: 127.0.0.1:5000/small/web:1.0: cannot read: No such file or directory; to pull "
+        "the image 127.0.0.1:5000/small/web:1.0, use: bulkpull -i 127.0.0.1:5000/small/web:1.0\n"
+    )
+
+
+async def test_a_missing_list_file_is_named_without_a_line_number(tmp_path: Path) -> None:
+    code, _, err = await run_cli(str(tmp_path / "images.txt"))
+
+    assert code == 2
+    assert err == f"bulkpull: {tmp_path / 'images.txt'}: cannot read: No such file or directory\n"
+
+
+async def test_nothing_to_pull_is_a_usage_error_that_says_what_to_give() -> None:
+    code, _, err = await run_cli("-o", "out")
+
+    assert code == 2
+    assert "give an image list file (IMAGES_FILE, or - for stdin) or -i REF" in err
+
+
+async def test_a_bad_i_reference_is_a_usage_error_naming_the_flag() -> None:
+    code, _, err = await run_cli("-i", "Upper/Case:1")
+
+    assert code == 2
+    assert err.startswith("bulkpull: --image: invalid reference 'Upper/Case:1'")
+
+
+async def test_help_names_every_command_in_its_usage_lines() -> None:
+    code, out, _ = await run_cli("--help")
+
+    assert code == 0
+    assert out.startswith(
+        "Usage: bulkpull [pull] [OPTIONS] [IMAGES_FILE]\n   or: bulkpull verify [OPTIONS] PATH...\n"
+    )
+    assert re.search(r"^  verify  ", out, re.MULTILINE)
+    assert "{" not in out
+    assert not re.search(r"<(str|list|Path)", out)
+
+
+async def test_verify_help_lists_its_arguments_without_type_labels() -> None:
+    code, out, _ = await run_cli("verify", "--help")
+
+    assert code == 0
+    assert out.startswith("Usage: bulkpull verify [OPTIONS] PATH...\n")
+    assert "<" not in out
+
+
+async def test_a_mistyped_command_is_named_with_the_one_meant(tmp_path: Path) -> None:
+    code, _, err = await run_cli("verfy", str(tmp_path / "x.tar"))
+
+    assert code == 2
+    assert "No such command 'verfy'. Did you mean 'verify'?" in err
+
+
+async def test_a_list_file_named_like_a_command_is_still_a_list(tmp_path: Path) -> None:
+    (tmp_path / "verfy").write_text("# nothing\n")
+
+    code, _, err = await run_cli(str(tmp_path / "verfy"))
+
+    assert code == 2
+    assert "no images listed" in err
+
+
+async def test_closed_standard_input_is_a_usage_error_not_a_traceback() -> None:
+    process = await asyncio.create_subprocess_exec(
+        "sh",
+        "-c",
+        f'exec "{sys.executable}" -m bulkpull - <&-',
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await process.communicate()
+
+    assert process.returncode == 2
+    assert err.decode() == "bulkpull: <stdin>: cannot read: standard input is closed\n"
+
+
+async def test_a_byte_order_mark_on_standard_input_is_ignored(start: Start, tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    registry.add("x/y", "1", f.make_image([f.random_layer(1000)]))
+    host = await start(registry.app())
+
+    code, out, err = await run_cli("-", "-o", str(tmp_path), stdin=f"\ufeff{host}/x/y:1\n".encode())
+
+    assert code == 0, err
+    assert "1 image: 1 pulled" in out
+
+
+@pytest.mark.parametrize(
+    ("lines", "flags"),
+    [
+        pytest.param(
+            [
+                "127.0.0.1:1/multi/app:oci platform=linux/amd64,linux/arm64",
+                "127.0.0.1:1/other/app:1 127.0.0.1:1/multi/app:oci_linux_amd64",
+            ],
+            [],
+            id="platforms-on-the-line",
+        ),
+        pytest.param(
+            [
+                "127.0.0.1:1/multi/app:oci",
+                "127.0.0.1:1/other/app:1 127.0.0.1:1/multi/app:oci_linux_arm64",
+            ],
+            ["--platform", "linux/amd64", "--platform", "linux/arm64"],
+            id="platforms-for-the-run",
+        ),
+    ],
+)
+async def test_two_lines_that_would_write_one_archive_stop_the_run_before_any_request(
+    tmp_path: Path, lines: list[str], flags: list[str]
+) -> None:
+    listing = tmp_path / "images.txt"
+    listing.write_text("\n".join(lines) + "\n")
+
+    code, _, err = await run_cli(str(listing), "-o", str(tmp_path / "out"), *flags)
+
+    assert code == 2
+    assert f"bulkpull: {listing}:2: 127.0.0.1:1/multi/app:oci_linux_" in err
+    assert "the archive of line 1" in err
+    assert not (tmp_path / "out").exists()
+
+
+async def test_a_flag_wins_over_its_environment_variable(start: Start, tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    registry.add("x/y", "1", f.make_image([f.random_layer(1000)]))
+    host = await start(registry.app())
+    env = {"BULKPULL_JOBS": "0"}
+
+    refused = await run_cli("-i", f"{host}/x/y:1", "-o", str(tmp_path), env=env)
+    flagged = await run_cli("-i", f"{host}/x/y:1", "-o", str(tmp_path), "-j", "2", env=env)
+
+    assert refused[0] == 2
+    assert refused[2] == "bulkpull: BULKPULL_JOBS='0': must be at least 1\n"
+    assert flagged[0] == 0, flagged[2]
+
+
+async def test_an_interrupted_run_writes_its_report_with_unfinished_images_interrupted(
+    start: Start, tmp_path: Path
+) -> None:
+    registry = FakeRegistry()
+    registry.add("x/quick", "1", f.make_image([f.random_layer(1000)]))
+    slow = f.random_layer(8 * 1024 * 1024)
+    registry.add("x/slow", "1", f.make_image([slow]))
+    registry.faults[slow.digest] = Faults(chunk_delay=0.2)
+    host = await start(registry.app())
+    report_file = tmp_path / "report.json"
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "bulkpull", "-i", f"{host}/x/quick:1", "-i", f"{host}/x/slow:1"],
+        *["-o", str(tmp_path / "out"), "--report", str(report_file)],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    async with asyncio.timeout(60):
+        while b"pulled  " not in (line := await process.stderr.readline()):
+            assert line, "bulkpull ended before it pulled an image"
+    process.send_signal(signal.SIGINT)
+    out, err = await process.communicate()
+
+    assert process.returncode == 130, err
+    report = json.loads(report_file.read_text())
+    assert [image["status"] for image in report["images"]] == ["pulled", "interrupted"]
+    assert report["totals"]["interrupted"] == 1
+    assert f"report written to {report_file}" in out.decode()

@@ -102,18 +102,19 @@ OpenPane = Callable[..., Awaitable[Pane]]
 
 @pytest.fixture
 async def terminal(tmp_path: Path) -> AsyncIterator[OpenPane]:
-    """Start ``bulkpull ARGS`` in a 160x40 tmux pane, in ``tmp_path``; the pane stays after
-    the command ends."""
+    """Start ``bulkpull ARGS`` in a tmux pane (160x40 unless ``size`` says), in ``tmp_path``;
+    the pane stays after the command ends."""
     tmux = shutil.which("tmux") or unavailable("'tmux' is not installed (not found on PATH)")
     socket = tmp_path / "tmux.sock"
     config = tmp_path / "tmux.conf"
     config.write_text("set -g remain-on-exit on\nset -g history-limit 5000\n")
     pane = Pane(tmux, socket, tmp_path / "exit-status")
 
-    async def open_pane(*args: str) -> Pane:
+    async def open_pane(*args: str, size: tuple[int, int] = (160, 40)) -> Pane:
         shell = 'status=$1; shift; "$@"; echo $? > "$status"'
         command = ["sh", "-c", shell, "sh", str(pane.status_file), sys.executable, "-m", "bulkpull"]
-        session = ["new-session", "-d", "-s", "run", "-c", str(tmp_path), "-x", "160", "-y", "40"]
+        width, height = map(str, size)
+        session = ["new-session", "-d", "-s", "run", "-c", str(tmp_path), "-x", width, "-y", height]
         await pane.tmux_command("-f", str(config), *session, *command, *args)
         return pane
 
@@ -124,15 +125,18 @@ async def terminal(tmp_path: Path) -> AsyncIterator[OpenPane]:
             await pane.tmux_command("kill-server")
 
 
-async def slow_registry(start: Start, tmp_path: Path, images: int = 3) -> tuple[str, Path]:
-    """``images`` images sharing a base layer, each blob sent 256 KiB at a time with pauses,
-    and a list naming them; returns the registry's ``host:port`` and the list."""
+async def slow_registry(
+    start: Start, tmp_path: Path, images: int = 3, own: int = 2 * MIB, delay: float = 0.15
+) -> tuple[str, Path]:
+    """``images`` images sharing a 1 MiB base layer, each with a layer of its own of ``own``
+    bytes, every blob sent 256 KiB at a time with ``delay`` between, and a list naming them;
+    returns the registry's ``host:port`` and the list."""
     registry = FakeRegistry()
     base = f.random_layer(MIB, name="base.bin")
     for number in range(images):
-        registry.add(f"team/app{number}", "1", f.make_image([base, f.random_layer(2 * MIB)]))
+        registry.add(f"team/app{number}", "1", f.make_image([base, f.random_layer(own)]))
     for digest in registry.blobs:
-        registry.faults[digest] = Faults(chunk_delay=0.15)
+        registry.faults[digest] = Faults(chunk_delay=delay)
     host = await start(registry.app())
     listing = tmp_path / "images.txt"
     listing.write_text("".join(f"{host}/team/app{number}:1\n" for number in range(images)))
@@ -152,9 +156,10 @@ async def test_a_terminal_shows_live_bars_while_pulling_then_a_summary_table(
     after = await pane.screen()
 
     assert status == 0, after
+    assert f"pulling 3 images from {host}/team/" in during
     assert "of 3 images" in during
     assert "━" in during
-    assert re.search(r"downloading \d/3 blobs", during), during  # config and two layers
+    assert re.search(r"^app\d:1 +\d/3 blobs +\d\.\d/\d\.\d MiB .*downloading", during, re.M), during
     assert re.search(r"MiB / \d\.\d MiB", during), during
     assert re.search(r"status\s+image\s+digest\s+platform\s+size\s+archive or error", after)
     assert f"{host}/team/app2:1" in after
@@ -206,8 +211,9 @@ async def test_quiet_prints_failures_and_the_summary_only(start: Start, tmp_path
     code, out, err = await run_cli(str(listing), "-o", str(tmp_path), "--plain-http", "-q")
 
     assert code == 1
-    assert [line.split()[1] for line in err.splitlines()] == ["failed"]
-    assert "2 images: 1 pulled, 1 failed" in out
+    assert [line.split()[1:3] for line in err.splitlines()] == [["failed", f"{host}/x/y:2"]]
+    assert out.splitlines()[0] == "2 images: 1 pulled, 1 failed"
+    assert len(out.splitlines()) == 2
 
 
 async def test_environment_variables_stand_in_for_flags(start: Start, tmp_path: Path) -> None:
@@ -244,13 +250,29 @@ async def test_version_needs_no_image_list() -> None:
     assert re.fullmatch(r"bulkpull \d+\.\d+\.\d+\S*\n", out)
 
 
-async def test_shell_completion_offers_the_flags() -> None:
-    env = {"_BULKPULL_COMPLETE": "complete_bash", "COMP_WORDS": "bulkpull --dry", "COMP_CWORD": "1"}
+@pytest.mark.parametrize(
+    ("words", "offered"),
+    [
+        pytest.param("bulkpull --dry", ["--dry-run"], id="a-pull-flag-first"),
+        pytest.param("bulkpull -o out --dry", ["--dry-run"], id="a-pull-flag-later"),
+        pytest.param("bulkpull ver", ["verify"], id="a-command"),
+        pytest.param("bulkpull verify --", ["--lock", "--help"], id="only-the-flags-of-verify"),
+        pytest.param("bulkpull pull --plain", ["--plain-http"], id="a-flag-of-pull-named"),
+    ],
+)
+async def test_shell_completion_offers_commands_and_their_flags(
+    words: str, offered: list[str]
+) -> None:
+    env = {
+        "_BULKPULL_COMPLETE": "complete_bash",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split()) - 1),
+    }
 
     code, out, _ = await run_cli(env=env)
 
     assert code == 0
-    assert out.split() == ["--dry-run"]
+    assert out.split() == offered
 
 
 async def test_an_out_dir_under_a_file_is_a_usage_error_in_one_line_without_traceback(
@@ -267,3 +289,80 @@ async def test_an_out_dir_under_a_file_is_a_usage_error_in_one_line_without_trac
         f"bulkpull: output directory {tmp_path / 'file' / 'out'}: a file is in the way of the "
         "directory"
     ]
+
+
+async def test_a_hundred_images_at_80_columns_keep_rows_apart_and_end_on_one_screen(
+    start: Start, tmp_path: Path, terminal: OpenPane
+) -> None:
+    host, listing = await slow_registry(start, tmp_path, images=100, own=MIB // 2, delay=0.1)
+    with listing.open("a") as extra:
+        extra.write("".join(f"{host}/team/gone{number}:1\n" for number in range(3)))
+
+    def downloading(screen: str) -> list[str]:
+        return re.findall(r"^(app\d+:1) +\d+/3 blobs", screen, re.M)
+
+    pane = await terminal(str(listing), "-o", "out", size=(80, 24))
+    during = await pane.wait_for(
+        lambda screen: len(downloading(screen)) >= 3 and "MiB / " in screen
+    )
+    status = await pane.wait_for_exit()
+    after = (await pane.screen()).rstrip("\n").splitlines()
+
+    rows = downloading(during)
+    assert len(rows) == len(set(rows)), during
+    [overall] = [line for line in during.splitlines() if "of 103 images" in line]
+    assert "MiB /" in overall  # bytes on the same line as the image count
+    assert status == 1
+    assert len(after) <= 30, "\n".join(after)
+    totals = after.index("103 images: 100 pulled, 3 failed")
+    failures = [number for number, line in enumerate(after) if line.startswith("failed  ")]
+    assert len(failures) == 3, "\n".join(after)
+    assert max(failures) < totals, "\n".join(after)
+    assert "100 more images not listed here; --report FILE.json lists every image" in after
+
+
+async def test_a_retry_shows_on_its_image_row_with_reason_try_and_wait(
+    start: Start, tmp_path: Path, terminal: OpenPane
+) -> None:
+    registry = FakeRegistry()
+    image = f.make_image([f.random_layer(1000)])
+    registry.add("x/y", "1", image)
+    registry.faults[image.layers[0].digest] = Faults(statuses=[503])
+    host = await start(registry.app())
+
+    pane = await terminal("-i", f"{host}/x/y:1", "-o", "out", "--retry-delay", "30", size=(120, 24))
+    during = await pane.wait_for(lambda screen: "retrying in" in screen)
+
+    [row] = [line for line in during.splitlines() if "retrying in" in line]
+    assert re.fullmatch(
+        rf"{host}/x/y:1 +\d/2 blobs +\d\.\d/\d\.\d KiB +[━╸╺ ]* *retrying in \d+\.\d s "
+        r"\(try 1 of 4 failed\): 503 UNAVAILABLE: injected 503 *",
+        row,
+    ), during
+
+
+async def test_a_pipe_announces_each_retry_with_reason_try_and_wait(
+    start: Start, tmp_path: Path
+) -> None:
+    registry = FakeRegistry()
+    image = f.make_image([f.random_layer(1000)])
+    registry.add("x/y", "1", image)
+    registry.faults["x/y:1"] = Faults(statuses=[503])
+    registry.faults[image.layers[0].digest] = Faults(statuses=[502])
+    host = await start(registry.app())
+
+    code, _, err = await run_cli(
+        "-i", f"{host}/x/y:1", "-o", str(tmp_path), "--retry-delay", "0.1", "--retries", "2"
+    )
+
+    assert code == 0, err
+    short = image.layers[0].digest[:19]
+    assert re.search(
+        rf"retrying {host}/x/y:1 in 0\.\d s \(try 1 of 3 failed\): GET http://{host}/v2/x/y/"
+        r"manifests/1: 503",
+        err,
+    ), err
+    assert re.search(
+        rf"retrying blob {short} of {host}/x/y:1 in 0\.\d s \(try 1 of 3 failed\): GET .*: 502",
+        err,
+    ), err

@@ -1,0 +1,254 @@
+"""The flags of the commands, as annotated types a command's signature names.
+
+Declared once so that commands share them: the registry flags (logins, TLS, proxy, mirrors,
+retries) mean the same in a pull and in any command added beside it. A flag that a
+``BULKPULL_*`` variable can stand in for is read by ``PullOptions.from_environment`` (not by
+typer), so its default here is None, "not given", and its help names the variable. Imports
+the public ``bulkpull`` API and typer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+import bulkpull
+
+
+def environment(help_text: str, variable: str, default: str | None = None) -> str:
+    """``help_text`` with the variable (and default) typer would show for its own variables."""
+    extra = f"env var: {variable}" + (f"; default: {default}" if default else "")
+    return f"{help_text}  [{extra}]"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bulkpull {bulkpull.__version__}")
+        raise typer.Exit()
+
+
+# What to pull, and where to.
+ImagesFile = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="IMAGES_FILE",
+        show_default=False,
+        help="The image list, one image per line; - reads standard input.",
+    ),
+]
+Images = Annotated[
+    list[str] | None,
+    typer.Option(
+        "-i",
+        "--image",
+        metavar="REF",
+        help="Pull this image too (as docker pull REF names it); repeatable. With -i the "
+        "list file may be left out.",
+        show_default=False,
+    ),
+]
+OutDir = Annotated[
+    Path,
+    typer.Option(
+        "-o",
+        "--out-dir",
+        metavar="DIR",
+        envvar="BULKPULL_OUT_DIR",
+        help="Where archives (and the blob store) go.",
+    ),
+]
+Bundle = Annotated[
+    Path | None,
+    typer.Option(
+        "--bundle", metavar="FILE", help="Write every image into this one archive instead."
+    ),
+]
+OciLayout = Annotated[
+    Path | None,
+    typer.Option(
+        "--oci-layout", metavar="DIR", help="Write every image into (or add to) this OCI layout."
+    ),
+]
+Force = Annotated[
+    bool, typer.Option("--force", help="Rewrite archives that already hold the image.")
+]
+Platforms = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--platform",
+        metavar="OS/ARCH[/VARIANT]",
+        help=environment(
+            "Platform to pick from multi-platform images; repeat for several (each gets its "
+            "own archive, or all go in the bundle or layout).",
+            "BULKPULL_PLATFORM",
+            "linux/amd64",
+        ),
+        show_default=False,
+    ),
+]
+
+# How hard to work.
+Jobs = Annotated[
+    int | None,
+    typer.Option(
+        "-j",
+        "--jobs",
+        min=1,
+        metavar="N",
+        help=environment("Images resolved and written at once.", "BULKPULL_JOBS", "4"),
+        show_default=False,
+    ),
+]
+MaxDownloads = Annotated[
+    int | None,
+    typer.Option(
+        "--max-downloads",
+        min=1,
+        metavar="N",
+        help=environment(
+            "Blob downloads at once, all images together.", "BULKPULL_MAX_DOWNLOADS", "8"
+        ),
+        show_default=False,
+    ),
+]
+
+# Registries: how to reach them and log in.
+PlainHttp = Annotated[bool, typer.Option("--plain-http", help="Use HTTP, not HTTPS.")]
+SkipTlsVerify = Annotated[
+    bool, typer.Option("--skip-tls-verify", help="Accept any TLS certificate.")
+]
+Username = Annotated[
+    str | None, typer.Option("-u", "--username", metavar="USER", help="Registry user.")
+]
+Password = Annotated[
+    str | None,
+    typer.Option(
+        "-p", "--password", metavar="PASSWORD", help="Registry password (prefer --password-stdin)."
+    ),
+]
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+]
+Creds = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--creds",
+        metavar="REGISTRY=USER:PASSWORD",
+        help="Login for one registry; repeatable. Without it (or -u) logins come from "
+        "podman's auth.json, then docker's config.json.",
+    ),
+]
+Proxy = Annotated[
+    str | None,
+    typer.Option(
+        "--proxy",
+        metavar="URL",
+        help=environment(
+            "Send every request through this http://, https://, socks4://, socks5:// or "
+            "socks5h:// proxy.",
+            "BULKPULL_PROXY",
+            "HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY",
+        ),
+    ),
+]
+CaCert = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-cert",
+        metavar="FILE",
+        exists=True,
+        dir_okay=False,
+        help=environment("Also trust the CA certificates in this PEM file.", "BULKPULL_CA_CERT"),
+    ),
+]
+InsecureRegistries = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--insecure-registry",
+        metavar="HOST[:PORT]",
+        help=environment(
+            "Reach this registry over unverified HTTPS or plain HTTP; repeatable.",
+            "BULKPULL_INSECURE_REGISTRY",
+        ),
+    ),
+]
+Mirrors = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mirror",
+        metavar="REGISTRY=MIRROR",
+        help=environment(
+            "Pull REGISTRY's images from MIRROR (host[:port][/namespace]) first, falling back "
+            "to REGISTRY; repeatable.",
+            "BULKPULL_MIRROR",
+        ),
+    ),
+]
+Retries = Annotated[
+    int | None,
+    typer.Option(
+        "--retries",
+        min=0,
+        metavar="N",
+        help=environment(
+            "Repeats of a request that failed for a temporary reason.", "BULKPULL_RETRIES", "3"
+        ),
+        show_default=False,
+    ),
+]
+RetryDelay = Annotated[
+    float | None,
+    typer.Option(
+        "--retry-delay",
+        min=0.0,
+        metavar="SECONDS",
+        help=environment(
+            "First backoff; doubles with jitter up to 60 s.", "BULKPULL_RETRY_DELAY", "2.0"
+        ),
+        show_default=False,
+    ),
+]
+Timeout = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        min=0.1,
+        metavar="SECONDS",
+        help=environment("To connect, and of silence while reading.", "BULKPULL_TIMEOUT", "60.0"),
+        show_default=False,
+    ),
+]
+
+# What the run leaves and shows.
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Resolve every image to its digest and size; download no blob, write no archive.",
+    ),
+]
+ReportFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--report",
+        metavar="FILE.json",
+        help="Write every result and the totals as JSON (also when interrupted).",
+    ),
+]
+LockFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--lock",
+        metavar="FILE",
+        help="Write the list again with every image pinned to its digest; a valid list.",
+    ),
+]
+Verbose = Annotated[
+    bool, typer.Option("-v", "--verbose", help="Log requests, retries and every stage.")
+]
+Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print only failures and the totals.")]
+Version = Annotated[
+    bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+]

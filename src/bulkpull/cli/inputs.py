@@ -1,0 +1,182 @@
+"""From what a pull was given to what the library takes: image specs, logins and options.
+
+The images come from the list file (or standard input) and from ``-i`` names; the options from
+``PullOptions.from_environment``, the call a library user makes too, with each flag given on the
+command line as an override. Anything unusable is a usage error (exit 2) before any network
+I/O. Imports the public ``bulkpull`` API and ``commands``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from bulkpull import (
+    Credentials,
+    CredentialsError,
+    ImageListError,
+    ImageSpec,
+    InvalidReferenceError,
+    Keychain,
+    Mirror,
+    Proxies,
+    PullOptions,
+    check_archive_names,
+    image_spec,
+    parse_platform_choice,
+    parse_reference,
+    read_image_list,
+)
+from bulkpull.cli.commands import usage_error
+
+STDIN = "-"
+IMAGE_FLAG = "--image"
+
+
+def image_specs(images_file: str | None, images: list[str]) -> list[ImageSpec]:
+    """The list file's images, then those named with ``-i``; at least one."""
+    if images_file is None and not images:
+        usage_error(
+            "nothing to pull: give an image list file (IMAGES_FILE, or - for stdin) or -i REF"
+        )
+    specs = _listed(images_file) if images_file is not None else []
+    if images_file is not None and not specs:
+        usage_error(f"{images_file}: no images listed")
+    for text in images:
+        try:
+            specs.append(image_spec(text, origin=IMAGE_FLAG))
+        except InvalidReferenceError as exc:
+            usage_error(f"{IMAGE_FLAG}: {exc}")
+    return specs
+
+
+def _listed(images_file: str) -> list[ImageSpec]:
+    try:
+        return read_image_list(images_file)
+    except ImageListError as exc:
+        hint = _hint(images_file) if exc.line is None else ""
+        usage_error(f"{exc}{hint}")
+
+
+def _hint(images_file: str) -> str:
+    """``bulkpull 127.0.0.1:5000/web:1.0`` means an image, as with ``docker pull``: say how
+    to give one, when the missing file's name reads like an image and not like a file."""
+    if images_file == STDIN or Path(images_file).exists():
+        return ""
+    name = images_file.rpartition("/")[2].partition("@")[0].partition(":")[0]
+    try:
+        parse_reference(images_file)
+    except InvalidReferenceError:
+        return ""
+    if "." in name:  # images.txt, list.lock: a file name
+        return ""
+    return f"; to pull the image {images_file}, use: bulkpull -i {images_file}"
+
+
+def list_source(images_file: str | None, images: list[str]) -> str:
+    """Where the images came from, in words, for a lock file's header."""
+    parts = []
+    if images_file is not None:
+        parts.append("standard input" if images_file == STDIN else images_file)
+    if images:
+        parts.append("the command line")
+    return " and ".join(parts)
+
+
+def checked(specs: list[ImageSpec], options: PullOptions) -> list[ImageSpec]:
+    """``specs``, unless two would write the same archive with the run's platforms."""
+    try:
+        check_archive_names(specs, options.platforms, options.all_platforms)
+    except ImageListError as exc:
+        usage_error(str(exc))
+    return specs
+
+
+def pull_options(
+    *,
+    platforms: list[str] | None,
+    proxy: str | None,
+    insecure_registries: list[str] | None,
+    mirrors: list[str] | None,
+    retries: int | None,
+    retry_delay: float | None,
+    credentials: Keychain | None,
+    **flags: object,
+) -> PullOptions:
+    """The environment's options with every flag that was given on top.
+
+    ``flags`` are given fields as they are (None: not given); the others need parsing first.
+    """
+    given: dict[str, Any] = {name: value for name, value in flags.items() if value is not None}
+    try:
+        if platforms:
+            given["platforms"], given["all_platforms"] = parse_platform_choice(",".join(platforms))
+        if proxy:
+            given["proxies"] = Proxies.everywhere(proxy)
+        if insecure_registries:
+            given["insecure_registries"] = frozenset(insecure_registries)
+        if mirrors:
+            given["mirrors"] = tuple(map(Mirror.parse, mirrors))
+        if credentials is not None:
+            given["credentials"] = credentials
+        options = PullOptions.from_environment(**given)
+        retry = options.retry
+        return replace(
+            options,
+            retry=replace(
+                retry,
+                retries=retry.retries if retries is None else retries,
+                delay=retry.delay if retry_delay is None else retry_delay,
+            ),
+        )
+    except (CredentialsError, ValueError) as exc:
+        usage_error(str(exc))
+
+
+def keychain(
+    username: str | None,
+    password: str | None,
+    password_stdin: bool,
+    creds: list[str],
+    list_on_stdin: bool,
+) -> Keychain | None:
+    """The login order of the README: -u or --creds, then podman's and docker's files (None:
+    the files alone, as ``PullOptions.from_environment`` reads them)."""
+    everywhere = _credentials(username, password, password_stdin, list_on_stdin=list_on_stdin)
+    if everywhere is not None and creds:
+        usage_error("--username is for every registry; use it or --creds, not both")
+    per_registry = {}
+    for text in creds:
+        registry, equals, login = text.partition("=")
+        user, colon, secret = login.partition(":")
+        if not (registry and equals and user and colon):
+            # Never the value itself: it may hold a password.
+            named = f" for {registry}" if equals else ""
+            usage_error(f"--creds{named}: expected REGISTRY=USER:PASSWORD")
+        per_registry[registry] = Credentials(user, secret)
+    if everywhere is None and not per_registry:
+        return None
+    try:
+        return Keychain.from_environment(everywhere=everywhere, per_registry=per_registry)
+    except CredentialsError as exc:
+        usage_error(str(exc))
+
+
+def _credentials(
+    username: str | None, password: str | None, password_stdin: bool, *, list_on_stdin: bool
+) -> Credentials | None:
+    if password is not None and password_stdin:
+        usage_error("--password and --password-stdin cannot be used together")
+    if password_stdin:
+        if list_on_stdin:
+            usage_error("--password-stdin cannot be used when the image list is read from stdin")
+        if sys.stdin is None:
+            usage_error("--password-stdin: standard input is closed")
+        password = sys.stdin.readline().rstrip("\r\n")
+    if password is not None and username is None:
+        usage_error("a password needs --username")
+    if username is None:
+        return None
+    return Credentials(username, password or "")

@@ -1,0 +1,240 @@
+"""``bulkpull [pull] IMAGES_FILE``: pull a list of images into archives, with progress, a
+summary, and the exit code that says how it went.
+
+The flow: images and options (``inputs``), a headline, the run under a display (``display``),
+the summary, then ``--report`` and ``--lock`` (``results``). Ctrl-C and SIGTERM stop the run
+the same way: verified blobs stay, no archive is half-written, and the report says which
+images were ``interrupted``. Imports the public ``bulkpull`` API, typer and its siblings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+
+import bulkpull
+from bulkpull import DestinationError, ImageSpec, PullOptions, PullReport
+from bulkpull.cli import display, flags, inputs, results, summary
+from bulkpull.cli.commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, usage_error
+from bulkpull.cli.text import count_text
+
+SUMMARY = "Pull the images of a list (and of -i) into archives."
+EXAMPLES = """\b
+Examples:
+  bulkpull images.txt                          one archive per image in bundles/
+  bulkpull -i alpine:3.20 -i busybox:1.36      images named on the command line
+  bulkpull images.txt --bundle offline.tar     every image in one archive
+  bulkpull images.txt --oci-layout layout/     an OCI layout for skopeo copy oci:...
+  bulkpull images.txt --platform linux/arm64 --platform linux/amd64
+  bulkpull images.txt --bundle offline.tar --platform all   every platform, exact digests
+  bulkpull images.txt --dry-run --lock images.lock   pin every tag, download nothing
+  bulkpull images.lock --report report.json    the pinned images, and a JSON report
+  bulkpull verify bundles/*.tar                check archives
+
+\b
+Each flag marked [env var: ...] can be set in the environment instead.
+Exit codes: 0 all pulled, 1 some failed, 2 usage error, 130 interrupted."""
+
+
+def pull(
+    images_file: flags.ImagesFile = None,
+    image: flags.Images = None,
+    out_dir: flags.OutDir = Path("bundles"),
+    bundle: flags.Bundle = None,
+    oci_layout: flags.OciLayout = None,
+    force: flags.Force = False,
+    jobs: flags.Jobs = None,
+    max_downloads: flags.MaxDownloads = None,
+    platform: flags.Platforms = None,
+    plain_http: flags.PlainHttp = False,
+    skip_tls_verify: flags.SkipTlsVerify = False,
+    username: flags.Username = None,
+    password: flags.Password = None,
+    password_stdin: flags.PasswordStdin = False,
+    creds: flags.Creds = None,
+    proxy: flags.Proxy = None,
+    ca_cert: flags.CaCert = None,
+    insecure_registry: flags.InsecureRegistries = None,
+    mirror: flags.Mirrors = None,
+    retries: flags.Retries = None,
+    retry_delay: flags.RetryDelay = None,
+    timeout: flags.Timeout = None,
+    dry_run: flags.DryRun = False,
+    report_file: flags.ReportFile = None,
+    lock_file: flags.LockFile = None,
+    verbose: flags.Verbose = False,
+    quiet: flags.Quiet = False,
+    version: flags.Version = False,
+) -> None:
+    """Pull every image in IMAGES_FILE (or - for stdin) and every -i REF into archives.
+
+    Each line is SOURCE [NEW_NAME] [platform=OS/ARCH[,...]|all]; blank lines and # comments
+    are ignored. Archives load with docker load, podman load, skopeo and ctr images import."""
+    if bundle is not None and oci_layout is not None:
+        usage_error("--bundle and --oci-layout cannot be used together")
+    specs = inputs.image_specs(images_file, image or [])
+    login = inputs.keychain(username, password, password_stdin, creds or [], images_file == "-")
+    options = inputs.pull_options(
+        platforms=platform,
+        proxy=proxy,
+        insecure_registries=insecure_registry,
+        mirrors=mirror,
+        retries=retries,
+        retry_delay=retry_delay,
+        credentials=login,
+        force=force,
+        jobs=jobs,
+        max_downloads=max_downloads,
+        plain_http=plain_http,
+        skip_tls_verify=skip_tls_verify,
+        ca_cert=ca_cert,
+        timeout=timeout,
+    )
+    to = _Destination(out_dir, bundle, oci_layout)
+    run = _Run(inputs.checked(specs, options), options, to, dry_run, verbose=verbose, quiet=quiet)
+    run.start()
+    source = inputs.list_source(images_file, image or [])
+    raise typer.Exit(run.finish(run.wait(), report_file, lock_file, source))
+
+
+@dataclass(frozen=True)
+class _Destination:
+    out_dir: Path
+    bundle: Path | None
+    oci_layout: Path | None
+
+    def __str__(self) -> str:
+        return str(self.bundle or self.oci_layout or self.out_dir)
+
+
+class _Run:
+    """One pull (or dry run) under its display, from the headline to the report."""
+
+    def __init__(
+        self,
+        specs: list[ImageSpec],
+        options: PullOptions,
+        to: _Destination,
+        dry_run: bool,
+        *,
+        verbose: bool,
+        quiet: bool,
+    ) -> None:
+        self.specs = specs
+        self.options = options
+        self.to = to
+        self.dry_run = dry_run
+        self.verbose = verbose
+        self.quiet = quiet
+        self.display = display.make_display(
+            specs, options.platforms, dry_run=dry_run, verbose=verbose, quiet=quiet
+        )
+        self.started = datetime.now(UTC).isoformat(timespec="seconds")
+        self.clock = time.monotonic()
+
+    def start(self) -> None:
+        """Route the library's log through the display, and say what is to come."""
+        _log_through(self.display, verbose=self.verbose, quiet=self.quiet)
+        if not self.quiet:
+            self.display.note(self.headline())
+
+    def finish(
+        self,
+        report: PullReport | None,
+        report_file: Path | None,
+        lock_file: Path | None,
+        source: str,
+    ) -> int:
+        """The summary, the report and the lock; the exit code."""
+        if report is None:
+            self.interrupted(report_file)
+            return EXIT_INTERRUPTED
+        summary.print_summary(
+            report, dry_run=self.dry_run, quiet=self.quiet, report_file=report_file
+        )
+        written = [
+            results.write_report(report, report_file) if report_file else True,
+            results.write_lock(report, lock_file, source) if lock_file else True,
+        ]
+        return EXIT_OK if report.ok and all(written) else EXIT_SOME_FAILED
+
+    def headline(self) -> str:
+        """``pulling 100 images from 127.0.0.1:5000/team/ (linux/amd64) into bundles``: the
+        registry and namespace every image shares are said here once, and left out of rows."""
+        platforms = ", ".join(str(platform) for platform in self.options.platforms)
+        if self.options.all_platforms:
+            platforms = "all platforms"
+        images = count_text(len(self.specs), "image")
+        prefix = self.display.labels.prefix
+        where = f" from {prefix}" if prefix else ""
+        if self.dry_run:
+            return f"resolving {images}{where} ({platforms}); dry run: no blob is downloaded"
+        return f"pulling {images}{where} ({platforms}) into {self.to}"
+
+    def wait(self) -> PullReport | None:
+        """The report, or None when the run was interrupted; an output that cannot be one
+        (found before any download) is a usage error."""
+        try:
+            return asyncio.run(self._until_signalled())
+        except DestinationError as exc:
+            usage_error(str(exc))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            return None
+
+    def interrupted(self, report_file: Path | None) -> None:
+        """Say so, and write the report of what finished."""
+        tally = self.display.tally
+        display.stderr.print(
+            f"interrupted: {tally.pulled} of {len(self.specs)} images pulled; "
+            "verified and partial blobs are kept for the next run",
+            soft_wrap=True,
+        )
+        if report_file is not None:
+            seconds = time.monotonic() - self.clock
+            report = results.interrupted_report(self.specs, tally, self.started, seconds)
+            results.write_report(report, report_file)
+
+    async def _until_signalled(self) -> PullReport:
+        """Pull (or only resolve), treating SIGTERM like Ctrl-C: cancel, keep what is
+        verified, write no archive."""
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        async with self.display.running():
+            if self.dry_run:
+                return await self._resolve(self.display)
+            return await bulkpull.pull_images(
+                self.specs,
+                self.to.out_dir,
+                self.options,
+                bundle=self.to.bundle,
+                oci_layout=self.to.oci_layout,
+                on_event=self.display.handle,
+            )
+
+    async def _resolve(self, shown: display.Display) -> PullReport:
+        # Manifests already in the store are read from it: a dry run after a pull costs one
+        # HEAD per tag.
+        to = self.to
+        store = bulkpull.store_location(
+            to.out_dir, bundle=to.bundle, oci_layout=to.oci_layout, store_dir=self.options.store_dir
+        )
+        return await bulkpull.resolve_images(
+            self.specs, self.options, store_dir=store, on_event=shown.handle
+        )
+
+
+def _log_through(shown: display.Display, *, verbose: bool, quiet: bool) -> None:
+    """Send the library's log records through the display: with ``-v`` every request (URLs
+    redacted by the library), by default warnings, with ``-q`` errors only."""
+    logger = logging.getLogger("bulkpull")
+    logger.addHandler(display.DisplayHandler(shown))
+    logger.setLevel(logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING)
+    logger.propagate = False

@@ -1,0 +1,123 @@
+"""The summary after a run, on standard output: the images, then the totals.
+
+Every image, a line each, where standard output is not a terminal, so logs and greps keep each
+image whole. On a terminal a table, or lines wrapped at words when it is too narrow for one, of
+every image of a short run and of the failures of a long one, so that it still ends on one
+screen (the report and redirected output list every image). Imports the public ``bulkpull``
+API, rich, ``display`` and ``text``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.table import Table
+from rich.text import Text
+
+from bulkpull import ImageResult, PullReport, Status
+from bulkpull.cli.display import STYLES, is_interactive, stdout
+from bulkpull.cli.text import count_text, duration_text, result_fields, size_text, text_width
+
+# A terminal's summary lists every image up to this many; beyond, failures and totals only.
+SUMMARY_ROWS = 20
+
+
+SUMMARY_COLUMNS = ("status", "image", "digest", "platform", "size")
+# Error messages wrap in a table's last column; narrower than this they read as ribbons.
+MIN_ERROR_COLUMN = 40
+
+
+def print_summary(
+    report: PullReport, *, dry_run: bool, quiet: bool, report_file: Path | None
+) -> None:
+    """The images (every one up to ``SUMMARY_ROWS`` on a terminal, else its failures), then
+    the totals. ``quiet``: the totals only, the failures having been shown as they came."""
+    listed = [] if quiet else list(report.results)
+    interactive = is_interactive(stdout)
+    if interactive and len(listed) > SUMMARY_ROWS:
+        listed = [result for result in listed if not result.ok]
+    rows = [result_fields(result, full_digest=dry_run) for result in listed]
+    table = _summary_table(listed, rows, dry_run=dry_run) if interactive and listed else None
+    if table is not None:
+        stdout.print(table)
+    elif interactive and listed:
+        stdout.print(_summary_lines(listed, rows))
+    else:
+        for result, row in zip(listed, rows, strict=True):
+            line = Text.assemble((row[0], STYLES[result.status]), "  " + "  ".join(row[1:]))
+            stdout.print(line, soft_wrap=True)
+    left_out = len(report.results) - len(listed)
+    if left_out and not quiet:
+        where = f"{report_file} lists" if report_file else "--report FILE.json lists"
+        stdout.print(f"{count_text(left_out, 'more image')} not listed here; {where} every image")
+    for total in [*replaced_lines(report), *totals_lines(report, dry_run=dry_run)]:
+        stdout.print(total, soft_wrap=True)
+
+
+def replaced_lines(report: PullReport) -> list[str]:
+    """One line per archive (or bundle, or layout) that held images it holds no longer."""
+    by_archive: dict[str, list[str]] = {}
+    for image in report.replaced:
+        named = f"{image.name} (sha256:{image.digest.short})"
+        by_archive.setdefault(str(image.archive), []).append(named)
+    return [f"replaced in {archive}: {', '.join(names)}" for archive, names in by_archive.items()]
+
+
+def _summary_table(
+    results: Sequence[ImageResult], rows: list[list[str]], *, dry_run: bool
+) -> Table | None:
+    """The summary as a table, or None when the terminal is too narrow for one: a table
+    folded to ribbons reads worse than plain lines.
+
+    Every column must fit unwrapped, except that error messages may wrap in the last, given
+    room for ``MIN_ERROR_COLUMN`` cells; a last column with nothing in it (a dry run where
+    nothing failed) is left out.
+    """
+    headers = [*SUMMARY_COLUMNS, "error" if dry_run else "archive or error"]
+    if all(row[-1] == "-" for row in rows):
+        headers, rows = headers[:-1], [row[:-1] for row in rows]
+    widths = [max(map(text_width, column)) for column in zip(headers, *rows, strict=True)]
+    if len(headers) > len(SUMMARY_COLUMNS):
+        whole = [row[-1] for result, row in zip(results, rows, strict=True) if result.ok]
+        widths[-1] = max(map(text_width, [headers[-1], *whole]))
+    room = stdout.width - sum(widths[:-1]) - 2 * (len(widths) - 1)
+    if room < max(widths[-1], MIN_ERROR_COLUMN if len(headers) > len(SUMMARY_COLUMNS) else 0):
+        return None
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for header in headers:
+        table.add_column(header, no_wrap=header in SUMMARY_COLUMNS, overflow="fold")
+    for result, row in zip(results, rows, strict=True):
+        table.add_row(Text(row[0], style=STYLES[result.status]), *row[1:])
+    return table
+
+
+def _summary_lines(results: Sequence[ImageResult], rows: list[list[str]]) -> Table:
+    """The summary for a terminal too narrow for its table: a line per image, wrapped at
+    words under the image rather than under its status; unknown fields left out."""
+    lines = Table.grid(padding=(0, 2))
+    lines.add_column(no_wrap=True)
+    lines.add_column()
+    for result, row in zip(results, rows, strict=True):
+        known = "  ".join(field for field in row[1:] if field != "-")
+        lines.add_row(Text(row[0], style=STYLES[result.status]), known)
+    return lines
+
+
+def totals_lines(report: PullReport, *, dry_run: bool) -> list[str]:
+    """How many images ended how; then bytes, time and rate (a dry run downloads nothing)."""
+    counts = [
+        f"{report.count(status)} {status.value}"
+        for status in Status
+        if report.count(status) or status is Status.FAILED
+    ]
+    first = f"{count_text(len(report.results), 'image')}: {', '.join(counts)}"
+    seconds = f"in {duration_text(report.seconds)}"
+    if dry_run:
+        return [first, f"dry run: no blob downloaded, nothing written; {seconds}"]
+    reused = f"{size_text(report.bytes_reused)} reused from the store"
+    if not report.bytes_downloaded:
+        return [first, f"nothing downloaded, {reused}; {seconds}"]
+    rate = report.bytes_downloaded / max(report.seconds, 1e-9)
+    downloaded = f"{size_text(report.bytes_downloaded)} downloaded"
+    return [first, f"{downloaded}, {reused}; {seconds} ({size_text(rate)}/s)"]
