@@ -4,8 +4,8 @@
     python examples/pull_library.py alpine:3.20 --report report.json --lock images.lock
 
 The callback sees the same events the ``bulkpull`` command draws its bars from: blobs needed
-(once per run, however many images share them), bytes received, blobs verified, and every
-image's stages and result.
+(once per run, however many images share them), bytes received, blobs verified, retries, and
+every image's stages and result.
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ class ProgressLine:
             self.draw()
         elif isinstance(event, bulkpull.ImageStage) and event.stage is bulkpull.Stage.DOWNLOADING:
             self.say(f"{event.spec.source}: downloading {len(event.blobs)} blobs")
+        elif isinstance(event, bulkpull.Retrying):
+            what = event.spec.source if event.spec else f"blob {event.digest}"
+            tries = f"try {event.attempt} of {event.attempts} failed"
+            self.say(f"{what}: retrying in {event.delay:.1f} s ({tries}): {event.error}")
         elif isinstance(event, bulkpull.ImageDone):
             self.say(describe(event.result))
 
@@ -66,9 +70,9 @@ async def main() -> int:
     parser.add_argument("--lock", type=Path, help="write a lock file (an image list) here")
     args = parser.parse_args()
 
-    options = bulkpull.PullOptions(
+    # Proxies, logins and BULKPULL_* from the environment, as the bulkpull command reads them.
+    options = bulkpull.PullOptions.from_environment(
         platforms=bulkpull.parse_platforms(args.platform),
-        max_downloads=8,
         retry=bulkpull.RetryPolicy(retries=5, delay=1.0),
     )
     specs = [bulkpull.image_spec(image) for image in args.images]
