@@ -525,23 +525,3 @@ async def test_each_platform_of_an_image_has_stages_of_its_own(
         (bulkpull.Stage.DOWNLOADING, (ARM64,)),
         (bulkpull.Stage.WRITING, (ARM64,)),
     ]
-
-
-async def test_a_shared_blob_is_reported_needed_by_the_image_that_started_its_download(
-    start: Start, options: PullOptions, tmp_path: Path
-) -> None:
-    registry = FakeRegistry()
-    shared = f.random_layer(5000)
-    for name in ("a", "b"):
-        registry.add(f"x/{name}", "1", f.make_image([shared, f.random_layer(1000)], label=name))
-    host = await start(registry.app())
-    events: list[bulkpull.Event] = []
-
-    report = await bulkpull.pull_images(
-        [f"{host}/x/a:1", f"{host}/x/b:1"], tmp_path, options, on_event=events.append
-    )
-
-    needed = [event for event in events if isinstance(event, bulkpull.BlobNeeded)]
-    [layer] = [event for event in needed if str(event.digest) == shared.digest]
-    assert layer.spec in {result.spec for result in report.results}
-    assert all(event.spec is not None for event in needed)

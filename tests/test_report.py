@@ -370,7 +370,8 @@ async def test_progress_events_count_a_shared_layer_once_and_finish_every_awaite
         [f"{host}/x/a:1", f"{host}/x/b:1"], tmp_path, on_event=events.append
     )
 
-    needed = [event.digest for event in events if isinstance(event, BlobNeeded)]
+    needs = [event for event in events if isinstance(event, BlobNeeded)]
+    needed = [event.digest for event in needs]
     done = {event.digest for event in events if isinstance(event, BlobDone)}
     awaited = {
         digest
@@ -383,6 +384,8 @@ async def test_progress_events_count_a_shared_layer_once_and_finish_every_awaite
     assert awaited == done == set(needed)
     assert received == report.bytes_downloaded
     assert sum(isinstance(event, ImageDone) for event in events) == 2
+    # Each names the image whose need started the download: the shared layer's is one of two.
+    assert {event.spec for event in needs} == {result.spec for result in report.results}
 
 
 async def test_a_bundle_reports_progress_while_downloading_and_results_once_written(
