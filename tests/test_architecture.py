@@ -26,6 +26,7 @@ LAYERS = (
     "digest",
     "reference",
     "platform",
+    "jsondoc",
     "manifest",
     "network",
     "ratelimit",

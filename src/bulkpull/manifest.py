@@ -3,16 +3,14 @@
 This module decides what a registry's bytes are (by ``Content-Type``, or by the body when the
 header says nothing useful), refuses what bulkpull cannot pull (Docker schema1, unknown types),
 and turns everything a later step relies on (digests that become file names, sizes that bound
-downloads) into checked values. Pure data: no I/O. Imports only ``errors``, ``digest`` and
-``platform``.
+downloads) into checked values. Pure data: no I/O. Imports only ``errors``, ``jsondoc``,
+``digest`` and ``platform``.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final
 
 from bulkpull.digest import Digest
 from bulkpull.errors import (
@@ -21,6 +19,7 @@ from bulkpull.errors import (
     PlatformNotFoundError,
     UnsupportedMediaTypeError,
 )
+from bulkpull.jsondoc import JsonObject, load_object, optional_str, required
 from bulkpull.platform import Platform
 
 # Manifests and indexes.
@@ -95,16 +94,13 @@ _SCHEMA1_HINT: Final = (
     "the image must be pushed again with a current client to get a schema2 or OCI manifest"
 )
 
-JsonObject = Mapping[str, object]
-_T = TypeVar("_T")
-_JSON_NAMES: Final[dict[type, str]] = {dict: "an object", list: "a list", str: "a printable string"}
-
 
 @dataclass(frozen=True, slots=True)
 class Descriptor:
     """A reference to content by type, digest and size, as in an index or manifest.
 
     ``annotations`` keeps the given order so that a descriptor written back out reads the same.
+    ``artifact_type`` is set on the entries of a referrers list (OCI 1.1), "" elsewhere.
     """
 
     media_type: str
@@ -113,6 +109,7 @@ class Descriptor:
     platform: Platform | None = None
     annotations: tuple[tuple[str, str], ...] = ()
     urls: tuple[str, ...] = ()
+    artifact_type: str = ""
 
     def annotation(self, key: str) -> str | None:
         return next((value for name, value in self.annotations if name == key), None)
@@ -141,24 +138,39 @@ class Descriptor:
             found["annotations"] = dict(self.annotations)
         if self.platform is not None:
             found["platform"] = _platform_json(self.platform)
+        if self.artifact_type:
+            found["artifactType"] = self.artifact_type
         return found
 
 
 @dataclass(frozen=True, slots=True)
 class ImageManifest:
-    """One platform's image: its config and its layers in order (Docker v2 or OCI)."""
+    """One platform's image: its config and its layers in order (Docker v2 or OCI).
+
+    ``artifact_type``, ``subject`` and the manifest's own ``annotations`` are what OCI 1.1
+    artifacts (signatures, SBOMs) carry: a manifest with a ``subject`` refers to that image.
+    """
 
     media_type: str
     config: Descriptor
     layers: tuple[Descriptor, ...]
+    artifact_type: str = ""
+    subject: Descriptor | None = None
+    annotations: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class ImageIndex:
-    """A multi-platform index or Docker manifest list; entries keep the index's order."""
+    """A multi-platform index or Docker manifest list; entries keep the index's order.
+
+    An OCI index may be an artifact too, with ``artifact_type``, ``subject`` and annotations.
+    """
 
     media_type: str
     manifests: tuple[Descriptor, ...]
+    artifact_type: str = ""
+    subject: Descriptor | None = None
+    annotations: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,14 +197,19 @@ def parse_manifest(raw: bytes, content_type: str, what: str) -> ImageManifest | 
     declared = content_type.partition(";")[0].strip().lower()
     if declared not in _GENERIC_TYPES:
         _require_supported(declared, what)
-    body = _load_object(raw, MAX_MANIFEST_BYTES, what)
+    body = load_object(raw, MAX_MANIFEST_BYTES, what)
     media_type = _decide_type(declared, body, what)
     _require_supported(media_type, what)
     _require_consistent(media_type, body, what)
+    artifact_type = optional_str(body, "artifactType", what)
+    subject = _subject(body.get("subject"), what)
+    annotations = _annotations(body.get("annotations"), "annotations", what)
     if media_type in INDEX_TYPES:
-        return ImageIndex(media_type, _descriptors(body, "manifests", what))
-    config = parse_descriptor(_field(body, "config", dict, what), "config", what)
-    return ImageManifest(media_type, config, _descriptors(body, "layers", what))
+        entries = _descriptors(body, "manifests", what)
+        return ImageIndex(media_type, entries, artifact_type, subject, annotations)
+    config = parse_descriptor(required(body, "config", dict, what), "config", what)
+    layers = _descriptors(body, "layers", what)
+    return ImageManifest(media_type, config, layers, artifact_type, subject, annotations)
 
 
 def choose_platform(index: ImageIndex, wanted: Platform, what: str) -> Descriptor:
@@ -216,13 +233,13 @@ def choose_platform(index: ImageIndex, wanted: Platform, what: str) -> Descripto
 def parse_config(raw: bytes, what: str) -> ImageConfig:
     """Parse an image config; ``rootfs.diff_ids`` is required because ``docker load`` checks
     every layer against it and refuses a config without it."""
-    body = _load_object(raw, MAX_CONFIG_BYTES, what)
-    rootfs = _field(body, "rootfs", dict, what)
-    diff_ids = _field(rootfs, "diff_ids", list, what, "rootfs.diff_ids")
+    body = load_object(raw, MAX_CONFIG_BYTES, what)
+    rootfs = required(body, "rootfs", dict, what)
+    diff_ids = required(rootfs, "diff_ids", list, what, "rootfs.diff_ids")
     return ImageConfig(
-        os=_optional_str(body, "os", what),
-        architecture=_optional_str(body, "architecture", what),
-        variant=_optional_str(body, "variant", what),
+        os=optional_str(body, "os", what),
+        architecture=optional_str(body, "architecture", what),
+        variant=optional_str(body, "variant", what),
         diff_ids=tuple(
             str(_digest(item, f"rootfs.diff_ids[{i}]", what)) for i, item in enumerate(diff_ids)
         ),
@@ -302,20 +319,8 @@ def _schema_version(body: JsonObject) -> int | None:
     return version if type(version) is int else None
 
 
-def _load_object(raw: bytes, limit: int, what: str) -> JsonObject:
-    if len(raw) > limit:
-        raise ContentError(f"{what}: {len(raw)} bytes is more than the {limit}-byte limit")
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, absurd nesting
-        raise ContentError(f"{what}: not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise ContentError(f"{what}: expected a JSON object, got {type(body).__name__}")
-    return body
-
-
 def _descriptors(body: JsonObject, name: str, what: str) -> tuple[Descriptor, ...]:
-    items = _field(body, name, list, what)
+    items = required(body, name, list, what)
     return tuple(parse_descriptor(item, f"{name}[{i}]", what) for i, item in enumerate(items))
 
 
@@ -329,13 +334,18 @@ def parse_descriptor(item: object, where: str, what: str) -> Descriptor:
         shown = repr(size) if len(repr(size)) <= 20 else f"a {len(repr(size))}-character number"
         raise ContentError(f"{what}: {where}.size must be an integer from 0 to 2**53, got {shown}")
     return Descriptor(
-        media_type=_field(item, "mediaType", str, what, f"{where}.mediaType"),
+        media_type=required(item, "mediaType", str, what, f"{where}.mediaType"),
         digest=_digest(item.get("digest"), f"{where}.digest", what),
         size=size,
         platform=_platform(item.get("platform"), f"{where}.platform", what),
         annotations=_annotations(item.get("annotations"), f"{where}.annotations", what),
         urls=_urls(item.get("urls"), f"{where}.urls", what),
+        artifact_type=optional_str(item, "artifactType", what, f"{where}.artifactType"),
     )
+
+
+def _subject(value: object, what: str) -> Descriptor | None:
+    return None if value is None else parse_descriptor(value, "subject", what)
 
 
 def _digest(value: object, where: str, what: str) -> Digest:
@@ -354,9 +364,9 @@ def _platform(value: object, where: str, what: str) -> Platform | None:
     if not isinstance(value, dict):
         raise ContentError(f"{what}: {where} is not an object")
     return Platform(
-        _field(value, "os", str, what, f"{where}.os"),
-        _field(value, "architecture", str, what, f"{where}.architecture"),
-        _optional_str(value, "variant", what, f"{where}.variant"),
+        required(value, "os", str, what, f"{where}.os"),
+        required(value, "architecture", str, what, f"{where}.architecture"),
+        optional_str(value, "variant", what, f"{where}.variant"),
     )
 
 
@@ -381,19 +391,3 @@ def _urls(value: object, where: str, what: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(url, str) for url in value):
         raise ContentError(f"{what}: {where} must be a list of strings")
     return tuple(value)
-
-
-def _field(body: JsonObject, name: str, kind: type[_T], what: str, where: str | None = None) -> _T:
-    """A required field of the given JSON type; its absence or wrong type is bad content."""
-    value = body.get(name)
-    if not isinstance(value, kind) or (isinstance(value, str) and not value.isprintable()):
-        shown = "missing" if value is None else f"not {_JSON_NAMES.get(kind, kind.__name__)}"
-        raise ContentError(f"{what}: {where or name} is {shown}")
-    return value
-
-
-def _optional_str(body: JsonObject, name: str, what: str, where: str | None = None) -> str:
-    value = body.get(name, "")
-    if not isinstance(value, str) or not value.isprintable():
-        raise ContentError(f"{what}: {where or name} is not {_JSON_NAMES[str]}")
-    return value
