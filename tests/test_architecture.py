@@ -28,6 +28,8 @@ LAYERS = (
     "platform",
     "jsondoc",
     "manifest",
+    "referrers",
+    "discovery",
     "network",
     "ratelimit",
     "auth",

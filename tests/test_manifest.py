@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import cosignfactory
 import imagefactory
 import pytest
 
@@ -544,6 +545,78 @@ def test_descriptor_to_json_reproduces_index_entries(index: imagefactory.Index) 
     parsed = parse_manifest(index.manifest, index.media_type, WHAT)
     assert isinstance(parsed, ImageIndex)
     assert [d.to_json() for d in parsed.manifests] == json.loads(index.manifest)["manifests"]
+
+
+def test_artifacts_keep_subject_artifact_type_and_annotations() -> None:
+    sbom = cosignfactory.make_oras_sbom(OCI_IMAGE)
+
+    parsed = parse_manifest(sbom.manifest, OCI_MANIFEST, WHAT)
+
+    assert isinstance(parsed, ImageManifest)
+    assert parsed.artifact_type == "application/spdx+json"
+    assert parsed.subject == Descriptor(
+        OCI_MANIFEST, Digest.parse(OCI_IMAGE.digest), len(OCI_IMAGE.manifest)
+    )
+    assert parsed.annotations == (("org.opencontainers.image.created", "2024-01-01T00:00:00Z"),)
+    assert parsed.config.media_type == "application/vnd.oci.empty.v1+json"
+
+
+def test_an_index_can_be_an_artifact_with_a_subject() -> None:
+    subject = {
+        "mediaType": OCI_MANIFEST,
+        "digest": OCI_IMAGE.digest,
+        "size": len(OCI_IMAGE.manifest),
+    }
+    raw = edited(
+        OCI_IMAGE_INDEX.manifest, lambda body: body.update(subject=subject, artifactType="x/y")
+    )
+
+    parsed = parse_manifest(raw, OCI_INDEX, WHAT)
+
+    assert isinstance(parsed, ImageIndex)
+    assert (parsed.artifact_type, parsed.subject, parsed.annotations) == (
+        "x/y",
+        Descriptor(OCI_MANIFEST, Digest.parse(OCI_IMAGE.digest), len(OCI_IMAGE.manifest)),
+        (),
+    )
+
+
+def test_images_have_no_subject_or_artifact_type() -> None:
+    parsed = parse_manifest(OCI_IMAGE.manifest, OCI_MANIFEST, WHAT)
+    assert isinstance(parsed, ImageManifest)
+    assert (parsed.artifact_type, parsed.subject, parsed.annotations) == ("", None, ())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (setting("subject", "sha256:" + HEX), "subject is not an object"),
+        (setting("subject", {"mediaType": OCI_MANIFEST, "size": 1}), "subject.digest must be"),
+        (setting("artifactType", 7), "artifactType is not a printable string"),
+        (setting("annotations", {"a": 1}), "annotations must map strings to strings"),
+    ],
+)
+def test_bad_artifact_fields_are_content_errors(
+    change: Callable[[dict[str, Any]], object], message: str
+) -> None:
+    with pytest.raises(ContentError, match=message):
+        parse_manifest(edited(OCI_IMAGE.manifest, change), OCI_MANIFEST, WHAT)
+
+
+def test_referrer_list_entries_keep_their_artifact_type() -> None:
+    listed = {
+        "mediaType": OCI_MANIFEST,
+        "digest": f"sha256:{HEX}",
+        "size": 9,
+        "artifactType": "a/b",
+    }
+    raw = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [listed]}).encode()
+
+    parsed = parse_manifest(raw, OCI_INDEX, WHAT)
+
+    assert isinstance(parsed, ImageIndex)
+    assert parsed.manifests[0].artifact_type == "a/b"
+    assert parsed.manifests[0].to_json() == listed
 
 
 def test_descriptor_to_json_omits_absent_optional_fields() -> None:
