@@ -30,6 +30,7 @@ LAYERS = (
     "manifest",
     "referrers",
     "discovery",
+    "signatures",
     "network",
     "ratelimit",
     "auth",
@@ -80,6 +81,7 @@ OWNERS = {
     "rich": frozenset({"cli.display", "cli.summary"}),
     # archive writes tars, verify_tar reads them.
     "tarfile": frozenset({"archive", "verify_tar"}),
+    "cryptography": frozenset({"signatures"}),
 }
 
 

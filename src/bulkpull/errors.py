@@ -15,12 +15,14 @@ a token. This module imports nothing from bulkpull.
     ├── TransportError                           connection, TLS, timeout, truncated body
     │   └── UnknownHostError                     a registry name that does not resolve
     ├── CredentialsError                         unreadable auth file, failing credential helper
+    ├── VerifyKeyError             (ValueError)  a --verify-key file that is no usable public key
     ├── OutputError                              an archive or layout cannot be written
     │   └── DestinationError       (ValueError)  an output named that cannot be one
     └── ContentError                             what came back is not what we can use
         ├── DigestMismatchError                  bytes do not hash (or size) to what was promised
         ├── UnsupportedMediaTypeError            schema1 and other types we do not pull
-        └── PlatformNotFoundError                no manifest for the wanted platform
+        ├── PlatformNotFoundError                no manifest for the wanted platform
+        └── SignatureError                       no signature verifies with --verify-key
 """
 
 from __future__ import annotations
@@ -193,6 +195,12 @@ class CredentialsError(BulkpullError):
     that is missing or errs. The message names the file or helper, never a secret."""
 
 
+class VerifyKeyError(BulkpullError, ValueError):
+    """A ``--verify-key`` file that is not a cosign public key bulkpull can verify with: not
+    PEM, a private key given by mistake, an unsupported algorithm. Raised before any request;
+    the command line exits 2 on it, as on a bad flag."""
+
+
 class ContentError(BulkpullError):
     """The registry answered, but the content cannot be used."""
 
@@ -232,6 +240,11 @@ class PlatformNotFoundError(ContentError):
         error = cls(what, ", ".join(wanted), [platform])
         error.args = (f"{what} is {platform} only; asked for {', '.join(wanted)}",)
         return error
+
+
+class SignatureError(ContentError):
+    """An image that ``--verify-key`` refuses: no cosign signature of it verifies with the key.
+    The message says why (none found, another key, another image, keyless)."""
 
 
 def is_temporary(exc: BaseException) -> bool:

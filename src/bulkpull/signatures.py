@@ -1,0 +1,290 @@
+"""cosign signatures checked with a public key: ``--verify-key``.
+
+What ``cosign verify --key cosign.pub`` checks, without the transparency log (an air-gapped
+site has none to ask): the image's ``sha256-<hex>.sig`` manifest holds one layer per
+signature, each a simple-signing payload with the signature in its
+``dev.cosignproject.cosign/signature`` annotation; the image passes when at least one
+signature verifies over the payload's exact bytes with the key *and* the payload's
+``critical.image.docker-manifest-digest`` is the image's digest. The schemes are sigstore's for
+each kind of key: ECDSA P-256 (ASN.1 DER signature over SHA-256, cosign's default), RSA
+(PKCS#1 v1.5 over SHA-256) and Ed25519 (over the payload itself).
+
+Keyless signatures (a Fulcio certificate in ``dev.sigstore.cosign/certificate``) would need
+the sigstore trust root and Rekor; they are carried, and reported as not verified.
+
+The I/O side fetches the ``.sig`` manifest and the payloads :func:`payloads_to_fetch` names,
+then :func:`check_signatures` decides. The cryptography is the ``cryptography`` library's,
+and this is its only importer. Imports ``errors``, ``jsondoc``, ``digest``, ``manifest`` and
+``referrers``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+from bulkpull.digest import Digest, DigestVerifier
+from bulkpull.errors import ContentError, SignatureError, VerifyKeyError
+from bulkpull.jsondoc import load_object, required
+from bulkpull.manifest import Descriptor, ImageManifest, parse_manifest
+from bulkpull.referrers import COSIGN_SIMPLE_SIGNING, CosignKind, cosign_tag
+
+SIGNATURE_ANNOTATION: Final = "dev.cosignproject.cosign/signature"
+CERTIFICATE_ANNOTATION: Final = "dev.sigstore.cosign/certificate"
+# A simple-signing payload is a few hundred bytes; a "signature" layer far larger than this is
+# not one, and is not fetched.
+MAX_PAYLOAD_BYTES: Final = 64 * 1024
+# A public key PEM is under 1 KiB (RSA-4096 included); a larger file is not one.
+MAX_KEY_FILE_BYTES: Final = 64 * 1024
+# sigstore refuses RSA keys below this size (cryptoutils.ValidatePubKey).
+MIN_RSA_BITS: Final = 2048
+_PEM_BLOCK: Final = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
+
+VerifyingKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKey:
+    """A cosign public key, ready to verify: ``algorithm`` names it for messages,
+    ``fingerprint`` is the digest of its DER SubjectPublicKeyInfo (what tells keys apart)."""
+
+    algorithm: str
+    fingerprint: Digest
+    key: VerifyingKey = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.algorithm} key {self.fingerprint.short}"
+
+    def verifies(self, signature: bytes, payload: bytes) -> bool:
+        """Whether ``signature`` is this key's over exactly ``payload``, as sigstore signs."""
+        try:
+            if isinstance(self.key, ec.EllipticCurvePublicKey):
+                self.key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
+            elif isinstance(self.key, rsa.RSAPublicKey):
+                self.key.verify(signature, payload, padding.PKCS1v15(), hashes.SHA256())
+            else:
+                self.key.verify(signature, payload)
+        except (InvalidSignature, ValueError):  # a wrong signature, or one that is no DER
+            return False
+        return True
+
+
+def load_public_key(data: bytes, source: str) -> PublicKey:
+    """The cosign public key in ``data`` (PKIX PEM, as ``cosign.pub``), read from ``source``.
+
+    Each way a file can be the wrong one has its own message: not PEM at all, a private key
+    (``cosign.key``, encrypted or not), another PEM (a certificate), a key type or curve that
+    cosign does not sign with, an RSA key too small to trust.
+    """
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise VerifyKeyError(f"{source}: {len(data)} bytes is too large for a public key file")
+    block = _PEM_BLOCK.search(data)
+    if block is None:
+        raise VerifyKeyError(
+            f"{source}: not a PEM file; a cosign public key begins with -----BEGIN PUBLIC KEY-----"
+        )
+    label = block[1].decode("ascii")
+    if "PRIVATE KEY" in label:
+        raise VerifyKeyError(
+            f"{source}: holds a private key ({label}); --verify-key takes the public key, "
+            "cosign.pub"
+        )
+    if label != "PUBLIC KEY":
+        raise VerifyKeyError(f"{source}: holds a {label}, not a PUBLIC KEY")
+    try:
+        key = serialization.load_pem_public_key(block[0])
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise VerifyKeyError(f"{source}: the public key cannot be read: {exc}") from exc
+    if isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
+        return PublicKey(_algorithm(key, source), _fingerprint(key), key)
+    raise VerifyKeyError(
+        f"{source}: a {type(key).__name__.removeprefix('_')}; cosign keys are ECDSA P-256, "
+        "RSA or Ed25519"
+    )
+
+
+def _algorithm(key: VerifyingKey, source: str) -> str:
+    """The name of a key cosign verifies with; a curve or size it does not use is refused."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise VerifyKeyError(
+                f"{source}: an ECDSA key on {key.curve.name}; cosign keys are P-256 (secp256r1)"
+            )
+        return "ECDSA P-256"
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise VerifyKeyError(
+                f"{source}: an RSA key of {key.key_size} bits; at least {MIN_RSA_BITS} are needed"
+            )
+        return f"RSA-{key.key_size}"
+    return "Ed25519"
+
+
+def _fingerprint(key: VerifyingKey) -> Digest:
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return Digest(hashlib.sha256(der).hexdigest())
+
+
+class Outcome(StrEnum):
+    """What the check of an image's signatures came to."""
+
+    VERIFIED = "verified"
+    OTHER_IMAGE = "signed for another image"
+    NOT_SIMPLE_SIGNING = "not a simple-signing payload"
+    NOT_VERIFIED = "does not verify"
+    KEYLESS = "keyless, not verified"
+    NO_SIGNATURE = "no signature"
+
+
+# When no signature passes, the one reported is the most telling: a signature that verifies
+# but names another image says more than one that does not verify, which says more than a
+# keyless one bulkpull cannot check.
+_RANK: Final = {outcome: rank for rank, outcome in enumerate(Outcome)}
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureCheck:
+    """The verdict on one image's cosign signatures, for the report and the image's error.
+
+    ``signature`` is the digest of the ``.sig`` manifest that was checked (None when there is
+    none), ``signatures`` how many signatures it holds, ``key`` the key checked against.
+    """
+
+    image: Digest
+    outcome: Outcome
+    message: str
+    key: PublicKey
+    signature: Digest | None = None
+    signatures: int = 0
+
+    @property
+    def verified(self) -> bool:
+        return self.outcome is Outcome.VERIFIED
+
+    def require(self, what: str) -> None:
+        """Raise :class:`SignatureError` for image ``what`` unless a signature verified."""
+        if not self.verified:
+            raise SignatureError(f"{what}: {self.message}")
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "image": str(self.image),
+            "outcome": self.outcome.value,
+            "message": self.message,
+            "key": str(self.key.fingerprint),
+            "signature": str(self.signature) if self.signature else None,
+            "signatures": self.signatures,
+        }
+
+
+def payloads_to_fetch(manifest: bytes, image: Digest) -> tuple[Descriptor, ...]:
+    """The payload blobs of a ``.sig`` manifest that :func:`check_signatures` reads: its
+    simple-signing layers small enough to be payloads."""
+    return tuple(
+        layer for layer in _signature_layers(manifest, image) if layer.size <= MAX_PAYLOAD_BYTES
+    )
+
+
+def check_signatures(
+    image: Digest, manifest: bytes | None, payloads: Mapping[Digest, bytes], key: PublicKey
+) -> SignatureCheck:
+    """Whether a signature in ``manifest`` (the bytes under ``sha256-<hex>.sig``, None when
+    the tag is missing) verifies with ``key`` for ``image``.
+
+    ``payloads`` holds the blobs :func:`payloads_to_fetch` named, by digest; they are checked
+    against their descriptors here too. The result names the first signature that passes or,
+    when none does, the most telling reason.
+    """
+    tag = cosign_tag(image, CosignKind.SIGNATURE)
+    if manifest is None:
+        return SignatureCheck(image, Outcome.NO_SIGNATURE, f"no signature found (no {tag})", key)
+    layers = _signature_layers(manifest, image)
+    found = Digest.of(manifest)
+    if not layers:
+        why = f"no signature found ({tag} holds no simple-signing layer)"
+        return SignatureCheck(image, Outcome.NO_SIGNATURE, why, key, found)
+    verdicts = [_verdict(layer, payloads, image, key, tag) for layer in layers]
+    outcome, message = min(verdicts, key=lambda verdict: _RANK[verdict[0]])
+    if outcome is not Outcome.VERIFIED and len(layers) > 1:
+        message = f"none of the {len(layers)} signatures in {tag} passes; {message}"
+    return SignatureCheck(image, outcome, message, key, found, len(layers))
+
+
+def _signature_layers(manifest: bytes, image: Digest) -> tuple[Descriptor, ...]:
+    tag = cosign_tag(image, CosignKind.SIGNATURE)
+    parsed = parse_manifest(manifest, "", tag)
+    if not isinstance(parsed, ImageManifest):
+        raise ContentError(f"{tag}: is an index, not a cosign signature manifest")
+    return tuple(layer for layer in parsed.layers if layer.media_type == COSIGN_SIMPLE_SIGNING)
+
+
+def _verdict(
+    layer: Descriptor, payloads: Mapping[Digest, bytes], image: Digest, key: PublicKey, tag: str
+) -> tuple[Outcome, str]:
+    """One signature layer's outcome and the sentence that says it."""
+    if layer.size > MAX_PAYLOAD_BYTES:
+        return Outcome.NOT_VERIFIED, f"{tag}: a layer of {layer.size} bytes is no signature payload"
+    payload = _payload(layer, payloads, tag)
+    signature = _signature(layer)
+    if signature is None or not key.verifies(signature, payload):
+        if layer.annotation(CERTIFICATE_ANNOTATION) is not None:
+            return Outcome.KEYLESS, (
+                f"keyless signature, not verified: {tag} is signed with a certificate "
+                "(Fulcio), and bulkpull checks signatures made with a key"
+            )
+        return Outcome.NOT_VERIFIED, (
+            f"signature does not verify with the {key}: {tag} was signed with another key, "
+            f"or its payload {layer.digest} was altered after signing"
+        )
+    try:
+        named = _signed_digest(payload, tag)
+    except ContentError as exc:
+        return Outcome.NOT_SIMPLE_SIGNING, f"payload is not a simple-signing document: {exc}"
+    if named != str(image):
+        return Outcome.OTHER_IMAGE, (
+            f"payload names {named}, not {image}: {tag} holds a signature made for another image"
+        )
+    return Outcome.VERIFIED, f"signed: {tag} verifies with the {key}"
+
+
+def _payload(layer: Descriptor, payloads: Mapping[Digest, bytes], tag: str) -> bytes:
+    """The payload blob, checked against the layer that names it."""
+    payload = payloads.get(layer.digest)
+    if payload is None:
+        raise ContentError(f"{tag}: payload {layer.digest} was not fetched")
+    verifier = DigestVerifier(layer.digest, layer.size)
+    verifier.update(payload)
+    verifier.verify(f"{tag}: payload {layer.digest}")
+    return payload
+
+
+def _signature(layer: Descriptor) -> bytes | None:
+    """The layer's signature bytes; None when it has none, or none that base64 decodes."""
+    text = layer.annotation(SIGNATURE_ANNOTATION)
+    if not text:
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error:
+        return None
+
+
+def _signed_digest(payload: bytes, tag: str) -> str:
+    """``critical.image.docker-manifest-digest`` of a simple-signing payload."""
+    body = load_object(payload, MAX_PAYLOAD_BYTES, f"{tag} payload")
+    critical = required(body, "critical", dict, f"{tag} payload")
+    image = required(critical, "image", dict, f"{tag} payload", "critical.image")
+    where = "critical.image.docker-manifest-digest"
+    return required(image, "docker-manifest-digest", str, f"{tag} payload", where)
