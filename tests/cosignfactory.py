@@ -31,6 +31,7 @@ SPDX_PREDICATE = "https://spdx.dev/Document"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
 CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
+BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
 TITLE_ANNOTATION = "org.opencontainers.image.title"
 CREATED_ANNOTATION = "org.opencontainers.image.created"
 REFERENCE = "registry.test/app"
@@ -132,14 +133,49 @@ class Payload:
     annotations: dict[str, str]
 
 
+def rekor_bundle(signed: bytes, signature: bytes, key: KeyPair) -> str:
+    """The ``dev.sigstore.cosign/bundle`` annotation cosign adds when it uploads a signature
+    to Rekor: the hashedrekord entry (payload digest, signature, public key). The signed entry
+    timestamp is made up: no test has Rekor's key to check it."""
+    body = go_json(
+        {
+            "apiVersion": "0.0.1",
+            "kind": "hashedrekord",
+            "spec": {
+                "data": {"hash": {"algorithm": "sha256", "value": sha256(signed)[7:]}},
+                "signature": {
+                    "content": base64.b64encode(signature).decode(),
+                    "publicKey": {"content": base64.b64encode(key.public_pem).decode()},
+                },
+            },
+        }
+    )
+    payload = {
+        "body": base64.b64encode(body).decode(),
+        "integratedTime": 1704067200,
+        "logIndex": 1,
+        "logID": "c0d23d6ad406973f9559f3ba2d1ca01f84147d8ffc5b8445c224f98b9591801d",
+    }
+    timestamp = base64.b64encode(b"not a real signed entry timestamp").decode()
+    return go_json({"SignedEntryTimestamp": timestamp, "Payload": payload}).decode()
+
+
 def signed_payload(
-    digest: str, key: KeyPair, *, payload: bytes | None = None, keyless: bool = False
+    digest: str,
+    key: KeyPair,
+    *,
+    payload: bytes | None = None,
+    keyless: bool = False,
+    logged: bool = False,
 ) -> Payload:
     """One signature layer for ``digest``; ``payload`` replaces the stored bytes after
     signing (a tampered payload); ``keyless`` adds the certificate annotations that keyless
-    signing writes, with a certificate of ``key``."""
+    signing writes, with a certificate of ``key``; ``logged`` the Rekor bundle."""
     signed = simple_signing(digest)
-    annotations = {SIGNATURE_ANNOTATION: base64.b64encode(key.sign(signed)).decode()}
+    signature = key.sign(signed)
+    annotations = {SIGNATURE_ANNOTATION: base64.b64encode(signature).decode()}
+    if logged:
+        annotations[BUNDLE_ANNOTATION] = rekor_bundle(signed, signature, key)
     if keyless:
         certificate = key.certificate()
         annotations |= {CERTIFICATE_ANNOTATION: certificate, CHAIN_ANNOTATION: certificate}
@@ -179,11 +215,17 @@ def cosign_manifest(payloads: list[Payload]) -> Image:
 
 
 def make_signature(
-    digest: str, key: KeyPair, *, payload: bytes | None = None, keyless: bool = False
+    digest: str,
+    key: KeyPair,
+    *,
+    payload: bytes | None = None,
+    keyless: bool = False,
+    logged: bool = False,
 ) -> Image:
     """``cosign sign --key`` of ``digest``: one signature in a ``.sig`` manifest (options as
     for :func:`signed_payload`)."""
-    return cosign_manifest([signed_payload(digest, key, payload=payload, keyless=keyless)])
+    layer = signed_payload(digest, key, payload=payload, keyless=keyless, logged=logged)
+    return cosign_manifest([layer])
 
 
 def pae(payload_type: str, body: bytes) -> bytes:

@@ -31,6 +31,11 @@ ECDSA = cosignfactory.ecdsa_key()
 RSA = cosignfactory.rsa_key()
 ED25519 = cosignfactory.ed25519_key()
 KEYS = {"ecdsa": ECDSA, "rsa": RSA, "ed25519": ED25519}
+NEW_KEYS = {
+    "ecdsa": cosignfactory.ecdsa_key,
+    "rsa": cosignfactory.rsa_key,
+    "ed25519": cosignfactory.ed25519_key,
+}
 
 # A signature cosign made with a key cosign generated, over the simple-signing payload of
 # registry-testing.svc.lan/busybox (sigstore-rs, src/cosign/signature_layers.rs, test data).
@@ -187,27 +192,128 @@ def test_a_signature_with_the_key_verifies(name: str) -> None:
     result.require("registry.test/app:1")
 
 
-@pytest.mark.parametrize("name", KEYS)
-def test_a_signature_with_another_key_does_not_verify(name: str) -> None:
-    pair = KEYS[name]
-    signature = cosignfactory.make_signature(IMAGE.digest, cosignfactory.ecdsa_key())
+# A wrong key and an altered payload: what each kind of key (and the Rekor entry, when cosign
+# uploaded one) lets the message say.
+EITHER = (
+    "signature does not verify with the {key}: {tag} was signed with another key, "
+    "or its payload {payload} was altered after signing"
+)
+RSA_OTHER_KEY = "signed with another key: {tag} holds no signature of the {key}"
+LOGGED_OTHER_KEY = "signed with another key: {tag}'s log entry names key {signer}, not the {key}"
+RSA_ALTERED = (
+    "payload {payload} was altered after signing: {tag} holds the {key}'s signature of other bytes"
+)
+LOGGED_ALTERED = (
+    "payload {payload} was altered after signing: its log entry records the signed payload {signed}"
+)
+SIGNED_WITH_ANOTHER_KEY = [
+    ("ecdsa", False, Outcome.NOT_VERIFIED, EITHER),
+    ("ed25519", False, Outcome.NOT_VERIFIED, EITHER),
+    ("rsa", False, Outcome.OTHER_KEY, RSA_OTHER_KEY),
+    ("ecdsa", True, Outcome.OTHER_KEY, LOGGED_OTHER_KEY),
+    ("ed25519", True, Outcome.OTHER_KEY, LOGGED_OTHER_KEY),
+]
+ALTERED = [
+    ("ecdsa", False, Outcome.NOT_VERIFIED, EITHER),
+    ("ed25519", False, Outcome.NOT_VERIFIED, EITHER),
+    ("rsa", False, Outcome.TAMPERED, RSA_ALTERED),
+    ("ecdsa", True, Outcome.TAMPERED, LOGGED_ALTERED),
+    ("rsa", True, Outcome.TAMPERED, RSA_ALTERED),
+]
+
+
+def ids(cases: list[tuple[str, bool, Outcome, str]]) -> list[str]:
+    return [f"{name}-logged" if logged else name for name, logged, _, _ in cases]
+
+
+@pytest.mark.parametrize(
+    ("name", "logged", "outcome", "message"),
+    SIGNED_WITH_ANOTHER_KEY,
+    ids=ids(SIGNED_WITH_ANOTHER_KEY),
+)
+def test_a_signature_with_another_key_fails(
+    name: str, logged: bool, outcome: Outcome, message: str
+) -> None:
+    pair, signer = KEYS[name], NEW_KEYS[name]()
+    signature = cosignfactory.make_signature(IMAGE.digest, signer, logged=logged)
 
     result = check(signature, pair)
 
-    assert result.outcome is Outcome.NOT_VERIFIED
-    assert result.message.startswith(f"signature does not verify with the {key_of(pair)}: {TAG}")
+    payload = signature.layers[0].digest
+    fingerprint = key_of(signer).fingerprint.short
+    assert result.outcome is outcome
+    assert result.message == message.format(
+        key=key_of(pair), tag=TAG, payload=payload, signer=fingerprint
+    )
 
 
-@pytest.mark.parametrize("name", KEYS)
-def test_a_tampered_payload_does_not_verify(name: str) -> None:
+@pytest.mark.parametrize(("name", "logged", "outcome", "message"), ALTERED, ids=ids(ALTERED))
+def test_a_tampered_payload_fails(name: str, logged: bool, outcome: Outcome, message: str) -> None:
     pair = KEYS[name]
     tampered = cosignfactory.simple_signing(IMAGE.digest, "evil.test/app")
-    signature = cosignfactory.make_signature(IMAGE.digest, pair, payload=tampered)
+    signature = cosignfactory.make_signature(IMAGE.digest, pair, payload=tampered, logged=logged)
 
     result = check(signature, pair)
 
+    signed = Digest.of(cosignfactory.simple_signing(IMAGE.digest))
+    assert result.outcome is outcome
+    assert result.message == message.format(
+        key=key_of(pair), tag=TAG, payload=Digest.of(tampered), signed=signed
+    )
+
+
+def test_wrong_key_tampered_payload_and_another_image_each_have_their_own_message() -> None:
+    stranger = cosignfactory.ecdsa_key()
+    tampered = cosignfactory.simple_signing(IMAGE.digest, "evil.test/app")
+    cases = [
+        cosignfactory.make_signature(IMAGE.digest, stranger, logged=True),
+        cosignfactory.make_signature(IMAGE.digest, ECDSA, payload=tampered, logged=True),
+        cosignfactory.make_signature(OTHER.digest, ECDSA, logged=True),
+    ]
+
+    outcomes = [check(case).outcome for case in cases]
+
+    assert outcomes == [Outcome.OTHER_KEY, Outcome.TAMPERED, Outcome.OTHER_IMAGE]
+
+
+def entry_body(**spec: object) -> str:
+    body = json.dumps({"kind": "hashedrekord", "spec": spec}).encode()
+    return json.dumps({"Payload": {"body": base64.b64encode(body).decode()}})
+
+
+@pytest.mark.parametrize(
+    "bundle",
+    [
+        "not json",
+        "[]",
+        '{"Payload": {"body": "not base64!"}}',
+        json.dumps({"Payload": {"body": base64.b64encode(b"not json").decode()}}),
+        entry_body(),
+        entry_body(data={"hash": {"value": "abc"}}),
+        entry_body(data={"hash": {"value": 7}}),
+    ],
+)
+def test_a_log_entry_that_cannot_be_read_changes_no_words(bundle: str) -> None:
+    layer = cosignfactory.signed_payload(IMAGE.digest, cosignfactory.ecdsa_key())
+    layer.annotations[cosignfactory.BUNDLE_ANNOTATION] = bundle
+
+    result = check(cosignfactory.cosign_manifest([layer]))
+
     assert result.outcome is Outcome.NOT_VERIFIED
-    assert f"its payload {Digest.of(tampered)} was altered after signing" in result.message
+
+
+def test_a_log_entry_naming_a_certificate_still_tells_an_altered_payload() -> None:
+    stranger = cosignfactory.ecdsa_key()
+    layer = cosignfactory.signed_payload(IMAGE.digest, ECDSA, payload=b"{}")
+    certificate = base64.b64encode(stranger.certificate().encode()).decode()
+    layer.annotations[cosignfactory.BUNDLE_ANNOTATION] = entry_body(
+        data={"hash": {"value": Digest.of(b"signed").hex}},
+        signature={"publicKey": {"content": certificate}},
+    )
+
+    result = check(cosignfactory.cosign_manifest([layer]))
+
+    assert result.outcome is Outcome.TAMPERED
 
 
 @pytest.mark.parametrize("name", KEYS)

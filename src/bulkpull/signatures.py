@@ -9,8 +9,12 @@ signature verifies over the payload's exact bytes with the key *and* the payload
 each kind of key: ECDSA P-256 (ASN.1 DER signature over SHA-256, cosign's default), RSA
 (PKCS#1 v1.5 over SHA-256) and Ed25519 (over the payload itself).
 
-Keyless signatures (a Fulcio certificate in ``dev.sigstore.cosign/certificate``) would need
-the sigstore trust root and Rekor; they are carried, and reported as not verified.
+When no signature passes, the reason says as much as can be known: none found, a signature
+for another image, a payload that is no simple-signing document, a payload altered after
+signing or a signature by another key (told apart by RSA's recoverable digest, or by the
+Rekor entry cosign attaches, which chooses the words but never the verdict), or either of
+the two. Keyless signatures (a Fulcio certificate in ``dev.sigstore.cosign/certificate``)
+would need the sigstore trust root and Rekor; they are carried, and reported as not verified.
 
 The I/O side fetches the ``.sig`` manifest and the payloads :func:`payloads_to_fetch` names,
 then :func:`check_signatures` decides. The cryptography is the ``cryptography`` library's,
@@ -23,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,13 +39,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from bulkpull.digest import Digest, DigestVerifier
-from bulkpull.errors import ContentError, SignatureError, VerifyKeyError
+from bulkpull.errors import ContentError, InvalidReferenceError, SignatureError, VerifyKeyError
 from bulkpull.jsondoc import load_object, required
 from bulkpull.manifest import Descriptor, ImageManifest, parse_manifest
 from bulkpull.referrers import COSIGN_SIMPLE_SIGNING, CosignKind, cosign_tag
 
 SIGNATURE_ANNOTATION: Final = "dev.cosignproject.cosign/signature"
 CERTIFICATE_ANNOTATION: Final = "dev.sigstore.cosign/certificate"
+BUNDLE_ANNOTATION: Final = "dev.sigstore.cosign/bundle"
 # A simple-signing payload is a few hundred bytes; a "signature" layer far larger than this is
 # not one, and is not fetched.
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
@@ -77,6 +83,19 @@ class PublicKey:
         except (InvalidSignature, ValueError):  # a wrong signature, or one that is no DER
             return False
         return True
+
+    def signed_digest(self, signature: bytes) -> Digest | None:
+        """The SHA-256 digest an RSA ``signature`` of this key signs, None when it is not one
+        of this key's (PKCS#1 v1.5 makes the signed digest recoverable with the public key)."""
+        if not isinstance(self.key, rsa.RSAPublicKey):
+            return None
+        try:
+            signed = self.key.recover_data_from_signature(
+                signature, padding.PKCS1v15(), hashes.SHA256()
+            )
+        except (InvalidSignature, ValueError):
+            return None
+        return Digest(signed.hex())
 
 
 def load_public_key(data: bytes, source: str) -> PublicKey:
@@ -143,14 +162,16 @@ class Outcome(StrEnum):
     VERIFIED = "verified"
     OTHER_IMAGE = "signed for another image"
     NOT_SIMPLE_SIGNING = "not a simple-signing payload"
+    TAMPERED = "payload altered"
+    OTHER_KEY = "signed with another key"
     NOT_VERIFIED = "does not verify"
     KEYLESS = "keyless, not verified"
     NO_SIGNATURE = "no signature"
 
 
 # When no signature passes, the one reported is the most telling: a signature that verifies
-# but names another image says more than one that does not verify, which says more than a
-# keyless one bulkpull cannot check.
+# but names another image says more than one that does not verify (whose cause is known, or
+# not), which says more than a keyless one bulkpull cannot check.
 _RANK: Final = {outcome: rank for rank, outcome in enumerate(Outcome)}
 
 
@@ -239,15 +260,7 @@ def _verdict(
     payload = _payload(layer, payloads, tag)
     signature = _signature(layer)
     if signature is None or not key.verifies(signature, payload):
-        if layer.annotation(CERTIFICATE_ANNOTATION) is not None:
-            return Outcome.KEYLESS, (
-                f"keyless signature, not verified: {tag} is signed with a certificate "
-                "(Fulcio), and bulkpull checks signatures made with a key"
-            )
-        return Outcome.NOT_VERIFIED, (
-            f"signature does not verify with the {key}: {tag} was signed with another key, "
-            f"or its payload {layer.digest} was altered after signing"
-        )
+        return _why_not(layer, Digest.of(payload), signature, key, tag)
     try:
         named = _signed_digest(payload, tag)
     except ContentError as exc:
@@ -257,6 +270,57 @@ def _verdict(
             f"payload names {named}, not {image}: {tag} holds a signature made for another image"
         )
     return Outcome.VERIFIED, f"signed: {tag} verifies with the {key}"
+
+
+def _why_not(
+    layer: Descriptor, payload: Digest, signature: bytes | None, key: PublicKey, tag: str
+) -> tuple[Outcome, str]:
+    """Why a signature does not verify, as far as can be told.
+
+    A wrong key and an altered payload look alike to ECDSA and Ed25519. An RSA signature tells
+    them apart: the key's own signature over other bytes still recovers (a digest that is
+    not the payload's), another key's does not. Otherwise the Rekor entry cosign attaches
+    (``dev.sigstore.cosign/bundle``) records the signed payload's digest and the signer's key;
+    it is not verified here, so it only chooses the words, never the verdict.
+    """
+    if layer.annotation(CERTIFICATE_ANNOTATION) is not None:
+        return Outcome.KEYLESS, (
+            f"keyless signature, not verified: {tag} is signed with a certificate (Fulcio), "
+            "and bulkpull checks signatures made with a key"
+        )
+    altered = f"payload {layer.digest} was altered after signing"
+    if signature is not None and isinstance(key.key, rsa.RSAPublicKey):
+        if key.signed_digest(signature) is not None:
+            return Outcome.TAMPERED, f"{altered}: {tag} holds the {key}'s signature of other bytes"
+        return Outcome.OTHER_KEY, f"signed with another key: {tag} holds no signature of the {key}"
+    signed, signer = _logged(layer)
+    if signed is not None and signed != payload:
+        return Outcome.TAMPERED, f"{altered}: its log entry records the signed payload {signed}"
+    if signer is not None and signer != key.fingerprint:
+        return Outcome.OTHER_KEY, (
+            f"signed with another key: {tag}'s log entry names key {signer.short}, not the {key}"
+        )
+    return Outcome.NOT_VERIFIED, (
+        f"signature does not verify with the {key}: {tag} was signed with another key, "
+        f"or its {altered}"
+    )
+
+
+def _logged(layer: Descriptor) -> tuple[Digest | None, Digest | None]:
+    """The payload digest and signer's key fingerprint the layer's Rekor bundle records
+    (hashedrekord or rekord entry), each None when it records none that can be read."""
+    try:
+        bundle = json.loads(layer.annotation(BUNDLE_ANNOTATION) or "null")
+        entry = json.loads(base64.b64decode(bundle["Payload"]["body"], validate=True))
+        spec = entry["spec"]
+        recorded = Digest(spec["data"]["hash"]["value"])
+        signer = spec["signature"]["publicKey"]["content"]
+    except (ValueError, KeyError, TypeError, InvalidReferenceError):
+        return None, None
+    try:
+        return recorded, load_public_key(base64.b64decode(signer), "log entry").fingerprint
+    except (ValueError, TypeError):  # a certificate, or no key at all
+        return recorded, None
 
 
 def _payload(layer: Descriptor, payloads: Mapping[Digest, bytes], tag: str) -> bytes:
