@@ -15,6 +15,7 @@ import base64
 import datetime
 import json
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -214,18 +215,16 @@ def cosign_manifest(payloads: list[Payload]) -> Image:
     return Image(go_json(manifest), OCI_MANIFEST, config, layers, ("", "", ""))
 
 
-def make_signature(
-    digest: str,
-    key: KeyPair,
-    *,
-    payload: bytes | None = None,
-    keyless: bool = False,
-    logged: bool = False,
-) -> Image:
+class SigningOptions(TypedDict, total=False):
+    payload: bytes | None
+    keyless: bool
+    logged: bool
+
+
+def make_signature(digest: str, key: KeyPair, **options: Unpack[SigningOptions]) -> Image:
     """``cosign sign --key`` of ``digest``: one signature in a ``.sig`` manifest (options as
     for :func:`signed_payload`)."""
-    layer = signed_payload(digest, key, payload=payload, keyless=keyless, logged=logged)
-    return cosign_manifest([layer])
+    return cosign_manifest([signed_payload(digest, key, **options)])
 
 
 def pae(payload_type: str, body: bytes) -> bytes:

@@ -232,11 +232,11 @@ def test_every_subject_of_an_index_is_looked_at() -> None:
         imagefactory.make_image([imagefactory.make_layer({"a": b"b"})], arch=arch, label=arch)
         for arch in ("amd64", "arm64")
     ]
-    index = imagefactory.make_index(images)
+    digests = [imagefactory.make_index(images).digest, *(image.digest for image in images)]
     repository = Repository(api=False)
-    for item in (index, *images):
-        repository.sign(cosignfactory.make_signature(item.digest, KEY), "sig", item.digest)
-    subjects = [Digest.parse(item.digest) for item in (index, *images)]
+    for digest in digests:
+        repository.sign(cosignfactory.make_signature(digest, KEY), "sig", digest)
+    subjects = [Digest.parse(digest) for digest in digests]
 
     found, requests = run(repository.answer, subjects)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 
 import cosignfactory
 import imagefactory
@@ -18,6 +19,7 @@ from bulkpull.signatures import (
     MAX_PAYLOAD_BYTES,
     Outcome,
     PublicKey,
+    SignatureCheck,
     check_signatures,
     load_public_key,
     payloads_to_fetch,
@@ -31,7 +33,7 @@ ECDSA = cosignfactory.ecdsa_key()
 RSA = cosignfactory.rsa_key()
 ED25519 = cosignfactory.ed25519_key()
 KEYS = {"ecdsa": ECDSA, "rsa": RSA, "ed25519": ED25519}
-NEW_KEYS = {
+NEW_KEYS: dict[str, Callable[[], cosignfactory.KeyPair]] = {
     "ecdsa": cosignfactory.ecdsa_key,
     "rsa": cosignfactory.rsa_key,
     "ed25519": cosignfactory.ed25519_key,
@@ -55,7 +57,9 @@ def key_of(pair: cosignfactory.KeyPair) -> PublicKey:
     return load_public_key(pair.public_pem, "cosign.pub")
 
 
-def check(signature: imagefactory.Image | None, pair: cosignfactory.KeyPair = ECDSA):
+def check(
+    signature: imagefactory.Image | None, pair: cosignfactory.KeyPair = ECDSA
+) -> SignatureCheck:
     """The verdict on ``signature`` (the ``.sig`` manifest, None when there is none)."""
     manifest = None if signature is None else signature.manifest
     payloads = {} if signature is None else {Digest.parse(d): b for d, b in signature.blobs.items()}
