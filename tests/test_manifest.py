@@ -595,6 +595,7 @@ def test_images_have_no_subject_or_artifact_type() -> None:
         (setting("artifactType", 7), "artifactType is not a printable string"),
         (setting("annotations", {"a": 1}), "annotations must map strings to strings"),
     ],
+    ids=["subject-string", "subject-without-digest", "artifact-type-number", "annotations"],
 )
 def test_bad_artifact_fields_are_content_errors(
     change: Callable[[dict[str, Any]], object], message: str
