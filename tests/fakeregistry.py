@@ -2,9 +2,11 @@
 
 It speaks enough of the distribution API for a pull: ``/v2/`` with an anonymous, Basic or Bearer
 challenge, a token endpoint, manifests by tag or digest, and blobs, optionally redirected to a
-second server (a "CDN") that records whether ``Authorization`` reached it. Every request is
-logged, so tests can count what was asked for. Knobs inject faults: statuses before success, a
-reset after K bytes, corrupted bytes, ignored ``Range``.
+second server (a "CDN") that records whether ``Authorization`` reached it. A bearer token is good
+only for the scopes it was issued for, as with a real token server, so a request carrying another
+repository's token is refused. Every request is logged, so tests can count what was asked for.
+Knobs inject faults: statuses before success, a reset after K bytes, corrupted bytes, ignored
+``Range``, tokens revoked under requests in flight.
 """
 
 from __future__ import annotations
@@ -53,6 +55,20 @@ class Faults:
     chunk_delay: float = 0.0  # pause between 256 KiB chunks: a slow link
 
 
+@dataclass
+class RefusedTogether:
+    """Requests refused together, their token revoked under them: the first request for each
+    of ``digests`` waits until all have arrived (with a good token); then every token is
+    revoked and they are answered 401, the first at once and the others only once a request
+    with a new token has come, so that their refusals arrive after the renewal."""
+
+    digests: frozenset[str]
+    arrived: set[str] = field(default_factory=set)
+    all_in: asyncio.Event = field(default_factory=asyncio.Event)
+    renewed: asyncio.Event = field(default_factory=asyncio.Event)
+    first_refused: bool = False
+
+
 class FakeRegistry:
     """State and handlers; :func:`serve` puts it on a loopback port."""
 
@@ -71,7 +87,9 @@ class FakeRegistry:
         self.seen: list[Seen] = []
         self.faults: dict[str, Faults] = {}
         self.cdn_url: str | None = None
-        self.tokens: set[str] = set()
+        # Each token issued, and the scopes it was issued for.
+        self.tokens: dict[str, frozenset[str]] = {}
+        self.refused_together: RefusedTogether | None = None
         self.bytes_sent: Counter[str] = Counter()
         self.omit_content_digest = False
         self.content_digest_override: str | None = None
@@ -131,7 +149,11 @@ class FakeRegistry:
             return True
         if self.auth == "basic":
             return header == _basic(self.username, self.password)
-        return header.removeprefix("Bearer ") in self.tokens
+        scopes = self.tokens.get(header.removeprefix("Bearer "))
+        if scopes is None:
+            return False
+        repository = request.match_info.get("repo")
+        return repository is None or _grants(scopes, repository, "pull")
 
     def _unauthorized(self, request: web.Request) -> web.Response:
         body = {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}
@@ -149,8 +171,7 @@ class FakeRegistry:
             self.username, self.password
         ):
             return web.json_response({"details": "incorrect username or password"}, status=401)
-        token = secrets.token_hex(8)
-        self.tokens.add(token)
+        token = self._issue(request.query.getall("scope", []))
         return web.json_response({"token": token, "expires_in": 300})
 
     async def _oauth_token(self, request: web.Request) -> web.Response:
@@ -162,9 +183,13 @@ class FakeRegistry:
             self.refresh_token
         ):
             return web.json_response({"error": "invalid_grant"}, status=400)
-        token = secrets.token_hex(8)
-        self.tokens.add(token)
+        token = self._issue(form.get("scope", "").split())
         return web.json_response({"access_token": token, "expires_in": 300})
+
+    def _issue(self, scopes: list[str]) -> str:
+        token = secrets.token_hex(8)
+        self.tokens[token] = frozenset(scopes)
+        return token
 
     def _fault_response(self, key: str) -> web.Response | None:
         faults = self.faults.get(key) or self.faults.get("*")
@@ -202,12 +227,30 @@ class FakeRegistry:
             faults.expire_tokens -= 1
             self.tokens.clear()
             return self._unauthorized(request)
+        together = self.refused_together
+        if together is not None and digest in together.digests - together.arrived:
+            return await self._refuse_together(request, together, digest)
+        if together is not None and together.all_in.is_set():
+            together.renewed.set()  # a request with a token issued since: it was renewed
         if digest not in self.blobs:
             body = {"errors": [{"code": "BLOB_UNKNOWN", "message": "blob unknown"}]}
             return web.json_response(body, status=404)
         if self.cdn_url:
             raise web.HTTPTemporaryRedirect(f"{self.cdn_url}/cdn/{digest}?X-Signature=abc")
         return await self.send_blob(request, digest)
+
+    async def _refuse_together(
+        self, request: web.Request, together: RefusedTogether, digest: str
+    ) -> web.Response:
+        together.arrived.add(digest)
+        if together.arrived == together.digests:
+            self.tokens.clear()
+            together.all_in.set()
+        await together.all_in.wait()
+        if together.first_refused:
+            await together.renewed.wait()
+        together.first_refused = True
+        return self._unauthorized(request)
 
     async def send_blob(self, request: web.Request, digest: str) -> web.StreamResponse:
         """Answer with the blob, honouring ``Range`` and the faults set for it."""
@@ -275,6 +318,16 @@ class FakeCDN:
     async def _blob(self, request: web.Request) -> web.StreamResponse:
         self.seen.append(Seen(request.method, request.path, dict(request.headers), {}))
         return await self.registry.send_blob(request, request.match_info["digest"])
+
+
+def _grants(scopes: frozenset[str], repository: str, action: str) -> bool:
+    """Whether ``scopes`` (``repository:NAME:ACTIONS`` each) allow ``action`` on ``repository``."""
+    for scope in scopes:
+        kind, _, rest = scope.partition(":")
+        name, _, actions = rest.rpartition(":")
+        if kind == "repository" and name == repository and action in actions.split(","):
+            return True
+    return False
 
 
 def _basic(username: str, password: str) -> str:

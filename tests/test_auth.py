@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from bulkpull.auth import (
+from bulkpull.errors import AuthenticationError
+from bulkpull.registry.auth import (
     DEFAULT_TOKEN_LIFETIME,
     TOKEN_RENEW_MARGIN,
     Challenge,
@@ -20,10 +21,11 @@ from bulkpull.auth import (
     refresh_token_form,
     token_url,
 )
-from bulkpull.errors import AuthenticationError
-from bulkpull.network import SecurityPolicy
+from bulkpull.registry.routing import SecurityPolicy
 
 DOCKER_HUB = 'Bearer realm="https://auth.docker.io/token",service="registry.docker.io"'
+# Where a challenge came from: the registry's /v2/, answering 401.
+V2 = "https://registry.example/v2/"
 
 
 @pytest.mark.parametrize(
@@ -95,14 +97,14 @@ DOCKER_HUB = 'Bearer realm="https://auth.docker.io/token",service="registry.dock
 def test_challenge_parsing_yields_scheme_and_params(
     header: str, scheme: str, params: dict[str, str]
 ) -> None:
-    [challenge] = parse_challenges([header])
+    [challenge] = parse_challenges([header], V2)
 
     assert challenge.scheme == scheme
     assert dict(challenge.params) == params
 
 
 def test_each_header_line_is_one_challenge_in_order() -> None:
-    challenges = parse_challenges([DOCKER_HUB, 'Basic realm="fallback"'])
+    challenges = parse_challenges([DOCKER_HUB, 'Basic realm="fallback"'], V2)
 
     assert [c.scheme for c in challenges] == ["bearer", "basic"]
     assert challenges[0].realm == "https://auth.docker.io/token"
@@ -111,11 +113,11 @@ def test_each_header_line_is_one_challenge_in_order() -> None:
 
 @pytest.mark.parametrize("header", ["", "   ", "\t"])
 def test_blank_header_lines_yield_no_challenge(header: str) -> None:
-    assert parse_challenges([header]) == []
+    assert parse_challenges([header], V2) == []
 
 
 def test_challenge_without_realm_has_empty_realm() -> None:
-    [challenge] = parse_challenges(['Bearer service="svc"'])
+    [challenge] = parse_challenges(['Bearer service="svc"'], V2)
 
     assert challenge.realm == ""
 
@@ -172,7 +174,7 @@ def test_challenge_without_realm_has_empty_realm() -> None:
 def test_token_url_adds_service_and_scopes_to_realm(
     realm: str, params: dict[str, str], scopes: list[str], expected: str
 ) -> None:
-    challenge = Challenge("bearer", {"realm": realm, **params})
+    challenge = Challenge("bearer", {"realm": realm, **params}, V2)
 
     assert token_url(challenge, scopes) == expected
 
@@ -190,7 +192,7 @@ def test_token_url_adds_service_and_scopes_to_realm(
     ],
 )
 def test_token_url_refuses_unusable_realm(realm: str) -> None:
-    challenge = Challenge("bearer", {"realm": realm, "service": "svc"})
+    challenge = Challenge("bearer", {"realm": realm, "service": "svc"}, V2)
 
     with pytest.raises(AuthenticationError, match="unusable token realm"):
         token_url(challenge, ["repository:a:pull"])
@@ -419,7 +421,7 @@ def test_token_repr_hides_value() -> None:
 
 
 def test_refresh_token_form_is_the_oauth2_grant_with_scopes_space_separated() -> None:
-    challenge = Challenge("bearer", {"realm": "https://auth.example/token", "service": "svc"})
+    challenge = Challenge("bearer", {"realm": "https://auth.example/token", "service": "svc"}, V2)
 
     form = refresh_token_form(challenge, ["repository:a:pull", "repository:b:pull"], "rt")
 
@@ -433,7 +435,7 @@ def test_refresh_token_form_is_the_oauth2_grant_with_scopes_space_separated() ->
 
 
 def test_refresh_token_form_leaves_out_a_service_the_challenge_did_not_name() -> None:
-    challenge = Challenge("bearer", {"realm": "https://auth.example/token"})
+    challenge = Challenge("bearer", {"realm": "https://auth.example/token"}, V2)
 
     assert "service" not in refresh_token_form(challenge, ["repository:a:pull"], "rt")
 

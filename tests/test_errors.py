@@ -10,6 +10,7 @@ from bulkpull.errors import (
     ContentError,
     DigestMismatchError,
     ImageListError,
+    InvalidOptionError,
     InvalidPlatformError,
     InvalidReferenceError,
     NotFoundError,
@@ -217,6 +218,7 @@ def test_platform_not_found_keeps_wanted_and_available() -> None:
         (InvalidReferenceError, (BulkpullError, ValueError)),
         (InvalidPlatformError, (BulkpullError, ValueError)),
         (ImageListError, (BulkpullError, ValueError)),
+        (InvalidOptionError, (BulkpullError, ValueError)),
         (RegistryError, (BulkpullError,)),
         (AuthenticationError, (RegistryError,)),
         (NotFoundError, (RegistryError,)),
@@ -299,3 +301,25 @@ def test_a_registry_error_carries_a_hint_after_what_the_registry_said() -> None:
     error = AuthenticationError("GET", URL, 401, text="unauthorized", hint="no login was sent")
 
     assert str(error) == f"GET {URL}: 401 unauthorized; no login was sent"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(TransportError("reset"), id="transport"),
+        pytest.param(
+            RegistryError(URL, URL, 503, [RegistryDiagnostic("UNAVAILABLE", "later")], hint="h"),
+            id="registry",
+        ),
+        pytest.param(DigestMismatchError("blob", "sha256:a", "sha256:b", 3), id="digest-mismatch"),
+        pytest.param(PlatformNotFoundError.only("x", "linux/arm64", ["linux/amd64"]), id="only"),
+    ],
+)
+def test_given_up_is_a_copy_of_the_error_that_says_how_many_tries(error: BulkpullError) -> None:
+    given_up = error.given_up(4)
+
+    assert given_up is not error
+    assert type(given_up) is type(error)
+    assert str(given_up) == str(error)
+    assert vars(given_up) == {**vars(error), "tries": 4, "final": is_temporary(error)}
+    assert (error.tries, error.final) == (1, False)

@@ -18,9 +18,12 @@ import pytest
 import bulkpull
 
 INIT = Path(bulkpull.__file__)
-# Every implementation module; __main__ is left out because importing it runs the command.
+# Every implementation module, packages' included (registry.client); __main__ is left out
+# because importing it runs the command.
 SUBMODULES = sorted(
-    path.stem for path in INIT.parent.glob("*.py") if path.stem not in {"__init__", "__main__"}
+    ".".join(path.relative_to(INIT.parent).with_suffix("").parts)
+    for path in INIT.parent.rglob("*.py")
+    if path.name not in {"__init__.py", "__main__.py"}
 )
 
 

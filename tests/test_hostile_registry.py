@@ -41,7 +41,7 @@ from bulkpull import (
     TransportError,
     UnknownHostError,
 )
-from bulkpull.transport import MAX_REDIRECTS
+from bulkpull.registry.redirects import MAX_REDIRECTS
 
 T = TypeVar("T")
 WATCHDOG_SECONDS = 60

@@ -1,4 +1,4 @@
-"""Pull options and the retry policy: validated on construction, backoff bounded."""
+"""Pull options: validated on construction, frozen, keyword-only, read from the environment."""
 
 from __future__ import annotations
 
@@ -8,13 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bulkpull.auth import Credentials
-from bulkpull.network import Mirror, Proxies
-from bulkpull.options import DEFAULT_JOBS, MAX_RETRY_DELAY, PullOptions, RetryPolicy
+from bulkpull.options import DEFAULT_JOBS, PullOptions
 from bulkpull.platform import DEFAULT_PLATFORM, Platform
-
-# backoff() is random; this many draws make "every draw within bounds" meaningful.
-DRAWS = 200
+from bulkpull.registry import Credentials, Mirror, Proxies
+from bulkpull.retry import RetryPolicy
 
 
 def test_defaults_are_valid() -> None:
@@ -78,67 +75,6 @@ def test_pull_options_refuse_values_that_cannot_work(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         PullOptions(**changes)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("changes", "message"),
-    [
-        pytest.param({"retries": -1}, "retries must be >= 0", id="retries-negative"),
-        pytest.param({"resumes": -1}, "resumes must be >= 0", id="resumes-negative"),
-        pytest.param({"delay": -0.1}, "retry delays must be >= 0", id="delay-negative"),
-        pytest.param({"max_delay": -1.0}, "retry delays must be >= 0", id="max-delay-negative"),
-    ],
-)
-def test_retry_policy_refuses_negative_values(changes: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        RetryPolicy(**changes)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    "changes", [{"retries": 0}, {"delay": 0.0}, {"max_delay": 0.0}, {"resumes": 0}]
-)
-def test_retry_policy_accepts_zero(changes: dict[str, object]) -> None:
-    RetryPolicy(**changes)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("attempt", "base"),
-    [(1, 2.0), (2, 4.0), (3, 8.0), (4, 16.0), (5, 32.0)],
-)
-def test_backoff_doubles_per_attempt_within_twenty_percent_jitter(
-    attempt: int, base: float
-) -> None:
-    policy = RetryPolicy(delay=2.0, max_delay=MAX_RETRY_DELAY)
-
-    draws = [policy.backoff(attempt) for _ in range(DRAWS)]
-
-    assert all(0.8 * base <= draw <= 1.2 * base for draw in draws), (min(draws), max(draws))
-    assert len(set(draws)) > 1, "no jitter"
-
-
-@pytest.mark.parametrize("attempt", [6, 7, 10, 30, 200])
-def test_backoff_never_exceeds_max_delay(attempt: int) -> None:
-    policy = RetryPolicy(delay=2.0, max_delay=MAX_RETRY_DELAY)
-
-    draws = [policy.backoff(attempt) for _ in range(DRAWS)]
-
-    assert all(0.8 * MAX_RETRY_DELAY <= draw <= MAX_RETRY_DELAY for draw in draws), (
-        min(draws),
-        max(draws),
-    )
-
-
-@pytest.mark.parametrize("attempt", [1025, 10_000])
-def test_backoff_after_very_many_retries_is_max_delay(attempt: int) -> None:
-    policy = RetryPolicy(retries=20_000, delay=2.0, max_delay=MAX_RETRY_DELAY)
-
-    assert 0.8 * MAX_RETRY_DELAY <= policy.backoff(attempt) <= MAX_RETRY_DELAY
-
-
-def test_zero_delay_never_waits() -> None:
-    policy = RetryPolicy(delay=0.0)
-
-    assert {policy.backoff(attempt) for attempt in range(1, 10)} == {0.0}
 
 
 def test_options_made_directly_ignore_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,9 @@ import pytest
 from multidict import CIMultiDict
 
 from bulkpull.errors import RegistryDiagnostic, RegistryError
-from bulkpull.ratelimit import MAX_RETRY_AFTER, PullLimit, RegistryUsage, limit_is_spent
+from bulkpull.registry.ratelimit import limit_is_spent
+from bulkpull.retry import MAX_RETRY_AFTER
+from bulkpull.usage import PullLimit, RegistryUsage
 
 
 @pytest.mark.parametrize(

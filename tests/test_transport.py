@@ -14,7 +14,7 @@ import imagefactory as f
 import pytest
 from conftest import Start
 from fakehosts import fake_hosts
-from fakeregistry import FakeRegistry, Faults
+from fakeregistry import FakeRegistry, Faults, RefusedTogether
 
 import bulkpull
 from bulkpull import (
@@ -29,8 +29,8 @@ from bulkpull import (
     RetryPolicy,
     TransportError,
 )
-from bulkpull.network import SecurityPolicy
-from bulkpull.transport import Transport, parse_retry_after
+from bulkpull.registry import SecurityPolicy, Transport
+from bulkpull.registry.status import parse_retry_after
 
 PLAIN_HTTP = SecurityPolicy(plain_http=True)
 ALICE = Credentials("alice", "s3cret")
@@ -82,6 +82,39 @@ async def test_an_unreachable_registry_is_a_transport_error_naming_the_url() -> 
             async with transport.request("GET", "127.0.0.1:9", "x/y", "/v2/x/y/manifests/1"):
                 pass
     assert "http://127.0.0.1:9/v2/" in str(caught.value)
+
+
+async def test_requests_refused_together_renew_their_token_once(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    registry = FakeRegistry(auth="bearer")
+    image = f.make_image([f.random_layer(1000) for _ in range(4)])
+    registry.add("x/y", "1", image)
+    # All four layers are asked for with one token, which is revoked under them; one refusal
+    # comes at once and the other three only after its renewal.
+    registry.refused_together = RefusedTogether(frozenset(layer.digest for layer in image.layers))
+    host = await start(registry.app())
+
+    result = await bulkpull.pull_image(f"{host}/x/y:1", tmp_path, options)
+
+    assert result.ok, result.error
+    assert registry.count("GET", "/token") == 2  # the first token, and one renewal for all
+    assert all(registry.count("GET", f"/blobs/{layer.digest}") == 2 for layer in image.layers)
+
+
+async def test_each_repository_of_a_registry_gets_a_token_for_its_own_scope(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    registry = FakeRegistry(auth="bearer")
+    for repository in ("team/a", "team/b"):
+        registry.add(repository, "1", f.make_image([f.random_layer(1000)]))
+    host = await start(registry.app())
+
+    report = await bulkpull.pull_images([f"{host}/team/a:1", f"{host}/team/b:1"], tmp_path, options)
+
+    assert report.ok, report.failed
+    scopes = sorted(seen.query["scope"][0] for seen in registry.seen if seen.path == "/token")
+    assert scopes == ["repository:team/a:pull", "repository:team/b:pull"]
 
 
 def repo_tags(archive: Path | None) -> list[str]:

@@ -6,14 +6,31 @@ async::
     report = await bulkpull.pull_images(["alpine:3.19", "busybox"], "bundles/")
 
 and every error bulkpull raises on purpose is a :class:`BulkpullError`.
+
+General layout: the code follows the data path, and imports only ever point down this drawing
+(``tests/test_architecture.py`` holds the rule)::
+
+    cli                          the command line; it uses nothing but this public API
+    bulkpull                     this module: the public API, exactly ``__all__``
+    pull, downloads, entries,    orchestration: resolve every image, fetch each blob once,
+    outputs, options               build archive entries, hand images to the outputs
+    registry/   store   output   three stages side by side that never import one another:
+                                   requests to registries (a package); verified blobs on
+                                   disk (``blobstore``); archives, layouts and ``verify``
+    files                        the file work the store and the outputs share
+    errors, digest, reference,   values: validated frozen data, the exception tree and the
+    platform, manifest, ...        retry loop; they import nothing but each other
+
+A stage knows only the values, so the archive writer cannot reach the network and the registry
+client cannot write an archive; whatever two stages must share is a value (``resolved``,
+``usage``). Within the ``registry`` package the pieces stack the same way, bottom up (see its
+docstring).
 """
 
 from __future__ import annotations
 
 from importlib.metadata import version
 
-from bulkpull.auth import Credentials
-from bulkpull.credentials import CredentialSource, Keychain
 from bulkpull.digest import Digest
 from bulkpull.errors import (
     AuthenticationError,
@@ -23,6 +40,7 @@ from bulkpull.errors import (
     DestinationError,
     DigestMismatchError,
     ImageListError,
+    InvalidOptionError,
     InvalidPlatformError,
     InvalidReferenceError,
     NotFoundError,
@@ -47,8 +65,7 @@ from bulkpull.imagelist import (
     read_image_list,
 )
 from bulkpull.manifest import Descriptor
-from bulkpull.network import Mirror, Proxies
-from bulkpull.options import PullOptions, RetryPolicy
+from bulkpull.options import PullOptions
 from bulkpull.outputs import store_location
 from bulkpull.platform import (
     DEFAULT_PLATFORM,
@@ -58,8 +75,8 @@ from bulkpull.platform import (
     wants_all_platforms,
 )
 from bulkpull.pull import pull_image, pull_images, resolve_images
-from bulkpull.ratelimit import PullLimit, RegistryUsage
 from bulkpull.reference import Reference, parse_reference
+from bulkpull.registry import Credentials, CredentialSource, Keychain, Mirror, Proxies
 from bulkpull.report import (
     BlobDone,
     BlobNeeded,
@@ -75,6 +92,8 @@ from bulkpull.report import (
     Stage,
     Status,
 )
+from bulkpull.retry import RetryPolicy
+from bulkpull.usage import PullLimit, RegistryUsage
 from bulkpull.verify import ArchiveCheck, ArchiveEntry, verify_archive
 from bulkpull.verify_lock import LockCheck, verify_lock
 
@@ -104,6 +123,7 @@ __all__ = [
     "ImageResult",
     "ImageSpec",
     "ImageStage",
+    "InvalidOptionError",
     "InvalidPlatformError",
     "InvalidReferenceError",
     "Keychain",

@@ -6,7 +6,8 @@ semaphore bounds downloads across the run. A download is started for a claim (th
 source one image's descriptor names) and its failure fails only the images making that claim: an
 image that named the blob otherwise (another size, another registry) starts its own once that
 one has failed, and an image whose descriptor is wrong fails alone, even when the blob was
-already stored. Progress events go to the run's callback. Imports ``registry``, ``blobstore``,
+already stored. Each download is retried, and resumed where it broke off, by the run's retry
+policy. Progress events go to the run's callback. Imports ``registry``, ``blobstore``, ``retry``,
 ``report`` and the value modules.
 """
 
@@ -33,6 +34,7 @@ from bulkpull.report import (
     image_worked_for,
     working_for,
 )
+from bulkpull.retry import RetryListener, RetryPolicy, retrying
 
 
 class Downloads:
@@ -44,11 +46,15 @@ class Downloads:
         store: BlobStore,
         max_downloads: int,
         emit: Callable[[Event], None],
+        retry: RetryPolicy,
+        on_retry: RetryListener | None = None,
     ) -> None:
         self._registry = registry
         self._store = store
         self._slots = asyncio.Semaphore(max_downloads)
         self._emit = emit
+        self._retry = retry
+        self._on_retry = on_retry
         # The download of each blob under way or done, and the claim it was started for.
         self._blobs: dict[Digest, tuple[_Claim, asyncio.Task[Path]]] = {}
         # Claims whose download failed: an image making the same claim fails the same way.
@@ -152,7 +158,7 @@ class Downloads:
                     blob.digest, blob.size, opener, what, on_bytes=count
                 )
 
-        return await self._registry.transport.retrying(attempt, progress=kept.beyond)
+        return await retrying(attempt, self._retry, progress=kept.beyond, on_retry=self._on_retry)
 
 
 @dataclass(frozen=True, slots=True)

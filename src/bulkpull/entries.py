@@ -5,7 +5,7 @@ the manifest when the image is one manifest or one platform was chosen from an i
 registry's index byte for byte when every platform was kept. Only several (not all) platforms
 kept under one name (a bundle or layout) need an index the registry never served: the same
 index holding only the pulled entries, the one digest bulkpull makes, and the result says so.
-Pure: no I/O. Imports ``digest``, ``errors``, ``manifest``, ``platform``, ``registry`` and
+Pure: no I/O. Imports ``digest``, ``errors``, ``manifest``, ``platform``, ``resolved`` and
 ``archive``.
 """
 
@@ -20,7 +20,7 @@ from bulkpull.digest import Digest
 from bulkpull.errors import PlatformNotFoundError
 from bulkpull.manifest import ImageIndex, choose_platform, parse_manifest
 from bulkpull.platform import Platform
-from bulkpull.registry import FetchedManifest, ResolvedImage
+from bulkpull.resolved import FetchedManifest, ResolvedImage
 
 
 @dataclass(frozen=True, slots=True)

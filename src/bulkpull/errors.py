@@ -8,6 +8,7 @@ a token. This module imports nothing from bulkpull.
     ├── InvalidReferenceError      (ValueError)  a reference that distribution/reference refuses
     ├── InvalidPlatformError       (ValueError)  an os/arch[/variant] we cannot parse
     ├── ImageListError             (ValueError)  a bad line in an image list: FILE:LINE: why
+    ├── InvalidOptionError         (ValueError)  an option that cannot work: a proxy, a mirror
     ├── RegistryError                            the registry answered with an error status
     │   ├── AuthenticationError                  401/403, refused login, token endpoint failure
     │   ├── NotFoundError                        404: unknown repository, tag or blob
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Self
 
 # HTTP statuses a registry or CDN uses for "try again later"; the same set as
 # go-containerregistry's transport.temporaryStatusCodes.
@@ -56,11 +58,12 @@ class BulkpullError(Exception):
     Its message is always :func:`printable`: errors carry text the registry chose, and every
     consumer (the console, reports, logs) gets it escaped from this one place.
 
-    ``tries`` is how many attempts the failed operation got (set by the retry loop when it gives
-    up), so a summary can say "after 4 tries" without parsing messages. ``retry_after`` is the
-    wait a server asked for, if it did. ``final`` marks an error a retry loop has given up on,
-    or that stands for a registry written off for the rest of the run: no loop retries it again,
-    so attempts are never multiplied by nested loops or by images sharing one failure.
+    ``tries`` is how many attempts the failed operation got (the retry loop raises a copy that
+    says so when it gives up, see :meth:`given_up`), so a summary can say "after 4 tries"
+    without parsing messages. ``retry_after`` is the wait a server asked for, if it did.
+    ``final`` marks an error a retry loop has given up on, or that stands for a registry written
+    off for the rest of the run: no loop retries it again, so attempts are never multiplied by
+    nested loops or by images sharing one failure.
     """
 
     tries: int = 1
@@ -69,6 +72,20 @@ class BulkpullError(Exception):
 
     def __str__(self) -> str:
         return printable(super().__str__())
+
+    def given_up(self, tries: int) -> Self:
+        """This error as the outcome of ``tries`` attempts that a retry loop gave up on: a new
+        exception with the same type, message and fields, ``final`` when it was temporary.
+
+        A copy, never this error changed: an error is often shared while it propagates (a
+        registry's failed handshake reaches every image waiting for it, a failed download
+        every image needing the blob), and each holder must keep what it was given.
+        """
+        copy = type(self).__new__(type(self), *self.args)
+        copy.__dict__.update(self.__dict__)
+        copy.tries = tries
+        copy.final = is_temporary(self)
+        return copy.with_traceback(self.__traceback__)
 
 
 class InvalidReferenceError(BulkpullError, ValueError):
@@ -82,6 +99,11 @@ class InvalidReferenceError(BulkpullError, ValueError):
 
 class InvalidPlatformError(BulkpullError, ValueError):
     """A platform string that is not ``os/arch[/variant]``."""
+
+
+class InvalidOptionError(BulkpullError, ValueError):
+    """An option that cannot work: a proxy URL, a mirror, a registry host, a count or a delay
+    out of range. Raised when the option is made, before any network I/O."""
 
 
 class ImageListError(BulkpullError, ValueError):

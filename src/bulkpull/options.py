@@ -1,24 +1,25 @@
-"""The knobs of a pull, as frozen values validated when they are made.
+"""The knobs of a pull, as one frozen value validated when it is made.
 
-Options are built once at the edge (the CLI, or a library caller) and passed down; lower layers
-receive only the pieces they use. Imports only ``errors``, ``platform``, ``network``, ``auth``
-and ``credentials``.
+Options are built once at the edge (the CLI, or a library caller) and passed down; each stage
+receives only the pieces it uses. They gather what the stages are configured with (logins,
+proxies and mirrors of ``registry``; the retry policy of ``retry``; platforms; the store
+directory), so they sit above the stages with the orchestration that hands those pieces out.
+Imports ``errors``, ``platform``, ``retry`` and ``registry``.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bulkpull.auth import Credentials
-from bulkpull.credentials import Keychain
-from bulkpull.network import Mirror, Proxies, parse_host
+from bulkpull.errors import InvalidOptionError
 from bulkpull.platform import DEFAULT_PLATFORM, Platform, parse_platform_choice
+from bulkpull.registry import DEFAULT_TIMEOUT, Credentials, Keychain, Mirror, Proxies, parse_host
+from bulkpull.retry import DEFAULT_RETRIES, DEFAULT_RETRY_DELAY, RetryPolicy
 
 N = TypeVar("N", int, float)
 # The fields BULKPULL_PLATFORM sets together.
@@ -29,48 +30,6 @@ _PLATFORM_CHOICE = frozenset({"platforms", "all_platforms"})
 DEFAULT_MAX_DOWNLOADS = 8
 # Resolving and archiving are light; four images in flight keep downloads fed.
 DEFAULT_JOBS = 4
-DEFAULT_RETRIES = 3
-DEFAULT_RETRY_DELAY = 2.0
-# containers/image caps its exponential backoff at a minute; so do we (a server's Retry-After
-# may ask for more, up to the five minutes of ``ratelimit.MAX_RETRY_AFTER``).
-MAX_RETRY_DELAY = 60.0
-# Immediate resumes of one download after failures that brought new bytes: enough for a large
-# layer over a link that drops every few hundred megabytes, and still an end for a server that
-# drops every connection after a few new bytes.
-DEFAULT_RESUMES = 100
-# Applies to connecting, to silence while reading, and to the whole of each small request
-# (ping, token, manifest); never to a whole blob, since a large layer on a slow link may take
-# hours and still be moving.
-DEFAULT_TIMEOUT = 60.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RetryPolicy:
-    """How often and how patiently a temporary failure is retried.
-
-    ``retries`` counts repeats after the first try, so ``retries=3`` means at most four tries.
-    A download that failed after bringing new bytes resumes at once and gets its ``retries``
-    afresh, at most ``resumes`` times.
-    """
-
-    retries: int = DEFAULT_RETRIES
-    delay: float = DEFAULT_RETRY_DELAY
-    max_delay: float = MAX_RETRY_DELAY
-    resumes: int = DEFAULT_RESUMES
-
-    def __post_init__(self) -> None:
-        if self.retries < 0:
-            raise ValueError("retries must be >= 0")
-        if self.resumes < 0:
-            raise ValueError("resumes must be >= 0")
-        if self.delay < 0 or self.max_delay < 0:
-            raise ValueError("retry delays must be >= 0")
-
-    def backoff(self, attempt: int) -> float:
-        """Seconds to wait before repeat number ``attempt`` (1-based): exponential with jitter,
-        never above ``max_delay``."""
-        base = self.delay * 2.0 ** min(attempt - 1, 64)  # no float overflow on huge counts
-        return min(base * random.uniform(0.8, 1.2), self.max_delay)  # jitter, not cryptography
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,13 +73,13 @@ class PullOptions:
 
     def __post_init__(self) -> None:
         if not self.platforms:
-            raise ValueError("platforms must not be empty")
+            raise InvalidOptionError("platforms must not be empty")
         if self.jobs < 1:
-            raise ValueError("jobs must be > 0")
+            raise InvalidOptionError("jobs must be > 0")
         if self.max_downloads < 1:
-            raise ValueError("max_downloads must be > 0")
+            raise InvalidOptionError("max_downloads must be > 0")
         if self.timeout <= 0:
-            raise ValueError("timeout must be > 0")
+            raise InvalidOptionError("timeout must be > 0")
         for registry in self.insecure_registries:
             parse_host(registry)
 
@@ -139,7 +98,8 @@ class PullOptions:
             options = PullOptions.from_environment(jobs=8)
 
         ``environ`` stands in for ``os.environ``. A variable that cannot be used raises
-        ``ValueError`` naming it; a malformed login file raises ``CredentialsError``.
+        :class:`InvalidOptionError` (a ``ValueError``) naming it; a malformed login file
+        raises ``CredentialsError``.
         """
         env = os.environ if environ is None else environ
         read: dict[str, Callable[[], Any]] = {
@@ -182,9 +142,9 @@ def _number(environ: Mapping[str, str], name: str, kind: type[N], default: N, mi
     try:
         value = kind(text)
     except ValueError:
-        raise ValueError(f"{name}={text!r}: expected a number") from None
+        raise InvalidOptionError(f"{name}={text!r}: expected a number") from None
     if not value >= minimum:  # also refuses nan
-        raise ValueError(f"{name}={text!r}: must be at least {minimum}")
+        raise InvalidOptionError(f"{name}={text!r}: must be at least {minimum}")
     return value
 
 
@@ -192,7 +152,7 @@ def _platforms(environ: Mapping[str, str]) -> tuple[tuple[Platform, ...], bool]:
     try:
         return parse_platform_choice(environ.get("BULKPULL_PLATFORM", "").strip())
     except ValueError as exc:
-        raise ValueError(f"BULKPULL_PLATFORM: {exc}") from None
+        raise InvalidOptionError(f"BULKPULL_PLATFORM: {exc}") from None
 
 
 def _words(environ: Mapping[str, str], name: str) -> list[str]:
@@ -208,7 +168,7 @@ def _proxies(environ: Mapping[str, str]) -> Proxies:
             return Proxies.everywhere(environ["BULKPULL_PROXY"])
         return Proxies.from_environment(environ)
     except ValueError as exc:
-        raise ValueError(f"proxy environment variables: {exc}") from None
+        raise InvalidOptionError(f"proxy environment variables: {exc}") from None
 
 
 def _ca_cert(environ: Mapping[str, str]) -> Path | None:
@@ -216,5 +176,5 @@ def _ca_cert(environ: Mapping[str, str]) -> Path | None:
     if not text:
         return None
     if not Path(text).is_file():
-        raise ValueError(f"BULKPULL_CA_CERT={text!r}: no such file")
+        raise InvalidOptionError(f"BULKPULL_CA_CERT={text!r}: no such file")
     return Path(text)

@@ -50,8 +50,8 @@ from bulkpull.files import (
 )
 from bulkpull.imagelist import ImageSpec, archive_name, archive_names
 from bulkpull.options import PullOptions
-from bulkpull.registry import ResolvedImage
 from bulkpull.report import ImageResult, ReplacedImage, Status
+from bulkpull.resolved import ResolvedImage
 from bulkpull.verify import archive_digests
 
 STORE_DIRNAME = ".bulkpull-store"

@@ -29,7 +29,7 @@ from bulkpull.manifest import MAX_MANIFEST_BYTES, ImageConfig, parse_config
 from bulkpull.options import PullOptions
 from bulkpull.outputs import Output, make_output
 from bulkpull.platform import Platform
-from bulkpull.registry import RegistryClient, ResolvedImage
+from bulkpull.registry import RegistryClient, SecurityPolicy, Transport
 from bulkpull.report import (
     Event,
     EventCallback,
@@ -42,7 +42,8 @@ from bulkpull.report import (
     retry_events,
     working_for,
 )
-from bulkpull.transport import Transport
+from bulkpull.resolved import ResolvedImage
+from bulkpull.retry import RetryListener
 
 log = logging.getLogger("bulkpull")
 
@@ -72,8 +73,9 @@ async def pull_images(
     output = make_output(Path(out_dir), bundle, oci_layout, options.store_dir)
     output.check_names(specs, options)
     await output.prepare()
-    async with _connect(options, output.store, on_event) as registry:
-        run = _Run(registry, output, options, on_event)
+    on_retry = _retry_listener(on_event)
+    async with _connect(options, output.store, on_retry) as registry:
+        run = _Run(registry, output, options, on_event, on_retry)
         try:
             per_image = await asyncio.gather(*(run.image(spec) for spec in specs))
         finally:
@@ -136,7 +138,7 @@ async def resolve_images(
             _emit(on_event, ImageDone(result))
         return results
 
-    async with _connect(options, store, on_event) as registry:
+    async with _connect(options, store, _retry_listener(on_event)) as registry:
         per_image = await asyncio.gather(*(resolve(spec) for spec in specs))
         registries = registry.transport.usage()
     results = tuple(result for results in per_image for result in results)
@@ -161,23 +163,44 @@ def _emit(on_event: EventCallback | None, event: Event) -> None:
         on_event(event)
 
 
+def _retry_listener(on_event: EventCallback | None) -> RetryListener | None:
+    """Retries, told to ``on_event`` as :class:`Retrying` events."""
+    return retry_events(on_event) if on_event else None
+
+
 @asynccontextmanager
 async def _connect(
-    options: PullOptions, store: BlobStore | None, on_event: EventCallback | None
+    options: PullOptions, store: BlobStore | None, on_retry: RetryListener | None
 ) -> AsyncIterator[RegistryClient]:
     """The run's transport, and a registry client that knows the store.
 
     Only a store that already holds something is worth a ``HEAD`` before each tag's ``GET``:
     on a first run it would cost every image one more round trip and save nothing.
     """
-    connections = options.max_downloads + options.jobs
-    on_retry = retry_events(on_event) if on_event else None
-    async with Transport.from_options(
-        options, connections=connections, on_retry=on_retry
-    ) as transport:
+    async with _transport(options, on_retry) as transport:
         worth_asking = store is not None and await store.holds_anything()
         known = functools.partial(store.read_small, limit=MAX_MANIFEST_BYTES) if store else None
         yield RegistryClient(transport, known if worth_asking else None)
+
+
+def _transport(options: PullOptions, on_retry: RetryListener | None) -> Transport:
+    """The transport a pull with ``options`` needs: a connection for every download and every
+    image resolving at once."""
+    return Transport(
+        retry=options.retry,
+        on_retry=on_retry,
+        timeout=options.timeout,
+        connections=options.max_downloads + options.jobs,
+        keychain=options.keychain,
+        security=SecurityPolicy(
+            plain_http=options.plain_http,
+            skip_tls_verify=options.skip_tls_verify,
+            insecure_registries=options.insecure_registries,
+        ),
+        ca_cert=options.ca_cert,
+        proxies=options.proxies,
+        mirrors=options.mirrors,
+    )
 
 
 def _result(
@@ -219,6 +242,7 @@ class _Run:
         output: Output,
         options: PullOptions,
         on_event: EventCallback | None,
+        on_retry: RetryListener | None,
     ) -> None:
         self._registry = registry
         self._output = output
@@ -226,7 +250,9 @@ class _Run:
         self._options = options
         self._on_event = on_event
         self._jobs = asyncio.Semaphore(options.jobs)
-        self.downloads = Downloads(registry, output.store, options.max_downloads, self._emit)
+        self.downloads = Downloads(
+            registry, output.store, options.max_downloads, self._emit, options.retry, on_retry
+        )
 
     def _emit(self, event: Event) -> None:
         _emit(self._on_event, event)

@@ -19,7 +19,8 @@ from bulkpull.errors import BulkpullError, RegistryError
 from bulkpull.imagelist import ImageSpec
 from bulkpull.manifest import Descriptor
 from bulkpull.platform import Platform
-from bulkpull.ratelimit import RegistryUsage
+from bulkpull.retry import RetryListener, RetryNotice
+from bulkpull.usage import RegistryUsage
 
 REPORT_VERSION = 1
 
@@ -277,14 +278,23 @@ def image_worked_for() -> ImageSpec | None:
     return subject if isinstance(subject, ImageSpec) else None
 
 
-def retry_events(on_event: EventCallback) -> Callable[[BulkpullError, int, int, float], None]:
-    """A retry listener for the transport that reports each retry as a :class:`Retrying`
-    event naming the image or blob the retrying task works for."""
+def retry_events(on_event: EventCallback) -> RetryListener:
+    """A retry listener (for the transport and the downloads) that reports each retry as a
+    :class:`Retrying` event naming the image or blob the retrying task works for."""
 
-    def retrying(error: BulkpullError, attempt: int, attempts: int, delay: float) -> None:
+    def retrying(notice: RetryNotice) -> None:
         subject = _working_for.get()
         digest = subject if isinstance(subject, Digest) else None
-        on_event(Retrying(error, attempt, attempts, delay, image_worked_for(), digest))
+        on_event(
+            Retrying(
+                notice.error,
+                notice.attempt,
+                notice.attempts,
+                notice.delay,
+                image_worked_for(),
+                digest,
+            )
+        )
 
     return retrying
 

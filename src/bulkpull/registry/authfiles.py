@@ -1,18 +1,9 @@
-"""Registry credentials from the places users already keep them.
+"""Docker's ``config.json`` and podman's ``auth.json``, and the credential helpers they name.
 
-A :class:`Keychain` asks its sources in order and the first that knows the registry wins.
-:meth:`Keychain.from_environment` builds the order users of docker and podman expect:
-
-1. credentials given for every registry (``-u``/``--password``);
-2. credentials given for one registry (``--creds REGISTRY=USER:PASSWORD``);
-3. podman's ``auth.json``: ``$REGISTRY_AUTH_FILE`` if set, else
-   ``$XDG_RUNTIME_DIR/containers/auth.json`` then ``$XDG_CONFIG_HOME/containers/auth.json``
-   (``~/.config/containers/auth.json``);
-4. Docker's ``config.json`` in ``$DOCKER_CONFIG`` (``~/.docker``).
-
-Files are read when the keychain is made, so a malformed one stops a run before any network I/O.
+Both files hold ``auths`` (base64 logins, identity tokens) and ``credHelpers``; Docker's also
+``credsStore``. The tools read the same format differently, which :class:`Dialect` says.
 Credential helpers (``docker-credential-NAME get``) run only when a registry asks for
-credentials, once per registry and run. Imports ``errors``, ``network`` and ``auth``.
+credentials, once per registry and run. Imports ``errors``, ``routing`` and ``auth``.
 """
 
 from __future__ import annotations
@@ -29,11 +20,11 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from bulkpull.auth import Credentials
 from bulkpull.errors import CredentialsError
-from bulkpull.network import DOCKER_HUB, registry_key
+from bulkpull.registry.auth import Credentials
+from bulkpull.registry.routing import DOCKER_HUB, registry_key
 
 log = logging.getLogger("bulkpull")
 
@@ -48,93 +39,8 @@ HELPER_MESSAGE_CHARS = 200
 _HELPER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-class CredentialSource(Protocol):
-    """Something that may know a login for a registry; ``str()`` names it in logs."""
-
-    def find(self, registry: str, repository: str) -> Credentials | None:
-        """The login for ``repository`` on ``registry`` (``host[:port]``), or None."""
-        ...
-
-
-class Keychain:
-    """Credentials per registry, from sources asked in order; the first answer wins.
-
-    An empty keychain pulls anonymously. ``resolve`` may run a credential helper, so it blocks;
-    async callers run it in a thread.
-    """
-
-    def __init__(self, *sources: CredentialSource) -> None:
-        self.sources = sources
-
-    @classmethod
-    def everywhere(cls, credentials: Credentials) -> Keychain:
-        """One login for every registry."""
-        return cls(_Everywhere(credentials))
-
-    @classmethod
-    def from_environment(
-        cls,
-        *,
-        everywhere: Credentials | None = None,
-        per_registry: Mapping[str, Credentials] | None = None,
-        environ: Mapping[str, str] | None = None,
-    ) -> Keychain:
-        """The keychain docker and podman users expect (see the module documentation).
-
-        ``environ`` stands in for ``os.environ``: where the files are, and the ``PATH`` and
-        environment credential helpers run with.
-        """
-        env = dict(os.environ if environ is None else environ)
-        home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-        sources: list[CredentialSource] = []
-        if everywhere is not None:
-            sources.append(_Everywhere(everywhere))
-        if per_registry:
-            sources.append(_PerRegistry({registry_key(k): v for k, v in per_registry.items()}))
-        files = [
-            *(_AuthFile.load(path, _PODMAN, env) for path in _podman_auth_files(env, home)),
-            _AuthFile.load(_docker_config(env, home), _DOCKER, env),
-        ]
-        sources.extend(file for file in files if file is not None)
-        return cls(*sources)
-
-    def resolve(self, registry: str, repository: str = "") -> Credentials | None:
-        """The login for ``repository`` on ``registry``, or None to go anonymous."""
-        for source in self.sources:
-            found = source.find(registry, repository)
-            if found is not None:
-                log.info("%s: credentials from %s", registry, source)
-                return found
-        return None
-
-    def __repr__(self) -> str:
-        return f"Keychain({', '.join(str(source) for source in self.sources)})"
-
-
 @dataclass(frozen=True, slots=True)
-class _Everywhere:
-    credentials: Credentials
-
-    def find(self, registry: str, repository: str) -> Credentials:
-        return self.credentials
-
-    def __str__(self) -> str:
-        return "the login given for every registry"
-
-
-@dataclass(frozen=True, slots=True)
-class _PerRegistry:
-    logins: Mapping[str, Credentials]
-
-    def find(self, registry: str, repository: str) -> Credentials | None:
-        return self.logins.get(registry_key(registry))
-
-    def __str__(self) -> str:
-        return "the login given for this registry"
-
-
-@dataclass(frozen=True, slots=True)
-class _Dialect:
+class Dialect:
     """How Docker and podman read the same file format differently."""
 
     # podman files may hold logins for a namespace (quay.io/org), matched longest first.
@@ -145,13 +51,13 @@ class _Dialect:
     hub_server: str
 
 
-_DOCKER = _Dialect(
+DOCKER = Dialect(
     namespaced_keys=False, uses_creds_store=True, hub_server="https://index.docker.io/v1/"
 )
-_PODMAN = _Dialect(namespaced_keys=True, uses_creds_store=False, hub_server=DOCKER_HUB)
+PODMAN = Dialect(namespaced_keys=True, uses_creds_store=False, hub_server=DOCKER_HUB)
 
 
-class _AuthFile:
+class AuthFile:
     """One Docker ``config.json`` or podman ``auth.json``: ``auths``, ``credHelpers`` and, for
     Docker, ``credsStore``."""
 
@@ -159,7 +65,7 @@ class _AuthFile:
         self,
         path: Path,
         document: Mapping[str, Any],
-        dialect: _Dialect,
+        dialect: Dialect,
         environ: Mapping[str, str],
     ) -> None:
         self.path = path
@@ -179,7 +85,7 @@ class _AuthFile:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: Path, dialect: _Dialect, environ: Mapping[str, str]) -> _AuthFile | None:
+    def load(cls, path: Path, dialect: Dialect, environ: Mapping[str, str]) -> AuthFile | None:
         """The file at ``path`` read as ``dialect`` does, or None when there is none."""
         document = _read_json(path)
         return None if document is None else cls(path, document, dialect, environ)
@@ -271,22 +177,6 @@ def credential_helper_get(
     return Credentials(username, secret)
 
 
-def _podman_auth_files(environ: Mapping[str, str], home: Path) -> list[Path]:
-    """podman's auth.json search path (containers/image, containers/common)."""
-    if environ.get("REGISTRY_AUTH_FILE"):
-        return [Path(environ["REGISTRY_AUTH_FILE"])]
-    runtime = environ.get("XDG_RUNTIME_DIR")
-    runtime_dir = (
-        Path(runtime) / "containers" if runtime else Path(f"/run/containers/{os.getuid()}")
-    )
-    config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
-    return [runtime_dir / "auth.json", config_home / "containers" / "auth.json"]
-
-
-def _docker_config(environ: Mapping[str, str], home: Path) -> Path:
-    return Path(environ.get("DOCKER_CONFIG") or home / ".docker") / "config.json"
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
     """The file's top-level object; None when there is no file."""
     try:
@@ -315,7 +205,7 @@ def _section(document: Mapping[str, Any], name: str, path: Path) -> dict[str, An
     return section
 
 
-def _ordered(auths: Mapping[str, Any], dialect: _Dialect) -> list[tuple[str, Any]]:
+def _ordered(auths: Mapping[str, Any], dialect: Dialect) -> list[tuple[str, Any]]:
     """Entries with the spelling the tool itself writes last, so that it wins when another
     spelling of the same registry is present too (Docker: ``https://index.docker.io/v1/``)."""
     canonical = {dialect.hub_server}

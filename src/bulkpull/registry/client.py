@@ -3,7 +3,7 @@
 Resolving turns a reference into the exact manifest to pull: it fetches the tag or digest, checks
 the bytes against the reference's digest and ``Docker-Content-Digest``, and when it finds an index
 it picks the platform and fetches that manifest by digest. Blob bodies are handed out as streams;
-hashing them is the blob store's job. Imports ``transport`` and the value modules below it.
+hashing them is the blob store's job. Imports ``transport``, ``session`` and the value modules.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 
 from bulkpull.digest import Digest
 from bulkpull.errors import (
@@ -25,7 +25,6 @@ from bulkpull.errors import (
     is_temporary,
 )
 from bulkpull.manifest import (
-    IMAGE_CONFIG_TYPES,
     MANIFEST_ACCEPT,
     MAX_MANIFEST_BYTES,
     Descriptor,
@@ -36,65 +35,11 @@ from bulkpull.manifest import (
 )
 from bulkpull.platform import Platform
 from bulkpull.reference import Reference
-from bulkpull.transport import Response, Transport
+from bulkpull.registry.session import Response
+from bulkpull.registry.transport import Transport
+from bulkpull.resolved import FetchedManifest, ResolvedImage
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(?:\d+|\*)")
-
-
-@dataclass(frozen=True, slots=True)
-class FetchedManifest:
-    """A manifest or index exactly as the registry sent it, with its verified digest.
-
-    ``media_type`` is the ``Content-Type`` it came with until :meth:`RegistryClient.resolve`
-    has parsed it; from then on it is the type parsing decided (a registry may send a generic
-    header, and a manifest read from disk has none).
-    """
-
-    raw: bytes
-    media_type: str
-    digest: Digest
-
-    @property
-    def size(self) -> int:
-        return len(self.raw)
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvedImage:
-    """What to download for one reference: the chosen manifest and where it came from.
-
-    ``platform`` is the index entry's platform when the reference named an index; for a plain
-    manifest it is only known once the config is read. ``attestation`` marks an index entry
-    that is not a runnable image (BuildKit's attestation manifests), pulled only under "all".
-    ``wanted`` is the platform asked for that picked the entry (the first, when several picked
-    it): archives are named after what was asked, which the list check can know before
-    anything is resolved.
-    """
-
-    reference: Reference
-    manifest: FetchedManifest
-    content: ImageManifest
-    index: FetchedManifest | None = None
-    platform: Platform | None = None
-    attestation: bool = False
-    wanted: Platform | None = None
-
-    @property
-    def blobs(self) -> tuple[Descriptor, ...]:
-        """Config first, then layers in manifest order: the order archives are written in."""
-        return (self.content.config, *self.content.layers)
-
-    @property
-    def size(self) -> int:
-        return self.manifest.size + sum(blob.size for blob in self.blobs)
-
-    @property
-    def is_image(self) -> bool:
-        """Whether loaders run this as an image, so its config must satisfy them: a manifest
-        of its own, or an index entry with an image config that is no attestation."""
-        if self.attestation:
-            return False
-        return self.index is None or self.content.config.media_type in IMAGE_CONFIG_TYPES
 
 
 KnownManifests = Callable[[Digest], Awaitable[bytes | None]]
@@ -233,37 +178,51 @@ class RegistryClient:
         """Stream a blob from ``offset``; yields where the body really starts and the chunks.
 
         Not retried here: a body can break after any byte, so the caller retries the whole
-        download (resuming from what it kept) through :meth:`Transport.retrying`. A foreign
+        download (resuming from what it kept) through :func:`bulkpull.retry.retrying`. A foreign
         (non-distributable) layer the registry does not hold is fetched from the ``urls`` its
         descriptor lists, without registry credentials, as containers/image does.
         """
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         path = f"/v2/{reference.path}/blobs/{blob.digest}"
-        try:
-            async with self.transport.request(
-                "GET", reference.registry_host, reference.path, path, headers, stream=True
-            ) as response:
-                yield _body_start(response, offset), response.iter_chunks()
-                return
-        except NotFoundError:
-            if not blob.urls:
-                raise
-        async with self._open_foreign(blob, headers) as response:
+        async with AsyncExitStack() as opened:
+            try:
+                response = await opened.enter_async_context(
+                    self.transport.request(
+                        "GET", reference.registry_host, reference.path, path, headers, stream=True
+                    )
+                )
+            except NotFoundError as exc:
+                if not blob.urls:
+                    raise
+                response = await opened.enter_async_context(self._open_foreign(blob, headers, exc))
             yield _body_start(response, offset), response.iter_chunks()
 
     @asynccontextmanager
     async def _open_foreign(
-        self, blob: Descriptor, headers: dict[str, str]
+        self, blob: Descriptor, headers: dict[str, str], missing: NotFoundError
     ) -> AsyncIterator[Response]:
+        """The first of the blob's ``urls`` that answers; when none does, the registry's
+        ``missing`` (404) with what each URL said."""
         failures: list[str] = []
-        for url in blob.urls:
-            try:
-                async with self.transport.request_url("GET", url, headers) as response:
-                    yield response
-                    return
-            except (RegistryError, TransportError, ContentError) as exc:
-                failures.append(str(exc))
-        raise NotFoundError("GET", str(blob.digest), 404, text="; ".join(failures))
+        async with AsyncExitStack() as opened:
+            for url in blob.urls:
+                try:
+                    response = await opened.enter_async_context(
+                        self.transport.request_url("GET", url, headers)
+                    )
+                except (RegistryError, TransportError, ContentError) as exc:
+                    failures.append(str(exc))
+                    continue
+                yield response
+                return
+        raise NotFoundError(
+            missing.method,
+            missing.url,
+            missing.status,
+            missing.diagnostics,
+            retry_after=missing.retry_after,
+            hint=f"its urls failed too: {'; '.join(failures)}",
+        )
 
 
 def _body_start(response: Response, offset: int) -> int:

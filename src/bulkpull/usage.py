@@ -1,11 +1,10 @@
-"""Registry pull limits as data: the ``RateLimit-*`` headers, and what a run saw per registry.
+"""Registry pull limits as values: the ``RateLimit-*`` headers, and what a run saw per registry.
 
 Docker Hub counts manifest GETs (HEAD is free) in a window of six hours and says where a client
 stands in ``ratelimit-limit: 100;w=21600`` and ``ratelimit-remaining: 76;w=21600``. Hub has sent
 empty numbers (``;w=21600``), so the headers are parsed defensively: what does not parse is
-unknown, never an error. When the limit is spent Hub answers ``429 TOOMANYREQUESTS``, usually
-without ``Retry-After``: :func:`limit_is_spent` tells that answer from a short throttle worth
-waiting out. Imports only ``errors``.
+unknown, never an error. The report carries these values; ``registry.ratelimit`` acts on them.
+Imports nothing from bulkpull.
 """
 
 from __future__ import annotations
@@ -14,14 +13,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bulkpull.errors import RegistryError
-
 LIMIT_HEADER = "RateLimit-Limit"
 REMAINING_HEADER = "RateLimit-Remaining"
-# The longest Retry-After worth waiting for; a throttle asking for longer (or not saying how
-# long) on a TOOMANYREQUESTS answer is a spent pull limit.
-MAX_RETRY_AFTER = 300.0
-SPENT_CODE = "TOOMANYREQUESTS"
 
 # At most 18 digits: a larger number is nonsense, and int() of a huge one is slow or refused.
 _QUOTA = re.compile(r"\s*(\d{1,18})\s*(?:;.*)?")
@@ -82,18 +75,6 @@ class RegistryUsage:
             "pull_limit": self.pull_limit.to_json() if self.pull_limit else None,
             "rate_limited": self.rate_limited,
         }
-
-
-def limit_is_spent(error: RegistryError, patience: float = MAX_RETRY_AFTER) -> bool:
-    """Whether a refusal means the pull limit is spent rather than "slow down for a moment":
-    ``429 TOOMANYREQUESTS`` without ``Retry-After``, or asking for more than ``patience`` s.
-
-    A bare 429 without the registry error code (Hub's abuse limit, a proxy's throttle) is a
-    short throttle and is retried.
-    """
-    if error.status != 429 or SPENT_CODE not in error.codes:
-        return False
-    return error.retry_after is None or error.retry_after > patience
 
 
 def _first_policy(header: str) -> str:

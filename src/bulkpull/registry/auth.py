@@ -1,8 +1,8 @@
-"""Registry authentication as data: challenges, token requests, tokens and credentials.
+"""The vocabulary of registry authentication: credentials, challenges, token requests, tokens.
 
-Nothing here touches the network. ``transport`` sends what these functions describe and hands the
-answers back, so the whole challenge/token dance is tested without a server (httpx's auth-flow
-idea). Imports only ``errors`` and ``network``.
+Nothing here touches the network: ``authflow`` decides with these what to send, and the HTTP
+pieces send it, so every rule of the challenge/token dance is tested without a server (httpx's
+auth-flow idea). Imports only ``errors`` and ``routing``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
 from bulkpull.errors import AuthenticationError
-from bulkpull.network import SecurityPolicy, has_valid_port, is_loopback, redact
+from bulkpull.registry.routing import SecurityPolicy, has_valid_port, is_loopback, redact
 
 # The distribution token spec: servers should never issue tokens for less than 60 seconds, and a
 # response without ``expires_in`` means exactly that.
@@ -63,26 +63,29 @@ class Credentials:
 
 @dataclass(frozen=True, slots=True)
 class Challenge:
-    """One ``WWW-Authenticate`` challenge; the scheme is lowercased, as are parameter keys."""
+    """One ``WWW-Authenticate`` challenge; the scheme is lowercased, as are parameter keys.
+
+    ``url`` is where it came from (the registry's ``/v2/``, answering 401): an error about the
+    challenge itself, such as an unusable realm, names that answer.
+    """
 
     scheme: str
     params: Mapping[str, str]
+    url: str
 
     @property
     def realm(self) -> str:
         return self.params.get("realm", "")
 
 
-def parse_challenges(headers: Iterable[str]) -> list[Challenge]:
-    """Parse ``WWW-Authenticate`` header values; one challenge per header line.
-
-    Schemes we cannot answer are kept so the caller can say what the registry asked for.
-    """
+def parse_challenges(headers: Iterable[str], url: str) -> list[Challenge]:
+    """Parse the ``WWW-Authenticate`` header values ``url`` answered with; one challenge per
+    header line. Schemes we cannot answer are kept: the caller picks the one it speaks."""
     challenges = []
     for header in headers:
         scheme, _, rest = header.strip().partition(" ")
         if scheme:
-            challenges.append(Challenge(scheme.lower(), _parse_params(rest)))
+            challenges.append(Challenge(scheme.lower(), _parse_params(rest), url))
     return challenges
 
 
@@ -101,11 +104,15 @@ def _parse_params(text: str) -> dict[str, str]:
 
 
 def usable_realm(challenge: Challenge) -> str:
-    """The challenge's realm, refused unless it is an absolute http(s) URL with a valid port."""
+    """The challenge's realm, refused unless it is an absolute http(s) URL with a valid port.
+
+    The refusal is the 401 that carried the challenge: no token can be asked for after it.
+    """
     realm = challenge.realm
     parts = urlsplit(realm)
     if parts.scheme not in ("http", "https") or not parts.hostname or not has_valid_port(parts):
-        raise AuthenticationError("GET", realm or "(no realm)", 401, text="unusable token realm")
+        shown = repr(redact(realm)) if realm else "(none)"
+        raise AuthenticationError("GET", challenge.url, 401, text=f"unusable token realm {shown}")
     return realm
 
 

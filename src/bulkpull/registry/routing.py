@@ -1,20 +1,20 @@
-"""Where requests go, decided as data: registry names, mirrors, proxies and insecure hosts.
+"""Where requests go, decided as data: registry names, mirrors and insecure hosts.
 
-Every rule that picks a host, a proxy, a scheme or whether TLS is verified lives here, without I/O,
-so ``transport`` only carries the decisions out and each rule is tested on its own. Registries are
-named as in image references and in Docker's and podman's configuration (``host[:port]``); the
-names Docker Hub goes by all mean ``docker.io``. Imports only ``errors`` (for :func:`printable`).
+Every rule that picks a host, a scheme or whether TLS is verified lives here (and the proxy for a
+URL in ``proxies``), without I/O, so the HTTP pieces only carry the decisions out and each rule is
+tested on its own. Registries are named as in image references and in Docker's and podman's
+configuration (``host[:port]``); the names Docker Hub goes by all mean ``docker.io``. Imports
+only ``errors``.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
-from bulkpull.errors import printable
+from bulkpull.errors import InvalidOptionError, printable
 
 DOCKER_HUB = "docker.io"
 # Docker Hub's names: the reference domain, its legacy index name, the host serving the API, and
@@ -29,27 +29,16 @@ _NAMESPACE = re.compile(
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 )
 
-PROXY_SCHEMES = frozenset({"http", "https", "socks4", "socks5", "socks5h"})
-# Proxy variables in the order Go's net/http reads them (upper case first); ALL_PROXY, curl's
-# catch-all, applies when the scheme's own variable is unset.
-_PROXY_VARIABLES = {
-    "https": ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"),
-    "http": ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"),
-}
-# A proxy cannot reach this machine's loopback for us, so environment proxies never apply to it
-# (Go's net/http, and with it docker, skopeo and crane, behave the same).
-LOOPBACK_NO_PROXY = ("localhost", "127.0.0.0/8", "::1")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 # A URL scheme, as RFC 3986 spells it.
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 MAX_PORT = 65535
 
 
 def parse_host(text: str) -> str:
-    """``host[:port]`` checked and lowercased; anything else (a URL, a path) is a ValueError."""
+    """``host[:port]`` checked and lowercased; anything else (a URL, a path) is refused."""
     match = _HOST_PORT.fullmatch(text.strip())
     if not match or int(match["port"] or 0) > MAX_PORT:
-        raise ValueError(f"{text!r} is not a registry host[:port]")
+        raise InvalidOptionError(f"{text!r} is not a registry host[:port]")
     return match.group().lower()
 
 
@@ -96,17 +85,21 @@ class Mirror:
         host, _, namespace = self.mirror.partition("/")
         try:
             parse_host(host)
-        except ValueError:
-            raise ValueError(f"mirror {self.mirror!r} is not host[:port][/namespace]") from None
+        except InvalidOptionError:
+            raise InvalidOptionError(
+                f"mirror {self.mirror!r} is not host[:port][/namespace]"
+            ) from None
         if namespace and not _NAMESPACE.fullmatch(namespace):
-            raise ValueError(f"mirror {self.mirror!r}: {namespace!r} is not a repository path")
+            raise InvalidOptionError(
+                f"mirror {self.mirror!r}: {namespace!r} is not a repository path"
+            )
 
     @classmethod
     def parse(cls, text: str) -> Mirror:
         """``REGISTRY=MIRROR``, as ``--mirror`` and ``BULKPULL_MIRROR`` write it."""
         registry, equals, mirror = text.partition("=")
         if not equals:
-            raise ValueError(f"mirror {text!r}: expected REGISTRY=MIRROR")
+            raise InvalidOptionError(f"mirror {text!r}: expected REGISTRY=MIRROR")
         return cls(registry, mirror)
 
     @property
@@ -124,69 +117,6 @@ class Mirror:
 
     def __str__(self) -> str:
         return self.mirror
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class Proxies:
-    """The proxy for each request: ``https`` for https URLs, ``http`` for http URLs.
-
-    ``no_proxy`` lists what goes direct, in ``NO_PROXY`` syntax as Go reads it: ``*``; a host,
-    which also covers its subdomains; ``.domain`` for subdomains only; an IP or a CIDR range;
-    any of these with ``:port``. Proxy URLs may carry credentials; ``repr`` never shows them.
-    """
-
-    https: str | None = None
-    http: str | None = None
-    no_proxy: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        for url in (self.https, self.http):
-            if url is not None:
-                _check_proxy_url(url)
-
-    @classmethod
-    def everywhere(cls, url: str) -> Proxies:
-        """Every request through ``url``, loopback included (what ``--proxy`` asks for)."""
-        return cls(https=url, http=url)
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str]) -> Proxies:
-        """``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY`` and ``NO_PROXY``, as the usual tools
-        read them; a value without a scheme means an HTTP proxy. Loopback always goes direct."""
-
-        def proxy(*names: str) -> str | None:
-            value = next((environ[name] for name in names if environ.get(name)), None)
-            if value is None or "://" in value:
-                return value
-            return "http://" + value
-
-        exclusions = environ.get("NO_PROXY") or environ.get("no_proxy") or ""
-        return cls(
-            https=proxy(*_PROXY_VARIABLES["https"]),
-            http=proxy(*_PROXY_VARIABLES["http"]),
-            no_proxy=(*LOOPBACK_NO_PROXY, *filter(None, map(str.strip, exclusions.split(",")))),
-        )
-
-    def for_url(self, url: str) -> str | None:
-        """The proxy URL to send ``url`` through, or None to connect directly."""
-        parts = urlsplit(url)
-        proxy = self.https if parts.scheme == "https" else self.http
-        if proxy is None or not parts.hostname:
-            return None
-        port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 0)
-        if any(_excludes(entry, parts.hostname, port) for entry in self.no_proxy):
-            return None
-        return proxy
-
-    def __repr__(self) -> str:
-        shown = [
-            f"{name}={redact(url)!r}"
-            for name, url in (("https", self.https), ("http", self.http))
-            if url is not None
-        ]
-        if self.no_proxy:
-            shown.append(f"no_proxy={self.no_proxy!r}")
-        return f"Proxies({', '.join(shown)})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,36 +168,11 @@ def redact(url: str) -> str:
     return printable(f"{scheme}{separator}{rest}")
 
 
-def _check_proxy_url(url: str) -> None:
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, without any login: what a pause or a credential is
+    kept for."""
     parts = urlsplit(url)
-    if parts.scheme not in PROXY_SCHEMES or not parts.hostname or not has_valid_port(parts):
-        schemes = ", ".join(f"{scheme}://" for scheme in sorted(PROXY_SCHEMES))
-        # The login is not shown, so say what usually breaks one.
-        login = "; percent-encode any / ? # @ in its login" if "@" in url else ""
-        raise ValueError(f"unusable proxy {redact(url)!r}: expected {schemes} with a host{login}")
-
-
-def _excludes(entry: str, host: str, port: int) -> bool:
-    """Whether one ``NO_PROXY`` entry covers ``host`` on ``port``."""
-    if entry == "*":
-        return True
-    try:
-        network = ipaddress.ip_network(entry.strip("[]"), strict=False)
-    except ValueError:
-        pass
-    else:
-        try:
-            return ipaddress.ip_address(host) in network
-        except ValueError:
-            return False
-    pattern = entry.removeprefix("*")
-    parts = urlsplit("//" + pattern)
-    if not has_valid_port(parts) or parts.port not in (None, port):
-        return False
-    name = (parts.hostname or "").removeprefix(".")
-    if pattern.startswith("."):
-        return host.endswith("." + name)
-    return host == name or host.endswith("." + name)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def has_valid_port(parts: SplitResult) -> bool:
