@@ -3,7 +3,7 @@
 Events are small frozen values passed to one callback, so a progress display (the CLI's, or a
 library user's) needs no knowledge of how the pull is organised. The report renders to the
 documented JSON of ``--report`` and to lock-file lines. Imports ``errors``, ``digest``,
-``platform``, ``manifest``, ``ratelimit`` and ``imagelist``; no I/O.
+``platform``, ``manifest``, ``usage`` and ``imagelist``; no I/O.
 """
 
 from __future__ import annotations
