@@ -21,7 +21,6 @@ from bulkpull.registry.authflow import (
     AuthFlow,
     AuthState,
     Reply,
-    Send,
     Step,
     TokenRequest,
     auth_flow,
@@ -94,7 +93,15 @@ class Authenticator:
                     continue
                 if response is not None:
                     response.release()
-                response = await self._send(method, url, origin, headers, step, stream)
+                response = await follow(
+                    self._throttle.open,
+                    method,
+                    url,
+                    origin,
+                    headers,
+                    step.authorization,
+                    stream=stream,
+                )
                 step = _advance(flow, Reply(response.status, response.url, response.headers))
         except BaseException as exc:
             if response is not None:
@@ -104,19 +111,6 @@ class Authenticator:
             raise
         assert response is not None, "an auth flow always ends with a request sent"
         return response
-
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        origin: str,
-        headers: Mapping[str, str],
-        step: Send,
-        stream: bool,
-    ) -> Response:
-        return await follow(
-            self._throttle.open, method, url, origin, headers, step.authorization, stream=stream
-        )
 
     @asynccontextmanager
     async def _shared_reply(self, request: TokenRequest) -> AsyncIterator[Reply]:
