@@ -10,7 +10,7 @@ and every error bulkpull raises on purpose is a :class:`BulkpullError`.
 General layout: the code follows the data path, and imports only ever point down this drawing
 (``tests/test_architecture.py`` holds the rule)::
 
-    cli                          the command line; it uses nothing but this public API
+    cli/                         the command line; it uses nothing but this public API
     bulkpull                     this module: the public API, exactly ``__all__``
     pull, downloads, entries,    orchestration: resolve every image, fetch each blob once,
     outputs, options               build archive entries, hand images to the outputs
@@ -23,8 +23,8 @@ General layout: the code follows the data path, and imports only ever point down
 
 A stage knows only the values, so the archive writer cannot reach the network and the registry
 client cannot write an archive; whatever two stages must share is a value (``resolved``,
-``usage``). Within the ``registry`` package the pieces stack the same way, bottom up (see its
-docstring).
+``usage``). Within a package the modules stack the same way, bottom up (see the ``registry``
+package's docstring).
 """
 
 from __future__ import annotations
