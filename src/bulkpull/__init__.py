@@ -5,6 +5,10 @@ async::
 
     report = await bulkpull.pull_images(["alpine:3.19", "busybox"], "bundles/")
 
+and so is pushing what was pulled into a registry, digests intact::
+
+    report = await bulkpull.push_images(["bundles/offline.tar"], "registry.internal:5000/mirror")
+
 and every error bulkpull raises on purpose is a :class:`BulkpullError`.
 
 General layout: the code follows the data path, and imports only ever point down this drawing
@@ -13,10 +17,14 @@ General layout: the code follows the data path, and imports only ever point down
     cli/                         the command line; it uses nothing but this public API
     bulkpull                     this module: the public API, exactly ``__all__``
     pull, downloads, entries,    orchestration: resolve every image, fetch each blob once,
-    outputs, options               build archive entries, hand images to the outputs
+    outputs, options               build archive entries, hand images to the outputs;
+    push, pushplan, uploads,       push archives and layouts into a registry, each blob
+    pushoptions                    placed once per repository
     registry/   store   output   three stages side by side that never import one another:
                                    requests to registries (a package); verified blobs on
-                                   disk (``blobstore``); archives, layouts and ``verify``
+                                   disk (``blobstore``) and unfinished uploads
+                                   (``uploadstate``); archives, layouts, ``verify`` and
+                                   reading them back for a push (``sources``)
     files                        the file work the store and the outputs share
     errors, digest, reference,   values: validated frozen data, the exception tree and the
     platform, manifest, ...        retry loop; they import nothing but each other
@@ -50,6 +58,7 @@ from bulkpull.errors import (
     RegistryDiagnostic,
     RegistryError,
     SignatureError,
+    SourceError,
     TransportError,
     UnknownHostError,
     UnsupportedMediaTypeError,
@@ -75,6 +84,19 @@ from bulkpull.platform import (
     wants_all_platforms,
 )
 from bulkpull.pull import pull_image, pull_images, resolve_images
+from bulkpull.push import push_images
+from bulkpull.pushoptions import PushOptions
+from bulkpull.pushplan import PushPlan, plan_push
+from bulkpull.pushreport import (
+    BlobCounts,
+    BytesSent,
+    PushDone,
+    PushEvent,
+    PushEventCallback,
+    PushReport,
+    PushResult,
+    PushStatus,
+)
 from bulkpull.reference import Reference, parse_reference
 from bulkpull.registry import Credentials, CredentialSource, Keychain, Mirror, Proxies
 from bulkpull.report import (
@@ -93,6 +115,7 @@ from bulkpull.report import (
     Status,
 )
 from bulkpull.retry import RetryPolicy
+from bulkpull.targets import PushTarget
 from bulkpull.usage import PullLimit, RegistryUsage
 from bulkpull.verify import ArchiveCheck, ArchiveEntry, verify_archive
 from bulkpull.verify_lock import LockCheck, verify_lock
@@ -104,10 +127,12 @@ __all__ = [
     "ArchiveCheck",
     "ArchiveEntry",
     "AuthenticationError",
+    "BlobCounts",
     "BlobDone",
     "BlobNeeded",
     "BulkpullError",
     "BytesReceived",
+    "BytesSent",
     "ContentError",
     "CredentialSource",
     "Credentials",
@@ -137,6 +162,15 @@ __all__ = [
     "PullLimit",
     "PullOptions",
     "PullReport",
+    "PushDone",
+    "PushEvent",
+    "PushEventCallback",
+    "PushOptions",
+    "PushPlan",
+    "PushReport",
+    "PushResult",
+    "PushStatus",
+    "PushTarget",
     "RateLimitError",
     "Reference",
     "RegistryDiagnostic",
@@ -146,6 +180,7 @@ __all__ = [
     "RetryPolicy",
     "Retrying",
     "SignatureError",
+    "SourceError",
     "Stage",
     "Status",
     "TransportError",
@@ -160,8 +195,10 @@ __all__ = [
     "parse_platform_choice",
     "parse_platforms",
     "parse_reference",
+    "plan_push",
     "pull_image",
     "pull_images",
+    "push_images",
     "read_image_list",
     "resolve_images",
     "store_location",

@@ -19,6 +19,7 @@ a token. This module imports nothing from bulkpull.
     ├── VerifyKeyError             (ValueError)  a --verify-key file that is no usable public key
     ├── OutputError                              an archive or layout cannot be written
     │   └── DestinationError       (ValueError)  an output named that cannot be one
+    ├── SourceError                (ValueError)  what a push was given cannot be pushed
     └── ContentError                             what came back is not what we can use
         ├── DigestMismatchError                  bytes do not hash (or size) to what was promised
         ├── UnsupportedMediaTypeError            schema1 and other types we do not pull
@@ -210,6 +211,13 @@ class DestinationError(OutputError, ValueError):
     """The outputs a pull was asked for cannot be: a file where a directory must be, a
     directory where the bundle's file must be, an archive name longer than a file name may be.
     Raised before any request is made; the command line exits 2 on it, as on a bad flag."""
+
+
+class SourceError(BulkpullError, ValueError):
+    """What a push was given cannot be pushed: a path that is no OCI archive or layout (a
+    compressed tar, a docker archive without ``index.json``), an image without a name to push
+    it under, two images claiming one name. Raised before any request; the command line exits
+    2 on it, as on a bad list line."""
 
 
 class CredentialsError(BulkpullError):

@@ -105,8 +105,8 @@ class PullOptions:
         read: dict[str, Callable[[], Any]] = {
             "platforms": lambda: _platforms(env)[0],
             "all_platforms": lambda: _platforms(env)[1],
-            "jobs": lambda: _number(env, "BULKPULL_JOBS", int, DEFAULT_JOBS, 1),
-            "max_downloads": lambda: _number(
+            "jobs": lambda: read_number(env, "BULKPULL_JOBS", int, DEFAULT_JOBS, 1),
+            "max_downloads": lambda: read_number(
                 env, "BULKPULL_MAX_DOWNLOADS", int, DEFAULT_MAX_DOWNLOADS, 1
             ),
             "proxies": lambda: _proxies(env),
@@ -114,10 +114,10 @@ class PullOptions:
             "insecure_registries": lambda: frozenset(_words(env, "BULKPULL_INSECURE_REGISTRY")),
             "mirrors": lambda: tuple(map(Mirror.parse, _words(env, "BULKPULL_MIRROR"))),
             "retry": lambda: RetryPolicy(
-                retries=_number(env, "BULKPULL_RETRIES", int, DEFAULT_RETRIES, 0),
-                delay=_number(env, "BULKPULL_RETRY_DELAY", float, DEFAULT_RETRY_DELAY, 0.0),
+                retries=read_number(env, "BULKPULL_RETRIES", int, DEFAULT_RETRIES, 0),
+                delay=read_number(env, "BULKPULL_RETRY_DELAY", float, DEFAULT_RETRY_DELAY, 0.0),
             ),
-            "timeout": lambda: _number(env, "BULKPULL_TIMEOUT", float, DEFAULT_TIMEOUT, 0.1),
+            "timeout": lambda: read_number(env, "BULKPULL_TIMEOUT", float, DEFAULT_TIMEOUT, 0.1),
             "credentials": lambda: Keychain.from_environment(environ=env),
         }
         if overrides.keys() & _PLATFORM_CHOICE:
@@ -128,14 +128,20 @@ class PullOptions:
     @property
     def keychain(self) -> Keychain:
         """Where each registry's login comes from, whichever form ``credentials`` took."""
-        if isinstance(self.credentials, Keychain):
-            return self.credentials
-        if self.credentials is None:
-            return Keychain()
-        return Keychain.everywhere(self.credentials)
+        return keychain_of(self.credentials)
 
 
-def _number(environ: Mapping[str, str], name: str, kind: type[N], default: N, minimum: N) -> N:
+def keychain_of(credentials: Credentials | Keychain | None) -> Keychain:
+    """The keychain that options' ``credentials`` (one login, a keychain, or none) stand for."""
+    if isinstance(credentials, Keychain):
+        return credentials
+    if credentials is None:
+        return Keychain()
+    return Keychain.everywhere(credentials)
+
+
+def read_number(environ: Mapping[str, str], name: str, kind: type[N], default: N, minimum: N) -> N:
+    """The number in the variable ``name`` (``default`` when unset), at least ``minimum``."""
     text = environ.get(name, "").strip()
     if not text:
         return default

@@ -94,7 +94,7 @@ class ImageResult:
                 for layer in self.layers
             ],
             "archive": _text(self.archive),
-            "error": _error_json(self.error),
+            "error": error_json(self.error),
             "tries": self.error.tries if self.error else None,
         }
 
@@ -188,6 +188,9 @@ class Stage(StrEnum):
     RESOLVING = "resolving"
     DOWNLOADING = "downloading"
     WRITING = "writing"
+    # A push: what the target has is asked; blobs go up; manifests and tags are written.
+    CHECKING = "checking"
+    UPLOADING = "uploading"
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +310,8 @@ def _narrowed_json(narrowed: tuple[int, int] | None) -> dict[str, int] | None:
     return None if narrowed is None else {"kept": narrowed[0], "listed": narrowed[1]}
 
 
-def _error_json(error: BulkpullError | None) -> dict[str, object] | None:
+def error_json(error: BulkpullError | None) -> dict[str, object] | None:
+    """An error as reports record it: its type, the registry's code and status, the message."""
     if error is None:
         return None
     registry = error if isinstance(error, RegistryError) else None

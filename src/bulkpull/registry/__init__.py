@@ -12,6 +12,7 @@ The pieces, bottom up (each module imports only those above it):
     tokens, ping, mirrors   driving the flow, the /v2/ handshake, mirrors first
     transport               the pieces stacked into one :class:`Transport`
     client                  :class:`RegistryClient`: manifests resolved and verified, blobs opened
+    pushclient              :class:`PushClient`: uploads and manifests, to one registry only
 
 The layers above use what this module exports, never the modules themselves. Imports the value
 modules (``errors``, ``retry``, ``usage``, ``digest``, ``reference``, ``platform``,
@@ -24,6 +25,7 @@ from bulkpull.registry.auth import Credentials
 from bulkpull.registry.client import KnownManifests, RegistryClient
 from bulkpull.registry.keychain import CredentialSource, Keychain
 from bulkpull.registry.proxies import Proxies
+from bulkpull.registry.pushclient import PushClient, UploadSession
 from bulkpull.registry.routing import Mirror, SecurityPolicy, parse_host
 from bulkpull.registry.session import DEFAULT_TIMEOUT, Response
 from bulkpull.registry.transport import Transport
@@ -36,9 +38,11 @@ __all__ = [
     "KnownManifests",
     "Mirror",
     "Proxies",
+    "PushClient",
     "RegistryClient",
     "Response",
     "SecurityPolicy",
     "Transport",
+    "UploadSession",
     "parse_host",
 ]

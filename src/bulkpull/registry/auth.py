@@ -121,6 +121,14 @@ def pull_scope(repository: str) -> str:
     return f"repository:{repository}:pull"
 
 
+def push_scope(repository: str, mount_from: str | None = None) -> str:
+    """The scope a push to ``repository`` needs, and with ``mount_from`` the pull of the
+    repository a blob is mounted from (distribution checks both). The push comes first, as
+    go-containerregistry sends it: a few registries read only the first scope."""
+    push = f"repository:{repository}:pull,push"
+    return f"{push} {pull_scope(mount_from)}" if mount_from else push
+
+
 def token_url(challenge: Challenge, scopes: Iterable[str]) -> str:
     """The GET URL for a bearer token: the realm plus ``service`` and one ``scope`` per scope.
 

@@ -174,20 +174,25 @@ def token_flow(
 ) -> Generator[TokenRequest, Reply, Token]:
     """Ask the realm of ``challenge`` for a token for ``scope``, with ``login`` if any.
 
+    ``scope`` may hold several scopes separated by spaces, as the token spec's grammar writes
+    them (a push and the pull of a repository to mount from): each is its own ``scope``
+    parameter of a GET, and a POST sends them as one.
+
     An identity token goes by OAuth2 POST first; a server that answers it with one of
     :data:`OAUTH_UNSUPPORTED_STATUSES` lacks that flow and is asked by GET. ``hint`` is added
     to a refused GET: why no login was sent.
     """
     realm = usable_realm(challenge)
+    scopes = scope.split()
     if login is not None and login.identity_token:
-        form = refresh_token_form(challenge, [scope], login.identity_token)
+        form = refresh_token_form(challenge, scopes, login.identity_token)
         reply = yield TokenRequest("POST", realm, form=tuple(form.items()))
         if reply.status == 200:
             return parse_token_response(reply.body, redact(realm), method="POST")
         if reply.status not in OAUTH_UNSUPPORTED_STATUSES:
             raise status_error("POST", reply.url, reply.status, reply.headers, reply.body)
         log.info("%s answered OAuth2 with %d; asking by GET", redact(realm), reply.status)
-    url = token_url(challenge, [scope])
+    url = token_url(challenge, scopes)
     reply = yield TokenRequest("GET", url, login.basic_header() if login else None)
     if reply.status != 200:
         raise status_error("GET", reply.url, reply.status, reply.headers, reply.body, hint)

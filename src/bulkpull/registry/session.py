@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -65,16 +65,23 @@ _CONNECTION_ERRORS = (
 )
 
 
+Body = bytes | Callable[[], AsyncIterable[bytes]]
+"""What an upload sends: bytes, or a function that starts the stream of them anew, so that a
+request sent again (after a redirect, or with a renewed token) sends its whole body again."""
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """One HTTP request as the pieces of this package pass it down to :class:`Sessions`: a
-    ``form`` is sent URL-encoded; a request that ``stream``s a large body has no deadline."""
+    ``form`` is sent URL-encoded, a ``body`` as it is (its ``Content-Length`` among the
+    headers); a request that ``stream``s a large body, either way, has no deadline."""
 
     method: str
     url: str
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     form: Mapping[str, str] | None = field(default=None, repr=False)
     stream: bool = False
+    body: Body | None = field(default=None, repr=False)
 
 
 class Response:
@@ -186,7 +193,7 @@ class Sessions:
                 method,
                 url,
                 headers=request.headers,
-                data=request.form,
+                data=_data(request),
                 allow_redirects=False,
                 ssl=tls,
                 timeout=self._silence if request.stream else self._deadline,
@@ -223,6 +230,13 @@ class Sessions:
             )
             self._sessions[proxy] = session
         return session
+
+
+def _data(request: Request) -> Mapping[str, str] | bytes | AsyncIterable[bytes] | None:
+    """What aiohttp sends as the request's body: the form, the bytes, or a fresh stream."""
+    if request.form is not None or request.body is None:
+        return request.form
+    return request.body if isinstance(request.body, bytes) else request.body()
 
 
 def is_certificate_error(exc: BulkpullError) -> bool:

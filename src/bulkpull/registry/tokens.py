@@ -29,7 +29,7 @@ from bulkpull.registry.keychain import Keychain
 from bulkpull.registry.ratelimit import Throttle
 from bulkpull.registry.redirects import follow
 from bulkpull.registry.routing import SecurityPolicy, origin_of
-from bulkpull.registry.session import Request, Response
+from bulkpull.registry.session import Body, Request, Response
 from bulkpull.registry.status import MAX_ERROR_BODY_BYTES
 
 
@@ -77,12 +77,16 @@ class Authenticator:
         headers: Mapping[str, str],
         *,
         stream: bool = False,
+        scope: str | None = None,
+        body: Body | None = None,
     ) -> Response:
-        """The registry's last answer to ``method url`` (a pull of ``repository`` from
-        ``host``, which answered ``/v2/`` with ``challenge``), whatever its status."""
+        """The registry's last answer to ``method url`` (for ``repository`` on ``host``, which
+        answered ``/v2/`` with ``challenge``), whatever its status. A token is asked for
+        ``scope`` (one or more scopes, space-separated), by default a pull of ``repository``."""
         login = await self.logins.get(host, repository) if challenge else None
         origin = origin_of(url)
-        flow = auth_flow(challenge, origin, pull_scope(repository), login, self.state)
+        wanted = scope or pull_scope(repository)
+        flow = auth_flow(challenge, origin, wanted, login, self.state)
         response: Response | None = None
         try:
             step = _advance(flow, None)
@@ -101,6 +105,7 @@ class Authenticator:
                     headers,
                     step.authorization,
                     stream=stream,
+                    body=body,
                 )
                 step = _advance(flow, Reply(response.status, response.url, response.headers))
         except BaseException as exc:

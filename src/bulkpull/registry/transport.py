@@ -31,7 +31,13 @@ from bulkpull.registry.proxies import Proxies
 from bulkpull.registry.ratelimit import PullLimits, Throttle, limit_is_spent
 from bulkpull.registry.redirects import follow
 from bulkpull.registry.routing import Mirror, SecurityPolicy, redact
-from bulkpull.registry.session import DEFAULT_CONNECTIONS, DEFAULT_TIMEOUT, Response, Sessions
+from bulkpull.registry.session import (
+    DEFAULT_CONNECTIONS,
+    DEFAULT_TIMEOUT,
+    Body,
+    Response,
+    Sessions,
+)
 from bulkpull.registry.tokens import Authenticator
 from bulkpull.retry import RetryListener, RetryPolicy, retrying
 from bulkpull.usage import RegistryUsage
@@ -155,6 +161,49 @@ class Transport:
         async with response:
             yield response
 
+    async def origin(self, registry: str) -> str:
+        """``scheme://host[:port]`` at which ``registry`` answers (after its ``/v2/``
+        handshake): what an upload's ``Location`` is resolved against and checked to be on."""
+        return (await self._endpoints.get(registry)).origin
+
+    @asynccontextmanager
+    async def send_to(
+        self,
+        method: str,
+        registry: str,
+        repository: str,
+        path: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        scope: str | None = None,
+        body: Body | None = None,
+        stream: bool = False,
+    ) -> AsyncIterator[Response]:
+        """Send ``method`` to ``path`` (below the registry's origin, query included) of
+        ``registry`` itself, never a mirror: how a push talks to its target.
+
+        The token is asked for ``scope`` (by default a pull of ``repository``). Yields a
+        successful (2xx) response; error statuses raise. A request without a ``body`` that
+        does not ``stream`` is retried here on temporary failures; one with a body is not, since
+        only its caller knows what the registry kept of a body cut off part-way.
+        """
+        sent = headers or {}
+        endpoint = await self._endpoints.get(registry)
+
+        async def attempt() -> Response:
+            return await self._send(
+                method, path, endpoint, repository, sent, stream, scope=scope, body=body
+            )
+
+        once = stream or body is not None
+        response = await (
+            attempt() if once else retrying(attempt, self._retry, on_retry=self._on_retry)
+        )
+        try:
+            yield response
+        finally:
+            response.release()
+
     async def _from_registry(
         self,
         method: str,
@@ -186,6 +235,9 @@ class Transport:
         repository: str,
         headers: Mapping[str, str],
         stream: bool,
+        *,
+        scope: str | None = None,
+        body: Body | None = None,
     ) -> Response:
         """One try at a registry whose endpoint is known (the token renewed once if refused).
 
@@ -202,6 +254,8 @@ class Transport:
                 repository,
                 headers,
                 stream=stream,
+                scope=scope,
+                body=body,
             )
             self._limits.observe(host, method, path, response.headers)
             if response.status >= 400:

@@ -1,0 +1,162 @@
+"""What a push tells its caller: per image where it went and what that cost, and the totals.
+
+A push reports progress with the pull's events where they mean the same (an image entering a
+stage, a blob needed, a blob done, a retry) and with two of its own: :class:`BytesSent` as
+upload bytes leave, :class:`PushDone` per finished image. The report renders to the JSON of
+``bulkpull push --report``. Imports ``errors``, ``digest``, ``imagelist`` and ``report``; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+
+from bulkpull.digest import Digest
+from bulkpull.errors import BulkpullError
+from bulkpull.imagelist import ImageSpec
+from bulkpull.report import Event, error_json
+
+PUSH_REPORT_VERSION = 1
+
+
+class PushStatus(StrEnum):
+    PUSHED = "pushed"
+    # The target's tag already names the digest: no blob was sent, no tag rewritten.
+    UP_TO_DATE = "up-to-date"
+    # A dry run: the target lacks the image (or some of its blobs); nothing was written.
+    MISSING = "missing"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class BlobCounts:
+    """What became of an image's blobs at the target: ``uploaded`` (``bytes`` sent for them),
+    ``mounted`` from another repository of the target, ``skipped`` because it had them."""
+
+    uploaded: int = 0
+    mounted: int = 0
+    skipped: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: BlobCounts) -> BlobCounts:
+        return BlobCounts(
+            self.uploaded + other.uploaded,
+            self.mounted + other.mounted,
+            self.skipped + other.skipped,
+            self.bytes + other.bytes,
+        )
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "bytes_uploaded": self.bytes,
+            "blobs_uploaded": self.uploaded,
+            "blobs_mounted": self.mounted,
+            "blobs_skipped": self.skipped,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """One image of a push: ``spec`` is its name in the source (``source``) and the name it
+    gets at the target (``target``); ``digest`` what the target's tag names (the source's
+    own, byte for byte), ``size`` the bytes of its blobs and manifests; ``missing`` in a dry
+    run the bytes the target lacks of it."""
+
+    spec: ImageSpec
+    status: PushStatus
+    source: Path
+    digest: Digest | None = None
+    media_type: str = ""
+    size: int = 0
+    blobs: BlobCounts = BlobCounts()
+    missing: int = 0
+    error: BulkpullError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.status is not PushStatus.INTERRUPTED
+
+    def as_failed(self, error: BulkpullError) -> PushResult:
+        return replace(self, status=PushStatus.FAILED, error=error)
+
+    def to_json(self) -> dict[str, object]:
+        """One ``images`` record of the ``--report`` document."""
+        return {
+            "name": str(self.spec.source),
+            "target": str(self.spec.target),
+            "source": str(self.source),
+            "status": self.status.value,
+            "digest": str(self.digest) if self.digest else None,
+            "media_type": self.media_type or None,
+            "size": self.size,
+            **self.blobs.to_json(),
+            "bytes_missing": self.missing,
+            "error": error_json(self.error),
+            "tries": self.error.tries if self.error else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PushReport:
+    """Every image, in the order of the sources, and the totals: blob counts over the run
+    (each blob counted once per repository), ``bytes_sent`` all upload bytes that left
+    (resends included), the target they went to."""
+
+    target: str
+    results: tuple[PushResult, ...]
+    blobs: BlobCounts = BlobCounts()
+    bytes_sent: int = 0
+    seconds: float = 0.0
+    started: str = ""
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(result.ok for result in self.results)
+
+    @property
+    def failed(self) -> tuple[PushResult, ...]:
+        return tuple(result for result in self.results if not result.ok)
+
+    def count(self, status: PushStatus) -> int:
+        return sum(result.status is status for result in self.results)
+
+    def to_json(self) -> dict[str, object]:
+        """The ``bulkpull push --report`` document (its schema is in the README)."""
+        return {
+            "version": PUSH_REPORT_VERSION,
+            "target": self.target,
+            "started": self.started,
+            "seconds": round(self.seconds, 3),
+            "dry_run": self.dry_run,
+            "totals": {
+                "images": len(self.results),
+                **{status.value: self.count(status) for status in PushStatus},
+                **self.blobs.to_json(),
+                "bytes_sent": self.bytes_sent,
+                "bytes_missing": sum(result.missing for result in self.results),
+            },
+            "images": [result.to_json() for result in self.results],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BytesSent:
+    """Bytes of a blob left for the target registry (a resumed or repeated upload counts)."""
+
+    digest: Digest
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class PushDone:
+    """An image of a push is finished, one way or another."""
+
+    result: PushResult
+
+
+PushEvent = Event | BytesSent | PushDone
+PushEventCallback = Callable[[PushEvent], None]

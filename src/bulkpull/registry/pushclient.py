@@ -1,0 +1,252 @@
+"""Writing to one registry: blob uploads (whole, in chunks, resumed, mounted) and manifests.
+
+A :class:`PushClient` is bound to the registry it was made for: every method takes a repository
+path, never a host, and an upload ``Location`` that points anywhere but that registry's origin
+is refused, as is a redirect of a write (``redirects``). So a push cannot write to any other
+registry, whatever a registry answers. Tokens are asked for with the push scope
+(``repository:NAME:pull,push``), plus the pull of the repository a blob is mounted from.
+
+The requests follow the distribution spec's push side: ``HEAD`` of a blob; ``POST`` to open an
+upload (with ``mount``/``from`` to cross-mount); ``PATCH`` with ``Content-Range`` for a chunk;
+``GET`` of the upload's location for what the registry holds; ``PUT ?digest=`` to close it,
+with the whole blob in it for a small one; ``PUT`` of a manifest, whose ``Docker-Content-Digest``
+must be the digest of the bytes sent. What to do when one fails is the caller's decision (the
+push orchestration resumes or starts over). Imports ``transport``, ``session``, ``auth``,
+``routing`` and the value modules.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, replace
+from urllib.parse import quote, urljoin, urlsplit
+
+from bulkpull.digest import Digest
+from bulkpull.errors import (
+    AuthenticationError,
+    ContentError,
+    DigestMismatchError,
+    InvalidReferenceError,
+    NotFoundError,
+)
+from bulkpull.manifest import MANIFEST_ACCEPT
+from bulkpull.registry.auth import push_scope
+from bulkpull.registry.routing import redact
+from bulkpull.registry.session import Body, Response
+from bulkpull.registry.transport import Transport
+
+# distribution answers "0-<end>"; some registries put "bytes=" in front.
+_RANGE = re.compile(r"(?:bytes=)?0-(\d+)")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+OCTET_STREAM = "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSession:
+    """An upload the registry holds open: where the next request goes (its latest
+    ``Location``, absolute), how many bytes of the blob it has, and the smallest chunk it
+    takes (``OCI-Chunk-Min-Length``; 0 when it did not say)."""
+
+    repository: str
+    location: str
+    offset: int = 0
+    min_chunk: int = 0
+
+
+class PushClient:
+    """Requests that write to ``registry`` (``host[:port]``) through a shared transport."""
+
+    def __init__(self, transport: Transport, registry: str) -> None:
+        self.transport = transport
+        self.registry = registry
+
+    async def has_blob(self, repository: str, digest: Digest) -> bool:
+        """Whether ``repository`` holds the blob (``HEAD``): then it need not be uploaded."""
+        try:
+            async with self._send("HEAD", repository, f"/v2/{repository}/blobs/{digest}"):
+                return True
+        except NotFoundError:
+            return False
+
+    async def manifest_digest(self, repository: str, reference: str) -> Digest | None:
+        """The digest ``repository:reference`` names now (``HEAD``), None when it names none
+        or the registry will not say."""
+        path = f"/v2/{repository}/manifests/{reference}"
+        try:
+            async with self._send(
+                "HEAD", repository, path, {"Accept": MANIFEST_ACCEPT}
+            ) as response:
+                return _header_digest(response)
+        except NotFoundError:
+            return None
+
+    async def mount(self, repository: str, digest: Digest, source: str) -> UploadSession | None:
+        """Ask to mount the blob from ``source`` (another repository of this registry): None
+        when mounted, else the upload the registry opened instead (it declined, 202).
+
+        A registry that refuses the mount outright (a token without pull on ``source``, which
+        distribution refuses with 401, or an unknown source) gets an ordinary upload request.
+        """
+        query = f"?mount={digest}&from={quote(source, safe='/')}"
+        path = f"/v2/{repository}/blobs/uploads/{query}"
+        try:
+            async with self._send(
+                "POST",
+                repository,
+                path,
+                {"Content-Length": "0"},
+                scope=push_scope(repository, source),
+            ) as response:
+                if response.status == 201:
+                    _check_digest(response, digest, f"mount of {digest} into {repository}")
+                    return None
+                return await self._session(repository, response)
+        except (AuthenticationError, NotFoundError):
+            return await self.start(repository)
+
+    async def start(self, repository: str) -> UploadSession:
+        """Open an upload (``POST``)."""
+        path = f"/v2/{repository}/blobs/uploads/"
+        async with self._send("POST", repository, path, {"Content-Length": "0"}) as response:
+            return await self._session(repository, response)
+
+    async def status(self, upload: UploadSession) -> UploadSession:
+        """What the registry holds of an upload (``GET`` of its location): its ``Range``, and
+        the location to go on with. :class:`NotFoundError` when the upload is gone."""
+        async with self._send("GET", upload.repository, self._path(upload.location)) as response:
+            return await self._session(upload.repository, response, upload)
+
+    async def append(self, upload: UploadSession, body: Body, length: int) -> UploadSession:
+        """Send the next ``length`` bytes (``PATCH`` with ``Content-Range``); returns the
+        upload with the registry's new location, ``length`` bytes further on."""
+        headers = {
+            "Content-Type": OCTET_STREAM,
+            "Content-Range": f"{upload.offset}-{upload.offset + length - 1}",
+            "Content-Length": str(length),
+        }
+        async with self._send(
+            "PATCH", upload.repository, self._path(upload.location), headers, body=body
+        ) as response:
+            moved = replace(upload, offset=upload.offset + length)
+            return await self._session(upload.repository, response, moved, keep_offset=True)
+
+    async def finish(
+        self, upload: UploadSession, digest: Digest, body: Body = b"", length: int = 0
+    ) -> None:
+        """Close the upload as the blob ``digest`` (``PUT ?digest=``), with its last ``length``
+        bytes (a small blob: all of it) in ``body``."""
+        joiner = "&" if urlsplit(upload.location).query else "?"
+        path = self._path(upload.location) + f"{joiner}digest={digest}"
+        headers = {"Content-Type": OCTET_STREAM, "Content-Length": str(length)}
+        async with self._send("PUT", upload.repository, path, headers, body=body) as response:
+            _check_digest(response, digest, f"upload of {digest} to {upload.repository}")
+
+    async def put_manifest(
+        self, repository: str, reference: str, raw: bytes, media_type: str
+    ) -> None:
+        """Store ``raw`` (its own bytes, under its own media type) as ``repository:reference``.
+
+        The registry's ``Docker-Content-Digest`` must be the digest of ``raw``: anything else
+        means it stored other bytes, and the image would not pull back as it was. A registry
+        that does not say is asked with ``HEAD``.
+        """
+        digest = Digest.of(raw)
+        what = f"manifest {digest} of {repository}"
+        path = f"/v2/{repository}/manifests/{reference}"
+        headers = {"Content-Type": media_type, "Content-Length": str(len(raw))}
+        async with self._send("PUT", repository, path, headers, body=raw) as response:
+            said = _header_digest(response)
+        if said is None:
+            said = await self.manifest_digest(repository, str(digest))
+        if said is not None and said != digest:
+            raise DigestMismatchError(f"{what} (Docker-Content-Digest)", str(digest), str(said))
+
+    def _send(
+        self,
+        method: str,
+        repository: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        *,
+        scope: str | None = None,
+        body: Body | None = None,
+    ) -> AbstractAsyncContextManager[Response]:
+        return self.transport.send_to(
+            method,
+            self.registry,
+            repository,
+            path,
+            headers,
+            scope=scope or push_scope(repository),
+            body=body,
+            stream=body is not None and not isinstance(body, bytes),
+        )
+
+    async def _session(
+        self,
+        repository: str,
+        response: Response,
+        previous: UploadSession | None = None,
+        *,
+        keep_offset: bool = False,
+    ) -> UploadSession:
+        """The upload a response describes: its ``Location`` (resolved, and checked to be on
+        this registry), its ``Range`` unless ``keep_offset``, its chunk minimum."""
+        location = response.headers.get("Location") or (previous.location if previous else "")
+        if not location:
+            raise ContentError(f"{response.url}: the upload answer has no Location")
+        absolute = await self._on_registry(location, response.url)
+        offset = previous.offset if previous and keep_offset else _range_end(response)
+        minimum = response.headers.get("OCI-Chunk-Min-Length", "")
+        chunk = int(minimum) if minimum.isdigit() else (previous.min_chunk if previous else 0)
+        return UploadSession(repository, absolute, offset, chunk)
+
+    async def _on_registry(self, location: str, answered_at: str) -> str:
+        """``location`` made absolute; refused unless it is on this registry's origin."""
+        origin = await self.transport.origin(self.registry)
+        absolute = urljoin(origin + "/", location)
+        if _origin_key(absolute) != _origin_key(origin):
+            raise ContentError(
+                f"{answered_at}: the upload continues at {redact(absolute)}, not on "
+                f"{self.registry}: bulkpull writes only to the registry it was given"
+            )
+        return absolute
+
+    def _path(self, location: str) -> str:
+        """A location on this registry as ``send_to`` takes it: path and query."""
+        parts = urlsplit(location)
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _origin_key(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 0)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def _range_end(response: Response) -> int:
+    """Bytes the registry holds by its ``Range`` (``0-<last byte>``); distribution says
+    ``0-0`` for an empty upload too, read as nothing held (a byte held is found out when the
+    next chunk is refused, and the blob starts over)."""
+    match = _RANGE.fullmatch(response.headers.get("Range", "").strip())
+    if match is None:
+        return 0
+    end = int(match.group(1))
+    return end + 1 if end else 0
+
+
+def _header_digest(response: Response) -> Digest | None:
+    header = response.headers.get("Docker-Content-Digest", "").strip()
+    if not header:
+        return None
+    try:
+        return Digest.parse(header)
+    except InvalidReferenceError as exc:
+        raise ContentError(f"{response.url}: unusable Docker-Content-Digest {header!r}") from exc
+
+
+def _check_digest(response: Response, digest: Digest, what: str) -> None:
+    said = _header_digest(response)
+    if said is not None and said != digest:
+        raise DigestMismatchError(f"{what} (Docker-Content-Digest)", str(digest), str(said))
