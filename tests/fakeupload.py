@@ -37,9 +37,12 @@ class UploadFaults:
     retry_after: str | None = None
     reset_patch_after: int | None = None  # close the connection after this many PATCH bytes
     vanish_after_patches: int | None = None  # forget the session after this many PATCHes
-    wrong_blob_digest: int = 0  # commits answered with another Docker-Content-Digest
+    # digest -> commits of it answered with another Docker-Content-Digest
+    wrong_blob_digest: dict[str, int] = field(default_factory=dict)
     wrong_manifest_digest: int = 0
     decline_mounts: bool = False
+    foreign_location: str | None = None  # an upload that continues at another host
+    redirect_patch_to: str | None = None  # a PATCH redirected (307) to another host
 
 
 @dataclass
@@ -156,7 +159,10 @@ class FakeUploads:
         path.write_bytes(b"")
         self.sessions[uuid] = Session(repository, path)
         self.started += 1
-        return self._session_answer(202, repository, uuid)
+        answer = self._session_answer(202, repository, uuid)
+        if self.faults.foreign_location:
+            answer.headers["Location"] = f"{self.faults.foreign_location}/v2/{repository}/x"
+        return answer
 
     def _session_answer(self, status: int, repository: str, uuid: str) -> web.Response:
         session = self.sessions[uuid]
@@ -194,6 +200,8 @@ class FakeUploads:
         fault = self._fault("PATCH")
         if fault:
             return fault
+        if self.faults.redirect_patch_to:
+            raise web.HTTPTemporaryRedirect(f"{self.faults.redirect_patch_to}{request.path}")
         start = _range_start(request.headers.get("Content-Range", ""))
         if start is not None and start != found.size:
             body = {"errors": [{"code": "RANGE_INVALID", "message": "invalid content range"}]}
@@ -259,8 +267,8 @@ class FakeUploads:
         found.path.unlink()
         self.link(repository, digest, found.size)
         said = digest
-        if self.faults.wrong_blob_digest:
-            self.faults.wrong_blob_digest -= 1
+        if self.faults.wrong_blob_digest.get(digest):
+            self.faults.wrong_blob_digest[digest] -= 1
             said = _WRONG_DIGEST
         headers = {"Location": f"/v2/{repository}/blobs/{digest}", "Docker-Content-Digest": said}
         return web.Response(status=201, headers=headers)
@@ -291,7 +299,10 @@ class FakeUploads:
         if self.faults.wrong_manifest_digest:
             self.faults.wrong_manifest_digest -= 1
             said = _WRONG_DIGEST
-        headers = {"Location": f"/v2/{repository}/manifests/{digest}", "Docker-Content-Digest": said}
+        headers = {
+            "Location": f"/v2/{repository}/manifests/{digest}",
+            "Docker-Content-Digest": said,
+        }
         return web.Response(status=201, headers=headers)
 
 

@@ -74,6 +74,7 @@ ORDER: Mapping[str, tuple[str, ...]] = {
         "results",
         "verify",
         "pull",
+        "push",
     ),
 }
 # The group of each module that is not (yet) in a package named after its group. A module in a
@@ -139,7 +140,7 @@ OWNERS: Mapping[str, frozenset[str]] = {
     "aiohttp": frozenset({"registry.session"}),
     "aiohttp_socks": frozenset({"registry.session"}),
     # The command line's parsing: the app, its command classes, flags, and exits.
-    "typer": frozenset({"cli", "cli.commands", "cli.flags", "cli.verify", "cli.pull"}),
+    "typer": frozenset({"cli", "cli.commands", "cli.flags", "cli.verify", "cli.pull", "cli.push"}),
     # Drawing; the words and numbers it draws (cli.text, cli.tally) are plain Python.
     "rich": frozenset({"cli.display", "cli.summary"}),
     # Archives are written and read back by the output stage only.

@@ -89,20 +89,25 @@ class PushOptions:
 
     @classmethod
     def from_environment(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        pull: PullOptions | None = None,
+        **overrides: Any,
     ) -> PushOptions:
         """The options ``bulkpull push`` would use here: what :meth:`PullOptions.from_environment`
-        reads, and ``BULKPULL_MAX_UPLOADS``; keyword arguments win, as flags do."""
+        reads (or what ``pull`` already holds), and ``BULKPULL_MAX_UPLOADS``; keyword
+        arguments win, as flags do."""
         env = os.environ if environ is None else environ
-        pulled = PullOptions.from_environment(
-            env, **{name: value for name, value in overrides.items() if name in _SHARED}
-        )
+        shared = {name: value for name, value in overrides.items() if name in _SHARED}
+        if pull is None:
+            pull = PullOptions.from_environment(env, **shared)
         own = {name: value for name, value in overrides.items() if name not in _SHARED}
         if "max_uploads" not in own:
             own["max_uploads"] = read_number(
                 env, "BULKPULL_MAX_UPLOADS", int, DEFAULT_MAX_UPLOADS, 1
             )
-        return cls.from_pull(pulled, **own)
+        return cls.from_pull(pull, **shared, **own)
 
     @property
     def keychain(self) -> Keychain:

@@ -50,6 +50,10 @@ class PushPlan:
     _planned: tuple[PlannedImage, ...] = field(default=(), repr=False, compare=False)
     _sources: tuple[Source, ...] = field(default=(), repr=False, compare=False)
 
+    def source_of(self, image: ImageSpec) -> Path:
+        """The archive or layout ``image`` is pushed from."""
+        return next(planned.source.path for planned in self._planned if planned.spec == image)
+
 
 @dataclass(frozen=True, slots=True)
 class PushContent:

@@ -1,7 +1,8 @@
 """The ``bulkpull`` command line: one module per command, on the public ``bulkpull`` API.
 
-``bulkpull [pull] IMAGES_FILE`` (``pull``, the default, may be left out) and ``bulkpull verify
-ARCHIVE...``; a new command is a module with its function, registered below. Exit codes: 0
+``bulkpull [pull] IMAGES_FILE`` (``pull``, the default, may be left out), ``bulkpull push
+SOURCE... --to REGISTRY`` and ``bulkpull verify ARCHIVE...``; a new command is a module with its
+function, registered below. Exit codes: 0
 every image pulled, 1 some failed (the rest still completed), 2 usage error or a bad list line,
 70 a bug in bulkpull, 130 interrupted.
 """
@@ -15,12 +16,13 @@ import typer
 
 import bulkpull
 from bulkpull import BulkpullError
-from bulkpull.cli import display, pull, verify
+from bulkpull.cli import display, pull, push, verify
 from bulkpull.cli.commands import EXIT_BUG, EXIT_SOME_FAILED, Command, Commands
 
 # Locals stay out of tracebacks: they hold passwords.
 app = typer.Typer(cls=Commands, rich_markup_mode=None, pretty_exceptions_show_locals=False)
 app.command("pull", cls=Command, epilog=pull.EXAMPLES, short_help=pull.SUMMARY)(pull.pull)
+app.command("push", cls=Command, epilog=push.EXAMPLES, short_help=push.SUMMARY)(push.push)
 app.command("verify", cls=Command, short_help=verify.SUMMARY)(verify.verify)
 
 

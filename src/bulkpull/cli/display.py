@@ -25,17 +25,18 @@ from rich.table import Table
 from rich.text import Text
 
 from bulkpull import (
-    Event,
     ImageDone,
-    ImageResult,
     ImageSpec,
     ImageStage,
     Platform,
+    PushDone,
+    PushEvent,
+    PushStatus,
     Retrying,
     Stage,
     Status,
 )
-from bulkpull.cli.tally import RateMeter, Row, Tally
+from bulkpull.cli.tally import Finished, RateMeter, Row, Tally
 from bulkpull.cli.text import (
     Labels,
     count_text,
@@ -55,12 +56,14 @@ from bulkpull.cli.text import (
 stderr = Console(stderr=True, highlight=False, markup=False)
 stdout = Console(highlight=False, markup=False)
 
-STYLES = {
+STYLES: dict[Status | PushStatus, str] = {
     Status.PULLED: "green",
     Status.UP_TO_DATE: "cyan",
     Status.RESOLVED: "green",
     Status.FAILED: "bold red",
     Status.INTERRUPTED: "yellow",
+    PushStatus.PUSHED: "green",
+    PushStatus.MISSING: "yellow",
 }
 # At most this many rows of images in flight; a last row counts the rest. A screen full of
 # rows says less than fifteen busy ones.
@@ -86,13 +89,13 @@ class Display:
         self.tally = Tally(images)
         self.dry_run = dry_run
 
-    def handle(self, event: Event) -> None:
+    def handle(self, event: PushEvent) -> None:
         self.tally.apply(event, time.monotonic())
         self.show(event)
 
-    def show(self, event: Event) -> None:
+    def show(self, event: PushEvent) -> None:
         """Render one event; the tally already includes it."""
-        if isinstance(event, ImageDone):
+        if isinstance(event, ImageDone | PushDone):
             self.finished(event.result)
 
     def tick(self) -> None:
@@ -102,7 +105,7 @@ class Display:
         """A message of its own line: a log record, a headline, a finished image."""
         self.console.print(Text(text, style=style), soft_wrap=True)
 
-    def finished(self, result: ImageResult) -> None:
+    def finished(self, result: Finished) -> None:
         """One line per finished image (and platform); unknown fields are left out."""
         fields = result_fields(result, full_digest=self.dry_run)
         self.note("  ".join(field for field in fields if field != "-"), STYLES[result.status])
@@ -135,7 +138,7 @@ class PlainDisplay(Display):
     def note(self, text: str, style: str = "") -> None:
         super().note(f"{time.strftime('%H:%M:%S')} {text}")
 
-    def show(self, event: Event) -> None:
+    def show(self, event: PushEvent) -> None:
         super().show(event)
         if isinstance(event, Retrying):
             what = self._retried(event)
@@ -161,21 +164,22 @@ class PlainDisplay(Display):
             self.note(", ".join(self.tally.overall_fields(rate, dry_run=self.dry_run)))
 
 
-def _reason(result: ImageResult) -> str:
+def _reason(result: Finished) -> str:
     return reason_text(result.error) if result.error else result.status.value
 
 
 def _stage_text(stage: ImageStage) -> str:
     platforms = f" ({', '.join(map(str, stage.platforms))})" if stage.platforms else ""
-    blobs = f": {count_text(len(stage.blobs), 'blob')}" if stage.stage is Stage.DOWNLOADING else ""
+    moving = stage.stage in (Stage.DOWNLOADING, Stage.UPLOADING)
+    blobs = f": {count_text(len(stage.blobs), 'blob')}" if moving else ""
     return f"{stage.stage.value} {image_text(stage.spec)}{platforms}{blobs}"
 
 
 class QuietDisplay(PlainDisplay):
     """Failures only, as they happen; the summary adds only the totals."""
 
-    def show(self, event: Event) -> None:
-        if isinstance(event, ImageDone) and not event.result.ok:
+    def show(self, event: PushEvent) -> None:
+        if isinstance(event, ImageDone | PushDone) and not event.result.ok:
             self.finished(event.result)
 
     def tick(self) -> None:
@@ -196,7 +200,7 @@ class LiveDisplay(Display):
         super().__init__(console, labels, images, dry_run=dry_run)
         self._meter = RateMeter(window=5.0)
         self._rate = 0.0
-        self._failures: list[ImageResult] = []
+        self._failures: list[Finished] = []
         # Redrawn from the event loop's own ticks (and whenever a line is printed above it),
         # never from rich's refresh thread: the tally changes on the loop, and reading it
         # from another thread would race. Each redraw renders the tally as it is then.
@@ -208,7 +212,7 @@ class LiveDisplay(Display):
         """Printed above the live rows, wrapped at words to the terminal's width."""
         self.console.print(Text(text, style=style))
 
-    def finished(self, result: ImageResult) -> None:
+    def finished(self, result: Finished) -> None:
         """Kept in view while failures are few; every image is in the summary that follows."""
         if not result.ok:
             self._failures.append(result)
@@ -318,6 +322,15 @@ class DisplayHandler(logging.Handler):
         if record.levelno >= logging.WARNING:
             text = f"{record.levelname.lower()}: {text}"
         self.display.note(text, "yellow" if record.levelno >= logging.WARNING else "dim")
+
+
+def log_through(shown: Display, *, verbose: bool, quiet: bool) -> None:
+    """Send the library's log records through the display: with ``-v`` every request (URLs
+    redacted by the library), by default warnings, with ``-q`` errors only."""
+    logger = logging.getLogger("bulkpull")
+    logger.addHandler(DisplayHandler(shown))
+    logger.setLevel(logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING)
+    logger.propagate = False
 
 
 def error(message: str) -> None:

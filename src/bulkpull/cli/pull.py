@@ -10,7 +10,6 @@ images were ``interrupted``. Imports the public ``bulkpull`` API, typer and its 
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import time
 from dataclasses import dataclass
@@ -141,7 +140,7 @@ class _Run:
 
     def start(self) -> None:
         """Route the library's log through the display, and say what is to come."""
-        _log_through(self.display, verbose=self.verbose, quiet=self.quiet)
+        display.log_through(self.display, verbose=self.verbose, quiet=self.quiet)
         if not self.quiet:
             self.display.note(self.headline())
 
@@ -229,12 +228,3 @@ class _Run:
         return await bulkpull.resolve_images(
             self.specs, self.options, store_dir=store, on_event=shown.handle
         )
-
-
-def _log_through(shown: display.Display, *, verbose: bool, quiet: bool) -> None:
-    """Send the library's log records through the display: with ``-v`` every request (URLs
-    redacted by the library), by default warnings, with ``-q`` errors only."""
-    logger = logging.getLogger("bulkpull")
-    logger.addHandler(display.DisplayHandler(shown))
-    logger.setLevel(logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING)
-    logger.propagate = False

@@ -1,8 +1,8 @@
-"""What a pull leaves besides archives: the ``--report`` and ``--lock`` files.
+"""What a run leaves besides archives: the ``--report`` and ``--lock`` files.
 
-A run that is interrupted still writes its report: the images that finished as they ended, the
-others ``interrupted``, built from the events the display already heard. Imports the public
-``bulkpull`` API, ``display`` and ``tally``.
+A run (a pull or a push) that is interrupted still writes its report: the images that finished
+as they ended, the others ``interrupted``, built from the events the display already heard.
+Imports the public ``bulkpull`` API, ``display`` and ``tally``.
 """
 
 from __future__ import annotations
@@ -12,12 +12,21 @@ import json
 from pathlib import Path
 
 import bulkpull
-from bulkpull import ImageResult, ImageSpec, PullReport, Status
+from bulkpull import (
+    ImageResult,
+    ImageSpec,
+    PullReport,
+    PushPlan,
+    PushReport,
+    PushResult,
+    PushStatus,
+    Status,
+)
 from bulkpull.cli import display
 from bulkpull.cli.tally import Tally
 
 
-def write_report(report: PullReport, path: Path) -> bool:
+def write_report(report: PullReport | PushReport, path: Path) -> bool:
     """Write the ``--report`` document; False (the error said) when it cannot be written."""
     return _write("report", path, json.dumps(report.to_json(), indent=2) + "\n")
 
@@ -63,5 +72,19 @@ def interrupted_report(
     ``interrupted``, in the order of the list."""
     results: list[ImageResult] = []
     for spec in specs:
-        results += tally.results.get(spec) or [ImageResult(spec, Status.INTERRUPTED)]
+        finished = [r for r in tally.results.get(spec, []) if isinstance(r, ImageResult)]
+        results += finished or [ImageResult(spec, Status.INTERRUPTED)]
     return PullReport(tuple(results), tally.received, tally.reused, seconds, started)
+
+
+def interrupted_push_report(
+    plan: PushPlan, tally: Tally, started: str, seconds: float
+) -> PushReport:
+    """The report of a push stopped part-way, as :func:`interrupted_report` is of a pull."""
+    found: list[PushResult] = []
+    for spec in plan.images:
+        finished = [r for r in tally.results.get(spec, []) if isinstance(r, PushResult)]
+        found += finished or [PushResult(spec, PushStatus.INTERRUPTED, plan.source_of(spec))]
+    return PushReport(
+        str(plan.target), tuple(found), bytes_sent=tally.received, seconds=seconds, started=started
+    )

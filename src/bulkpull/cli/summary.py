@@ -15,30 +15,48 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
-from bulkpull import ImageResult, PullReport, Status
+from bulkpull import PullReport, PushReport, PushStatus, Status
 from bulkpull.cli.display import STYLES, is_interactive, stdout
-from bulkpull.cli.text import count_text, duration_text, result_fields, size_text, text_width
+from bulkpull.cli.tally import Finished
+from bulkpull.cli.text import (
+    blob_counts_text,
+    count_text,
+    duration_text,
+    result_fields,
+    size_text,
+    text_width,
+)
 
 # A terminal's summary lists every image up to this many; beyond, failures and totals only.
 SUMMARY_ROWS = 20
 
 
 SUMMARY_COLUMNS = ("status", "image", "digest", "platform", "size")
+PUSH_COLUMNS = ("status", "image", "digest", "size")
 # Error messages wrap in a table's last column; narrower than this they read as ribbons.
 MIN_ERROR_COLUMN = 40
 
 
 def print_summary(
-    report: PullReport, *, dry_run: bool, quiet: bool, report_file: Path | None
+    report: PullReport | PushReport, *, dry_run: bool, quiet: bool, report_file: Path | None
 ) -> None:
     """The images (every one up to ``SUMMARY_ROWS`` on a terminal, else its failures), then
     the totals. ``quiet``: the totals only, the failures having been shown as they came."""
-    listed = [] if quiet else list(report.results)
+    listed: list[Finished] = [] if quiet else list(report.results)
     interactive = is_interactive(stdout)
     if interactive and len(listed) > SUMMARY_ROWS:
         listed = [result for result in listed if not result.ok]
     rows = [result_fields(result, full_digest=dry_run) for result in listed]
-    table = _summary_table(listed, rows, dry_run=dry_run) if interactive and listed else None
+    columns: tuple[str, ...]
+    if isinstance(report, PushReport):
+        columns, last = PUSH_COLUMNS, "target or error"
+        totals = push_totals_lines(report)
+    else:
+        columns, last = SUMMARY_COLUMNS, "error" if dry_run else "archive or error"
+        totals = [*replaced_lines(report), *totals_lines(report, dry_run=dry_run)]
+    table = None
+    if interactive and listed:
+        table = _summary_table(listed, rows, (*columns, last), len(columns))
     if table is not None:
         stdout.print(table)
     elif interactive and listed:
@@ -51,7 +69,7 @@ def print_summary(
     if left_out and not quiet:
         where = f"{report_file} lists" if report_file else "--report FILE.json lists"
         stdout.print(f"{count_text(left_out, 'more image')} not listed here; {where} every image")
-    for total in [*replaced_lines(report), *totals_lines(report, dry_run=dry_run)]:
+    for total in totals:
         stdout.print(total, soft_wrap=True)
 
 
@@ -65,34 +83,33 @@ def replaced_lines(report: PullReport) -> list[str]:
 
 
 def _summary_table(
-    results: Sequence[ImageResult], rows: list[list[str]], *, dry_run: bool
+    results: Sequence[Finished], rows: list[list[str]], headers: tuple[str, ...], fixed: int
 ) -> Table | None:
     """The summary as a table, or None when the terminal is too narrow for one: a table
     folded to ribbons reads worse than plain lines.
 
-    Every column must fit unwrapped, except that error messages may wrap in the last, given
-    room for ``MIN_ERROR_COLUMN`` cells; a last column with nothing in it (a dry run where
-    nothing failed) is left out.
+    The first ``fixed`` columns must fit unwrapped; the last (where it went, or the error)
+    may wrap error messages, given room for ``MIN_ERROR_COLUMN`` cells; a last column with
+    nothing in it (a dry run where nothing failed) is left out.
     """
-    headers = [*SUMMARY_COLUMNS, "error" if dry_run else "archive or error"]
     if all(row[-1] == "-" for row in rows):
         headers, rows = headers[:-1], [row[:-1] for row in rows]
     widths = [max(map(text_width, column)) for column in zip(headers, *rows, strict=True)]
-    if len(headers) > len(SUMMARY_COLUMNS):
+    if len(headers) > fixed:
         whole = [row[-1] for result, row in zip(results, rows, strict=True) if result.ok]
         widths[-1] = max(map(text_width, [headers[-1], *whole]))
     room = stdout.width - sum(widths[:-1]) - 2 * (len(widths) - 1)
-    if room < max(widths[-1], MIN_ERROR_COLUMN if len(headers) > len(SUMMARY_COLUMNS) else 0):
+    if room < max(widths[-1], MIN_ERROR_COLUMN if len(headers) > fixed else 0):
         return None
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-    for header in headers:
-        table.add_column(header, no_wrap=header in SUMMARY_COLUMNS, overflow="fold")
+    for position, header in enumerate(headers):
+        table.add_column(header, no_wrap=position < fixed, overflow="fold")
     for result, row in zip(results, rows, strict=True):
         table.add_row(Text(row[0], style=STYLES[result.status]), *row[1:])
     return table
 
 
-def _summary_lines(results: Sequence[ImageResult], rows: list[list[str]]) -> Table:
+def _summary_lines(results: Sequence[Finished], rows: list[list[str]]) -> Table:
     """The summary for a terminal too narrow for its table: a line per image, wrapped at
     words under the image rather than under its status; unknown fields left out."""
     lines = Table.grid(padding=(0, 2))
@@ -121,3 +138,26 @@ def totals_lines(report: PullReport, *, dry_run: bool) -> list[str]:
     rate = report.bytes_downloaded / max(report.seconds, 1e-9)
     downloaded = f"{size_text(report.bytes_downloaded)} downloaded"
     return [first, f"{downloaded}, {reused}; {seconds} ({size_text(rate)}/s)"]
+
+
+def push_totals_lines(report: PushReport) -> list[str]:
+    """How many images ended how; then what went to the target (a dry run: what it lacks)."""
+    counts = [
+        f"{report.count(status)} {status.value}"
+        for status in PushStatus
+        if report.count(status) or status is PushStatus.FAILED
+    ]
+    first = f"{count_text(len(report.results), 'image')}: {', '.join(counts)}"
+    seconds = f"in {duration_text(report.seconds)}"
+    if report.dry_run:
+        missing = sum(result.missing for result in report.results)
+        return [
+            first,
+            f"dry run: {size_text(missing)} of blobs missing at {report.target}, "
+            f"nothing written; {seconds}",
+        ]
+    blobs = blob_counts_text(report.blobs) or "no blobs needed"
+    rate = report.bytes_sent / max(report.seconds, 1e-9)
+    sent = f"{size_text(report.bytes_sent)} sent to {report.target}"
+    speed = f" ({size_text(rate)}/s)" if report.bytes_sent else ""
+    return [first, f"{sent}; {blobs}; {seconds}{speed}"]

@@ -20,11 +20,15 @@ from bulkpull import (
     BlobDone,
     BlobNeeded,
     BytesReceived,
+    BytesSent,
     Digest,
-    Event,
+    ImageDone,
     ImageResult,
     ImageSpec,
     ImageStage,
+    PushDone,
+    PushEvent,
+    PushResult,
     Retrying,
     Stage,
 )
@@ -38,10 +42,24 @@ from bulkpull.cli.text import (
 )
 
 # Rows shown first when more images are in flight than the screen holds: the busiest.
-_STAGE_ORDER = {Stage.WRITING: 0, Stage.DOWNLOADING: 1, Stage.RESOLVING: 2}
+_STAGE_ORDER = {
+    Stage.WRITING: 0,
+    Stage.DOWNLOADING: 1,
+    Stage.UPLOADING: 1,
+    Stage.RESOLVING: 2,
+    Stage.CHECKING: 2,
+}
 DOWNLOADING = "downloading"
 # Every blob the image still needs is one another image asked for first and is downloading.
 WAITING = "waiting for another image's download"
+# The same words for a push: (moving, waiting, every blob moved).
+_NOTES = {
+    Stage.DOWNLOADING: (DOWNLOADING, WAITING, "downloaded"),
+    Stage.UPLOADING: ("uploading", "waiting for another image's upload", "uploaded"),
+}
+_MOVING = frozenset(notes[0] for notes in _NOTES.values())
+# A finished image of a pull or of a push.
+Finished = ImageResult | PushResult
 
 
 @dataclass
@@ -87,7 +105,8 @@ class Tally:
 
     Bytes count each blob once however many images share it, and never more than its size
     (a download repeated after a reset sends some bytes twice); ``received`` is what actually
-    came over the network, for the rate; ``reused`` the sizes of blobs already stored.
+    came over the network, for the rate; ``reused`` the sizes of blobs already stored. A
+    push is told the same way: bytes sent, blobs the target already has (or will by a mount).
     """
 
     images: int
@@ -102,9 +121,9 @@ class Tally:
     owners: dict[Digest, ImageSpec] = field(default_factory=dict)
     # The latest retry of an image's request or a blob's download, and when its wait ends.
     retries: dict[ImageSpec | Digest, tuple[Retrying, float]] = field(default_factory=dict)
-    results: dict[ImageSpec, list[ImageResult]] = field(default_factory=dict)
+    results: dict[ImageSpec, list[Finished]] = field(default_factory=dict)
 
-    def apply(self, event: Event, now: float) -> None:
+    def apply(self, event: PushEvent, now: float) -> None:
         if isinstance(event, ImageStage):
             self.in_flight[event.spec] = event
         elif isinstance(event, BlobNeeded):
@@ -115,7 +134,7 @@ class Tally:
                 self.reused += event.size
             else:
                 self.missing.add(event.digest)
-        elif isinstance(event, BytesReceived):
+        elif isinstance(event, BytesReceived | BytesSent):
             self.got[event.digest] = self.got.get(event.digest, 0) + event.count
             self.received += event.count
         elif isinstance(event, BlobDone):
@@ -124,7 +143,7 @@ class Tally:
             subject = event.spec or event.digest
             if subject is not None:
                 self.retries[subject] = (event, now + event.delay)
-        else:
+        elif isinstance(event, ImageDone | PushDone):
             self.in_flight.pop(event.result.spec, None)
             self.results.setdefault(event.result.spec, []).append(event.result)
 
@@ -175,24 +194,25 @@ class Tally:
         """Images in flight, busiest first, then in the order they started."""
         rows = [self.row(stage, now) for stage in self.in_flight.values()]
         return sorted(
-            rows, key=lambda row: (_STAGE_ORDER[row.stage.stage], row.note != DOWNLOADING)
+            rows, key=lambda row: (_STAGE_ORDER[row.stage.stage], row.note not in _MOVING)
         )
 
     def row(self, stage: ImageStage, now: float) -> Row:
-        if stage.stage is Stage.RESOLVING:
-            return Row(stage, self._retrying(stage, [], now) or "resolving")
+        if stage.stage in (Stage.RESOLVING, Stage.CHECKING):
+            return Row(stage, self._retrying(stage, [], now) or stage.stage.value)
         pending = [digest for digest in stage.blobs if digest not in self.done]
         done = sum(self._bytes(digest) for digest in stage.blobs)
         total = sum(self.sizes.get(digest, 0) for digest in stage.blobs)
         counts = (len(stage.blobs) - len(pending), len(stage.blobs), done, total)
         if stage.stage is Stage.WRITING:
             return Row(stage, "writing", *counts)
+        moving, waiting, moved = _NOTES[stage.stage]
         note = self._retrying(stage, pending, now)
         if note is None and not pending:
-            note = "downloaded"
+            note = moved
         elif note is None and all(self.owners.get(digest) != stage.spec for digest in pending):
-            note = WAITING
-        return Row(stage, note or DOWNLOADING, *counts)
+            note = waiting
+        return Row(stage, note or moving, *counts)
 
     def _retrying(self, stage: ImageStage, pending: Sequence[Digest], now: float) -> str | None:
         """``retrying in …`` while a retry of the image's own requests, or of one of the blob

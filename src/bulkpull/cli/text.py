@@ -15,12 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bulkpull import (
+    BlobCounts,
     BulkpullError,
     Digest,
     ImageResult,
     ImageSpec,
     ImageStage,
     Platform,
+    PushResult,
+    PushStatus,
     Retrying,
 )
 
@@ -103,9 +106,12 @@ def image_text(spec: ImageSpec) -> str:
     return f"{source.familiar_name}@{digest_text(source.digest, full=False)}"
 
 
-def result_fields(result: ImageResult, *, full_digest: bool) -> list[str]:
+def result_fields(result: ImageResult | PushResult, *, full_digest: bool) -> list[str]:
     """Status, image, digest, platform, size, and where it went or why it failed: the same
-    facts in a finished line, a summary line and a summary table row."""
+    facts in a finished line, a summary line and a summary table row. A push has no platform
+    column: its image goes where the last field says."""
+    if isinstance(result, PushResult):
+        return push_fields(result, full_digest=full_digest)
     if result.error is not None:
         outcome = error_text(result.error)
     elif result.archive is not None:
@@ -123,6 +129,43 @@ def result_fields(result: ImageResult, *, full_digest: bool) -> list[str]:
         size_text(result.size) if result.manifest_digest else "-",
         outcome,
     ]
+
+
+def push_fields(result: PushResult, *, full_digest: bool) -> list[str]:
+    """Status, image, digest, size, and its name at the target with what its blobs cost
+    (or why it failed)."""
+    if result.error is not None:
+        outcome = error_text(result.error)
+    elif result.status is PushStatus.MISSING:
+        lacking = f"{size_text(result.missing)} of blobs" if result.missing else "its manifest"
+        outcome = f"{result.spec.target} (lacks {lacking})"
+    else:
+        counts = blob_counts_text(result.blobs)
+        outcome = f"{result.spec.target}" + (f" ({counts})" if counts else "")
+    return [
+        result.status.value,
+        image_text(result.spec),
+        digest_text(result.digest, full=full_digest),
+        size_text(result.size) if result.digest else "-",
+        outcome,
+    ]
+
+
+def blob_counts_text(counts: BlobCounts) -> str:
+    """``2 blobs uploaded, 1 mounted, 3 skipped``: what happened to blobs, zeros left out."""
+    parts = [
+        f"{count} {what}"
+        for count, what in (
+            (counts.uploaded, "uploaded"),
+            (counts.mounted, "mounted"),
+            (counts.skipped, "skipped"),
+        )
+        if count
+    ]
+    if parts:
+        number, _, what = parts[0].partition(" ")
+        parts[0] = f"{count_text(int(number), 'blob')} {what}"
+    return ", ".join(parts)
 
 
 def retry_text(event: Retrying, seconds: float, reason: str) -> str:

@@ -1,0 +1,227 @@
+"""``bulkpull push SOURCE... --to REGISTRY[/NAMESPACE]``: archives, bundles and OCI layouts into
+a registry, every digest kept, with the progress, summary and exit codes of a pull.
+
+The flow: options (the pull's registry flags, ``inputs``), the plan (which image goes where,
+refused with exit 2 before any request when a source cannot be pushed), a headline, the run
+under a display, the summary, then ``--report``. Ctrl-C and SIGTERM stop the run: each upload
+under way is kept in the state directory, so the next run resumes it. Imports the public
+``bulkpull`` API, typer and its siblings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+import bulkpull
+from bulkpull import InvalidOptionError, PushOptions, PushPlan, PushReport, SourceError
+from bulkpull.cli import display, flags, inputs, results, summary
+from bulkpull.cli.commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, usage_error
+from bulkpull.cli.text import count_text
+
+SUMMARY = "Push archives, bundles and OCI layouts into a registry, digests intact."
+EXAMPLES = """\b
+Examples:
+  bulkpull push offline.tar --to registry.internal:5000/mirror
+  bulkpull push bundles/*.tar layout/ --to registry.internal:5000/mirror --dry-run
+  bulkpull push layout/ --to 127.0.0.1:5000 --plain-http --report push.json
+
+\b
+docker.io/library/alpine:3.20 goes to REGISTRY/NAMESPACE/library/alpine:3.20; an image
+whose name already names REGISTRY keeps its path.
+Exit codes: 0 all pushed, 1 some failed, 2 usage error, 130 interrupted."""
+
+Sources = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="SOURCE...",
+        show_default=False,
+        help="Archives (per-image or bundles), OCI archives and OCI layout directories: "
+        "anything with an index.json.",
+    ),
+]
+To = Annotated[
+    str,
+    typer.Option(
+        "--to",
+        metavar="REGISTRY[/NAMESPACE]",
+        show_default=False,
+        help="The registry to push to, and a namespace in it for images named elsewhere.",
+    ),
+]
+MaxUploads = Annotated[
+    int | None,
+    typer.Option(
+        "--max-uploads",
+        min=1,
+        metavar="N",
+        help=flags.environment(
+            "Blob uploads at once, all images together.", "BULKPULL_MAX_UPLOADS", "8"
+        ),
+        show_default=False,
+    ),
+]
+StateDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        metavar="DIR",
+        help="Where unfinished uploads are kept for the next run to resume.  "
+        "[default: $XDG_STATE_HOME/bulkpull/uploads]",
+        show_default=False,
+    ),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Ask the registry what it lacks (images, blobs, bytes); write nothing.",
+    ),
+]
+
+
+def push(
+    sources: Sources,
+    to: To,
+    jobs: flags.Jobs = None,
+    max_uploads: MaxUploads = None,
+    plain_http: flags.PlainHttp = False,
+    skip_tls_verify: flags.SkipTlsVerify = False,
+    username: flags.Username = None,
+    password: flags.Password = None,
+    password_stdin: flags.PasswordStdin = False,
+    creds: flags.Creds = None,
+    proxy: flags.Proxy = None,
+    ca_cert: flags.CaCert = None,
+    insecure_registry: flags.InsecureRegistries = None,
+    retries: flags.Retries = None,
+    retry_delay: flags.RetryDelay = None,
+    timeout: flags.Timeout = None,
+    state_dir: StateDir = None,
+    dry_run: DryRun = False,
+    report_file: flags.ReportFile = None,
+    verbose: flags.Verbose = False,
+    quiet: flags.Quiet = False,
+    version: flags.Version = False,
+) -> None:
+    """Push every image of every SOURCE to the registry --to names, byte for byte: manifests
+    and indexes keep their digests, blobs the registry has are skipped, shared ones mounted,
+    and an upload cut off resumes (in the next run too)."""
+    login = inputs.keychain(username, password, password_stdin, creds or [], list_on_stdin=False)
+    base = inputs.pull_options(
+        platforms=None,
+        proxy=proxy,
+        insecure_registries=insecure_registry,
+        mirrors=None,
+        retries=retries,
+        retry_delay=retry_delay,
+        credentials=login,
+        jobs=jobs,
+        plain_http=plain_http,
+        skip_tls_verify=skip_tls_verify,
+        ca_cert=ca_cert,
+        timeout=timeout,
+    )
+    own: dict[str, Any] = {"max_uploads": max_uploads, "state_dir": state_dir}
+    try:
+        options = PushOptions.from_environment(
+            pull=base, **{name: value for name, value in own.items() if value is not None}
+        )
+        plan = bulkpull.plan_push(sources, to)
+    except (SourceError, InvalidOptionError) as exc:
+        usage_error(str(exc))
+    run = _Run(plan, sources, options, dry_run, verbose=verbose, quiet=quiet)
+    run.start()
+    raise typer.Exit(run.finish(run.wait(), report_file))
+
+
+class _Run:
+    """One push (or dry run) under its display, from the headline to the report."""
+
+    def __init__(
+        self,
+        plan: PushPlan,
+        sources: list[Path],
+        options: PushOptions,
+        dry_run: bool,
+        *,
+        verbose: bool,
+        quiet: bool,
+    ) -> None:
+        self.plan = plan
+        self.sources = sources
+        self.options = options
+        self.dry_run = dry_run
+        self.verbose = verbose
+        self.quiet = quiet
+        self.display = display.make_display(
+            plan.images, (), dry_run=dry_run, verbose=verbose, quiet=quiet
+        )
+        self.started = datetime.now(UTC).isoformat(timespec="seconds")
+        self.clock = time.monotonic()
+
+    def start(self) -> None:
+        display.log_through(self.display, verbose=self.verbose, quiet=self.quiet)
+        if not self.quiet:
+            self.display.note(self.headline())
+
+    def headline(self) -> str:
+        """``pushing 12 images from layout to registry.internal:5000/mirror``."""
+        images = count_text(len(self.plan.images), "image")
+        where = ", ".join(str(source) for source in self.sources)
+        if self.dry_run:
+            target = self.plan.target
+            return f"checking {images} from {where} against {target}; dry run: nothing written"
+        return f"pushing {images} from {where} to {self.plan.target}"
+
+    def wait(self) -> PushReport | None:
+        """The report, or None when the run was interrupted."""
+        try:
+            return asyncio.run(self._until_signalled())
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            return None
+
+    def finish(self, report: PushReport | None, report_file: Path | None) -> int:
+        """The summary and the report; the exit code."""
+        if report is None:
+            self.interrupted(report_file)
+            return EXIT_INTERRUPTED
+        summary.print_summary(
+            report, dry_run=self.dry_run, quiet=self.quiet, report_file=report_file
+        )
+        written = results.write_report(report, report_file) if report_file else True
+        return EXIT_OK if report.ok and written else EXIT_SOME_FAILED
+
+    def interrupted(self, report_file: Path | None) -> None:
+        """Say so, and write the report of what finished."""
+        tally = self.display.tally
+        display.stderr.print(
+            f"interrupted: {tally.pulled} of {len(self.plan.images)} images pushed; "
+            "unfinished uploads are kept for the next run",
+            soft_wrap=True,
+        )
+        if report_file is not None:
+            report = results.interrupted_push_report(
+                self.plan, tally, self.started, time.monotonic() - self.clock
+            )
+            results.write_report(report, report_file)
+
+    async def _until_signalled(self) -> PushReport:
+        """Push, treating SIGTERM like Ctrl-C."""
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        async with self.display.running():
+            return await bulkpull.push_images(
+                self.sources,
+                self.plan.target,
+                self.options,
+                dry_run=self.dry_run,
+                on_event=self.display.handle,
+            )
