@@ -109,17 +109,20 @@ class TokenRequest:
 
 @dataclass
 class TokenServer:
-    """Issues registry tokens: pull of ``public/*`` for anyone, of anything else for a login.
+    """Issues registry tokens: pull of ``public/*`` for anyone, of anything else for a login,
+    and push for the logins in ``pushers``.
 
     Logins are ``users`` (Basic, by GET) or ``refresh_tokens`` (OAuth2 POST, as Docker's
     identity tokens are used). Tokens are JWTs signed with ``signer_key``; the registry trusts
-    ``signer_certificate``, which each token carries in its ``x5c`` header.
+    ``signer_certificate``, which each token carries in its ``x5c`` header. As real token
+    servers do, a token holds what was asked for and granted, and no error says what was not.
     """
 
     signer_key: Path
     signer_certificate: Path
     users: Mapping[str, str]
     refresh_tokens: Mapping[str, str]
+    pushers: frozenset[str] = frozenset()
     public_namespace: str = "public/"
     url: str = ""
     requests: list[TokenRequest] = field(default_factory=list)
@@ -195,7 +198,10 @@ class TokenServer:
             kind, _, rest = scope.partition(":")
             name, _, actions = rest.rpartition(":")
             allowed = user is not None or name.startswith(self.public_namespace)
-            wanted = [action for action in actions.split(",") if action == "pull" and allowed]
+            granted = {"pull"} if allowed else set()
+            if user in self.pushers:
+                granted.add("push")
+            wanted = [action for action in actions.split(",") if action in granted]
             access.append({"type": kind, "name": name, "actions": wanted})
         now = int(time.time())
         claims = {
@@ -232,6 +238,7 @@ def start_token_server(
     users: Mapping[str, str],
     refresh_tokens: Mapping[str, str],
     tls: bool = True,
+    pushers: frozenset[str] = frozenset(),
 ) -> Iterator[TokenServer]:
     """Serve a :class:`TokenServer` from a thread: over HTTPS (a certificate from ``ca``), or
     with ``tls=False`` over plain HTTP, as docker_auth often runs beside a registry."""
@@ -241,7 +248,7 @@ def start_token_server(
     run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-sha256",
          "-keyout", str(signer_key), "-out", str(signer_certificate),
          "-subj", "/CN=bulkpull token signer"])  # fmt: skip
-    server = TokenServer(signer_key, signer_certificate, users, refresh_tokens)
+    server = TokenServer(signer_key, signer_certificate, users, refresh_tokens, pushers=pushers)
     context = None
     if tls:
         certificate, key = ca.issue(workdir, "token-server")

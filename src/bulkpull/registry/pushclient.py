@@ -18,7 +18,8 @@ push orchestration resumes or starts over). Imports ``transport``, ``session``, 
 from __future__ import annotations
 
 import re
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -32,6 +33,7 @@ from bulkpull.errors import (
 )
 from bulkpull.manifest import MANIFEST_ACCEPT
 from bulkpull.registry.auth import push_scope
+from bulkpull.registry.redirects import READS
 from bulkpull.registry.routing import redact
 from bulkpull.registry.session import Body, Response
 from bulkpull.registry.transport import Transport
@@ -162,7 +164,8 @@ class PushClient:
         if said is not None and said != digest:
             raise DigestMismatchError(f"{what} (Docker-Content-Digest)", str(digest), str(said))
 
-    def _send(
+    @asynccontextmanager
+    async def _send(
         self,
         method: str,
         repository: str,
@@ -171,17 +174,29 @@ class PushClient:
         *,
         scope: str | None = None,
         body: Body | None = None,
-    ) -> AbstractAsyncContextManager[Response]:
-        return self.transport.send_to(
-            method,
-            self.registry,
-            repository,
-            path,
-            headers,
-            scope=scope or push_scope(repository),
-            body=body,
-            stream=body is not None and not isinstance(body, bytes),
-        )
+    ) -> AsyncIterator[Response]:
+        """One request for ``repository`` with the push scope; a write refused with 401 or
+        403 says what that likely means (a token server grants what it may without saying
+        what it left out, so a login without push gets a token that cannot push)."""
+        try:
+            async with self.transport.send_to(
+                method,
+                self.registry,
+                repository,
+                path,
+                headers,
+                scope=scope or push_scope(repository),
+                body=body,
+                stream=body is not None and not isinstance(body, bytes),
+            ) as response:
+                yield response
+        except AuthenticationError as exc:
+            if method in READS or exc.method != method:
+                raise
+            hint = f"{self.registry} refused to let this login push to {repository}"
+            raise AuthenticationError(
+                exc.method, exc.url, exc.status, exc.diagnostics, hint=hint
+            ) from exc
 
     async def _session(
         self,
