@@ -126,6 +126,7 @@ GROUP_OF: Mapping[str, str] = {
             "pushplan",
             "uploads",
             "push",
+            "verify_registry",
         ),
         "orchestration",
     ),

@@ -211,9 +211,12 @@ async def test_help_names_every_command_in_its_usage_lines() -> None:
 
     assert code == 0
     assert out.startswith(
-        "Usage: bulkpull [pull] [OPTIONS] [IMAGES_FILE]\n   or: bulkpull verify [OPTIONS] PATH...\n"
+        "Usage: bulkpull [pull] [OPTIONS] [IMAGES_FILE]\n"
+        "   or: bulkpull push [OPTIONS] SOURCE...\n"
+        "   or: bulkpull verify [OPTIONS] [PATH...]\n"
     )
     assert re.search(r"^  verify  ", out, re.MULTILINE)
+    assert re.search(r"^  push  ", out, re.MULTILINE)
     assert "{" not in out
     assert not re.search(r"<(str|list|Path)", out)
 
@@ -222,7 +225,7 @@ async def test_verify_help_lists_its_arguments_without_type_labels() -> None:
     code, out, _ = await run_cli("verify", "--help")
 
     assert code == 0
-    assert out.startswith("Usage: bulkpull verify [OPTIONS] PATH...\n")
+    assert out.startswith("Usage: bulkpull verify [OPTIONS] [PATH...]\n")
     assert "<" not in out
 
 

@@ -119,6 +119,7 @@ from bulkpull.targets import PushTarget
 from bulkpull.usage import PullLimit, RegistryUsage
 from bulkpull.verify import ArchiveCheck, ArchiveEntry, verify_archive
 from bulkpull.verify_lock import LockCheck, verify_lock
+from bulkpull.verify_registry import verify_lock_in_registry
 
 __version__ = version("bulkpull")
 
@@ -204,6 +205,7 @@ __all__ = [
     "store_location",
     "verify_archive",
     "verify_lock",
+    "verify_lock_in_registry",
     "wants_all_platforms",
     "write_atomically",
 ]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bulkpull.errors import BulkpullError, OutputError
 from bulkpull.files import output_error
-from bulkpull.pushoptions import PushOptions
+from bulkpull.pushoptions import PushOptions, transport_for
 from bulkpull.pushplan import (
     PlannedImage,
     PushContent,
@@ -42,9 +42,8 @@ from bulkpull.pushreport import (
     PushResult,
     PushStatus,
 )
-from bulkpull.registry import PushClient, SecurityPolicy, Transport
+from bulkpull.registry import PushClient
 from bulkpull.report import ImageStage, Stage, retry_events, working_for
-from bulkpull.retry import RetryListener
 from bulkpull.targets import PushTarget, digest_tag
 from bulkpull.uploads import Uploads
 from bulkpull.uploadstate import UploadState
@@ -73,9 +72,9 @@ async def push_images(
     options = options or PushOptions()
     started, clock = datetime.now(UTC).isoformat(timespec="seconds"), time.monotonic()
     on_retry = retry_events(on_event) if on_event else None
-    async with _transport(options, on_retry) as transport:
-        registry = plan.images[0].target.registry_host
-        run = _Push(PushClient(transport, registry), plan, options, dry_run, on_event)
+    async with transport_for(options, on_retry) as transport:
+        client = PushClient(transport, plan.target.registry_host)
+        run = _Push(client, plan, options, dry_run, on_event)
         try:
             images = planned_images(plan)
             results = await asyncio.gather(*(run.image(image) for image in images))
@@ -89,25 +88,6 @@ async def push_images(
         time.monotonic() - clock,
         started,
         dry_run,
-    )
-
-
-def _transport(options: PushOptions, on_retry: RetryListener | None) -> Transport:
-    """The transport a push with ``options`` needs: a connection per upload and per image at
-    work, and no mirrors (a push writes to its registry and nowhere else)."""
-    return Transport(
-        retry=options.retry,
-        on_retry=on_retry,
-        timeout=options.timeout,
-        connections=options.max_uploads + options.jobs,
-        keychain=options.keychain,
-        security=SecurityPolicy(
-            plain_http=options.plain_http,
-            skip_tls_verify=options.skip_tls_verify,
-            insecure_registries=options.insecure_registries,
-        ),
-        ca_cert=options.ca_cert,
-        proxies=options.proxies,
     )
 
 

@@ -17,8 +17,16 @@ from typing import Any
 
 from bulkpull.errors import InvalidOptionError
 from bulkpull.options import DEFAULT_JOBS, PullOptions, keychain_of, read_number
-from bulkpull.registry import DEFAULT_TIMEOUT, Credentials, Keychain, Proxies, parse_host
-from bulkpull.retry import RetryPolicy
+from bulkpull.registry import (
+    DEFAULT_TIMEOUT,
+    Credentials,
+    Keychain,
+    Proxies,
+    SecurityPolicy,
+    Transport,
+    parse_host,
+)
+from bulkpull.retry import RetryListener, RetryPolicy
 
 # Uploads at once, all images together: what keeps a link to a registry busy (skopeo and
 # docker push a handful of layers at a time per image).
@@ -123,3 +131,23 @@ class PushOptions:
             Path(env.get("HOME") or Path.home(), ".local", "state")
         )
         return Path(base) / STATE_SUBDIRECTORY
+
+
+def transport_for(options: PushOptions, on_retry: RetryListener | None = None) -> Transport:
+    """The transport a push (or a check of its registry) with ``options`` needs: a
+    connection per upload and per image at work, and no mirrors (a push writes to its
+    registry and nowhere else)."""
+    return Transport(
+        retry=options.retry,
+        on_retry=on_retry,
+        timeout=options.timeout,
+        connections=options.max_uploads + options.jobs,
+        keychain=options.keychain,
+        security=SecurityPolicy(
+            plain_http=options.plain_http,
+            skip_tls_verify=options.skip_tls_verify,
+            insecure_registries=options.insecure_registries,
+        ),
+        ca_cert=options.ca_cert,
+        proxies=options.proxies,
+    )

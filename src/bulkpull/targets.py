@@ -53,6 +53,11 @@ class PushTarget:
             )
         return cls(registry.lower(), namespace)
 
+    @property
+    def registry_host(self) -> str:
+        """The ``host[:port]`` serving the registry's API (``docker.io`` is a name)."""
+        return Reference(self.registry, "library/x").registry_host
+
     def name_for(self, name: Reference) -> Reference:
         """Where the image named ``name`` goes: see the module's rule. Always tagged, never
         pinned (the digest is what is pushed, not part of the name)."""

@@ -1,57 +1,110 @@
 """``bulkpull verify PATH...``: check archives and layouts written by bulkpull or any other tool,
-and with ``--lock`` that they hold what a lock file pins.
+and with ``--lock`` that they hold what a lock file pins; with ``--lock`` and ``--registry``,
+that a registry does (after a push), reached with the registry flags of a push.
 
-Imports the public ``bulkpull`` API, typer, ``commands`` and ``display``.
+Imports the public ``bulkpull`` API, typer, ``commands``, ``display``, ``flags`` and ``inputs``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 import bulkpull
-from bulkpull import ImageListError
-from bulkpull.cli import display
+from bulkpull import ImageListError, InvalidOptionError, LockCheck, PushOptions
+from bulkpull.cli import display, flags, inputs
 from bulkpull.cli.commands import EXIT_OK, EXIT_SOME_FAILED, usage_error
 
-SUMMARY = "Check that archives and layouts are complete and loadable."
+SUMMARY = "Check archives and layouts (and a registry) against what they should hold."
+Registry = Annotated[
+    str | None,
+    typer.Option(
+        "--registry",
+        metavar="REGISTRY[/NAMESPACE]",
+        help="With --lock: check that this registry holds every image of the lock, under the "
+        "name bulkpull push --to REGISTRY[/NAMESPACE] gives it, with the locked digest.",
+    ),
+]
 
 
 def verify(
     paths: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Argument(
             metavar="PATH...",
             show_default=False,
             help="Archives (per-image or bundles, docker save's or OCI) and OCI layout "
             "directories.",
         ),
-    ],
+    ] = None,
     lock: Annotated[
         Path | None,
         typer.Option("--lock", metavar="FILE", help="A lock file the PATHs must match."),
     ] = None,
+    registry: Registry = None,
+    plain_http: flags.PlainHttp = False,
+    skip_tls_verify: flags.SkipTlsVerify = False,
+    username: flags.Username = None,
+    password: flags.Password = None,
+    password_stdin: flags.PasswordStdin = False,
+    creds: flags.Creds = None,
+    proxy: flags.Proxy = None,
+    ca_cert: flags.CaCert = None,
+    insecure_registry: flags.InsecureRegistries = None,
+    timeout: flags.Timeout = None,
 ) -> None:
     """Check archives and OCI layout directories (bulkpull's, docker save's, skopeo's,
     containerd's): re-hash every blob, check index.json and manifest.json against what the
     archive holds, layer counts and uncompressed layers against rootfs.diff_ids. With --lock,
     also check that every image the lock file pins is there under its name with the pinned
-    digest. Exit 1 if any check fails."""
-    checks = [bulkpull.verify_archive(path) for path in paths]
+    digest; with --lock and --registry, that the registry holds each (HEAD only). Exit 1 if
+    any check fails."""
+    if registry is not None and lock is None:
+        usage_error("--registry checks a registry against a lock file: give --lock FILE too")
+    if not paths and registry is None:
+        usage_error(
+            "nothing to check: give archives or layouts (PATH...), or --lock and --registry"
+        )
+    checks = [bulkpull.verify_archive(path) for path in paths or []]
     failed = sum(not _show_check(check) for check in checks)
-    if lock is not None:
-        try:
-            matched = bulkpull.verify_lock(lock, checks)
-        except ImageListError as exc:
-            usage_error(str(exc))
-        lines = [("ok     ", text) for text in matched.found]
-        lines += [("FAILED ", text) for text in matched.problems]
-        for status, text in lines:
-            display.stdout.print(f"{status} {text}", soft_wrap=True)
-        failed += len(matched.problems)
+    matched: list[LockCheck] = []
+    try:
+        if lock is not None and paths:
+            matched.append(bulkpull.verify_lock(lock, checks))
+        if lock is not None and registry is not None:
+            login = inputs.keychain(username, password, password_stdin, creds or [], False)
+            base = inputs.pull_options(
+                platforms=None,
+                proxy=proxy,
+                insecure_registries=insecure_registry,
+                mirrors=None,
+                retries=None,
+                retry_delay=None,
+                credentials=login,
+                plain_http=plain_http,
+                skip_tls_verify=skip_tls_verify,
+                ca_cert=ca_cert,
+                timeout=timeout,
+            )
+            options = PushOptions.from_environment(pull=base)
+            matched.append(asyncio.run(bulkpull.verify_lock_in_registry(lock, registry, options)))
+    except (ImageListError, InvalidOptionError) as exc:
+        usage_error(str(exc))
+    for result in matched:
+        failed += _show_lock(result)
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+def _show_lock(matched: LockCheck) -> int:
+    """Print a line per image of the lock; returns how many failed."""
+    lines = [("ok     ", text) for text in matched.found]
+    lines += [("FAILED ", text) for text in matched.problems]
+    for status, text in lines:
+        display.stdout.print(f"{status} {text}", soft_wrap=True)
+    return len(matched.problems)
 
 
 def _show_check(check: bulkpull.ArchiveCheck) -> bool:

@@ -32,7 +32,7 @@ from bulkpull.errors import (
     NotFoundError,
 )
 from bulkpull.manifest import MANIFEST_ACCEPT
-from bulkpull.registry.auth import push_scope
+from bulkpull.registry.auth import pull_scope, push_scope
 from bulkpull.registry.redirects import READS
 from bulkpull.registry.routing import redact
 from bulkpull.registry.session import Body, Response
@@ -57,11 +57,16 @@ class UploadSession:
 
 
 class PushClient:
-    """Requests that write to ``registry`` (``host[:port]``) through a shared transport."""
+    """Requests that write to ``registry`` (``host[:port]``) through a shared transport.
 
-    def __init__(self, transport: Transport, registry: str) -> None:
+    ``read_only``: a client that only asks (``HEAD``), with the pull scope, and never writes:
+    what a check of the registry against a lock file needs.
+    """
+
+    def __init__(self, transport: Transport, registry: str, *, read_only: bool = False) -> None:
         self.transport = transport
         self.registry = registry
+        self.read_only = read_only
 
     async def has_blob(self, repository: str, digest: Digest) -> bool:
         """Whether ``repository`` holds the blob (``HEAD``): then it need not be uploaded."""
@@ -178,6 +183,9 @@ class PushClient:
         """One request for ``repository`` with the push scope; a write refused with 401 or
         403 says what that likely means (a token server grants what it may without saying
         what it left out, so a login without push gets a token that cannot push)."""
+        if self.read_only:
+            assert method in READS, f"a read-only client sends no {method}"
+            scope = pull_scope(repository)
         try:
             async with self.transport.send_to(
                 method,
