@@ -33,7 +33,8 @@ _KEPT_IN_MEMORY = 16 * 1024 * 1024
 class UploadFaults:
     """Faults of the upload path; each is used up as it strikes."""
 
-    statuses: dict[str, list[int]] = field(default_factory=dict)  # method -> statuses in turn
+    # "POST", "PATCH", "PUT" (a blob's) or "PUT manifest" -> statuses answered in turn
+    statuses: dict[str, list[int]] = field(default_factory=dict)
     retry_after: str | None = None
     reset_patch_after: int | None = None  # close the connection after this many PATCH bytes
     vanish_after_patches: int | None = None  # forget the session after this many PATCHes
@@ -284,7 +285,7 @@ class FakeUploads:
         refused = self._refusal(request, repository, "push")
         if refused:
             return refused
-        fault = self._fault("PUT")
+        fault = self._fault("PUT manifest")
         if fault:
             return fault
         raw = await request.read()

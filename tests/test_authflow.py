@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from bulkpull import AuthenticationError, Credentials, RegistryError
-from bulkpull.registry.auth import Challenge, Token
+from bulkpull.registry.auth import Challenge, Token, push_scope
 from bulkpull.registry.authflow import (
     AuthFlow,
     AuthState,
@@ -170,6 +170,22 @@ def test_each_scope_and_registry_gets_its_own_token() -> None:
 
     assert isinstance(other_scope[0], TokenRequest)
     assert isinstance(other_registry[0], TokenRequest)
+
+
+def test_a_push_with_a_mount_asks_for_both_scopes_in_one_token() -> None:
+    scopes = push_scope("team/app", mount_from="team/base")
+
+    by_get = run(auth_flow(BEARER, ORIGIN, scopes, None, state()), [token("t1"), answer(201)])
+    by_post = run(auth_flow(BEARER, ORIGIN, scopes, IDENTITY, state()), [token("t2"), answer(201)])
+
+    assert scopes == "repository:team/app:pull,push repository:team/base:pull"
+    assert by_get[0] == TokenRequest(
+        "GET",
+        f"{REALM}?service=registry.example&scope=repository%3Ateam%2Fapp%3Apull%2Cpush"
+        "&scope=repository%3Ateam%2Fbase%3Apull",
+    )
+    assert isinstance(by_post[0], TokenRequest)
+    assert dict(by_post[0].form)["scope"] == scopes
 
 
 def test_a_token_due_for_renewal_is_renewed_before_it_is_sent() -> None:

@@ -42,6 +42,7 @@ ROWS = {
     "503 on POST is retried": Row(UploadFaults(statuses={"POST": [503]})),
     "503 on PATCH is retried where the upload stands": Row(UploadFaults(statuses={"PATCH": [503]})),
     "503 on PUT is retried": Row(UploadFaults(statuses={"PUT": [503]})),
+    "503 on a manifest PUT is retried": Row(UploadFaults(statuses={"PUT manifest": [503]})),
     "429 with Retry-After on POST waits": Row(
         UploadFaults(statuses={"POST": [429]}, retry_after="1")
     ),

@@ -3,16 +3,22 @@ numbers that agree with each other."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bulkpull import (
     BlobDone,
     BlobNeeded,
     BytesReceived,
+    BytesSent,
     Digest,
     Event,
     ImageDone,
     ImageResult,
     ImageStage,
     NotFoundError,
+    PushDone,
+    PushResult,
+    PushStatus,
     Retrying,
     Stage,
     Status,
@@ -118,3 +124,31 @@ def test_finished_failed_and_pulled_count_images_and_stored_blobs_count_as_reuse
     assert (tally.finished, tally.failed, tally.pulled, tally.reused) == (2, 1, 1, 3000)
     assert tally.in_flight == {}
     assert tally.overall_fields(0.0, dry_run=False) == ["2 of 2 images (1 failed)"]
+
+
+def test_a_push_is_told_in_the_same_rows_with_the_words_of_an_upload() -> None:
+    tally = tally_of(
+        ImageStage(A, Stage.UPLOADING, (SHARED, OWN_A)),
+        ImageStage(B, Stage.UPLOADING, (SHARED, OWN_B)),
+        BlobNeeded(SHARED, 3000, present=False, spec=B),
+        BlobNeeded(OWN_A, 1000, present=False, spec=A),
+        BlobNeeded(OWN_B, 1000, present=True, spec=B),
+        BytesSent(OWN_A, 1000),
+        BlobDone(OWN_A),
+        BytesSent(SHARED, 1500),
+    )
+
+    a, b = (tally.row(tally.in_flight[spec], now=0.0) for spec in (A, B))
+
+    assert a.note == "waiting for another image's upload"
+    assert b.note == "uploading"
+    assert b.counts == "0/2 blobs  1.4/3.9 KiB"
+    assert tally.overall_fields(0.0, dry_run=False)[1] == "2.4 KiB / 3.9 KiB"
+
+
+def test_a_pushed_image_is_finished_and_a_checking_one_says_so() -> None:
+    pushed = PushResult(A, PushStatus.PUSHED, Path("layout"))
+    tally = tally_of(ImageStage(B, Stage.CHECKING), PushDone(pushed))
+
+    assert (tally.finished, tally.pulled) == (1, 1)
+    assert [row.note for row in tally.rows(now=0.0)] == ["checking"]

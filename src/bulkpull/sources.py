@@ -73,10 +73,6 @@ class Source:
     entries: tuple[SourceEntry, ...]
     _members: dict[str, BlobPlace] = field(default_factory=dict, repr=False)
 
-    @property
-    def is_layout(self) -> bool:
-        return not self._members and self.path.is_dir()
-
     def place(self, digest: Digest) -> BlobPlace | None:
         """Where the blob is in this source, or None when it is not here."""
         if self._members:

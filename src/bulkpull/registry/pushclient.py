@@ -12,7 +12,7 @@ upload (with ``mount``/``from`` to cross-mount); ``PATCH`` with ``Content-Range`
 with the whole blob in it for a small one; ``PUT`` of a manifest, whose ``Docker-Content-Digest``
 must be the digest of the bytes sent. What to do when one fails is the caller's decision (the
 push orchestration resumes or starts over). Imports ``transport``, ``session``, ``auth``,
-``routing`` and the value modules.
+``redirects``, ``routing`` and the value modules.
 """
 
 from __future__ import annotations

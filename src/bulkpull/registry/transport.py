@@ -183,9 +183,10 @@ class Transport:
         ``registry`` itself, never a mirror: how a push talks to its target.
 
         The token is asked for ``scope`` (by default a pull of ``repository``). Yields a
-        successful (2xx) response; error statuses raise. A request without a ``body`` that
-        does not ``stream`` is retried here on temporary failures; one with a body is not, since
-        only its caller knows what the registry kept of a body cut off part-way.
+        successful (2xx) response; error statuses raise. A request that does not ``stream``
+        (its body, if any, is bytes in hand) is retried here on temporary failures; one that
+        streams its body is not, since only its caller knows what the registry kept of a body
+        cut off part-way.
         """
         sent = headers or {}
         endpoint = await self._endpoints.get(registry)
@@ -195,9 +196,8 @@ class Transport:
                 method, path, endpoint, repository, sent, stream, scope=scope, body=body
             )
 
-        once = stream or body is not None
         response = await (
-            attempt() if once else retrying(attempt, self._retry, on_retry=self._on_retry)
+            attempt() if stream else retrying(attempt, self._retry, on_retry=self._on_retry)
         )
         try:
             yield response
