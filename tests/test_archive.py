@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bulkpull.archive import ArchiveImage, ImageContent, update_layout, write_archive
 from bulkpull.digest import Digest
+from bulkpull.output.archive import ArchiveImage, ImageContent, update_layout, write_archive
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"

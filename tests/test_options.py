@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bulkpull.options import DEFAULT_JOBS, PullOptions
+from bulkpull.engine.options import DEFAULT_JOBS, PullOptions
 from bulkpull.platform import DEFAULT_PLATFORM, Platform
 from bulkpull.registry import Credentials, Mirror, Proxies
 from bulkpull.retry import RetryPolicy

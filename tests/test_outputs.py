@@ -16,7 +16,7 @@ from test_cli import run_cli
 
 import bulkpull
 from bulkpull import Platform, PullOptions
-from bulkpull.outputs import blob_chunks
+from bulkpull.output import blob_chunks
 
 ARM64 = Platform("linux", "arm64")
 AMD64 = Platform("linux", "amd64")

@@ -32,6 +32,7 @@ from __future__ import annotations
 from importlib.metadata import version
 
 from bulkpull.digest import Digest
+from bulkpull.engine import PullOptions, pull_image, pull_images, resolve_images, store_location
 from bulkpull.errors import (
     AuthenticationError,
     BulkpullError,
@@ -65,8 +66,7 @@ from bulkpull.imagelist import (
     read_image_list,
 )
 from bulkpull.manifest import Descriptor
-from bulkpull.options import PullOptions
-from bulkpull.outputs import store_location
+from bulkpull.output import ArchiveCheck, ArchiveEntry, LockCheck, verify_archive, verify_lock
 from bulkpull.platform import (
     DEFAULT_PLATFORM,
     Platform,
@@ -74,7 +74,6 @@ from bulkpull.platform import (
     parse_platforms,
     wants_all_platforms,
 )
-from bulkpull.pull import pull_image, pull_images, resolve_images
 from bulkpull.reference import Reference, parse_reference
 from bulkpull.registry import Credentials, CredentialSource, Keychain, Mirror, Proxies
 from bulkpull.report import (
@@ -94,8 +93,6 @@ from bulkpull.report import (
 )
 from bulkpull.retry import RetryPolicy
 from bulkpull.usage import PullLimit, RegistryUsage
-from bulkpull.verify import ArchiveCheck, ArchiveEntry, verify_archive
-from bulkpull.verify_lock import LockCheck, verify_lock
 
 __version__ = version("bulkpull")
 

@@ -19,15 +19,15 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bulkpull.blobstore import BlobStore
-from bulkpull.downloads import Downloads
-from bulkpull.entries import Entry, archive_entry
+from bulkpull.engine.downloads import Downloads
+from bulkpull.engine.entries import Entry, archive_entry
+from bulkpull.engine.options import PullOptions
+from bulkpull.engine.outputs import make_output
 from bulkpull.errors import BulkpullError, ContentError, OutputError, PlatformNotFoundError
 from bulkpull.files import output_error
 from bulkpull.imagelist import ImageSpec, check_archive_names, image_spec
 from bulkpull.manifest import MAX_MANIFEST_BYTES, ImageConfig, parse_config
-from bulkpull.options import PullOptions
-from bulkpull.outputs import Output, make_output
+from bulkpull.output import Output
 from bulkpull.platform import Platform
 from bulkpull.registry import RegistryClient, SecurityPolicy, Transport
 from bulkpull.report import (
@@ -44,6 +44,7 @@ from bulkpull.report import (
 )
 from bulkpull.resolved import ResolvedImage
 from bulkpull.retry import RetryListener
+from bulkpull.store import BlobStore
 
 log = logging.getLogger("bulkpull")
 
@@ -70,12 +71,12 @@ async def pull_images(
     options = options or PullOptions()
     check_archive_names(specs, options.platforms, options.all_platforms)
     started, clock = _now(), time.monotonic()
-    output = make_output(Path(out_dir), bundle, oci_layout, options.store_dir)
-    output.check_names(specs, options)
+    output, store = make_output(Path(out_dir), bundle, oci_layout, options.store_dir)
+    output.check_names(specs, options.platforms, options.all_platforms)
     await output.prepare()
     on_retry = _retry_listener(on_event)
-    async with _connect(options, output.store, on_retry) as registry:
-        run = _Run(registry, output, options, on_event, on_retry)
+    async with _connect(options, store, on_retry) as registry:
+        run = _Run(registry, output, store, options, on_event, on_retry)
         try:
             per_image = await asyncio.gather(*(run.image(spec) for spec in specs))
         finally:
@@ -240,18 +241,19 @@ class _Run:
         self,
         registry: RegistryClient,
         output: Output,
+        store: BlobStore,
         options: PullOptions,
         on_event: EventCallback | None,
         on_retry: RetryListener | None,
     ) -> None:
         self._registry = registry
         self._output = output
-        self._store = output.store
+        self._store = store
         self._options = options
         self._on_event = on_event
         self._jobs = asyncio.Semaphore(options.jobs)
         self.downloads = Downloads(
-            registry, output.store, options.max_downloads, self._emit, options.retry, on_retry
+            registry, store, options.max_downloads, self._emit, options.retry, on_retry
         )
 
     def _emit(self, event: Event) -> None:

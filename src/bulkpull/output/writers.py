@@ -27,17 +27,8 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
-from bulkpull.archive import (
-    CONTAINERD_NAME,
-    OCI_REF_NAME,
-    ArchiveImage,
-    blob_location,
-    read_layout_index,
-    update_layout,
-    write_archive,
-)
-from bulkpull.blobstore import BlobStore
 from bulkpull.digest import Digest
 from bulkpull.errors import BulkpullError, DestinationError, OutputError
 from bulkpull.files import (
@@ -49,12 +40,27 @@ from bulkpull.files import (
     run_stoppable,
 )
 from bulkpull.imagelist import ImageSpec, archive_name, archive_names
-from bulkpull.options import PullOptions
+from bulkpull.output.archive import (
+    CONTAINERD_NAME,
+    OCI_REF_NAME,
+    ArchiveImage,
+    blob_location,
+    read_layout_index,
+    update_layout,
+    write_archive,
+)
+from bulkpull.output.verify import archive_digests
+from bulkpull.platform import Platform
 from bulkpull.report import ImageResult, ReplacedImage, Status
 from bulkpull.resolved import ResolvedImage
-from bulkpull.verify import archive_digests
 
-STORE_DIRNAME = ".bulkpull-store"
+
+class BlobFiles(Protocol):
+    """The verified blobs an output copies: the blob store, known here only by what it does."""
+
+    def path(self, digest: Digest) -> Path: ...
+
+    async def has(self, digest: Digest) -> bool: ...
 
 
 class Output:
@@ -67,7 +73,7 @@ class Output:
 
     final_on_add = True
 
-    def __init__(self, store: BlobStore, out_dir: Path) -> None:
+    def __init__(self, store: BlobFiles, out_dir: Path) -> None:
         self.store = store
         self.out_dir = out_dir
         self.replaced: list[ReplacedImage] = []
@@ -85,10 +91,12 @@ class Output:
         """Make the output directory; :class:`DestinationError` when a file is in the way."""
         await asyncio.to_thread(_make_directory, self.out_dir, "output directory")
 
-    def check_names(self, specs: Sequence[ImageSpec], options: PullOptions) -> None:
+    def check_names(
+        self, specs: Sequence[ImageSpec], platforms: tuple[Platform, ...], every: bool
+    ) -> None:
         """Refuse, before any request, an archive name longer than a file name may be."""
         for spec in specs:
-            wanted = spec.choosing(options.platforms, options.all_platforms)
+            wanted = spec.choosing(platforms, every)
             for name in sorted(archive_names(wanted)):
                 _check_length(name, spec.origin or str(spec.source))
 
@@ -118,14 +126,16 @@ class _Collecting(Output):
 
     final_on_add = False
 
-    def __init__(self, store: BlobStore, out_dir: Path) -> None:
+    def __init__(self, store: BlobFiles, out_dir: Path) -> None:
         super().__init__(store, out_dir)
         self.images: list[ArchiveImage] = []
 
     def split(self, resolved: list[ResolvedImage], whole: bool) -> list[list[ResolvedImage]]:
         return [resolved]
 
-    def check_names(self, specs: Sequence[ImageSpec], options: PullOptions) -> None:
+    def check_names(
+        self, specs: Sequence[ImageSpec], platforms: tuple[Platform, ...], every: bool
+    ) -> None:
         """Nothing to check per image: the one name is checked by :meth:`prepare`."""
 
     def ref_name(self, spec: ImageSpec) -> str:
@@ -138,7 +148,7 @@ class _Collecting(Output):
 class Bundle(_Collecting):
     """Every image in one archive: one index.json and one manifest.json entry per image."""
 
-    def __init__(self, store: BlobStore, out_dir: Path, path: Path) -> None:
+    def __init__(self, store: BlobFiles, out_dir: Path, path: Path) -> None:
         super().__init__(store, out_dir)
         self.path = path
 
@@ -170,8 +180,8 @@ class Bundle(_Collecting):
 class Layout(_Collecting):
     """An OCI image layout directory; its ``blobs`` directory is the blob store itself."""
 
-    def __init__(self, directory: Path) -> None:
-        super().__init__(BlobStore(store_location(directory, oci_layout=directory)), directory)
+    def __init__(self, directory: Path, store: BlobFiles) -> None:
+        super().__init__(store, directory)
         self.directory = directory
         self._index: asyncio.Future[tuple[dict[str, object], list[dict[str, object]]]] | None
         self._index = None
@@ -258,7 +268,7 @@ def held_images(path: Path) -> dict[str, Digest]:
 
 
 def _write(
-    path: Path, images: Sequence[ArchiveImage], store: BlobStore, stop: threading.Event
+    path: Path, images: Sequence[ArchiveImage], store: BlobFiles, stop: threading.Event
 ) -> list[ReplacedImage]:
     """Runs in a worker thread: write the archive, and say what it replaced."""
     try:
@@ -277,21 +287,6 @@ def _check_length(name: str, what: str) -> None:
             f"{what}: the archive name {name[:60]}… is {length} bytes long; a file name may "
             f"have at most {NAME_MAX} (rename the image on its list line)"
         )
-
-
-def make_output(
-    out_dir: Path, bundle: Path | str | None, oci_layout: Path | str | None, store_dir: Path | None
-) -> Output:
-    """The output a pull asked for; the blob store sits next to it unless ``store_dir``.
-    Nothing is looked at or created on disk until :meth:`Output.prepare`."""
-    if bundle is not None and oci_layout is not None:
-        raise ValueError("choose a bundle or an OCI layout, not both")
-    if oci_layout is not None:
-        return Layout(Path(oci_layout))
-    store = BlobStore(store_location(out_dir, bundle=bundle, store_dir=store_dir))
-    if bundle is not None:
-        return Bundle(store, out_dir, Path(bundle))
-    return Output(store, out_dir)
 
 
 def _make_directory(path: Path, what: str) -> None:
@@ -316,23 +311,3 @@ def _check_bundle(path: Path) -> None:
     kind = kind_of(found.st_mode)
     if kind is not None:
         raise DestinationError(f"bundle {path} is {kind}; name the archive file to write")
-
-
-def store_location(
-    out_dir: Path | str,
-    *,
-    bundle: Path | str | None = None,
-    oci_layout: Path | str | None = None,
-    store_dir: Path | str | None = None,
-) -> Path:
-    """The blob store a pull into these outputs uses, so that a dry run (or any other tool)
-    finds what earlier pulls verified there.
-
-    An OCI layout's own ``blobs`` directory; otherwise ``store_dir`` when given, else
-    ``.bulkpull-store`` next to the bundle or the archives.
-    """
-    if oci_layout is not None:
-        return Path(oci_layout) / "blobs"
-    if store_dir is not None:
-        return Path(store_dir)
-    return (Path(bundle).parent if bundle is not None else Path(out_dir)) / STORE_DIRNAME

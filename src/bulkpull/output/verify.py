@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from bulkpull.archive import CONTAINERD_NAME, OCI_REF_NAME
 from bulkpull.digest import Digest
 from bulkpull.errors import BulkpullError, ContentError, UnsupportedMediaTypeError
 from bulkpull.manifest import (
@@ -34,9 +33,16 @@ from bulkpull.manifest import (
     parse_descriptor,
     parse_manifest,
 )
-from bulkpull.verify_docker import check_docker_manifest, check_repositories
-from bulkpull.verify_files import MAX_KEPT_TOTAL, ArchiveFiles, FileEntry, Findings, read_directory
-from bulkpull.verify_tar import READ_ERRORS, read_member, read_tar
+from bulkpull.output.archive import CONTAINERD_NAME, OCI_REF_NAME
+from bulkpull.output.verify_docker import check_docker_manifest, check_repositories
+from bulkpull.output.verify_files import (
+    MAX_KEPT_TOTAL,
+    ArchiveFiles,
+    FileEntry,
+    Findings,
+    read_directory,
+)
+from bulkpull.output.verify_tar import READ_ERRORS, read_member, read_tar
 
 _HEX = re.compile(r"[a-f0-9]{64}")
 # Layers stored as plain tars: their digest is their diff_id.

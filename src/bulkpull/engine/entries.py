@@ -15,10 +15,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from bulkpull.archive import ArchiveImage, ImageContent
 from bulkpull.digest import Digest
 from bulkpull.errors import PlatformNotFoundError
 from bulkpull.manifest import ImageIndex, choose_platform, parse_manifest
+from bulkpull.output import ArchiveImage, ImageContent
 from bulkpull.platform import Platform
 from bulkpull.resolved import FetchedManifest, ResolvedImage
 

@@ -16,8 +16,8 @@ import re
 
 from bulkpull.errors import BulkpullError
 from bulkpull.manifest import parse_config
+from bulkpull.output.verify_files import ArchiveFiles, Findings
 from bulkpull.reference import parse_reference
-from bulkpull.verify_files import ArchiveFiles, Findings
 
 _HEX = re.compile(r"[a-f0-9]{64}")
 

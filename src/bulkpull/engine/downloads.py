@@ -19,7 +19,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bulkpull.blobstore import BlobOpener, BlobStore
 from bulkpull.digest import Digest
 from bulkpull.errors import BulkpullError, DigestMismatchError, OutputError
 from bulkpull.imagelist import ImageSpec
@@ -35,6 +34,7 @@ from bulkpull.report import (
     working_for,
 )
 from bulkpull.retry import RetryListener, RetryPolicy, retrying
+from bulkpull.store import BlobOpener, BlobStore
 
 
 class Downloads:

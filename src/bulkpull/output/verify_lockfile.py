@@ -20,9 +20,9 @@ from bulkpull.digest import Digest
 from bulkpull.errors import ContentError, InvalidReferenceError
 from bulkpull.imagelist import ImageSpec, read_image_list
 from bulkpull.manifest import ImageIndex, choose_platform, parse_manifest
+from bulkpull.output.verify import ArchiveCheck, ArchiveEntry
 from bulkpull.platform import DEFAULT_PLATFORM
 from bulkpull.reference import parse_reference
-from bulkpull.verify import ArchiveCheck, ArchiveEntry
 
 
 @dataclass(frozen=True, slots=True)

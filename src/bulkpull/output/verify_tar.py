@@ -13,7 +13,7 @@ import tarfile
 from pathlib import Path
 from typing import IO
 
-from bulkpull.verify_files import MAX_KEPT_FILE, MAX_KEPT_TOTAL, ArchiveFiles
+from bulkpull.output.verify_files import MAX_KEPT_FILE, MAX_KEPT_TOTAL, ArchiveFiles
 
 # What reading a broken or foreign file can raise besides OSError: a tar that is not one,
 # a compressed stream cut short.

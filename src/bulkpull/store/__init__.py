@@ -1,0 +1,9 @@
+"""The content-addressed store: verified blobs on disk, resumed downloads, locks between
+processes. Imports the value modules and ``files``; nothing of ``registry`` or ``output``.
+"""
+
+from __future__ import annotations
+
+from bulkpull.store.blobs import BlobOpener, BlobStore
+
+__all__ = ["BlobOpener", "BlobStore"]
