@@ -62,7 +62,7 @@ ORDER: Mapping[str, tuple[str, ...]] = {
         "transport",
         "client",
     ),
-    "store": ("blobs",),
+    "store": ("locks", "partials", "blobs"),
     "output": (
         "archive",
         "verify_files",
@@ -115,7 +115,7 @@ GROUP_OF: Mapping[str, str] = {
 # Top-level import name -> the groups or modules allowed to import it.
 OWNERS: Mapping[str, frozenset[str]] = {
     # files holds the cancellation-safe open and the atomic writes; the store uses aiofiles.os.
-    "aiofiles": frozenset({"files", "store.blobs"}),
+    "aiofiles": frozenset({"files", "store"}),
     # The HTTP piece of the registry stage; aiohttp types never leave it.
     "aiohttp": frozenset({"registry.session"}),
     "aiohttp_socks": frozenset({"registry.session"}),

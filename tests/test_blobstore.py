@@ -15,7 +15,7 @@ import pytest
 from bulkpull.digest import Digest
 from bulkpull.errors import DigestMismatchError, RegistryError, TransportError
 from bulkpull.store import BlobStore
-from bulkpull.store.blobs import WRITE_BUFFER_BYTES
+from bulkpull.store.partials import WRITE_BUFFER_BYTES
 
 BLOB = os.urandom(1000)
 DIGEST = Digest.of(BLOB)

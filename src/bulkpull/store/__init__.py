@@ -4,6 +4,7 @@ processes. Imports the value modules and ``files``; nothing of ``registry`` or `
 
 from __future__ import annotations
 
-from bulkpull.store.blobs import BlobOpener, BlobStore
+from bulkpull.store.blobs import BlobStore
+from bulkpull.store.partials import BlobOpener
 
 __all__ = ["BlobOpener", "BlobStore"]
