@@ -4,10 +4,11 @@ Imports the value modules and ``files``; nothing of ``registry`` or ``store``.
 
 from __future__ import annotations
 
-from bulkpull.output.archive import ArchiveImage, ImageContent
+from bulkpull.output.contents import ArchiveImage, ImageContent
+from bulkpull.output.readback import blob_chunks
 from bulkpull.output.verify import ArchiveCheck, ArchiveEntry, verify_archive
 from bulkpull.output.verify_lockfile import LockCheck, verify_lock
-from bulkpull.output.writers import BlobFiles, Bundle, Layout, Output, blob_chunks
+from bulkpull.output.writers import BlobFiles, Bundle, Layout, Output
 
 __all__ = [
     "ArchiveCheck",

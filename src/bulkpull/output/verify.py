@@ -33,7 +33,7 @@ from bulkpull.manifest import (
     parse_descriptor,
     parse_manifest,
 )
-from bulkpull.output.archive import CONTAINERD_NAME, OCI_REF_NAME
+from bulkpull.output.contents import CONTAINERD_NAME, OCI_REF_NAME
 from bulkpull.output.verify_docker import check_docker_manifest, check_repositories
 from bulkpull.output.verify_files import (
     MAX_KEPT_TOTAL,

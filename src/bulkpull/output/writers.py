@@ -24,7 +24,7 @@ import errno
 import functools
 import os
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -34,22 +34,14 @@ from bulkpull.errors import BulkpullError, DestinationError, OutputError
 from bulkpull.files import (
     NAME_MAX,
     kind_of,
-    open_regular,
     output_error,
-    read_chunks,
     run_stoppable,
 )
 from bulkpull.imagelist import ImageSpec, archive_name, archive_names
-from bulkpull.output.archive import (
-    CONTAINERD_NAME,
-    OCI_REF_NAME,
-    ArchiveImage,
-    blob_location,
-    read_layout_index,
-    update_layout,
-    write_archive,
-)
-from bulkpull.output.verify import archive_digests
+from bulkpull.output.archive import write_archive
+from bulkpull.output.contents import CONTAINERD_NAME, OCI_REF_NAME, ArchiveImage
+from bulkpull.output.layout import read_layout_index, update_layout
+from bulkpull.output.readback import held_images
 from bulkpull.platform import Platform
 from bulkpull.report import ImageResult, ReplacedImage, Status
 from bulkpull.resolved import ResolvedImage
@@ -240,31 +232,6 @@ def _replaced_entries(entries: list[dict[str, object]], directory: Path) -> list
             continue  # not an entry bulkpull could name; it is gone all the same
         replaced.append(ReplacedImage(str(name), digest, directory))
     return replaced
-
-
-async def blob_chunks(source: Path, digest: Digest) -> AsyncIterator[bytes]:
-    """A blob's bytes, in order, from a per-image archive, a bundle or an OCI layout directory:
-    what an upload streams to a registry. Read where they sit (a tar is not unpacked), one
-    worker-thread read per chunk."""
-    if await asyncio.to_thread(source.is_dir):
-        chunks = read_chunks(source / "blobs" / "sha256" / digest.hex)
-    else:
-        offset, size = await asyncio.to_thread(blob_location, source, digest)
-        chunks = read_chunks(source, offset, size)
-    async for chunk in chunks:
-        yield chunk
-
-
-def held_images(path: Path) -> dict[str, Digest]:
-    """The images an archive at a final name holds (name → digest); none when nothing, or
-    nothing readable, is there. Never follows a link and never waits on a FIFO: anything but
-    a regular file at ``path`` is an :class:`OutputError`."""
-    try:
-        fd = open_regular(path)
-    except OSError:
-        return {}
-    with os.fdopen(fd, "rb") as archive:
-        return archive_digests(archive)
 
 
 def _write(
