@@ -98,6 +98,19 @@ async def test_usage_errors_exit_two(tmp_path: Path) -> None:
     assert "no images listed" in nothing[2]
 
 
+async def test_a_bundle_and_a_layout_together_are_a_usage_error(tmp_path: Path) -> None:
+    listing = tmp_path / "images.txt"
+    listing.write_text("alpine\n")
+
+    code, _, err = await run_cli(
+        str(listing), "--bundle", str(tmp_path / "all.tar"), "--oci-layout", str(tmp_path / "l")
+    )
+
+    assert (code, err) == (2, "bulkpull: --bundle and --oci-layout cannot be used together\n")
+    assert not (tmp_path / "all.tar").exists()
+    assert not (tmp_path / "l").exists()
+
+
 async def test_the_password_never_appears_in_output(start: Start, tmp_path: Path) -> None:
     registry = FakeRegistry(auth="bearer", username="alice", password="pa55-word-xyz")
     registry.add("x/y", "1", f.make_image([f.random_layer(1000)]))

@@ -25,7 +25,7 @@ from conftest import Start
 from fakeregistry import FakeRegistry
 
 import bulkpull
-from bulkpull import PullOptions
+from bulkpull import Destination, PullOptions
 
 SOURCE = Path(bulkpull.__file__).parent
 # Methods and functions that touch the file system and wait for it.
@@ -195,11 +195,11 @@ async def test_a_pull_makes_no_file_call_on_the_event_loop(
             await bulkpull.pull_images(references, out, options),
             await bulkpull.pull_images(references, out, options),  # up to date: reads archives
             await bulkpull.pull_images(references, out, forced),
-            await bulkpull.pull_images(references, out, options, bundle=out / "all.tar"),
-            await bulkpull.pull_images(references, out, forced, bundle=out / "all.tar"),
-            await bulkpull.pull_images(references, out, options, oci_layout=out / "layout"),
-            await bulkpull.pull_images(references, out, options, oci_layout=out / "layout"),
-            await bulkpull.resolve_images(references, options, store_dir=out / ".bulkpull-store"),
+            await bulkpull.pull_images(references, Destination.bundle(out / "all.tar"), options),
+            await bulkpull.pull_images(references, Destination.bundle(out / "all.tar"), forced),
+            await bulkpull.pull_images(references, Destination.oci_layout(out / "layout"), options),
+            await bulkpull.pull_images(references, Destination.oci_layout(out / "layout"), options),
+            await bulkpull.resolve_images(references, options, destination=out),
         ]
         await bulkpull.write_atomically(tmp_path / "report.json", b"{}")
 

@@ -4,6 +4,8 @@ The public API is exactly ``__all__``; everything else is an implementation deta
 async::
 
     report = await bulkpull.pull_images(["alpine:3.19", "busybox"], "bundles/")
+    bundle = bulkpull.Destination.bundle("offline.tar")
+    report = await bulkpull.pull_images(["alpine:3.19", "busybox"], bundle)
 
 and every error bulkpull raises on purpose is a :class:`BulkpullError`.
 
@@ -31,8 +33,9 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
+from bulkpull.destination import Destination, DestinationKind
 from bulkpull.digest import Digest
-from bulkpull.engine import PullOptions, pull_image, pull_images, resolve_images, store_location
+from bulkpull.engine import PullOptions, pull_image, pull_images, resolve_images
 from bulkpull.errors import (
     AuthenticationError,
     BulkpullError,
@@ -110,7 +113,9 @@ __all__ = [
     "Credentials",
     "CredentialsError",
     "Descriptor",
+    "Destination",
     "DestinationError",
+    "DestinationKind",
     "Digest",
     "DigestMismatchError",
     "Event",
@@ -161,7 +166,6 @@ __all__ = [
     "pull_images",
     "read_image_list",
     "resolve_images",
-    "store_location",
     "verify_archive",
     "verify_lock",
     "wants_all_platforms",

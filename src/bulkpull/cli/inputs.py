@@ -16,6 +16,7 @@ from typing import Any
 from bulkpull import (
     Credentials,
     CredentialsError,
+    Destination,
     ImageListError,
     ImageSpec,
     InvalidReferenceError,
@@ -83,6 +84,17 @@ def list_source(images_file: str | None, images: list[str]) -> str:
     if images:
         parts.append("the command line")
     return " and ".join(parts)
+
+
+def destination(out_dir: Path, bundle: Path | None, oci_layout: Path | None) -> Destination:
+    """Where the flags say to write: the bundle, the layout, else archives in ``out_dir``."""
+    if bundle is not None and oci_layout is not None:
+        usage_error("--bundle and --oci-layout cannot be used together")
+    if bundle is not None:
+        return Destination.bundle(bundle)
+    if oci_layout is not None:
+        return Destination.oci_layout(oci_layout)
+    return Destination.archives(out_dir)
 
 
 def checked(specs: list[ImageSpec], options: PullOptions) -> list[ImageSpec]:

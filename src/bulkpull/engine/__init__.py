@@ -5,7 +5,6 @@ three stages (``registry``, ``store``, ``output``) and the value modules.
 from __future__ import annotations
 
 from bulkpull.engine.options import PullOptions
-from bulkpull.engine.outputs import store_location
 from bulkpull.engine.pull import pull_image, pull_images, resolve_images
 
-__all__ = ["PullOptions", "pull_image", "pull_images", "resolve_images", "store_location"]
+__all__ = ["PullOptions", "pull_image", "pull_images", "resolve_images"]

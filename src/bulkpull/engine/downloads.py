@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 from bulkpull.digest import Digest
 from bulkpull.errors import BulkpullError, DigestMismatchError, OutputError
@@ -35,10 +36,17 @@ from bulkpull.report import (
 )
 from bulkpull.retry import RetryListener, RetryPolicy, retrying
 from bulkpull.store import BlobOpener, BlobStore
+from bulkpull.tasks import cause
 
 
 class Downloads:
-    """Every blob download of a run; ``downloaded`` and ``reused`` are its byte totals."""
+    """Every blob download of a run, each a task of the run's own group: entered with
+    ``async with``, which on the way out cancels the downloads no image waits for any more
+    (their partial files stay for resume). ``downloaded`` and ``reused`` are its byte totals.
+
+    A download's :class:`BulkpullError` is its result, handed to the images that wait for it;
+    anything else it raises is a bug, which ends the group and so the run.
+    """
 
     def __init__(
         self,
@@ -55,19 +63,33 @@ class Downloads:
         self._emit = emit
         self._retry = retry
         self._on_retry = on_retry
+        self._group = asyncio.TaskGroup()
         # The download of each blob under way or done, and the claim it was started for.
-        self._blobs: dict[Digest, tuple[_Claim, asyncio.Task[Path]]] = {}
+        self._blobs: dict[Digest, tuple[_Claim, asyncio.Task[Path | BulkpullError]]] = {}
         # Claims whose download failed: an image making the same claim fails the same way.
         self._refused: dict[tuple[Digest, _Claim], BulkpullError] = {}
         self.downloaded = 0
         self.reused = 0
 
-    async def close(self) -> None:
-        """Stop downloads no image waits for any more (their partial files stay for resume)."""
-        pending = [task for _, task in self._blobs.values() if not task.done()]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+    async def __aenter__(self) -> Downloads:
+        await self._group.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for _, task in self._blobs.values():
+            task.cancel()  # nothing once done; else a download no image waits for
+        failure: BaseException | None = None
+        try:
+            await self._group.__aexit__(exc_type, exc, traceback)
+        except BaseExceptionGroup as failed:
+            failure = cause(failed)
+        if failure is not None and failure is not exc:
+            raise failure
 
     async def fetch(self, reference: Reference, blob: Descriptor) -> None:
         """Wait until ``blob`` is in the store, then check it against this image's descriptor:
@@ -100,25 +122,35 @@ class Downloads:
                 started = claim, self._start(reference, blob)
                 self._blobs[blob.digest] = started
             owner, task = started
-            try:
-                # Shielded: one image giving up must not cancel a download others wait for.
-                return await asyncio.shield(task)
-            except BulkpullError as exc:
-                self._refused.setdefault((blob.digest, owner), exc)
-                if owner == claim:
-                    raise
+            # Shielded: one image giving up must not cancel a download others wait for.
+            outcome = await asyncio.shield(task)
+            if isinstance(outcome, Path):
+                return outcome
+            self._refused.setdefault((blob.digest, owner), outcome)
+            if owner == claim:
+                raise outcome
 
-    def _start(self, reference: Reference, blob: Descriptor) -> asyncio.Task[Path]:
+    def _start(self, reference: Reference, blob: Descriptor) -> asyncio.Task[Path | BulkpullError]:
         first = blob.digest not in self._blobs
         # Started in the task of the image that needs it first: its download.
         needed_by = image_worked_for()
-        task = asyncio.create_task(self._download(reference, blob, first, needed_by))
-        task.add_done_callback(lambda done: self._blob_finished(blob.digest, done))
-        return task
+        download = self._settled(reference, blob, first, needed_by)
+        try:
+            return self._group.create_task(download)
+        except RuntimeError:  # the group is ending: a bug has stopped the run
+            download.close()
+            raise
 
-    def _blob_finished(self, digest: Digest, task: asyncio.Task[Path]) -> None:
-        if not task.cancelled() and task.exception() is None:
-            self._emit(BlobDone(digest))
+    async def _settled(
+        self, reference: Reference, blob: Descriptor, first: bool, needed_by: ImageSpec | None
+    ) -> Path | BulkpullError:
+        """The download's stored blob, or the error that refused it."""
+        try:
+            path = await self._download(reference, blob, first, needed_by)
+        except BulkpullError as exc:
+            return exc
+        self._emit(BlobDone(blob.digest))
+        return path
 
     def _received(self, digest: Digest, count: int) -> None:
         self.downloaded += count

@@ -65,9 +65,9 @@ class Output:
 
     final_on_add = True
 
-    def __init__(self, store: BlobFiles, out_dir: Path) -> None:
+    def __init__(self, store: BlobFiles, directory: Path) -> None:
         self.store = store
-        self.out_dir = out_dir
+        self.directory = directory
         self.replaced: list[ReplacedImage] = []
 
     def split(self, resolved: list[ResolvedImage], whole: bool) -> list[list[ResolvedImage]]:
@@ -75,13 +75,14 @@ class Output:
         own, unless the ``whole`` index is kept (every platform, in one archive)."""
         return [resolved] if whole else [[item] for item in resolved]
 
-    def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
+    def target(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
+        """Where the entry of ``resolved`` (platforms of ``spec`` that share one) goes."""
         wanted = resolved[0].wanted if len(resolved) == 1 else None
-        return self.out_dir / archive_name(spec, wanted)
+        return self.directory / archive_name(spec, wanted)
 
     async def prepare(self) -> None:
         """Make the output directory; :class:`DestinationError` when a file is in the way."""
-        await asyncio.to_thread(_make_directory, self.out_dir, "output directory")
+        await asyncio.to_thread(_make_directory, self.directory, "output directory")
 
     def check_names(
         self, specs: Sequence[ImageSpec], platforms: tuple[Platform, ...], every: bool
@@ -118,8 +119,8 @@ class _Collecting(Output):
 
     final_on_add = False
 
-    def __init__(self, store: BlobFiles, out_dir: Path) -> None:
-        super().__init__(store, out_dir)
+    def __init__(self, store: BlobFiles, directory: Path) -> None:
+        super().__init__(store, directory)
         self.images: list[ArchiveImage] = []
 
     def split(self, resolved: list[ResolvedImage], whole: bool) -> list[list[ResolvedImage]]:
@@ -140,11 +141,11 @@ class _Collecting(Output):
 class Bundle(_Collecting):
     """Every image in one archive: one index.json and one manifest.json entry per image."""
 
-    def __init__(self, store: BlobFiles, out_dir: Path, path: Path) -> None:
-        super().__init__(store, out_dir)
+    def __init__(self, store: BlobFiles, path: Path) -> None:
+        super().__init__(store, path.parent)
         self.path = path
 
-    def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
+    def target(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
         return self.path
 
     async def prepare(self) -> None:
@@ -172,13 +173,12 @@ class Bundle(_Collecting):
 class Layout(_Collecting):
     """An OCI image layout directory; its ``blobs`` directory is the blob store itself."""
 
-    def __init__(self, directory: Path, store: BlobFiles) -> None:
+    def __init__(self, store: BlobFiles, directory: Path) -> None:
         super().__init__(store, directory)
-        self.directory = directory
         self._index: asyncio.Future[tuple[dict[str, object], list[dict[str, object]]]] | None
         self._index = None
 
-    def destination(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
+    def target(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
         return self.directory
 
     async def prepare(self) -> None:
