@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bulkpull import (
+    BulkpullError,
     Credentials,
     CredentialsError,
     Destination,
@@ -143,7 +144,7 @@ def pull_options(
                 delay=retry.delay if retry_delay is None else retry_delay,
             ),
         )
-    except (CredentialsError, ValueError) as exc:
+    except BulkpullError as exc:  # an option that cannot work, a login file that cannot be read
         usage_error(str(exc))
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bulkpull.errors import InvalidOptionError
+from bulkpull.errors import InvalidOptionError, InvalidPlatformError
 from bulkpull.platform import DEFAULT_PLATFORM, Platform, parse_platform_choice
 from bulkpull.registry import DEFAULT_TIMEOUT, Credentials, Keychain, Mirror, Proxies, parse_host
 from bulkpull.retry import DEFAULT_RETRIES, DEFAULT_RETRY_DELAY, RetryPolicy
@@ -98,7 +98,7 @@ class PullOptions:
             options = PullOptions.from_environment(jobs=8)
 
         ``environ`` stands in for ``os.environ``. A variable that cannot be used raises
-        :class:`InvalidOptionError` (a ``ValueError``) naming it; a malformed login file
+        :class:`InvalidOptionError` naming it; a malformed login file
         raises ``CredentialsError``.
         """
         env = os.environ if environ is None else environ
@@ -151,7 +151,7 @@ def _number(environ: Mapping[str, str], name: str, kind: type[N], default: N, mi
 def _platforms(environ: Mapping[str, str]) -> tuple[tuple[Platform, ...], bool]:
     try:
         return parse_platform_choice(environ.get("BULKPULL_PLATFORM", "").strip())
-    except ValueError as exc:
+    except InvalidPlatformError as exc:
         raise InvalidOptionError(f"BULKPULL_PLATFORM: {exc}") from None
 
 
@@ -167,7 +167,7 @@ def _proxies(environ: Mapping[str, str]) -> Proxies:
         if environ.get("BULKPULL_PROXY"):
             return Proxies.everywhere(environ["BULKPULL_PROXY"])
         return Proxies.from_environment(environ)
-    except ValueError as exc:
+    except InvalidOptionError as exc:
         raise InvalidOptionError(f"proxy environment variables: {exc}") from None
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import posixpath
 import re
 
-from bulkpull.errors import BulkpullError
+from bulkpull.errors import BulkpullError, InvalidReferenceError
 from bulkpull.manifest import parse_config
 from bulkpull.output.verify_files import ArchiveFiles, Findings
 from bulkpull.reference import parse_reference
@@ -121,10 +121,18 @@ def _check_repo_tags(tags: object, where: str, found: Findings) -> list[str]:
         found.problems.append(f"{where}: RepoTags is not a list")
         return []
     for tag in tags:
-        try:
-            tagged = ":" in str(tag).rpartition("/")[2]
-            if parse_reference(str(tag)).digest is not None or not tagged:
-                raise ValueError("docker load needs NAME:TAG")
-        except ValueError as exc:
-            found.problems.append(f"{where}: RepoTags entry {tag!r}: {exc}")
+        problem = _repo_tag_problem(str(tag))
+        if problem:
+            found.problems.append(f"{where}: RepoTags entry {tag!r}: {problem}")
     return [str(tag) for tag in tags]
+
+
+def _repo_tag_problem(tag: str) -> str | None:
+    """Why ``docker load`` would refuse ``tag`` as a name, or None."""
+    try:
+        parsed = parse_reference(tag)
+    except InvalidReferenceError as exc:
+        return str(exc)
+    if parsed.digest is not None or ":" not in tag.rpartition("/")[2]:
+        return "docker load needs NAME:TAG"
+    return None
