@@ -34,13 +34,16 @@ class CallbackBug(Exception):
 
 def bulkpull_tasks() -> list[asyncio.Task[object]]:
     """Tasks still running code of bulkpull's (the servers of the test run their own)."""
-    found = []
-    for task in asyncio.all_tasks():
-        coroutine = task.get_coro()
-        if isinstance(coroutine, types.CoroutineType) and task is not asyncio.current_task():
-            if SOURCE in Path(coroutine.cr_code.co_filename).parents:
-                found.append(task)
-    return found
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if task is not asyncio.current_task() and SOURCE in _code_path(task).parents
+    ]
+
+
+def _code_path(task: asyncio.Task[object]) -> Path:
+    coroutine = task.get_coro()
+    return Path(coroutine.cr_code.co_filename if isinstance(coroutine, types.CoroutineType) else "")
 
 
 async def two_registries(start: Start) -> tuple[str, str]:
@@ -58,9 +61,10 @@ def raising_at(stage: Stage, repository: str, heard: list[Event]) -> bulkpull.Ev
 
     def on_event(event: Event) -> None:
         heard.append(event)
-        if isinstance(event, ImageStage) and event.stage is stage:
-            if event.spec.source.path == repository:
-                raise CallbackBug(f"{repository} {stage}")
+        if not isinstance(event, ImageStage) or event.stage is not stage:
+            return
+        if event.spec.source.path == repository:
+            raise CallbackBug(f"{repository} {stage}")
 
     return on_event
 
