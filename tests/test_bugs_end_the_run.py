@@ -14,11 +14,10 @@ import logging
 import types
 from pathlib import Path
 
-import imagefactory as f
 import pytest
-from conftest import Start
-from fakeregistry import FakeRegistry, Faults
-from hostileregistry import HostileRegistry
+from support import imagefactory as f
+from support.fakeregistry import FakeRegistry, Faults, Start
+from support.hostileregistry import HostileRegistry
 
 import bulkpull
 from bulkpull import Destination, Event, ImageDone, ImageStage, PullOptions, Stage

@@ -9,11 +9,10 @@ import signal
 import sys
 from pathlib import Path
 
-import imagefactory as f
 import pytest
-from commandline import run_cli
-from conftest import Start
-from fakeregistry import FakeRegistry, Faults
+from support import imagefactory as f
+from support.commandline import run_cli
+from support.fakeregistry import FakeRegistry, Faults, Start
 
 
 async def test_all_pulled_exits_zero_and_summarises_each_image(

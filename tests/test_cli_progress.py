@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import imagefactory as f
 import pytest
-from commandline import run_cli
-from conftest import Start
-from fakeregistry import FakeRegistry, Faults
-from real.services import child_env, unavailable
+from support import imagefactory as f
+from support.commandline import run_cli
+from support.fakeregistry import FakeRegistry, Faults, Start
+from support.services import child_env, unavailable
 
 MIB = 1024 * 1024
 TIMESTAMP = re.compile(r"^\d\d:\d\d:\d\d ")

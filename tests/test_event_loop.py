@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import dataclasses
+import os
 import sys
 import threading
 import traceback
@@ -19,10 +20,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import imagefactory as f
 import pytest
-from conftest import Start
-from fakeregistry import FakeRegistry
+from support import imagefactory as f
+from support.fakeregistry import FakeRegistry, Start
 
 import bulkpull
 from bulkpull import Destination, PullOptions
@@ -154,14 +154,16 @@ class LoopWatch:
         watch = cls.active
         if watch is None or event not in FILE_EVENTS or not args:
             return
-        if not isinstance(args[0], str | bytes | Path) or watch.root not in str(args[0]):
+        if not isinstance(args[0], str | bytes | Path) or watch.root not in os.fsdecode(args[0]):
             return
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             return  # a worker thread: where file work belongs
         stack = "".join(traceback.format_stack(limit=8)[:-1])
-        watch.seen.append(f"{event} {args[0]} in {threading.current_thread().name}\n{stack}")
+        watch.seen.append(
+            f"{event} {os.fsdecode(args[0])} in {threading.current_thread().name}\n{stack}"
+        )
 
 
 @contextmanager

@@ -56,7 +56,7 @@ def test_options_keep_what_they_are_given() -> None:
 
 def test_options_are_keyword_only() -> None:
     with pytest.raises(TypeError):
-        PullOptions((DEFAULT_PLATFORM,))  # type: ignore[misc]
+        PullOptions((DEFAULT_PLATFORM,))  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize(

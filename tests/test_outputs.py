@@ -8,11 +8,10 @@ import json
 import tarfile
 from pathlib import Path
 
-import imagefactory as f
 import pytest
-from conftest import Start
-from fakeregistry import FakeRegistry
-from test_cli import run_cli
+from support import imagefactory as f
+from support.commandline import run_cli
+from support.fakeregistry import FakeRegistry, Start
 
 import bulkpull
 from bulkpull import Destination, Platform, PullOptions

@@ -12,10 +12,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import imagefactory as f
-from commandline import run_cli
-from conftest import Start
-from fakeregistry import FakeRegistry, Faults
+from support import imagefactory as f
+from support.commandline import run_cli
+from support.fakeregistry import FakeRegistry, Faults, Start
 
 import bulkpull
 from bulkpull import (

@@ -17,8 +17,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from fakeregistry import FakeRegistry
-from imagefactory import Image
+
+from support.fakeregistry import FakeRegistry
+from support.imagefactory import Image
 
 # A terminal escape that clears the screen, and a line that would pass for bulkpull's own.
 CLEAR_SCREEN = "\x1b[2J\x1b[H"
@@ -58,10 +59,11 @@ class HostileRegistry(FakeRegistry):
             await asyncio.sleep(3600)
         return await super()._ping(request)
 
-    async def _token(self, request: web.Request) -> web.Response:
+    async def _token(self, request: web.Request) -> web.StreamResponse:
         answer = await super()._token(request)
         if "token" not in self.misbehaviour.trickle or answer.status != 200:
             return answer
+        assert isinstance(answer, web.Response)
         assert isinstance(answer.body, bytes)
         return await self._trickled(request, "token", answer.body, "application/json")
 

@@ -17,10 +17,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import imagefactory
-from imagefactory import Image, Index, Layer
-
-from .services import Registry, run, unavailable
+from support import imagefactory
+from support.imagefactory import Image, Index, Layer
+from support.services import Registry, run, unavailable
 
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 BUSYBOX_APPLETS = ("sh", "echo", "cat", "ls", "true")

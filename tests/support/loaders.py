@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .services import (
+from support.services import (
     child_env,
     log_tail,
     remove_tree,

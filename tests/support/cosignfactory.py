@@ -21,7 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import NameOID
-from imagefactory import OCI_CONFIG, OCI_MANIFEST, Image, Layer, sha256
+
+from support.imagefactory import OCI_CONFIG, OCI_MANIFEST, Image, Layer, sha256
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"

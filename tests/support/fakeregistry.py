@@ -17,14 +17,15 @@ import json
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
-from imagefactory import Image, Index, sha256
+
+from support.imagefactory import Image, Index, sha256
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ class FakeRegistry:
             return self._unauthorized(request)
         return web.json_response({})
 
-    async def _token(self, request: web.Request) -> web.Response:
+    async def _token(self, request: web.Request) -> web.StreamResponse:
         if self.username and request.headers.get("Authorization") != _basic(
             self.username, self.password
         ):
@@ -338,6 +339,10 @@ def _range_start(header: str) -> int | None:
     if not header.startswith("bytes=") or not header.endswith("-"):
         return None
     return int(header.removeprefix("bytes=").removesuffix("-"))
+
+
+Start = Callable[[web.Application], Awaitable[str]]
+"""The ``start`` fixture: runs an app on a free loopback port for the test; ``host:port``."""
 
 
 @asynccontextmanager

@@ -29,7 +29,7 @@ from pathlib import Path
 from aiohttp import web
 
 # The one way children of the test session are stopped (their whole process group).
-from .services import free_port, log_tail, require_tool, run, run_until_ready, unavailable
+from support.services import free_port, log_tail, require_tool, run, run_until_ready, unavailable
 
 TOKEN_SERVICE = "bulkpull-test-registry"
 TOKEN_ISSUER = "bulkpull-test-token-server"
