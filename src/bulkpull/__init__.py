@@ -12,13 +12,14 @@ and every error bulkpull raises on purpose is a :class:`BulkpullError`.
 General layout: the code follows the data path, and imports only ever point down this drawing
 (``tests/test_architecture.py`` holds the rule)::
 
-    cli/                         the command line; it uses nothing but this public API
+    cli/                         the command line, one module per command; it uses nothing
+                                   but this public API
     bulkpull                     this module: the public API, exactly ``__all__``
-    pull, downloads, entries,    orchestration: resolve every image, fetch each blob once,
-    outputs, options               build archive entries, hand images to the outputs
-    registry/   store   output   three stages side by side that never import one another:
-                                   requests to registries (a package); verified blobs on
-                                   disk (``blobstore``); archives, layouts and ``verify``
+    engine/                      orchestration: resolve every image, fetch each blob once,
+                                   build archive entries, hand images to the outputs
+    registry/   store/  output/  three stages side by side that never import one another:
+                                   requests to registries; verified blobs on disk and the
+                                   partial files that resume; archives, layouts and ``verify``
     files                        the file work the store and the outputs share
     errors, digest, reference,   values: validated frozen data, the exception tree and the
     platform, manifest, ...        retry loop; they import nothing but each other
