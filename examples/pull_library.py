@@ -1,6 +1,7 @@
 """Pull images from your own asyncio code, with a progress line drawn from bulkpull's events.
 
     python examples/pull_library.py alpine:3.20 busybox:1.36 --out-dir bundles/
+    python examples/pull_library.py alpine:3.20 busybox:1.36 --bundle offline.tar
     python examples/pull_library.py alpine:3.20 --report report.json --lock images.lock
 
 The callback sees the same events the ``bulkpull`` command draws its bars from: blobs needed
@@ -64,7 +65,8 @@ def describe(result: bulkpull.ImageResult) -> str:
 async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("images", nargs="+")
-    parser.add_argument("--out-dir", default="bundles")
+    parser.add_argument("--out-dir", default="bundles", help="one archive per image here")
+    parser.add_argument("--bundle", type=Path, help="every image in this one archive instead")
     parser.add_argument("--platform", default="linux/amd64")
     parser.add_argument("--report", type=Path, help="write the JSON report here")
     parser.add_argument("--lock", type=Path, help="write a lock file (an image list) here")
@@ -76,7 +78,8 @@ async def main() -> int:
         retry=bulkpull.RetryPolicy(retries=5, delay=1.0),
     )
     specs = [bulkpull.image_spec(image) for image in args.images]
-    report = await bulkpull.pull_images(specs, args.out_dir, options, on_event=ProgressLine())
+    to = bulkpull.Destination.bundle(args.bundle) if args.bundle else args.out_dir
+    report = await bulkpull.pull_images(specs, to, options, on_event=ProgressLine())
     print(f"{len(report.results) - len(report.failed)} pulled, {len(report.failed)} failed")
     if args.report:
         args.report.write_text(json.dumps(report.to_json(), indent=2) + "\n")

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import pytest
 from aiohttp import web
-from fakeregistry import serve
+from support.fakeregistry import Start, serve
 
 from bulkpull import PullOptions, RetryPolicy
-
-Start = Callable[[web.Application], Awaitable[str]]
 
 
 @pytest.fixture

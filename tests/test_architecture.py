@@ -39,8 +39,8 @@ USES: Mapping[str, frozenset[str]] = {
     "registry": frozenset({"values"}),
     "store": frozenset({"values", "files"}),
     "output": frozenset({"values", "files"}),
-    "orchestration": frozenset({"values", "files", "registry", "store", "output"}),
-    "api": frozenset({"values", "files", "registry", "store", "output", "orchestration"}),
+    "engine": frozenset({"values", "files", "registry", "store", "output"}),
+    "api": frozenset({"values", "files", "registry", "store", "output", "engine"}),
     "cli": frozenset({"api"}),
 }
 # The modules of each package, lowest first; the package's __init__ stands above them all.
@@ -62,6 +62,35 @@ ORDER: Mapping[str, tuple[str, ...]] = {
         "transport",
         "client",
         "pushclient",
+    ),
+    "store": ("locks", "partials", "blobs", "uploadstate"),
+    "output": (
+        "contents",
+        "archive",
+        "layout",
+        "verify_files",
+        "verify_tar",
+        "verify_docker",
+        "verify",
+        "verify_lockfile",
+        "readback",
+        "sources",
+        "writers",
+    ),
+    "engine": (
+        "options",
+        "entries",
+        "downloads",
+        "configs",
+        "results",
+        "outputs",
+        "images",
+        "pull",
+        "pushoptions",
+        "pushplan",
+        "uploads",
+        "push",
+        "verify_registry",
     ),
     "cli": (
         "text",
@@ -96,47 +125,21 @@ GROUP_OF: Mapping[str, str] = {
             "usage",
             "report",
             "retry",
+            "destination",
+            "tasks",
             "targets",
             "pushreport",
         ),
         "values",
     ),
     "files": "files",
-    **dict.fromkeys(("blobstore", "uploadstate"), "store"),
-    **dict.fromkeys(
-        (
-            "archive",
-            "verify",
-            "verify_docker",
-            "verify_files",
-            "verify_lock",
-            "verify_tar",
-            "sources",
-        ),
-        "output",
-    ),
-    **dict.fromkeys(
-        (
-            "options",
-            "entries",
-            "downloads",
-            "outputs",
-            "pull",
-            "pushoptions",
-            "pushplan",
-            "uploads",
-            "push",
-            "verify_registry",
-        ),
-        "orchestration",
-    ),
     "__init__": "api",
     "__main__": "cli",
 }
 # Top-level import name -> the groups or modules allowed to import it.
 OWNERS: Mapping[str, frozenset[str]] = {
     # files holds the cancellation-safe open and the atomic writes; the store uses aiofiles.os.
-    "aiofiles": frozenset({"files", "blobstore"}),
+    "aiofiles": frozenset({"files", "store"}),
     # The HTTP piece of the registry stage; aiohttp types never leave it.
     "aiohttp": frozenset({"registry.session"}),
     "aiohttp_socks": frozenset({"registry.session"}),
@@ -349,8 +352,12 @@ KNOWN = (
     "registry.transport",
     "registry.session",
     "registry.routing",
-    "blobstore",
-    "archive",
+    "store",
+    "store.blobs",
+    "output",
+    "output.archive",
+    "engine",
+    "engine.pull",
     "cli",
     "cli.display",
     "cli.pull",
@@ -362,53 +369,53 @@ KNOWN = (
     [
         pytest.param("digest", "from bulkpull.errors import X", [], id="value-uses-a-value"),
         pytest.param(
-            "pull", "from bulkpull.registry import Transport", [], id="orchestration-uses-a-stage"
+            "engine.pull", "from bulkpull.registry import Transport", [], id="engine-uses-a-stage"
         ),
         pytest.param(
             "registry.client", "from .transport import Transport", [], id="relative-in-package"
         ),
         pytest.param(
             "registry.client",
-            "from bulkpull.blobstore import BlobStore",
+            "from bulkpull.store import BlobStore",
             [
-                "bulkpull.registry.client line 1: 'from bulkpull.blobstore import BlobStore' "
-                "imports bulkpull.blobstore (store); registry may use values"
+                "bulkpull.registry.client line 1: 'from bulkpull.store import BlobStore' "
+                "imports bulkpull.store (store); registry may use values"
             ],
             id="registry-imports-store",
         ),
         pytest.param(
             "registry.client",
-            "def f():\n    from .. import blobstore",
+            "def f():\n    from .. import store",
             [
-                "bulkpull.registry.client line 2: 'from .. import blobstore' imports "
-                "bulkpull.blobstore (store); registry may use values"
+                "bulkpull.registry.client line 2: 'from .. import store' imports "
+                "bulkpull.store (store); registry may use values"
             ],
             id="nested-relative-sibling-import",
         ),
         pytest.param(
-            "archive",
+            "output.archive",
             "from bulkpull.registry import Transport",
             [
-                "bulkpull.archive line 1: 'from bulkpull.registry import Transport' imports "
+                "bulkpull.output.archive line 1: 'from bulkpull.registry import Transport' imports "
                 "bulkpull.registry (registry); output may use files, values"
             ],
             id="output-imports-registry",
         ),
         pytest.param(
-            "blobstore",
-            "from bulkpull.archive import write_archive",
+            "store.blobs",
+            "from bulkpull.output import Bundle",
             [
-                "bulkpull.blobstore line 1: 'from bulkpull.archive import write_archive' imports "
-                "bulkpull.archive (output); store may use files, values"
+                "bulkpull.store.blobs line 1: 'from bulkpull.output import Bundle' imports "
+                "bulkpull.output (output); store may use files, values"
             ],
             id="store-imports-output",
         ),
         pytest.param(
             "files",
-            "from bulkpull.blobstore import BlobStore",
+            "from bulkpull.store import BlobStore",
             [
-                "bulkpull.files line 1: 'from bulkpull.blobstore import BlobStore' imports "
-                "bulkpull.blobstore (store); files may use values"
+                "bulkpull.files line 1: 'from bulkpull.store import BlobStore' imports "
+                "bulkpull.store (store); files may use values"
             ],
             id="shared-files-import-a-stage",
         ),
@@ -423,28 +430,27 @@ KNOWN = (
         ),
         pytest.param(
             "errors",
-            "import bulkpull.pull",
+            "import bulkpull.engine",
             [
-                "bulkpull.errors line 1: 'import bulkpull.pull' imports bulkpull.pull "
-                "(orchestration); values may use nothing but its own group"
+                "bulkpull.errors line 1: 'import bulkpull.engine' imports bulkpull.engine "
+                "(engine); values may use nothing but its own group"
             ],
-            id="value-imports-orchestration",
+            id="value-imports-the-engine",
         ),
         pytest.param(
-            "pull",
+            "engine.pull",
             "from bulkpull import PullOptions",
             [
-                "bulkpull.pull line 1: 'from bulkpull import PullOptions' imports "
-                "bulkpull.__init__ (api); orchestration may use files, output, registry, store, "
-                "values"
+                "bulkpull.engine.pull line 1: 'from bulkpull import PullOptions' imports "
+                "bulkpull.__init__ (api); engine may use files, output, registry, store, values"
             ],
-            id="orchestration-imports-the-public-package",
+            id="engine-imports-the-public-package",
         ),
         pytest.param(
-            "pull",
+            "engine.pull",
             "from bulkpull.registry.transport import Transport",
             [
-                "bulkpull.pull line 1: 'from bulkpull.registry.transport import Transport' "
+                "bulkpull.engine.pull line 1: 'from bulkpull.registry.transport import Transport' "
                 "imports bulkpull.registry.transport; enter registry through bulkpull.registry"
             ],
             id="package-entered-through-a-module",
@@ -527,19 +533,19 @@ KNOWN = (
             id="foreign-owner",
         ),
         pytest.param("registry.session", "import aiohttp_socks", [], id="owner-module"),
-        pytest.param("verify_tar", "import tarfile", [], id="owner-group"),
+        pytest.param("output.verify_tar", "import tarfile", [], id="owner-group"),
         pytest.param(
-            "pull",
+            "engine.pull",
             "from tarfile import TarFile",
             [
-                "bulkpull.pull line 1: 'from tarfile import TarFile' imports tarfile, which "
+                "bulkpull.engine.pull line 1: 'from tarfile import TarFile' imports tarfile, which "
                 "only output may import"
             ],
             id="tarfile-outside-output",
         ),
         pytest.param(
             "gadgets",
-            "from bulkpull.pull import pull_image\nimport tarfile",
+            "from bulkpull.engine import pull_image\nimport tarfile",
             [
                 "bulkpull.gadgets is not placed in a group; add it to GROUP_OF",
                 "bulkpull.gadgets line 2: 'import tarfile' imports tarfile, which only output "
@@ -548,10 +554,11 @@ KNOWN = (
             id="unplaced-module",
         ),
         pytest.param(
-            "pull",
+            "engine.pull",
             "from bulkpull import gadgets",
             [
-                "bulkpull.pull line 1: 'from bulkpull import gadgets' imports bulkpull.gadgets, "
+                "bulkpull.engine.pull line 1: 'from bulkpull import gadgets' imports "
+                "bulkpull.gadgets, "
                 "which is not placed in a group"
             ],
             id="import-of-an-unplaced-module",

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bulkpull.archive import ArchiveImage, ImageContent, update_layout, write_archive
 from bulkpull.digest import Digest
+from bulkpull.output.archive import write_archive
+from bulkpull.output.contents import ArchiveImage, ImageContent
+from bulkpull.output.layout import update_layout
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"

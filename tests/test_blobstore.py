@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from bulkpull.blobstore import WRITE_BUFFER_BYTES, BlobStore
 from bulkpull.digest import Digest
 from bulkpull.errors import DigestMismatchError, RegistryError, TransportError
+from bulkpull.store import BlobStore
+from bulkpull.store.partials import WRITE_BUFFER_BYTES
 
 BLOB = os.urandom(1000)
 DIGEST = Digest.of(BLOB)

@@ -9,11 +9,10 @@ import signal
 import sys
 from pathlib import Path
 
-import imagefactory as f
 import pytest
-from commandline import run_cli
-from conftest import Start
-from fakeregistry import FakeRegistry, Faults
+from support import imagefactory as f
+from support.commandline import run_cli
+from support.fakeregistry import FakeRegistry, Faults, Start
 
 
 async def test_all_pulled_exits_zero_and_summarises_each_image(
@@ -96,6 +95,19 @@ async def test_usage_errors_exit_two(tmp_path: Path) -> None:
         assert "Traceback" not in err
     assert "needs --username" in no_user[2]
     assert "no images listed" in nothing[2]
+
+
+async def test_a_bundle_and_a_layout_together_are_a_usage_error(tmp_path: Path) -> None:
+    listing = tmp_path / "images.txt"
+    listing.write_text("alpine\n")
+
+    code, _, err = await run_cli(
+        str(listing), "--bundle", str(tmp_path / "all.tar"), "--oci-layout", str(tmp_path / "l")
+    )
+
+    assert (code, err) == (2, "bulkpull: --bundle and --oci-layout cannot be used together\n")
+    assert not (tmp_path / "all.tar").exists()
+    assert not (tmp_path / "l").exists()
 
 
 async def test_the_password_never_appears_in_output(start: Start, tmp_path: Path) -> None:

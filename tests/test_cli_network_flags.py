@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from commandline import run_cli as run_process
+from support.commandline import run_cli as run_process
 
 SECRET = "s3cret-in-a-flag"
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import imagefactory as f
-from commandline import run_cli
-from conftest import Start
-from fakeregistry import FakeRegistry
-from fakeupload import FakeUploads
+from support import imagefactory as f
+from support.commandline import run_cli
+from support.fakeregistry import FakeRegistry, Start
+from support.fakeupload import FakeUploads
 
 APP = f.make_image([f.random_layer(50_000)], label="app")
 WEB = f.make_image([f.random_layer(50_000)], label="web", docker_types=True)

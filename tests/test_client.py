@@ -7,10 +7,9 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import imagefactory as f
 import pytest
-from conftest import Start
-from fakeregistry import FakeCDN, FakeRegistry, Faults
+from support import imagefactory as f
+from support.fakeregistry import FakeCDN, FakeRegistry, Faults, Start
 
 from bulkpull import (
     ContentError,

@@ -13,14 +13,13 @@ import json
 import tarfile
 from pathlib import Path
 
-import imagefactory as f
 import pytest
-from commandline import run_cli
-from conftest import Start
-from fakeregistry import FakeRegistry
+from support import imagefactory as f
+from support.commandline import run_cli
+from support.fakeregistry import FakeRegistry, Start
 
 import bulkpull
-from bulkpull import Platform, PlatformNotFoundError, PullOptions, PullReport, Status
+from bulkpull import Destination, Platform, PlatformNotFoundError, PullOptions, PullReport, Status
 
 AMD64 = Platform("linux", "amd64")
 ARM64 = Platform("linux", "arm64")
@@ -58,12 +57,10 @@ async def pull(
     """Pull into ``output``; returns the report and what was written (archive, bundle, layout)."""
     if output == "bundle":
         bundle = tmp_path / "bundle.tar"
-        return await bulkpull.pull_images(refs, tmp_path / "out", options, bundle=bundle), bundle
+        return await bulkpull.pull_images(refs, Destination.bundle(bundle), options), bundle
     if output == "layout":
         layout = tmp_path / "layout"
-        return await bulkpull.pull_images(
-            refs, tmp_path / "out", options, oci_layout=layout
-        ), layout
+        return await bulkpull.pull_images(refs, Destination.oci_layout(layout), options), layout
     report = await bulkpull.pull_images(refs, tmp_path / "out", options)
     archives = {result.archive for result in report.results}
     assert len(archives) == 1, archives

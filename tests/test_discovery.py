@@ -8,9 +8,8 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import cosignfactory
-import imagefactory
 import pytest
+from support import cosignfactory, imagefactory
 
 from bulkpull.digest import Digest
 from bulkpull.discovery import (

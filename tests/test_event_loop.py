@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import dataclasses
+import os
 import sys
 import threading
 import traceback
@@ -19,13 +20,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import imagefactory as f
 import pytest
-from conftest import Start
-from fakeregistry import FakeRegistry
+from support import imagefactory as f
+from support.fakeregistry import FakeRegistry, Start
 
 import bulkpull
-from bulkpull import PullOptions
+from bulkpull import Destination, PullOptions
 
 SOURCE = Path(bulkpull.__file__).parent
 # Methods and functions that touch the file system and wait for it.
@@ -154,14 +154,16 @@ class LoopWatch:
         watch = cls.active
         if watch is None or event not in FILE_EVENTS or not args:
             return
-        if not isinstance(args[0], str | bytes | Path) or watch.root not in str(args[0]):
+        if not isinstance(args[0], str | bytes | Path) or watch.root not in os.fsdecode(args[0]):
             return
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             return  # a worker thread: where file work belongs
         stack = "".join(traceback.format_stack(limit=8)[:-1])
-        watch.seen.append(f"{event} {args[0]} in {threading.current_thread().name}\n{stack}")
+        watch.seen.append(
+            f"{event} {os.fsdecode(args[0])} in {threading.current_thread().name}\n{stack}"
+        )
 
 
 @contextmanager
@@ -195,11 +197,11 @@ async def test_a_pull_makes_no_file_call_on_the_event_loop(
             await bulkpull.pull_images(references, out, options),
             await bulkpull.pull_images(references, out, options),  # up to date: reads archives
             await bulkpull.pull_images(references, out, forced),
-            await bulkpull.pull_images(references, out, options, bundle=out / "all.tar"),
-            await bulkpull.pull_images(references, out, forced, bundle=out / "all.tar"),
-            await bulkpull.pull_images(references, out, options, oci_layout=out / "layout"),
-            await bulkpull.pull_images(references, out, options, oci_layout=out / "layout"),
-            await bulkpull.resolve_images(references, options, store_dir=out / ".bulkpull-store"),
+            await bulkpull.pull_images(references, Destination.bundle(out / "all.tar"), options),
+            await bulkpull.pull_images(references, Destination.bundle(out / "all.tar"), forced),
+            await bulkpull.pull_images(references, Destination.oci_layout(out / "layout"), options),
+            await bulkpull.pull_images(references, Destination.oci_layout(out / "layout"), options),
+            await bulkpull.resolve_images(references, options, destination=out),
         ]
         await bulkpull.write_atomically(tmp_path / "report.json", b"{}")
 

@@ -150,7 +150,7 @@ def _annotations_of_public_surface(obj: object) -> set[str]:
 def test_every_bulkpull_type_in_a_public_signature_is_exported() -> None:
     modules = [importlib.import_module(f"bulkpull.{name}") for name in SUBMODULES]
     ours = _defined_in(modules)
-    missing = {}
+    missing: dict[str, list[str]] = {}
     for exported in bulkpull.__all__:
         for name in _annotations_of_public_surface(getattr(bulkpull, exported)):
             if name in ours and name not in bulkpull.__all__:

@@ -4,9 +4,8 @@ a test that passes against it cannot be sending one repository's token for anoth
 from __future__ import annotations
 
 import aiohttp
-import imagefactory as f
-from conftest import Start
-from fakeregistry import FakeRegistry
+from support import imagefactory as f
+from support.fakeregistry import FakeRegistry, Start
 
 
 async def test_a_token_is_good_for_the_repository_it_was_issued_for_only(start: Start) -> None:

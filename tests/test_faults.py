@@ -12,10 +12,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import imagefactory as f
 import pytest
-from conftest import Start
-from fakeregistry import FakeRegistry, Faults
+from support import imagefactory as f
+from support.fakeregistry import FakeRegistry, Faults, Start
 
 import bulkpull
 from bulkpull import DigestMismatchError, NotFoundError, PullOptions, RegistryError

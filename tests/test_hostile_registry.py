@@ -15,13 +15,12 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
-import imagefactory as f
 import pytest
-from commandline import run_cli
-from conftest import Start
-from fakehosts import fake_hosts
-from fakeregistry import FakeRegistry, Faults
-from hostileregistry import (
+from support import imagefactory as f
+from support.commandline import run_cli
+from support.fakehosts import fake_hosts
+from support.fakeregistry import FakeRegistry, Faults, Start
+from support.hostileregistry import (
     CLEAR_SCREEN,
     HostileRegistry,
     Trickler,

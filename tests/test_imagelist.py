@@ -8,15 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from bulkpull.errors import ImageListError
+from bulkpull.errors import BulkpullError, ImageListError, InvalidReferenceError
 from bulkpull.imagelist import (
     archive_name,
     check_archive_names,
+    digest_tag,
     image_spec,
     parse_image_list,
     read_image_list,
 )
 from bulkpull.platform import Platform
+from bulkpull.reference import parse_reference
 
 AMD64 = Platform("linux", "amd64")
 ARM64 = Platform("linux", "arm64")
@@ -445,3 +447,14 @@ def test_every_platform_of_an_image_is_one_archive_without_a_platform_in_its_nam
     check_archive_names(specs, [AMD64, ARM64], all_platforms=True)
     with pytest.raises(ImageListError, match="the archive of line 1"):
         check_archive_names(specs, [AMD64, ARM64])
+
+
+def test_the_tag_of_an_image_pulled_by_digest_names_the_digest() -> None:
+    assert digest_tag(parse_reference(f"alpine@sha256:{HEX}")) == f"sha256-{HEX}"
+
+
+def test_a_reference_without_a_digest_has_no_digest_tag_and_says_so() -> None:
+    with pytest.raises(InvalidReferenceError, match="no digest to name a tag after") as caught:
+        digest_tag(parse_reference("alpine:3.19"))
+
+    assert isinstance(caught.value, BulkpullError)

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from credentialhelper import install_credential_helper
+from support.credentialhelper import install_credential_helper
 
 from bulkpull import Credentials, CredentialsError, Keychain, PullOptions
 

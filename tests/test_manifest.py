@@ -7,9 +7,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import cosignfactory
-import imagefactory
 import pytest
+from support import cosignfactory, imagefactory
 
 from bulkpull.digest import Digest
 from bulkpull.errors import (

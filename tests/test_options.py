@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bulkpull.options import DEFAULT_JOBS, PullOptions
+from bulkpull.engine.options import DEFAULT_JOBS, PullOptions
 from bulkpull.platform import DEFAULT_PLATFORM, Platform
 from bulkpull.registry import Credentials, Mirror, Proxies
 from bulkpull.retry import RetryPolicy
@@ -56,7 +56,7 @@ def test_options_keep_what_they_are_given() -> None:
 
 def test_options_are_keyword_only() -> None:
     with pytest.raises(TypeError):
-        PullOptions((DEFAULT_PLATFORM,))  # type: ignore[misc]
+        PullOptions((DEFAULT_PLATFORM,))  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,10 @@ import json
 import os
 from pathlib import Path
 
-import imagefactory as f
 import pytest
-from commandline import run_cli
-from conftest import Start
-from fakeregistry import FakeRegistry
+from support import imagefactory as f
+from support.commandline import run_cli
+from support.fakeregistry import FakeRegistry, Start
 
 
 class Served:

@@ -8,15 +8,14 @@ import json
 import tarfile
 from pathlib import Path
 
-import imagefactory as f
 import pytest
-from conftest import Start
-from fakeregistry import FakeRegistry
-from test_cli import run_cli
+from support import imagefactory as f
+from support.commandline import run_cli
+from support.fakeregistry import FakeRegistry, Start
 
 import bulkpull
-from bulkpull import Platform, PullOptions
-from bulkpull.outputs import blob_chunks
+from bulkpull import Destination, Platform, PullOptions
+from bulkpull.output import blob_chunks
 
 ARM64 = Platform("linux", "arm64")
 AMD64 = Platform("linux", "amd64")
@@ -67,7 +66,7 @@ async def test_a_bundle_holds_every_image_with_each_blob_once(
     bundle = tmp_path / "all.tar"
     refs = [f"{host}/app/one:1", f"{host}/app/two:1", f"{host}/app/multi:1"]
 
-    report = await bulkpull.pull_images(refs, tmp_path, options, bundle=bundle)
+    report = await bulkpull.pull_images(refs, Destination.bundle(bundle), options)
 
     assert report.ok, report.failed
     assert {r.archive for r in report.results} == {bundle}
@@ -114,7 +113,9 @@ async def test_a_bundle_keeps_every_requested_platform_of_an_index(
     options = dataclasses.replace(options, platforms=(ARM64, AMD64))
     bundle = tmp_path / "multi.tar"
 
-    report = await bulkpull.pull_images([f"{host}/app/multi:1"], tmp_path, options, bundle=bundle)
+    report = await bulkpull.pull_images(
+        [f"{host}/app/multi:1"], Destination.bundle(bundle), options
+    )
 
     assert report.ok, report.failed
     index = read_json(bundle, "index.json")
@@ -140,8 +141,12 @@ async def test_an_oci_layout_is_created_then_added_to(
     _, host, images = served
     layout = tmp_path / "layout"
 
-    first = await bulkpull.pull_images([f"{host}/app/one:1"], tmp_path, options, oci_layout=layout)
-    second = await bulkpull.pull_images([f"{host}/app/two:1"], tmp_path, options, oci_layout=layout)
+    first = await bulkpull.pull_images(
+        [f"{host}/app/one:1"], Destination.oci_layout(layout), options
+    )
+    second = await bulkpull.pull_images(
+        [f"{host}/app/two:1"], Destination.oci_layout(layout), options
+    )
 
     assert first.ok
     assert second.ok
@@ -332,8 +337,8 @@ async def test_every_blob_reads_back_out_of_an_archive_a_bundle_and_a_layout(
     _, host, images = served
     refs = [f"{host}/app/one:1", f"{host}/app/two:1"]
     single = await bulkpull.pull_image(refs[0], tmp_path / "single", options)
-    await bulkpull.pull_images(refs, tmp_path, options, bundle=tmp_path / "all.tar")
-    await bulkpull.pull_images(refs, tmp_path, options, oci_layout=tmp_path / "layout")
+    await bulkpull.pull_images(refs, Destination.bundle(tmp_path / "all.tar"), options)
+    await bulkpull.pull_images(refs, Destination.oci_layout(tmp_path / "layout"), options)
     assert single.archive is not None
     sources = {
         single.archive: images.one.blobs,

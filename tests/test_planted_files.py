@@ -16,11 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import imagefactory as f
 import pytest
-from commandline import run_cli
-from conftest import Start
-from fakeregistry import FakeRegistry
+from support import imagefactory as f
+from support.commandline import run_cli
+from support.fakeregistry import FakeRegistry, Start
 
 import bulkpull
 

@@ -7,10 +7,9 @@ import json
 import tarfile
 from pathlib import Path
 
-import imagefactory as f
 import pytest
-from conftest import Start
-from fakeregistry import FakeCDN, FakeRegistry, Faults, schema1_manifest
+from support import imagefactory as f
+from support.fakeregistry import FakeCDN, FakeRegistry, Faults, Start, schema1_manifest
 
 import bulkpull
 from bulkpull import (
@@ -446,7 +445,7 @@ async def test_a_string_is_refused_as_the_list_of_images_before_any_request(
     host = await start(registry.app())
 
     with pytest.raises(TypeError, match="not one string"):
-        await bulkpull.pull_images(f"{host}/x/busybox:1", tmp_path, options)  # type: ignore[arg-type]
+        await bulkpull.pull_images(f"{host}/x/busybox:1", tmp_path, options)
 
     assert registry.seen == []
 

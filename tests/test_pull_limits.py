@@ -8,12 +8,11 @@ import dataclasses
 import json
 from pathlib import Path
 
-import imagefactory as f
 import pytest
-from commandline import run_cli
-from conftest import Start
-from fakeregistry import FakeRegistry
-from hostileregistry import HostileRegistry
+from support import imagefactory as f
+from support.commandline import run_cli
+from support.fakeregistry import FakeRegistry, Start
+from support.hostileregistry import HostileRegistry
 
 import bulkpull
 from bulkpull import Mirror, PullLimit, PullOptions, RateLimitError, RegistryUsage

@@ -13,11 +13,10 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-import imagefactory as f
 import pytest
-from conftest import Start
-from fakeregistry import FakeRegistry
-from fakeupload import FakeUploads, UploadFaults
+from support import imagefactory as f
+from support.fakeregistry import FakeRegistry, Start
+from support.fakeupload import FakeUploads, UploadFaults
 
 import bulkpull
 from bulkpull import DigestMismatchError, PushOptions, PushStatus, RetryPolicy

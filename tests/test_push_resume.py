@@ -16,9 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-from conftest import Start
-from fakeregistry import FakeRegistry
-from fakeupload import FakeUploads
+from support.fakeregistry import FakeRegistry, Start
+from support.fakeupload import FakeUploads
 
 LAYER_SIZE = 512 * 1024 * 1024
 KILL_AT = 0.4
@@ -87,7 +86,7 @@ async def test_a_push_killed_at_40_percent_of_a_large_layer_resumes_it(
     layer, manifest = big_layout(tmp_path / "layout")
     uploads = FakeUploads(FakeRegistry(), tmp_path / "registry")
     host = await start(uploads.app())
-    args = (str(tmp_path / "layout"), "--to", host, "--plain-http")
+    args: tuple[str, ...] = (str(tmp_path / "layout"), "--to", host, "--plain-http")
     args += ("--state-dir", str(tmp_path / "state"), "--retry-delay", "0")
 
     first = await push(*args)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 
-import cosignfactory
-import imagefactory
 import pytest
+from support import cosignfactory, imagefactory
 
 from bulkpull.digest import Digest
 from bulkpull.errors import ContentError, InvalidReferenceError, UnsupportedMediaTypeError

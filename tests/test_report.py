@@ -12,13 +12,21 @@ import re
 from pathlib import Path
 from typing import Any
 
-import imagefactory as f
-from commandline import run_cli
-from conftest import Start
-from fakeregistry import FakeRegistry, Faults
+from support import imagefactory as f
+from support.commandline import run_cli
+from support.fakeregistry import FakeRegistry, Faults, Start
 
 import bulkpull
-from bulkpull import BlobDone, BlobNeeded, BytesReceived, Event, ImageDone, ImageStage, Stage
+from bulkpull import (
+    BlobDone,
+    BlobNeeded,
+    BytesReceived,
+    Destination,
+    Event,
+    ImageDone,
+    ImageStage,
+    Stage,
+)
 
 README = Path(__file__).parent.parent / "README.md"
 Schema = dict[str, Any]
@@ -397,7 +405,7 @@ async def test_a_bundle_reports_progress_while_downloading_and_results_once_writ
     events: list[Event] = []
 
     await bulkpull.pull_images(
-        [f"{host}/x/y:1"], tmp_path, bundle=tmp_path / "all.tar", on_event=events.append
+        [f"{host}/x/y:1"], Destination.bundle(tmp_path / "all.tar"), on_event=events.append
     )
 
     kinds = [type(event).__name__ for event in events]

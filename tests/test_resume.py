@@ -6,9 +6,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-import imagefactory as f
-from conftest import Start
-from fakeregistry import FakeRegistry, Faults
+from support import imagefactory as f
+from support.fakeregistry import FakeRegistry, Faults, Start
 
 BLOB_BYTES = 48 * 1024 * 1024
 KILL_AT = 0.85

@@ -7,11 +7,10 @@ import base64
 import json
 from collections.abc import Callable
 
-import cosignfactory
-import imagefactory
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448
+from support import cosignfactory, imagefactory
 
 from bulkpull.digest import Digest
 from bulkpull.errors import ContentError, DigestMismatchError, SignatureError, VerifyKeyError

@@ -17,6 +17,7 @@ from bulkpull import (
     ImageStage,
     NotFoundError,
     PushDone,
+    PushEvent,
     PushResult,
     PushStatus,
     Retrying,
@@ -34,7 +35,7 @@ A = image_spec("127.0.0.1:5000/x/a:1")
 B = image_spec("127.0.0.1:5000/x/b:1")
 
 
-def tally_of(*events: Event, now: float = 0.0) -> Tally:
+def tally_of(*events: PushEvent, now: float = 0.0) -> Tally:
     tally = Tally(images=2)
     for event in events:
         tally.apply(event, now)

@@ -10,11 +10,10 @@ import logging
 import tarfile
 from pathlib import Path
 
-import imagefactory as f
 import pytest
-from conftest import Start
-from fakehosts import fake_hosts
-from fakeregistry import FakeRegistry, Faults, RefusedTogether
+from support import imagefactory as f
+from support.fakehosts import fake_hosts
+from support.fakeregistry import FakeRegistry, Faults, RefusedTogether, Start
 
 import bulkpull
 from bulkpull import (

@@ -10,14 +10,13 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-import imagefactory as f
 import pytest
-from commandline import run_cli
-from conftest import Start
-from fakeregistry import FakeRegistry
+from support import imagefactory as f
+from support.commandline import run_cli
+from support.fakeregistry import FakeRegistry, Start
 
 import bulkpull
-from bulkpull import PullOptions
+from bulkpull import Destination, PullOptions
 
 NAME = "registry.example/team/app:1"
 DEEP = b"[" * 200_000 + b"]" * 200_000
@@ -517,9 +516,9 @@ async def test_a_pull_onto_a_tar_with_absurd_json_rewrites_it(
         "bundle.tar" if output == "bundle" else f"127.0.0.1_{host.split(':')[1]}_x_y_1.tar"
     )
     write_tar(final, {"oci-layout": b"not json", "index.json": DEEP, "manifest.json": DEEP})
-    bundle = final if output == "bundle" else None
+    to = Destination.bundle(final) if output == "bundle" else Destination.archives(tmp_path)
 
-    report = await bulkpull.pull_images([f"{host}/x/y:1"], tmp_path, options, bundle=bundle)
+    report = await bulkpull.pull_images([f"{host}/x/y:1"], to, options)
 
     assert report.ok, report.failed
     assert [result.archive for result in report.results] == [final]

@@ -4,6 +4,8 @@ The public API is exactly ``__all__``; everything else is an implementation deta
 async::
 
     report = await bulkpull.pull_images(["alpine:3.19", "busybox"], "bundles/")
+    bundle = bulkpull.Destination.bundle("offline.tar")
+    report = await bulkpull.pull_images(["alpine:3.19", "busybox"], bundle)
 
 and so is pushing what was pulled into a registry, digests intact::
 
@@ -14,17 +16,17 @@ and every error bulkpull raises on purpose is a :class:`BulkpullError`.
 General layout: the code follows the data path, and imports only ever point down this drawing
 (``tests/test_architecture.py`` holds the rule)::
 
-    cli/                         the command line; it uses nothing but this public API
+    cli/                         the command line, one module per command; it uses nothing
+                                   but this public API
     bulkpull                     this module: the public API, exactly ``__all__``
-    pull, downloads, entries,    orchestration: resolve every image, fetch each blob once,
-    outputs, options               build archive entries, hand images to the outputs;
-    push, pushplan, uploads,       push archives and layouts into a registry, each blob
-    pushoptions                    placed once per repository
-    registry/   store   output   three stages side by side that never import one another:
-                                   requests to registries (a package); verified blobs on
-                                   disk (``blobstore``) and unfinished uploads
-                                   (``uploadstate``); archives, layouts, ``verify`` and
-                                   reading them back for a push (``sources``)
+    engine/                      orchestration: a pull resolves every image, fetches each blob
+                                   once and hands images to the outputs; a push reads images
+                                   out of archives and layouts and places each blob once per
+                                   repository of one registry
+    registry/   store/  output/  three stages side by side that never import one another:
+                                   requests to registries; verified blobs on disk, the
+                                   partial files that resume and unfinished uploads; archives,
+                                   layouts, ``verify`` and reading them back for a push
     files                        the file work the store and the outputs share
     errors, digest, reference,   values: validated frozen data, the exception tree and the
     platform, manifest, ...        retry loop; they import nothing but each other
@@ -39,7 +41,19 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
+from bulkpull.destination import Destination, DestinationKind
 from bulkpull.digest import Digest
+from bulkpull.engine import (
+    PullOptions,
+    PushOptions,
+    PushPlan,
+    plan_push,
+    pull_image,
+    pull_images,
+    push_images,
+    resolve_images,
+    verify_lock_in_registry,
+)
 from bulkpull.errors import (
     AuthenticationError,
     BulkpullError,
@@ -74,8 +88,7 @@ from bulkpull.imagelist import (
     read_image_list,
 )
 from bulkpull.manifest import Descriptor
-from bulkpull.options import PullOptions
-from bulkpull.outputs import store_location
+from bulkpull.output import ArchiveCheck, ArchiveEntry, LockCheck, verify_archive, verify_lock
 from bulkpull.platform import (
     DEFAULT_PLATFORM,
     Platform,
@@ -83,10 +96,6 @@ from bulkpull.platform import (
     parse_platforms,
     wants_all_platforms,
 )
-from bulkpull.pull import pull_image, pull_images, resolve_images
-from bulkpull.push import push_images
-from bulkpull.pushoptions import PushOptions
-from bulkpull.pushplan import PushPlan, plan_push
 from bulkpull.pushreport import (
     BlobCounts,
     BytesSent,
@@ -117,9 +126,6 @@ from bulkpull.report import (
 from bulkpull.retry import RetryPolicy
 from bulkpull.targets import PushTarget
 from bulkpull.usage import PullLimit, RegistryUsage
-from bulkpull.verify import ArchiveCheck, ArchiveEntry, verify_archive
-from bulkpull.verify_lock import LockCheck, verify_lock
-from bulkpull.verify_registry import verify_lock_in_registry
 
 __version__ = version("bulkpull")
 
@@ -139,7 +145,9 @@ __all__ = [
     "Credentials",
     "CredentialsError",
     "Descriptor",
+    "Destination",
     "DestinationError",
+    "DestinationKind",
     "Digest",
     "DigestMismatchError",
     "Event",
@@ -202,7 +210,6 @@ __all__ = [
     "push_images",
     "read_image_list",
     "resolve_images",
-    "store_location",
     "verify_archive",
     "verify_lock",
     "verify_lock_in_registry",

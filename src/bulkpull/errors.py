@@ -146,6 +146,8 @@ class RegistryError(BulkpullError):
         text: str = "",
         retry_after: float | None = None,
         hint: str = "",
+        *,
+        summary: str = "",
     ) -> None:
         self.method = method
         self.url = url
@@ -160,8 +162,9 @@ class RegistryError(BulkpullError):
         self.retry_after = retry_after
         said = "; ".join(str(d) for d in self.diagnostics) or printable(text.strip()[:200])
         detail = f"{status} {said}" if said else str(status)
-        # ``hint``: what bulkpull knows and the registry does not say (why no login was sent).
-        super().__init__(f"{method} {url}: {detail}" + (f"; {hint}" if hint else ""))
+        # ``hint``: what bulkpull knows and the registry does not say (why no login was sent);
+        # ``summary``: the whole message, where bulkpull can say it better than the answer.
+        super().__init__(summary or f"{method} {url}: {detail}" + (f"; {hint}" if hint else ""))
 
     @property
     def codes(self) -> frozenset[str]:
@@ -181,18 +184,19 @@ class RateLimitError(RegistryError):
     Hub's pull limit counts per six hours, so backing off for seconds only repeats the refusal.
     The rest of that registry's images fail at once with this same error."""
 
+    final = True  # no retry loop waits out a limit counted in hours
+
     def __init__(self, registry: str, refused: RegistryError, limit: str, advice: str) -> None:
+        shown = f" ({limit})" if limit else ""
         super().__init__(
             refused.method,
             refused.url,
             refused.status,
             refused.diagnostics,
             retry_after=refused.retry_after,
+            summary=f"{registry}: pull rate limit reached{shown}; {advice}",
         )
         self.registry = registry
-        shown = f" ({limit})" if limit else ""
-        self.args = (f"{registry}: pull rate limit reached{shown}; {advice}",)
-        self.final = True
 
 
 class TransportError(BulkpullError):
@@ -249,17 +253,22 @@ class DigestMismatchError(ContentError):
 class UnsupportedMediaTypeError(ContentError):
     """A manifest type bulkpull does not pull (schema1, or one it does not know)."""
 
-    def __init__(self, what: str, media_type: str) -> None:
-        super().__init__(f"{what}: unsupported media type {media_type!r}")
+    def __init__(self, what: str, media_type: str, hint: str = "") -> None:
+        said = f"{what}: unsupported media type {media_type!r}"
+        super().__init__(f"{said}: {hint}" if hint else said)
         self.media_type = media_type
 
 
 class PlatformNotFoundError(ContentError):
     """No manifest for the wanted platform: an index without it, or an image of another."""
 
-    def __init__(self, what: str, wanted: str, available: Sequence[str]) -> None:
+    def __init__(
+        self, what: str, wanted: str, available: Sequence[str], *, summary: str = ""
+    ) -> None:
         listed = ", ".join(available) or "none"
-        super().__init__(f"{what}: no manifest for platform {wanted}; available: {listed}")
+        super().__init__(
+            summary or f"{what}: no manifest for platform {wanted}; available: {listed}"
+        )
         self.wanted = wanted
         self.available = tuple(available)
 
@@ -267,9 +276,8 @@ class PlatformNotFoundError(ContentError):
     def only(cls, what: str, platform: str, wanted: Sequence[str]) -> PlatformNotFoundError:
         """A single-platform image that is not the platform asked for, which ``docker pull
         --platform`` refuses too: pulled anyway, it would reach hosts that cannot run it."""
-        error = cls(what, ", ".join(wanted), [platform])
-        error.args = (f"{what} is {platform} only; asked for {', '.join(wanted)}",)
-        return error
+        asked = ", ".join(wanted)
+        return cls(what, asked, [platform], summary=f"{what} is {platform} only; asked for {asked}")
 
 
 class SignatureError(ContentError):

@@ -29,6 +29,8 @@ from bulkpull.reference import Reference, parse_reference
 STDIN = "-"
 STDIN_NAME = "<stdin>"
 PLATFORM_FIELD = "platform="
+# The fields of a line, as an error message shows them.
+_LINE_FORM = "'SOURCE [NEW_NAME] [platform=OS/ARCH[,...]|platform=all]'"
 _BOM = "\ufeff"
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -145,7 +147,7 @@ def digest_tag(reference: Reference) -> str:
     it is (the same convention cosign uses for its companion tags).
     """
     if reference.digest is None:
-        raise ValueError(f"{reference} has no digest")
+        raise InvalidReferenceError(str(reference), "no digest to name a tag after")
     return f"sha256-{reference.digest.hex}"
 
 
@@ -183,21 +185,20 @@ def parse_image_list(lines: Iterable[str], name: str) -> list[ImageSpec]:
         fields = line.removeprefix(_BOM if number == 1 else "").split("#", 1)[0].split()
         if not fields:
             continue
+        names = [field for field in fields if not field.startswith(PLATFORM_FIELD)]
+        settings = [field.removeprefix(PLATFORM_FIELD) for field in fields if field not in names]
+        if not 1 <= len(names) <= 2 or len(settings) > 1:
+            raise ImageListError(name, number, f"expected {_LINE_FORM}, got {line.strip()!r}")
         try:
-            specs.append(_parse_line(fields, f"{name}:{number}"))
+            specs.append(_parse_line(names, settings, f"{name}:{number}"))
         except (InvalidReferenceError, InvalidPlatformError) as exc:
             raise ImageListError(name, number, str(exc)) from exc
-        except ValueError as exc:
-            raise ImageListError(name, number, f"{exc}, got {line.strip()!r}") from exc
     check_archive_names(specs, (DEFAULT_PLATFORM,))
     return specs
 
 
-def _parse_line(fields: list[str], origin: str) -> ImageSpec:
-    names = [field for field in fields if not field.startswith(PLATFORM_FIELD)]
-    settings = [field.removeprefix(PLATFORM_FIELD) for field in fields if field not in names]
-    if not 1 <= len(names) <= 2 or len(settings) > 1:
-        raise ValueError("expected 'SOURCE [NEW_NAME] [platform=OS/ARCH[,...]|platform=all]'")
+def _parse_line(names: list[str], settings: list[str], origin: str) -> ImageSpec:
+    """The spec of a line's one or two names and at most one platform setting."""
     spec = image_spec(names[0], names[1] if len(names) == 2 else None, origin)
     if settings and wants_all_platforms(settings[0]):
         spec = replace(spec, all_platforms=True)

@@ -295,9 +295,7 @@ def _type_by_shape(body: JsonObject) -> str | None:
 
 def _require_supported(media_type: str, what: str) -> None:
     if media_type in SCHEMA1_TYPES:
-        error = UnsupportedMediaTypeError(what, media_type)
-        error.args = (f"{error}: {_SCHEMA1_HINT}",)
-        raise error
+        raise UnsupportedMediaTypeError(what, media_type, _SCHEMA1_HINT)
     if media_type not in INDEX_TYPES | IMAGE_MANIFEST_TYPES:
         raise UnsupportedMediaTypeError(what, media_type)
 

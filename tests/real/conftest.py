@@ -12,15 +12,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-# ``imagefactory`` lives in tests/, which is not a package.
-_TESTS_DIR = Path(__file__).resolve().parent.parent
-if str(_TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(_TESTS_DIR))
-
-from .loaders import Containerd, start_containerd  # noqa: E402
-from .matrix import INTEROP  # noqa: E402
-from .services import (  # noqa: E402
+from support.loaders import Containerd, start_containerd
+from support.matrix import INTEROP
+from support.services import (
     DockerEngine,
     Registry,
     require_tool,
@@ -28,7 +22,7 @@ from .services import (  # noqa: E402
     start_registry,
     unavailable,
 )
-from .testimages import PushedImages, build_and_push  # noqa: E402
+from support.testimages import PushedImages, build_and_push
 
 _HERE = Path(__file__).resolve().parent
 

@@ -15,16 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import imagefactory
 import pytest
-from conftest import Start
-from credentialhelper import install_credential_helper
-from fakeregistry import FakeCDN, FakeRegistry
-
-import bulkpull
-
-from .archives import read_archives
-from .secure_services import (
+from support import imagefactory
+from support.archives import read_archives
+from support.credentialhelper import install_credential_helper
+from support.fakeregistry import FakeCDN, FakeRegistry, Start
+from support.secure_services import (
     CertificateAuthority,
     Proxy,
     TokenServer,
@@ -34,8 +30,10 @@ from .secure_services import (
     start_token_server,
     write_htpasswd,
 )
-from .services import Registry, child_env, require_tool, run, start_registry
-from .testimages import push
+from support.services import Registry, child_env, require_tool, run, start_registry
+from support.testimages import push
+
+import bulkpull
 
 pytestmark = pytest.mark.real
 

@@ -6,10 +6,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from .archives import normalize_tagged, read_archives
-from .services import run
-from .testimages import PushedImages
+from support.archives import normalize_tagged, read_archives
+from support.services import run
+from support.testimages import PushedImages
 
 pytestmark = pytest.mark.real
 

@@ -19,14 +19,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import imagefactory
 import pytest
-from imagefactory import Image, Index
-
-from .archives import blob_path, read_member, sha256
-from .loaders import SNAPSHOTTER, Containerd, chain_ids, tool_version
-from .services import DockerEngine, Registry, run, start_registry
-from .testimages import PushedImages, host_arch, push_over_api
+from support import imagefactory
+from support.archives import blob_path, read_member, sha256
+from support.imagefactory import Image, Index
+from support.loaders import SNAPSHOTTER, Containerd, chain_ids, tool_version
+from support.services import DockerEngine, Registry, run, start_registry
+from support.testimages import PushedImages, host_arch, push_over_api
 
 pytestmark = pytest.mark.real
 

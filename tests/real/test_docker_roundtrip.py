@@ -18,10 +18,9 @@ from functools import cached_property
 from pathlib import Path
 
 import pytest
-
-from .archives import Archive, blob_path, normalize_tagged, read_archives, sha256
-from .services import DockerEngine, Request, run
-from .testimages import BUSYBOX_GREETING, DEFAULT_PLATFORM_ARCH, PushedImage, PushedImages
+from support.archives import Archive, blob_path, normalize_tagged, read_archives, sha256
+from support.services import DockerEngine, Request, run
+from support.testimages import BUSYBOX_GREETING, DEFAULT_PLATFORM_ARCH, PushedImage, PushedImages
 
 pytestmark = pytest.mark.real
 

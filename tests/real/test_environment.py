@@ -9,11 +9,10 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
-import imagefactory
 import pytest
-
-from .services import DockerEngine, run
-from .testimages import BUSYBOX_GREETING, PushedImages
+from support import imagefactory
+from support.services import DockerEngine, run
+from support.testimages import BUSYBOX_GREETING, PushedImages
 
 pytestmark = pytest.mark.real
 

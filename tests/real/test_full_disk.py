@@ -15,16 +15,14 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import imagefactory as f
 import pytest
-from commandline import run_cli
-from conftest import Start
-from fakeregistry import FakeRegistry
+from support import imagefactory as f
+from support.commandline import run_cli
+from support.fakeregistry import FakeRegistry, Start
+from support.services import unavailable
 
 import bulkpull
 from bulkpull import OutputError, PullOptions, RetryPolicy
-
-from .services import unavailable
 
 NO_SPACE = os.strerror(errno.ENOSPC)
 

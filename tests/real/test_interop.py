@@ -33,10 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagefactory import Image, Index
-
-from .archives import normalize_tagged, sha256
-from .loaders import (
+from support.archives import normalize_tagged, sha256
+from support.imagefactory import Image, Index
+from support.loaders import (
     SNAPSHOTTER,
     Containerd,
     ContainerdImage,
@@ -45,9 +44,9 @@ from .loaders import (
     make_podman,
     tool_version,
 )
-from .matrix import INTEROP, OUTPUTS, ROWS, CellRecorder
-from .services import DockerEngine, Registry, run
-from .testimages import BUSYBOX_GREETING, PushedImage, PushedImages, host_arch
+from support.matrix import INTEROP, OUTPUTS, ROWS, CellRecorder
+from support.services import DockerEngine, Registry, run
+from support.testimages import BUSYBOX_GREETING, PushedImage, PushedImages, host_arch
 
 pytestmark = pytest.mark.real
 

@@ -16,9 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from .services import DockerEngine, Registry, run, start_registry
-from .testimages import PushedImages, check_pushed
+from support.services import DockerEngine, Registry, run, start_registry
+from support.testimages import PushedImages, check_pushed
 
 pytestmark = pytest.mark.real
 

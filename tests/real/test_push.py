@@ -18,18 +18,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import imagefactory
 import pytest
-
-from .secure_services import (
+from support import imagefactory
+from support.secure_services import (
     CertificateAuthority,
     TokenServer,
     make_ca,
     start_token_server,
     write_htpasswd,
 )
-from .services import DockerEngine, Registry, Request, run, start_registry
-from .testimages import BUSYBOX_GREETING, PushedImages, check_pushed, push_over_api
+from support.services import DockerEngine, Registry, Request, run, start_registry
+from support.testimages import BUSYBOX_GREETING, PushedImages, check_pushed, push_over_api
 
 pytestmark = pytest.mark.real
 

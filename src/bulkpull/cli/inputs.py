@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from bulkpull import (
+    BulkpullError,
     Credentials,
     CredentialsError,
+    Destination,
     ImageListError,
     ImageSpec,
     InvalidReferenceError,
@@ -85,6 +87,17 @@ def list_source(images_file: str | None, images: list[str]) -> str:
     return " and ".join(parts)
 
 
+def destination(out_dir: Path, bundle: Path | None, oci_layout: Path | None) -> Destination:
+    """Where the flags say to write: the bundle, the layout, else archives in ``out_dir``."""
+    if bundle is not None and oci_layout is not None:
+        usage_error("--bundle and --oci-layout cannot be used together")
+    if bundle is not None:
+        return Destination.bundle(bundle)
+    if oci_layout is not None:
+        return Destination.oci_layout(oci_layout)
+    return Destination.archives(out_dir)
+
+
 def checked(specs: list[ImageSpec], options: PullOptions) -> list[ImageSpec]:
     """``specs``, unless two would write the same archive with the run's platforms."""
     try:
@@ -131,7 +144,7 @@ def pull_options(
                 delay=retry.delay if retry_delay is None else retry_delay,
             ),
         )
-    except (CredentialsError, ValueError) as exc:
+    except BulkpullError as exc:  # an option that cannot work, a login file that cannot be read
         usage_error(str(exc))
 
 

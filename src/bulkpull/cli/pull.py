@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 
 import bulkpull
-from bulkpull import DestinationError, ImageSpec, PullOptions, PullReport
+from bulkpull import Destination, DestinationError, ImageSpec, PullOptions, PullReport
 from bulkpull.cli import display, flags, inputs, results, summary
 from bulkpull.cli.commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, usage_error
 from bulkpull.cli.text import count_text
@@ -76,8 +75,7 @@ def pull(
 
     Each line is SOURCE [NEW_NAME] [platform=OS/ARCH[,...]|all]; blank lines and # comments
     are ignored. Archives load with docker load, podman load, skopeo and ctr images import."""
-    if bundle is not None and oci_layout is not None:
-        usage_error("--bundle and --oci-layout cannot be used together")
+    to = inputs.destination(out_dir, bundle, oci_layout)
     specs = inputs.image_specs(images_file, image or [])
     login = inputs.keychain(username, password, password_stdin, creds or [], images_file == "-")
     options = inputs.pull_options(
@@ -96,21 +94,10 @@ def pull(
         ca_cert=ca_cert,
         timeout=timeout,
     )
-    to = _Destination(out_dir, bundle, oci_layout)
     run = _Run(inputs.checked(specs, options), options, to, dry_run, verbose=verbose, quiet=quiet)
     run.start()
     source = inputs.list_source(images_file, image or [])
     raise typer.Exit(run.finish(run.wait(), report_file, lock_file, source))
-
-
-@dataclass(frozen=True)
-class _Destination:
-    out_dir: Path
-    bundle: Path | None
-    oci_layout: Path | None
-
-    def __str__(self) -> str:
-        return str(self.bundle or self.oci_layout or self.out_dir)
 
 
 class _Run:
@@ -120,7 +107,7 @@ class _Run:
         self,
         specs: list[ImageSpec],
         options: PullOptions,
-        to: _Destination,
+        to: Destination,
         dry_run: bool,
         *,
         verbose: bool,
@@ -210,21 +197,12 @@ class _Run:
             if self.dry_run:
                 return await self._resolve(self.display)
             return await bulkpull.pull_images(
-                self.specs,
-                self.to.out_dir,
-                self.options,
-                bundle=self.to.bundle,
-                oci_layout=self.to.oci_layout,
-                on_event=self.display.handle,
+                self.specs, self.to, self.options, on_event=self.display.handle
             )
 
     async def _resolve(self, shown: display.Display) -> PullReport:
         # Manifests already in the store are read from it: a dry run after a pull costs one
         # HEAD per tag.
-        to = self.to
-        store = bulkpull.store_location(
-            to.out_dir, bundle=to.bundle, oci_layout=to.oci_layout, store_dir=self.options.store_dir
-        )
         return await bulkpull.resolve_images(
-            self.specs, self.options, store_dir=store, on_event=shown.handle
+            self.specs, self.options, destination=self.to, on_event=shown.handle
         )

@@ -165,11 +165,12 @@ def credential_helper_get(
         raise CredentialsError(f"{program} get {server}: exit code {done.returncode}: {first_line}")
     try:
         answer = json.loads(done.stdout)
-        username, secret = answer["Username"], answer["Secret"]
-        if not isinstance(username, str) or not isinstance(secret, str):
-            raise TypeError
-    except (ValueError, KeyError, TypeError):
-        raise CredentialsError(f"{program} get {server}: no credentials JSON on stdout") from None
+    except ValueError:
+        answer = None
+    fields = answer if isinstance(answer, dict) else {}
+    username, secret = fields.get("Username"), fields.get("Secret")
+    if not isinstance(username, str) or not isinstance(secret, str):
+        raise CredentialsError(f"{program} get {server}: no credentials JSON on stdout")
     if not secret:
         return None
     if username == HELPER_TOKEN_USERNAME:
@@ -231,9 +232,9 @@ def _login(entry: object, where: str) -> Credentials | None:
 def _decode_auth(value: object, where: str) -> tuple[str, str]:
     """``auth`` as Docker decodes it: base64 ``user:password``, split at the first colon,
     trailing NULs trimmed; an empty user is invalid."""
+    if not isinstance(value, str):
+        raise CredentialsError(f"{where}: auth is not base64 text")
     try:
-        if not isinstance(value, str):
-            raise ValueError
         decoded = base64.b64decode(value, validate=True).decode()
     except (ValueError, binascii.Error):
         raise CredentialsError(f"{where}: auth is not base64 text") from None

@@ -8,7 +8,6 @@ hashing them is the blob store's job. Imports ``transport``, ``session`` and the
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -38,6 +37,7 @@ from bulkpull.reference import Reference
 from bulkpull.registry.session import Response
 from bulkpull.registry.transport import Transport
 from bulkpull.resolved import FetchedManifest, ResolvedImage
+from bulkpull.tasks import all_of
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(?:\d+|\*)")
 
@@ -81,8 +81,8 @@ class RegistryClient:
         entries: dict[Digest, tuple[Descriptor, Platform | None]] = {}
         for entry, wanted in chosen:
             entries.setdefault(entry.digest, (entry, wanted))
-        return await asyncio.gather(
-            *(self._resolve_entry(reference, top, e, wanted) for e, wanted in entries.values())
+        return await all_of(
+            self._resolve_entry(reference, top, e, wanted) for e, wanted in entries.values()
         )
 
     async def _resolve_entry(

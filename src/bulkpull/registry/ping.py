@@ -19,6 +19,7 @@ from bulkpull.registry.ratelimit import Throttle
 from bulkpull.registry.routing import SecurityPolicy
 from bulkpull.registry.session import Request, is_certificate_error
 from bulkpull.retry import RetryListener, RetryPolicy, retrying
+from bulkpull.tasks import SharedTasks
 
 log = logging.getLogger("bulkpull")
 
@@ -61,18 +62,23 @@ class Endpoints:
         self._on_retry = on_retry
         # Kept when they fail: a registry that failed its handshake fails the rest of the run.
         self._endpoints: dict[str, asyncio.Future[Endpoint]] = {}
+        self._pings = SharedTasks()
 
     async def get(self, host: str) -> Endpoint:
         known = self._endpoints.get(host)
         if known is None or known.cancelled():
             if host in self._single_try:
-                known = asyncio.ensure_future(self._ping(host))
+                known = self._pings.start(self._ping(host))
             else:
-                known = asyncio.ensure_future(
+                known = self._pings.start(
                     retrying(lambda: self._ping(host), self._retry, on_retry=self._on_retry)
                 )
             self._endpoints[host] = known
         return await asyncio.shield(known)
+
+    async def close(self) -> None:
+        """Stop the pings still under way: the run that wanted them is over."""
+        await self._pings.close()
 
     async def _ping(self, host: str) -> Endpoint:
         """``GET /v2/`` in each scheme the security policy allows, in turn. A certificate that

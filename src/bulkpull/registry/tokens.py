@@ -31,6 +31,7 @@ from bulkpull.registry.redirects import follow
 from bulkpull.registry.routing import SecurityPolicy, origin_of
 from bulkpull.registry.session import Body, Request, Response
 from bulkpull.registry.status import MAX_ERROR_BODY_BYTES
+from bulkpull.tasks import SharedTasks
 
 
 class Logins:
@@ -39,16 +40,18 @@ class Logins:
     def __init__(self, keychain: Keychain) -> None:
         self._keychain = keychain
         self._lookups: dict[tuple[str, str], asyncio.Future[Credentials | None]] = {}
+        self._tasks = SharedTasks()
 
     async def get(self, host: str, repository: str) -> Credentials | None:
         key = (host, repository)
         lookup = self._lookups.get(key)
         if lookup is None:
-            lookup = asyncio.ensure_future(
-                asyncio.to_thread(self._keychain.resolve, host, repository)
-            )
+            lookup = self._tasks.start(asyncio.to_thread(self._keychain.resolve, host, repository))
             self._lookups[key] = lookup
         return await asyncio.shield(lookup)
+
+    async def close(self) -> None:
+        await self._tasks.close()
 
     def logged_in(self, host: str, repository: str) -> bool:
         """Whether requests for ``repository`` on ``host`` carry a login."""
@@ -66,6 +69,12 @@ class Authenticator:
         self.logins = Logins(keychain)
         self.state = AuthState(security)
         self._asked: dict[TokenRequest, asyncio.Future[Reply]] = {}
+        self._tasks = SharedTasks()
+
+    async def close(self) -> None:
+        """Stop the token requests and login lookups still under way."""
+        await self._tasks.close()
+        await self.logins.close()
 
     async def send(
         self,
@@ -125,7 +134,7 @@ class Authenticator:
         asked = self._asked.get(request)
         first = asked is None
         if asked is None:
-            asked = asyncio.ensure_future(self._ask(request))
+            asked = self._tasks.start(self._ask(request))
             self._asked[request] = asked
         try:
             yield await asyncio.shield(asked)

@@ -97,7 +97,11 @@ class Transport:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await self._sessions.close()
+        try:
+            await self._endpoints.close()
+            await self._auth.close()
+        finally:
+            await self._sessions.close()
 
     def usage(self) -> tuple[RegistryUsage, ...]:
         """What the run asked of each registry and mirror so far, in the order first asked."""

@@ -1,0 +1,26 @@
+"""The runs: a pull resolves every image, fetches each blob once and hands images to the
+outputs; a push reads images out of archives and layouts and places them in one registry, each
+blob once per repository; ``verify_lock_in_registry`` checks a registry against a lock. Imports
+the three stages (``registry``, ``store``, ``output``) and the value modules.
+"""
+
+from __future__ import annotations
+
+from bulkpull.engine.options import PullOptions
+from bulkpull.engine.pull import pull_image, pull_images, resolve_images
+from bulkpull.engine.push import push_images
+from bulkpull.engine.pushoptions import PushOptions
+from bulkpull.engine.pushplan import PushPlan, plan_push
+from bulkpull.engine.verify_registry import verify_lock_in_registry
+
+__all__ = [
+    "PullOptions",
+    "PushOptions",
+    "PushPlan",
+    "plan_push",
+    "pull_image",
+    "pull_images",
+    "push_images",
+    "resolve_images",
+    "verify_lock_in_registry",
+]

@@ -1,0 +1,221 @@
+"""The pull as the library offers it: :func:`pull_images`, :func:`pull_image` and the dry run,
+:func:`resolve_images`.
+
+A run is one group of tasks, an image each (see ``images``), inside the run's downloads (each
+blob once for the whole run however many images need it, see ``downloads``) and its registry
+connection. An image's :class:`BulkpullError` is its own result; a bug in any task cancels the
+others and propagates from the call, with no task left running (see ``tasks``). Per-image
+archives are written as images arrive; a bundle or a layout once every image is in. Imports
+``destination``, ``registry``, ``store``, ``output`` and the rest of the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bulkpull.destination import Destination
+from bulkpull.engine.downloads import Downloads
+from bulkpull.engine.images import ImagePipeline
+from bulkpull.engine.options import PullOptions
+from bulkpull.engine.outputs import make_output
+from bulkpull.engine.results import result
+from bulkpull.errors import BulkpullError
+from bulkpull.imagelist import ImageSpec, check_archive_names, image_spec
+from bulkpull.manifest import MAX_MANIFEST_BYTES
+from bulkpull.registry import RegistryClient, SecurityPolicy, Transport
+from bulkpull.report import (
+    Event,
+    EventCallback,
+    ImageDone,
+    ImageResult,
+    ImageStage,
+    PullReport,
+    Stage,
+    Status,
+    retry_events,
+    working_for,
+)
+from bulkpull.retry import RetryListener
+from bulkpull.store import BlobStore
+from bulkpull.tasks import all_of
+
+DestinationLike = Destination | str | os.PathLike[str]
+"""A :class:`Destination`, or the path of a directory to write one archive per image into."""
+
+
+async def pull_images(
+    images: Iterable[ImageSpec | str],
+    destination: DestinationLike,
+    options: PullOptions | None = None,
+    *,
+    on_event: EventCallback | None = None,
+) -> PullReport:
+    """Pull every image into ``destination`` and report on each.
+
+    ``destination`` is a :class:`Destination` (archives in a directory, one bundle, an OCI
+    layout), or a directory path for one archive per image (and platform). Strings are parsed
+    as references first, and two images that would write the same archive are refused
+    (:class:`ImageListError`), both before any network I/O; so is a destination that cannot be
+    one (:class:`DestinationError`). ``on_event`` hears progress as it happens, including an
+    :class:`ImageDone` per result.
+    """
+    specs = _specs(images)
+    options = options or PullOptions()
+    to = Destination.of(destination)
+    check_archive_names(specs, options.platforms, options.all_platforms)
+    started, clock = _now(), time.monotonic()
+    store = BlobStore(to.store_path(options.store_dir))
+    output = make_output(to, store)
+    output.check_names(specs, options.platforms, options.all_platforms)
+    await output.prepare()
+    on_retry = _retry_listener(on_event)
+    emit = functools.partial(_emit, on_event)
+    async with (
+        _connect(options, store, on_retry) as registry,
+        Downloads(
+            registry, store, options.max_downloads, emit, options.retry, on_retry
+        ) as downloads,
+    ):
+        pipeline = ImagePipeline(registry, output, store, downloads, options, on_event)
+        per_image = await all_of(pipeline.image(spec) for spec in specs)
+        registries = registry.transport.usage()
+    results = await output.finish([item for results in per_image for item in results])
+    if on_event and not output.final_on_add:
+        for done in results:
+            on_event(ImageDone(done))
+    return PullReport(
+        tuple(results),
+        downloads.downloaded,
+        downloads.reused,
+        time.monotonic() - clock,
+        started,
+        registries,
+        tuple(output.replaced),
+    )
+
+
+async def pull_image(
+    reference: str | ImageSpec, destination: DestinationLike, options: PullOptions | None = None
+) -> ImageResult:
+    """Pull one image into ``destination``; the single-image form of :func:`pull_images`."""
+    report = await pull_images([reference], destination, options)
+    return report.results[0]
+
+
+async def resolve_images(
+    images: Iterable[ImageSpec | str],
+    options: PullOptions | None = None,
+    *,
+    destination: DestinationLike | None = None,
+    on_event: EventCallback | None = None,
+) -> PullReport:
+    """Resolve every image to its digests and sizes without downloading a blob (a dry run).
+
+    The blob store a pull into ``destination`` would use (else ``options.store_dir``, if set)
+    is consulted: when it already holds manifests, tags are asked for with ``HEAD`` first
+    (which Docker Hub does not count as a pull) and manifests found there are read from disk.
+    """
+    specs = _specs(images)
+    options = options or PullOptions()
+    started, clock = _now(), time.monotonic()
+    if destination is not None:
+        store_dir: Path | None = Destination.of(destination).store_path(options.store_dir)
+    else:
+        store_dir = options.store_dir
+    store = BlobStore(store_dir) if store_dir is not None else None
+    jobs = asyncio.Semaphore(options.jobs)
+    async with _connect(options, store, _retry_listener(on_event)) as registry:
+        resolving = functools.partial(_resolve, registry, jobs, options, on_event)
+        per_image = await all_of(resolving(spec) for spec in specs)
+        registries = registry.transport.usage()
+    results = tuple(item for results in per_image for item in results)
+    return PullReport(
+        results, seconds=time.monotonic() - clock, started=started, registries=registries
+    )
+
+
+async def _resolve(
+    registry: RegistryClient,
+    jobs: asyncio.Semaphore,
+    options: PullOptions,
+    on_event: EventCallback | None,
+    spec: ImageSpec,
+) -> list[ImageResult]:
+    """One image of a dry run: its results, resolved or failed."""
+    working_for(spec)
+    wanted = spec.choosing(options.platforms, options.all_platforms)
+    try:
+        async with jobs:
+            _emit(on_event, ImageStage(spec, Stage.RESOLVING))
+            resolved = await registry.resolve(
+                spec.source, wanted.platforms, every=wanted.all_platforms
+            )
+        results = [result(spec, item, Status.RESOLVED, wanted) for item in resolved]
+    except BulkpullError as exc:
+        results = [ImageResult(spec, Status.FAILED, error=exc)]
+    for done in results:
+        _emit(on_event, ImageDone(done))
+    return results
+
+
+def _specs(images: Iterable[ImageSpec | str]) -> list[ImageSpec]:
+    if isinstance(images, str | bytes):
+        # A string is iterable too: "busybox" would be pulled as seven one-letter images.
+        raise TypeError(f"images must be a list of references, not one string: [{images!r}]")
+    return [image if isinstance(image, ImageSpec) else image_spec(image) for image in images]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _emit(on_event: EventCallback | None, event: Event) -> None:
+    if on_event is not None:
+        on_event(event)
+
+
+def _retry_listener(on_event: EventCallback | None) -> RetryListener | None:
+    """Retries, told to ``on_event`` as :class:`Retrying` events."""
+    return retry_events(on_event) if on_event else None
+
+
+@asynccontextmanager
+async def _connect(
+    options: PullOptions, store: BlobStore | None, on_retry: RetryListener | None
+) -> AsyncIterator[RegistryClient]:
+    """The run's transport, and a registry client that knows the store.
+
+    Only a store that already holds something is worth a ``HEAD`` before each tag's ``GET``:
+    on a first run it would cost every image one more round trip and save nothing.
+    """
+    async with _transport(options, on_retry) as transport:
+        worth_asking = store is not None and await store.holds_anything()
+        known = functools.partial(store.read_small, limit=MAX_MANIFEST_BYTES) if store else None
+        yield RegistryClient(transport, known if worth_asking else None)
+
+
+def _transport(options: PullOptions, on_retry: RetryListener | None) -> Transport:
+    """The transport a pull with ``options`` needs: a connection for every download and every
+    image resolving at once."""
+    return Transport(
+        retry=options.retry,
+        on_retry=on_retry,
+        timeout=options.timeout,
+        connections=options.max_downloads + options.jobs,
+        keychain=options.keychain,
+        security=SecurityPolicy(
+            plain_http=options.plain_http,
+            skip_tls_verify=options.skip_tls_verify,
+            insecure_registries=options.insecure_registries,
+        ),
+        ca_cert=options.ca_cert,
+        proxies=options.proxies,
+        mirrors=options.mirrors,
+    )

@@ -1,0 +1,283 @@
+"""The blob uploads of one push: each blob placed once per repository, sent once per run.
+
+A blob the target's repository already has (``HEAD``) is skipped. The first image to need a
+blob anywhere in the run uploads it; every other repository that needs it waits for that upload
+and then cross-mounts it from there, as it does from a repository found holding it (an image
+already up to date). A registry that declines a mount opens an ordinary upload instead, which
+is used. One semaphore bounds the uploads of the whole run.
+
+An upload goes as one ``PUT`` when the blob is small, else in ``PATCH`` chunks, each read from
+the archive or layout where the blob sits as it is sent. Every chunk the registry accepts moves
+the upload's location on, and the newest is kept in the state directory (``uploadstate``):
+an upload cut off resumes where the registry says it stands (``GET`` of the location), in this
+run by the retry policy or in the next run after a kill. An upload the registry dropped or
+refuses to go on with starts over. Imports ``registry``, ``uploadstate``, ``files``, ``retry``,
+``report``, ``pushreport`` and the value modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bulkpull.digest import Digest
+from bulkpull.errors import BulkpullError, RegistryError, is_temporary
+from bulkpull.files import read_chunks
+from bulkpull.imagelist import ImageSpec
+from bulkpull.manifest import Descriptor
+from bulkpull.output import BlobPlace
+from bulkpull.pushreport import BlobCounts, BytesSent, PushEvent
+from bulkpull.registry import PushClient, UploadSession
+from bulkpull.report import BlobDone, BlobNeeded, image_worked_for, working_for
+from bulkpull.retry import RetryListener, RetryPolicy, retrying
+from bulkpull.store import SavedUpload, UploadState
+
+# Registry answers that mean the upload itself is gone or unusable: start it over at once.
+_LOST_STATUSES = frozenset({404, 416})
+_LOST_CODES = frozenset(
+    {
+        "BLOB_UPLOAD_UNKNOWN",
+        "BLOB_UPLOAD_INVALID",
+        "DIGEST_INVALID",
+        "RANGE_INVALID",
+        "SIZE_INVALID",
+    }
+)
+
+
+class Outcome(StrEnum):
+    UPLOADED = "uploaded"
+    MOUNTED = "mounted"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """How a blob came to be in a repository, and the bytes its upload sent."""
+
+    outcome: Outcome
+    sent: int = 0
+
+    @property
+    def counts(self) -> BlobCounts:
+        return BlobCounts(
+            uploaded=self.outcome is Outcome.UPLOADED,
+            mounted=self.outcome is Outcome.MOUNTED,
+            skipped=self.outcome is Outcome.SKIPPED,
+            bytes=self.sent,
+        )
+
+
+class Uploads:
+    """Every blob placed in the target in one run; ``totals`` and ``sent`` sum them up."""
+
+    def __init__(
+        self,
+        client: PushClient,
+        state: UploadState,
+        *,
+        max_uploads: int,
+        chunk_size: int,
+        retry: RetryPolicy,
+        emit: Callable[[PushEvent], None],
+        on_retry: RetryListener | None = None,
+    ) -> None:
+        self._client = client
+        self._state = state
+        self._slots = asyncio.Semaphore(max_uploads)
+        self._chunk_size = chunk_size
+        self._retry = retry
+        self._emit = emit
+        self._on_retry = on_retry
+        self._placing: dict[tuple[str, Digest], asyncio.Task[Placed]] = {}
+        # The first placement of each blob in the run, which later ones wait for and mount.
+        self._first: dict[Digest, asyncio.Task[Placed]] = {}
+        # Repositories of the target that hold each blob, or should (mount candidates).
+        self._holders: dict[Digest, list[str]] = {}
+        self.totals = BlobCounts()
+        self.sent = 0
+
+    def held(self, repository: str, digests: list[Digest]) -> None:
+        """``repository`` holds these blobs (an image there is up to date): mount from it."""
+        for digest in digests:
+            self._hold(digest, repository)
+
+    async def close(self) -> None:
+        """Stop placements no image waits for any more (their state stays for resume)."""
+        pending = [task for task in self._placing.values() if not task.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def place(self, repository: str, blob: Descriptor, where: BlobPlace) -> Placed:
+        """Make sure ``repository`` holds ``blob``; the work is shared by every image that
+        needs the blob there, and a failure fails each of them."""
+        key = (repository, blob.digest)
+        task = self._placing.get(key)
+        if task is None:
+            needed_by = image_worked_for()
+            task = asyncio.create_task(self._place(repository, blob, where, needed_by))
+            self._placing[key] = task
+            self._first.setdefault(blob.digest, task)
+        return await asyncio.shield(task)
+
+    async def _place(
+        self, repository: str, blob: Descriptor, where: BlobPlace, needed_by: ImageSpec | None
+    ) -> Placed:
+        working_for(blob.digest)  # its own task: retries are the blob's, not one image's
+        first = self._first[blob.digest]
+        is_first = first is asyncio.current_task()
+        if await self._client.has_blob(repository, blob.digest):
+            self._needed(blob, True, needed_by, is_first)
+            return self._placed(repository, blob.digest, Placed(Outcome.SKIPPED))
+        if not is_first:
+            await asyncio.wait({first})  # its outcome is its images'; this one tries anyway
+        declined: UploadSession | None = None
+        for source in self._holders.get(blob.digest, []):
+            if source != repository:
+                declined = await self._client.mount(repository, blob.digest, source)
+                if declined is None:
+                    self._needed(blob, True, needed_by, is_first)
+                    return self._placed(repository, blob.digest, Placed(Outcome.MOUNTED))
+                break  # declined: the registry opened an upload, which is used
+        self._needed(blob, False, needed_by, is_first)
+        sent = await self._upload(repository, blob, where, declined)
+        if is_first:
+            self._emit(BlobDone(blob.digest))
+        return self._placed(repository, blob.digest, Placed(Outcome.UPLOADED, sent))
+
+    def _needed(
+        self, blob: Descriptor, present: bool, needed_by: ImageSpec | None, is_first: bool
+    ) -> None:
+        """Tell the display of the blob once per run, when its first placement knows whether
+        bytes must go (present: the target has it, or will by a mount)."""
+        if is_first:
+            self._emit(BlobNeeded(blob.digest, blob.size, present, needed_by))
+
+    def _placed(self, repository: str, digest: Digest, placed: Placed) -> Placed:
+        self._hold(digest, repository)
+        self.totals += placed.counts
+        return placed
+
+    def _hold(self, digest: Digest, repository: str) -> None:
+        holders = self._holders.setdefault(digest, [])
+        if repository not in holders:
+            holders.append(repository)
+
+    async def _upload(
+        self,
+        repository: str,
+        blob: Descriptor,
+        where: BlobPlace,
+        declined: UploadSession | None,
+    ) -> int:
+        """Upload the blob, retried by the run's policy; returns the bytes sent for it."""
+        progress = _Progress()
+        opened = [declined] if declined is not None else []
+        if declined is not None:
+            await self._save(declined, blob.digest)
+
+        async def attempt() -> None:
+            # The slot is held per attempt, never while a retry waits out its backoff.
+            async with self._slots:
+                upload = opened.pop() if opened else await self._resume(repository, blob.digest)
+                try:
+                    await self._send(upload, blob, where, progress)
+                except BulkpullError as exc:
+                    if not _lost(exc):
+                        raise
+                    await self._forget(repository, blob.digest)
+                    restarted = await self._start(repository, blob.digest)
+                    await self._send(restarted, blob, where, progress)
+            await self._forget(repository, blob.digest)
+
+        await retrying(attempt, self._retry, progress=progress.furthest, on_retry=self._on_retry)
+        return progress.sent
+
+    async def _resume(self, repository: str, digest: Digest) -> UploadSession:
+        """The upload an earlier attempt or run left, where the registry says it stands; or a
+        new one when there is none, or the registry dropped it."""
+        registry = self._client.registry
+        saved = await self._state.load(registry, repository, digest)
+        if saved is not None:
+            try:
+                return await self._client.status(
+                    UploadSession(repository, saved.location, saved.offset)
+                )
+            except BulkpullError as exc:
+                if not _lost(exc):
+                    raise
+            await self._forget(repository, digest)
+        return await self._start(repository, digest)
+
+    async def _start(self, repository: str, digest: Digest) -> UploadSession:
+        upload = await self._client.start(repository)
+        await self._save(upload, digest)
+        return upload
+
+    async def _send(
+        self, upload: UploadSession, blob: Descriptor, where: BlobPlace, progress: _Progress
+    ) -> None:
+        """Send what the registry lacks of the blob and close the upload: in one ``PUT`` when
+        the whole blob fits in a chunk, else chunk by chunk, each kept for a resume."""
+        chunk = max(self._chunk_size, upload.min_chunk)
+        progress.reached(upload.offset)
+        if upload.offset == 0 and blob.size <= chunk:
+            body = self._body(where, blob.digest, 0, blob.size, progress)
+            await self._client.finish(upload, blob.digest, body, blob.size)
+            return
+        while upload.offset < blob.size:
+            length = min(chunk, blob.size - upload.offset)
+            body = self._body(where, blob.digest, upload.offset, length, progress)
+            upload = await self._client.append(upload, body, length)
+            progress.reached(upload.offset)
+            await self._save(upload, blob.digest)
+        await self._client.finish(upload, blob.digest)
+
+    def _body(
+        self, where: BlobPlace, digest: Digest, start: int, length: int, progress: _Progress
+    ) -> Callable[[], AsyncIterator[bytes]]:
+        """``length`` bytes of the blob from ``start``, read as they are sent; a request
+        sent again reads them again."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for data in read_chunks(where.path, where.offset + start, length):
+                self.sent += len(data)
+                progress.sent += len(data)
+                self._emit(BytesSent(digest, len(data)))
+                yield data
+
+        return chunks
+
+    async def _save(self, upload: UploadSession, digest: Digest) -> None:
+        saved = SavedUpload(upload.location, upload.offset)
+        await self._state.save(self._client.registry, upload.repository, digest, saved)
+
+    async def _forget(self, repository: str, digest: Digest) -> None:
+        await self._state.forget(self._client.registry, repository, digest)
+
+
+class _Progress:
+    """How far one blob's upload got: the most the registry ever confirmed (progress, for the
+    retry policy), and every byte sent for it."""
+
+    def __init__(self) -> None:
+        self._furthest = 0
+        self.sent = 0
+
+    def reached(self, offset: int) -> None:
+        self._furthest = max(self._furthest, offset)
+
+    def furthest(self) -> int:
+        return self._furthest
+
+
+def _lost(exc: BulkpullError) -> bool:
+    """Whether the registry dropped the upload or will not go on with it: then it starts
+    over. A throttle or a server error is waited out instead; a refused login stands, and so
+    does a registry that says it stored other bytes (the retry policy tries that once more)."""
+    if not isinstance(exc, RegistryError) or is_temporary(exc) or exc.status in (401, 403):
+        return False
+    return exc.status in _LOST_STATUSES or bool(exc.codes & _LOST_CODES)

@@ -1,0 +1,73 @@
+"""Checking a registry against a lock file: every image the lock pins is there, under the name a
+push gives it, with the pinned digest.
+
+The far side of an air gap ends in its registry; this says whether what the clusters will pull is
+what was pinned on the connected side. Each lock line is mapped by the push's naming rule
+(``targets``) and asked for with ``HEAD``: its tag must name the locked digest. An image pinned
+to an index that arrived as one platform's manifest does not pass: a reference pinned to the
+index would not pull from this registry (pull with ``platform=all`` to carry the index). Nothing
+is written. Imports ``registry``, ``pushoptions``, ``targets``, ``imagelist`` and
+``verify_lock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from bulkpull.digest import Digest
+from bulkpull.engine.pushoptions import PushOptions, transport_for
+from bulkpull.errors import BulkpullError
+from bulkpull.imagelist import ImageSpec, read_image_list
+from bulkpull.output import LockCheck
+from bulkpull.reference import Reference
+from bulkpull.registry import PushClient
+from bulkpull.targets import PushTarget, digest_tag
+
+
+async def verify_lock_in_registry(
+    lock: Path | str, registry: PushTarget | str, options: PushOptions | None = None
+) -> LockCheck:
+    """Check every image of the lock file ``lock`` against ``registry``
+    (``REGISTRY[/NAMESPACE]``, as given to a push); ``options`` say how to reach it. A lock
+    that is not a valid image list raises :class:`ImageListError`."""
+    specs = await asyncio.to_thread(read_image_list, lock)
+    target = registry if isinstance(registry, PushTarget) else PushTarget.parse(registry)
+    async with transport_for(options or PushOptions()) as transport:
+        client = PushClient(transport, target.registry_host, read_only=True)
+        checked = await asyncio.gather(*(_check(client, spec, target) for spec in specs))
+    found = tuple(text for problem, text in checked if not problem)
+    problems = tuple(text for problem, text in checked if problem)
+    return LockCheck(Path(lock), found, problems)
+
+
+async def _check(client: PushClient, spec: ImageSpec, target: PushTarget) -> tuple[bool, str]:
+    """(whether it is a problem, what to say) for one lock line."""
+    name = target.name_for(spec.target)
+    locked = spec.source.digest
+    tag = name.tag or digest_tag(locked)
+    where = target.registry
+    try:
+        digest = await client.manifest_digest(name.path, tag)
+        if digest is None:
+            return True, f"{name}: not in {where}"
+        if locked is None:
+            return False, f"{name}: in {where} as {digest} (the lock pins no digest for it)"
+        if digest == locked:
+            return False, f"{name}@{locked} in {where}"
+        why = await _why(client, name, locked)
+        return True, f"{name}: is {digest}; the lock pins {locked}{why}"
+    except BulkpullError as exc:
+        return True, f"{name}: {exc}"
+
+
+async def _why(client: PushClient, name: Reference, locked: Digest) -> str:
+    """What else the registry says about the locked digest: held under another tag, or not at
+    all (an index of which one platform was pulled, say)."""
+    held = await client.manifest_digest(name.path, str(locked))
+    if held is not None:
+        return " (the repository holds it, but the tag names another)"
+    return (
+        ", which the registry does not hold (an index pulled for one platform arrives as that "
+        "platform's manifest; pull it with platform=all to carry the index)"
+    )

@@ -1,0 +1,32 @@
+"""What a pull writes and reads back: archives, bundles, OCI layouts, their verification, and
+the images a push reads out of them (and out of any other tool's OCI archive or layout).
+Imports the value modules and ``files``; nothing of ``registry`` or ``store``.
+"""
+
+from __future__ import annotations
+
+from bulkpull.output.contents import ArchiveImage, ImageContent
+from bulkpull.output.readback import blob_chunks
+from bulkpull.output.sources import BlobPlace, Source, SourceEntry, read_source
+from bulkpull.output.verify import ArchiveCheck, ArchiveEntry, verify_archive
+from bulkpull.output.verify_lockfile import LockCheck, verify_lock
+from bulkpull.output.writers import BlobFiles, Bundle, Layout, Output
+
+__all__ = [
+    "ArchiveCheck",
+    "ArchiveEntry",
+    "ArchiveImage",
+    "BlobFiles",
+    "BlobPlace",
+    "Bundle",
+    "ImageContent",
+    "Layout",
+    "LockCheck",
+    "Output",
+    "Source",
+    "SourceEntry",
+    "blob_chunks",
+    "read_source",
+    "verify_archive",
+    "verify_lock",
+]

@@ -1,0 +1,107 @@
+"""What an archive or a layout holds, as values: named images, the blobs each needs, and the
+``index.json`` and ``manifest.json`` documents that point at them. Pure: no I/O. Imports
+``digest``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bulkpull.digest import Digest
+
+OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+
+
+OCI_INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+
+
+# containerd and Docker's containerd store name images after this annotation...
+CONTAINERD_NAME = "io.containerd.image.name"
+
+
+# ...and skopeo's oci-archive:FILE:REF and podman after this one.
+OCI_REF_NAME = "org.opencontainers.image.ref.name"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageContent:
+    """One platform's image: the manifest and the blobs it names, config first."""
+
+    manifest: Digest
+    config: Digest
+    layers: tuple[Digest, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveImage:
+    """One named image to put in an archive; its blobs must already be in the store.
+
+    ``digest``/``media_type``/``size`` describe what the name points at: a manifest, or an
+    index over several ``contents``. ``name`` is the full normalized reference
+    (``docker.io/library/alpine:3.19``), which every loader accepts; ``ref_name`` is the OCI
+    ref name (the tag in a single-image archive, the full name where tags would collide).
+    ``docker load`` sees only the first of ``contents``: it can tag one image per name.
+    ``source`` is the registry's index when the name points at something else (one platform's
+    manifest, or the index narrowed): carried as a blob nothing refers to, so that the far
+    side can check the entry against the index a lock file pins.
+    """
+
+    name: str
+    ref_name: str
+    media_type: str
+    digest: Digest
+    size: int
+    contents: tuple[ImageContent, ...]
+    source: Digest | None = None
+
+    @property
+    def blobs(self) -> tuple[Digest, ...]:
+        found = [self.digest] if self.source is None else [self.digest, self.source]
+        for content in self.contents:
+            found += [content.manifest, content.config, *content.layers]
+        return tuple(dict.fromkeys(found))
+
+    @property
+    def descriptor(self) -> dict[str, object]:
+        """The ``index.json`` entry: named, and without ``platform``.
+
+        A platform on a top-level entry makes containerd silently skip it on other hosts.
+        """
+        return {
+            "mediaType": self.media_type,
+            "digest": str(self.digest),
+            "size": self.size,
+            "annotations": {CONTAINERD_NAME: self.name, OCI_REF_NAME: self.ref_name},
+        }
+
+
+def blob_member(digest: Digest) -> str:
+    """Where a blob sits in the tar; both the OCI layout and manifest.json use this path."""
+    return f"blobs/sha256/{digest.hex}"
+
+
+def index_document(images: Sequence[ArchiveImage]) -> dict[str, object]:
+    """The OCI ``index.json``: one descriptor per named image."""
+    return index_of([image.descriptor for image in images])
+
+
+def index_of(descriptors: Sequence[object]) -> dict[str, object]:
+    return {"schemaVersion": 2, "mediaType": OCI_INDEX_MEDIA_TYPE, "manifests": list(descriptors)}
+
+
+def docker_manifest(images: Sequence[ArchiveImage]) -> list[dict[str, object]]:
+    """The docker-archive ``manifest.json``: one item per name, config and layers in order."""
+    return [
+        {
+            "Config": blob_member(image.contents[0].config),
+            "RepoTags": [image.name],
+            "Layers": [blob_member(layer) for layer in image.contents[0].layers],
+        }
+        for image in images
+    ]
+
+
+def json_bytes(document: object) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()

@@ -1,0 +1,233 @@
+"""Images to push, read out of archives and OCI layouts where they sit.
+
+A push source is anything with an OCI ``index.json``: an OCI layout directory (bulkpull's
+``--oci-layout``, skopeo's ``oci:``), a per-image archive or a bundle of bulkpull's, an OCI
+archive of skopeo (``oci-archive:``), ``ctr export`` or Docker 25+ ``docker save``. Its
+``index.json`` names the images; its ``blobs/sha256/`` hold their exact bytes. A tar is read
+in place: its headers are read once to learn where each blob's bytes start, and uploads stream
+them from there (nothing is extracted). A compressed tar cannot be read that way and is refused,
+as is a docker archive without ``index.json`` (``docker save`` before 25, skopeo's
+``docker-archive:``): it holds no registry manifest, only one a loader would make up, so its
+digests could not be kept.
+
+Everything here reads files and is meant for a worker thread. Imports ``digest``, ``errors``,
+``jsondoc``, ``manifest``, ``files``, ``contents`` (the annotations that name an image) and
+``layout`` (the largest index).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from bulkpull.digest import Digest
+from bulkpull.errors import BulkpullError, ContentError, InvalidReferenceError, SourceError
+from bulkpull.files import open_regular
+from bulkpull.jsondoc import load_object
+from bulkpull.manifest import Descriptor, parse_descriptor
+from bulkpull.output.contents import CONTAINERD_NAME, OCI_REF_NAME
+from bulkpull.output.layout import MAX_INDEX_BYTES
+
+_BLOB_DIRECTORY = "blobs/sha256/"
+_COMPRESSED = {
+    b"\x1f\x8b": "gzip",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+}
+_MAX_LINK_HOPS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class BlobPlace:
+    """Where a blob's bytes are: ``size`` of them in ``path`` from ``offset``."""
+
+    path: Path
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class SourceEntry:
+    """One ``index.json`` entry: its position, the name its annotations give it (None when
+    they give none) and what it points at."""
+
+    position: int
+    name: str | None
+    descriptor: Descriptor
+
+
+@dataclass(frozen=True)
+class Source:
+    """An archive or layout opened for a push: its entries, and where its blobs are.
+
+    A layout's blobs are found when asked for (a directory may hold thousands); a tar's are
+    all known from the one pass over its headers.
+    """
+
+    path: Path
+    entries: tuple[SourceEntry, ...]
+    _members: dict[str, BlobPlace] = field(default_factory=dict, repr=False)
+
+    def place(self, digest: Digest) -> BlobPlace | None:
+        """Where the blob is in this source, or None when it is not here."""
+        if self._members:
+            return self._members.get(_BLOB_DIRECTORY + digest.hex)
+        path = self.path / "blobs" / "sha256" / digest.hex
+        try:
+            found = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return None
+        return BlobPlace(path, 0, found.st_size) if stat.S_ISREG(found.st_mode) else None
+
+    def read(self, digest: Digest, limit: int) -> bytes | None:
+        """A small blob's bytes (a manifest), checked against ``digest``; None when it is not
+        here. Larger than ``limit`` or not what its name says is a :class:`ContentError`."""
+        place = self.place(digest)
+        if place is None:
+            return None
+        if place.size > limit:
+            raise ContentError(f"{self.path}: blob {digest} is {place.size} bytes, too large")
+        data = _read_at(place)
+        if Digest.of(data) != digest:
+            raise ContentError(f"{self.path}: blob {digest} holds other bytes")
+        return data
+
+
+def read_source(path: Path) -> Source:
+    """Open ``path`` for a push: an OCI layout directory or an uncompressed tar with an
+    ``index.json``. :class:`SourceError` names what is wrong with anything else."""
+    try:
+        if path.is_dir():
+            raw = _read_file(path / "index.json", path)
+            return Source(path, _entries(raw, path))
+        members, index = _read_tar(path)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
+    return Source(path, _entries(index, path), members)
+
+
+def _read_file(path: Path, source: Path) -> bytes:
+    try:
+        with os.fdopen(open_regular(path), "rb") as handle:
+            data = handle.read(MAX_INDEX_BYTES + 1)
+    except FileNotFoundError:
+        raise SourceError(
+            f"{source}: a directory without index.json, so no OCI image layout"
+        ) from None
+    if len(data) > MAX_INDEX_BYTES:
+        raise SourceError(f"{path}: larger than {MAX_INDEX_BYTES} bytes")
+    return data
+
+
+def _read_tar(path: Path) -> tuple[dict[str, BlobPlace], bytes]:
+    """Every blob's place in the tar, and its ``index.json``."""
+    with os.fdopen(open_regular(path), "rb") as handle:
+        _refuse_compressed(handle.read(8), path)
+        handle.seek(0)
+        places, links = _scan(handle, path)
+        index = places.get("index.json")
+        if index is None:
+            raise SourceError(_no_index(path, docker="manifest.json" in places))
+        handle.seek(index.offset)
+        raw = handle.read(min(index.size, MAX_INDEX_BYTES + 1))
+    for name, target in links.items():
+        resolved = _follow(target, places, links)
+        if resolved is not None:
+            places[name] = resolved
+    return {name: place for name, place in places.items() if _is_blob(name)}, raw
+
+
+def _scan(handle: BinaryIO, path: Path) -> tuple[dict[str, BlobPlace], dict[str, str]]:
+    """One pass over the tar's headers: each regular file's place, each link's target."""
+    places: dict[str, BlobPlace] = {}
+    links: dict[str, str] = {}
+    try:
+        with tarfile.open(fileobj=handle, mode="r:") as tar:
+            for member in tar:
+                name = _normalize(member.name)
+                if member.isfile():
+                    places[name] = BlobPlace(path, member.offset_data, member.size)
+                elif member.islnk():
+                    links[name] = _normalize(member.linkname)
+                elif member.issym():
+                    target = posixpath.join(posixpath.dirname(name), member.linkname)
+                    links[name] = _normalize(target)
+    except tarfile.TarError as exc:
+        raise SourceError(f"{path}: not a tar archive or OCI layout ({exc})") from None
+    return places, links
+
+
+def _follow(name: str, places: dict[str, BlobPlace], links: dict[str, str]) -> BlobPlace | None:
+    for _ in range(_MAX_LINK_HOPS):
+        if name in places:
+            return places[name]
+        if name not in links:
+            return None
+        name = links[name]
+    return None
+
+
+def _refuse_compressed(head: bytes, path: Path) -> None:
+    for magic, kind in _COMPRESSED.items():
+        if head.startswith(magic):
+            raise SourceError(
+                f"{path} is {kind}-compressed: a push streams blobs out of the archive where "
+                f"they sit, which a compressed tar does not allow; decompress it first"
+            )
+
+
+def _no_index(path: Path, docker: bool) -> str:
+    if docker:
+        return (
+            f"{path} is a docker archive without index.json (docker save before 25, skopeo's "
+            "docker-archive:): it holds no registry manifests, so their digests cannot be "
+            "kept; push an OCI archive or layout instead (bulkpull writes both)"
+        )
+    return f"{path}: no index.json, so neither an OCI archive nor an OCI layout"
+
+
+def _entries(raw: bytes, path: Path) -> tuple[SourceEntry, ...]:
+    where = f"{path}: index.json"
+    try:
+        document = load_object(raw, MAX_INDEX_BYTES, where)
+    except ContentError as exc:
+        raise SourceError(str(exc)) from None
+    manifests = document.get("manifests")
+    if not isinstance(manifests, list):
+        raise SourceError(f"{where}: not an OCI index (no manifests list)")
+    entries = []
+    for position, item in enumerate(manifests):
+        try:
+            descriptor = parse_descriptor(item, f"manifests[{position}]", where)
+        except BulkpullError as exc:
+            raise SourceError(str(exc)) from None
+        name = descriptor.annotation(CONTAINERD_NAME) or descriptor.annotation(OCI_REF_NAME)
+        entries.append(SourceEntry(position, name, descriptor))
+    return tuple(entries)
+
+
+def _read_at(place: BlobPlace) -> bytes:
+    with os.fdopen(open_regular(place.path), "rb") as handle:
+        handle.seek(place.offset)
+        return handle.read(place.size)
+
+
+def _normalize(name: str) -> str:
+    cleaned = posixpath.normpath("/" + name).lstrip("/")
+    return "" if cleaned == "." else cleaned
+
+
+def _is_blob(name: str) -> bool:
+    if not name.startswith(_BLOB_DIRECTORY):
+        return False
+    try:
+        Digest(name.removeprefix(_BLOB_DIRECTORY))
+    except InvalidReferenceError:
+        return False
+    return True

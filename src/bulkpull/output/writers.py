@@ -1,0 +1,280 @@
+"""Where pulled images go: one archive per image, one bundle, or an OCI layout directory.
+
+Each output says which platforms of an image share an entry, where it is written, what its
+OCI ref name is, and whether what is there already holds the image (a rerun then leaves it
+alone). Per-image archives are written as images arrive; a bundle or a layout collects images
+and is written once, by :meth:`Output.finish`. Outputs that cannot be (a file where the
+directory must be, a directory where the bundle must be, names too long for a file system) are
+refused by :meth:`Output.check_names` and :meth:`Output.prepare` before any request is made,
+and before anything is created.
+
+No file work runs on the event loop. Archives and the layout index are written in a worker
+thread through ``files.run_stoppable``: a cancellation stops the writer before it installs
+anything, or lets an install already under way finish so that it is reported. What a final name
+holds is read in a worker thread too, and anything there that is not a regular file (a FIFO
+would hang the run) is an error for the image. :func:`blob_chunks` reads a blob back out of an
+archive or a layout for uploads, through ``aiofiles`` (``files.read_chunks``). Imports
+``archive``, ``blobstore``, ``files``, ``verify``, ``imagelist``, ``registry`` and ``report``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Protocol
+
+from bulkpull.digest import Digest
+from bulkpull.errors import BulkpullError, DestinationError, OutputError
+from bulkpull.files import (
+    NAME_MAX,
+    kind_of,
+    output_error,
+    run_stoppable,
+)
+from bulkpull.imagelist import ImageSpec, archive_name, archive_names
+from bulkpull.output.archive import write_archive
+from bulkpull.output.contents import CONTAINERD_NAME, OCI_REF_NAME, ArchiveImage
+from bulkpull.output.layout import read_layout_index, update_layout
+from bulkpull.output.readback import held_images
+from bulkpull.platform import Platform
+from bulkpull.report import ImageResult, ReplacedImage, Status
+from bulkpull.resolved import ResolvedImage
+
+
+class BlobFiles(Protocol):
+    """The verified blobs an output copies: the blob store, known here only by what it does."""
+
+    def path(self, digest: Digest) -> Path: ...
+
+    async def has(self, digest: Digest) -> bool: ...
+
+
+class Output:
+    """Where pulled images go. Per-image archives are written as images arrive; a bundle or
+    layout collects them and is written by :meth:`finish`.
+
+    ``final_on_add``: whether a result is final once the image is added (else after finish).
+    ``replaced``: what the names written held before and hold no longer, as they are written.
+    """
+
+    final_on_add = True
+
+    def __init__(self, store: BlobFiles, directory: Path) -> None:
+        self.store = store
+        self.directory = directory
+        self.replaced: list[ReplacedImage] = []
+
+    def split(self, resolved: list[ResolvedImage], whole: bool) -> list[list[ResolvedImage]]:
+        """Which resolved platforms share one archive entry: for per-image archives each its
+        own, unless the ``whole`` index is kept (every platform, in one archive)."""
+        return [resolved] if whole else [[item] for item in resolved]
+
+    def target(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
+        """Where the entry of ``resolved`` (platforms of ``spec`` that share one) goes."""
+        wanted = resolved[0].wanted if len(resolved) == 1 else None
+        return self.directory / archive_name(spec, wanted)
+
+    async def prepare(self) -> None:
+        """Make the output directory; :class:`DestinationError` when a file is in the way."""
+        await asyncio.to_thread(_make_directory, self.directory, "output directory")
+
+    def check_names(
+        self, specs: Sequence[ImageSpec], platforms: tuple[Platform, ...], every: bool
+    ) -> None:
+        """Refuse, before any request, an archive name longer than a file name may be."""
+        for spec in specs:
+            wanted = spec.choosing(platforms, every)
+            for name in sorted(archive_names(wanted)):
+                _check_length(name, spec.origin or str(spec.source))
+
+    def ref_name(self, spec: ImageSpec) -> str:
+        return spec.target.tag or ""
+
+    async def is_current(self, path: Path, image: ArchiveImage) -> bool:
+        """Whether ``path`` already holds ``image``; an :class:`OutputError` when something
+        other than a regular file is there."""
+        held = await asyncio.to_thread(held_images, path)
+        return held.get(image.name) == image.digest
+
+    async def add(self, path: Path, image: ArchiveImage) -> None:
+        await self._write(path, [image])
+
+    async def _write(self, path: Path, images: Sequence[ArchiveImage]) -> None:
+        self.replaced += await run_stoppable(functools.partial(_write, path, images, self.store))
+
+    async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
+        return results
+
+
+class _Collecting(Output):
+    """An output that holds every image of the run under one name each, written at the end:
+    all platforms of an image share one entry, named by its full reference (tags alone
+    collide between images)."""
+
+    final_on_add = False
+
+    def __init__(self, store: BlobFiles, directory: Path) -> None:
+        super().__init__(store, directory)
+        self.images: list[ArchiveImage] = []
+
+    def split(self, resolved: list[ResolvedImage], whole: bool) -> list[list[ResolvedImage]]:
+        return [resolved]
+
+    def check_names(
+        self, specs: Sequence[ImageSpec], platforms: tuple[Platform, ...], every: bool
+    ) -> None:
+        """Nothing to check per image: the one name is checked by :meth:`prepare`."""
+
+    def ref_name(self, spec: ImageSpec) -> str:
+        return str(spec.target)
+
+    async def add(self, path: Path, image: ArchiveImage) -> None:
+        self.images.append(image)
+
+
+class Bundle(_Collecting):
+    """Every image in one archive: one index.json and one manifest.json entry per image."""
+
+    def __init__(self, store: BlobFiles, path: Path) -> None:
+        super().__init__(store, path.parent)
+        self.path = path
+
+    def target(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
+        return self.path
+
+    async def prepare(self) -> None:
+        """Refuse a bundle name that is not, or cannot be, a regular file; make its directory."""
+        await asyncio.to_thread(_check_bundle, self.path)
+        await asyncio.to_thread(_make_directory, self.path.parent, "output directory")
+
+    async def is_current(self, path: Path, image: ArchiveImage) -> bool:
+        return False  # decided for the whole bundle in finish()
+
+    async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
+        images = sorted(self.images, key=lambda image: image.name)
+        if not images:
+            return results
+        try:
+            held = await asyncio.to_thread(held_images, self.path)
+            if held == {image.name: image.digest for image in images}:
+                return [replace(r, status=Status.UP_TO_DATE) if r.ok else r for r in results]
+            await self._write(self.path, images)
+        except OutputError as exc:
+            return _failed(results, exc)
+        return results
+
+
+class Layout(_Collecting):
+    """An OCI image layout directory; its ``blobs`` directory is the blob store itself."""
+
+    def __init__(self, store: BlobFiles, directory: Path) -> None:
+        super().__init__(store, directory)
+        self._index: asyncio.Future[tuple[dict[str, object], list[dict[str, object]]]] | None
+        self._index = None
+
+    def target(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
+        return self.directory
+
+    async def prepare(self) -> None:
+        await asyncio.to_thread(_make_directory, self.directory, "OCI layout")
+
+    async def _existing_entries(self) -> list[dict[str, object]]:
+        """The layout's index entries as the run found them; read once, not once per image
+        (the index is rewritten only by :meth:`finish`). An index that is not one fails every
+        image that asks."""
+        if self._index is None:
+            self._index = asyncio.ensure_future(
+                asyncio.to_thread(read_layout_index, self.directory)
+            )
+        _, entries = await asyncio.shield(self._index)
+        return entries
+
+    async def is_current(self, path: Path, image: ArchiveImage) -> bool:
+        if image.descriptor not in await self._existing_entries():
+            return False
+        return all([await self.store.has(digest) for digest in image.blobs])
+
+    async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
+        if not self.images:
+            return results
+        index = self.directory / "index.json"
+        try:
+            displaced = await run_stoppable(
+                functools.partial(update_layout, self.directory, self.images)
+            )
+        except OutputError as exc:
+            return _failed(results, exc)
+        except OSError as exc:
+            return _failed(results, output_error(exc, index))
+        self.replaced += _replaced_entries(displaced, self.directory)
+        return results
+
+
+def _failed(results: list[ImageResult], error: OutputError) -> list[ImageResult]:
+    return [r.as_failed(error) if r.ok else r for r in results]
+
+
+def _replaced_entries(entries: list[dict[str, object]], directory: Path) -> list[ReplacedImage]:
+    replaced = []
+    for entry in entries:
+        annotations = entry.get("annotations")
+        names = annotations if isinstance(annotations, dict) else {}
+        name = names.get(CONTAINERD_NAME) or names.get(OCI_REF_NAME)
+        try:
+            digest = Digest.parse(str(entry.get("digest")))
+        except BulkpullError:
+            continue  # not an entry bulkpull could name; it is gone all the same
+        replaced.append(ReplacedImage(str(name), digest, directory))
+    return replaced
+
+
+def _write(
+    path: Path, images: Sequence[ArchiveImage], store: BlobFiles, stop: threading.Event
+) -> list[ReplacedImage]:
+    """Runs in a worker thread: write the archive, and say what it replaced."""
+    try:
+        held = held_images(path)
+        write_archive(path, images, store.path, stop)
+    except OSError as exc:
+        raise output_error(exc, path) from exc
+    now = {image.name: image.digest for image in images}
+    return [ReplacedImage(n, d, path) for n, d in held.items() if now.get(n) != d]
+
+
+def _check_length(name: str, what: str) -> None:
+    length = len(os.fsencode(name))
+    if length > NAME_MAX:
+        raise DestinationError(
+            f"{what}: the archive name {name[:60]}… is {length} bytes long; a file name may "
+            f"have at most {NAME_MAX} (rename the image on its list line)"
+        )
+
+
+def _make_directory(path: Path, what: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise DestinationError(f"{what} {path}: a file is in the way of the directory") from None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise DestinationError(f"{what} {path}: name too long") from None
+        raise output_error(exc, path, "create") from exc
+
+
+def _check_bundle(path: Path) -> None:
+    _check_length(path.name, f"bundle {path}")
+    try:
+        found = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise DestinationError(f"bundle {path}: a file is in the way of its directory") from None
+    kind = kind_of(found.st_mode)
+    if kind is not None:
+        raise DestinationError(f"bundle {path} is {kind}; name the archive file to write")

@@ -1,0 +1,302 @@
+"""The images the real-component tests push to a registry, and the push itself.
+
+The set covers what a pull meets in practice: images sharing base layers, OCI and Docker media
+types, a runnable image (static busybox), and a multi-platform index. Content is built with
+``imagefactory``; ``skopeo copy --preserve-digests`` pushes it byte for byte, and every push is
+checked by reading the manifest back.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import platform
+import struct
+import tarfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from support import imagefactory
+from support.imagefactory import Image, Index, Layer
+from support.services import Registry, run, unavailable
+
+BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
+BUSYBOX_APPLETS = ("sh", "echo", "cat", "ls", "true")
+BUSYBOX_GREETING = "hello from bulkpull"
+
+DEFAULT_PLATFORM_ARCH = "amd64"
+"""The architecture the CLI picks from a multi-platform image unless told otherwise."""
+
+_OCI_TYPES = (imagefactory.OCI_MANIFEST, imagefactory.OCI_INDEX)
+_MACHINE_TO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def host_arch() -> str:
+    """The OCI architecture name of this machine (the platform a pull picks by default)."""
+    machine = platform.machine().lower()
+    arch = _MACHINE_TO_ARCH.get(machine)
+    if arch is None:
+        unavailable(f"the test images exist for amd64 and arm64 only, not for {machine}")
+    return arch
+
+
+def _is_static_elf(data: bytes) -> bool:
+    """True for a 64-bit little-endian ELF file without a program interpreter (PT_INTERP)."""
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return False
+    phoff = struct.unpack_from("<Q", data, 0x20)[0]
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    pt_interp = 3
+    return all(
+        struct.unpack_from("<I", data, phoff + i * phentsize)[0] != pt_interp for i in range(phnum)
+    )
+
+
+def static_busybox() -> bytes:
+    """The bytes of a statically linked busybox (Debian ``busybox-static``), or skip/fail."""
+    for candidate in BUSYBOX_CANDIDATES:
+        if candidate.is_file():
+            data = candidate.read_bytes()
+            if _is_static_elf(data):
+                return data
+            unavailable(f"{candidate} is not a static 64-bit ELF binary; install busybox-static")
+    unavailable("busybox not found; install the Debian package busybox-static")
+
+
+def busybox_layer(binary: bytes) -> Layer:
+    """A layer with ``/bin/busybox`` (0755) and ``/bin/<applet>`` symlinks to it; deterministic."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        directory = tarfile.TarInfo("bin")
+        directory.type = tarfile.DIRTYPE
+        directory.mode = 0o755
+        tar.addfile(directory)
+        program = tarfile.TarInfo("bin/busybox")
+        program.size = len(binary)
+        program.mode = 0o755
+        tar.addfile(program, io.BytesIO(binary))
+        for applet in BUSYBOX_APPLETS:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type = tarfile.SYMTYPE
+            link.linkname = "busybox"
+            link.mode = 0o777
+            tar.addfile(link)
+    plain = raw.getvalue()
+    return Layer(gzip.compress(plain, compresslevel=6, mtime=0), imagefactory.sha256(plain))
+
+
+@dataclass(frozen=True)
+class PushedImage:
+    """One reference pushed to the registry and what a pull of it must produce."""
+
+    reference: str
+    """The reference as pushed: ``127.0.0.1:PORT/repo:tag``."""
+    image: Image
+    """The single-platform image a pull yields (for an index: the linux/amd64 child)."""
+    index: Index | None = None
+    """The index behind ``reference``, for multi-platform images."""
+
+    @property
+    def repository(self) -> str:
+        """``127.0.0.1:PORT/repo``: the reference without its tag."""
+        name, _, _ = self.reference.rpartition(":")
+        return name
+
+    @property
+    def manifest_digest(self) -> str:
+        """The digest of the manifest a pull resolves to (the platform child for an index)."""
+        return self.image.digest
+
+    @property
+    def config_digest(self) -> str:
+        """The config digest, which is also the image ID ``docker load`` reports."""
+        return self.image.config_digest
+
+    @property
+    def layer_digests(self) -> list[str]:
+        """The digests of the compressed layer blobs, in manifest order."""
+        return [layer.digest for layer in self.image.layers]
+
+    @property
+    def diff_ids(self) -> list[str]:
+        """The digests of the uncompressed layers, in manifest order."""
+        return [layer.diff_id for layer in self.image.layers]
+
+    @property
+    def by_digest(self) -> str:
+        """The reference pinned to the digest of what was pushed (the index, if any)."""
+        pushed = self.index.digest if self.index is not None else self.image.digest
+        return f"{self.repository}@{pushed}"
+
+
+@dataclass(frozen=True)
+class PushedImages:
+    """The whole test set in the registry, by role."""
+
+    registry: Registry
+    shared_oci_a: PushedImage
+    shared_oci_b: PushedImage
+    shared_docker: PushedImage
+    pinned: PushedImage
+    """Meant to be pulled by digest only."""
+    busybox: PushedImage
+    multi: PushedImage
+
+    @property
+    def all(self) -> list[PushedImage]:
+        return [
+            self.shared_oci_a,
+            self.shared_oci_b,
+            self.shared_docker,
+            self.pinned,
+            self.busybox,
+            self.multi,
+        ]
+
+
+def build_and_push(registry: Registry, workdir: Path) -> PushedImages:
+    """Build the test images, push them to ``registry`` and check the registry's digests."""
+    arch = host_arch()
+    base = imagefactory.random_layer(256 * 1024, name="base/one.bin")
+    base_two = imagefactory.random_layer(160 * 1024, name="base/two.bin")
+
+    def top(name: str) -> Layer:
+        return imagefactory.random_layer(48 * 1024, name=f"top/{name}.bin")
+
+    shared_oci_a = imagefactory.make_image([base, top("a")], arch=arch, label="shared-oci-a")
+    shared_oci_b = imagefactory.make_image(
+        [base, base_two, top("b")], arch=arch, label="shared-oci-b"
+    )
+    shared_docker = imagefactory.make_image(
+        [base, base_two, top("c")], arch=arch, docker_types=True, label="shared-docker"
+    )
+    pinned = imagefactory.make_image([base_two, top("d")], arch=arch, label="pinned")
+    busybox = imagefactory.make_image(
+        [busybox_layer(static_busybox())],
+        arch=arch,
+        cmd=["/bin/busybox", "echo", BUSYBOX_GREETING],
+        label="busybox",
+    )
+    children = {
+        child_arch: imagefactory.make_image(
+            [base, top(f"multi-{child_arch}")], arch=child_arch, label=f"multi-{child_arch}"
+        )
+        for child_arch in ("amd64", "arm64")
+    }
+    index = imagefactory.make_index(list(children.values()), attestation=False)
+
+    tagged: dict[str, Image | Index] = {
+        "shared-oci-a": shared_oci_a,
+        "shared-oci-b": shared_oci_b,
+        "shared-docker": shared_docker,
+        "pinned": pinned,
+        "busybox": busybox,
+        "multi": index,
+    }
+    destinations = {
+        "shared-oci-a": "bp/shared-oci-a:1.0",
+        "shared-oci-b": "bp/shared/oci-b:latest",
+        "shared-docker": "bp/shared-docker:v2",
+        "pinned": "bp/pinned:gone-soon",
+        "busybox": "bp/busybox:1",
+        "multi": "bp/multi:2024",
+    }
+    # skopeo reads only OCI-typed manifests from an OCI layout; Docker-typed ones go via dir:.
+    oci_tagged = {tag: item for tag, item in tagged.items() if item.media_type in _OCI_TYPES}
+    layout = workdir / "layout"
+    imagefactory.write_oci_layout(layout, oci_tagged)
+    for tag, item in tagged.items():
+        destination = f"{registry.host}/{destinations[tag]}"
+        if tag in oci_tagged:
+            source = f"oci:{layout}:{tag}"
+        else:
+            assert isinstance(item, Image), "Docker-typed indexes are not part of the set"
+            source = f"dir:{write_dir_layout(workdir / tag, item)}"
+        push(source, destination, all_images=isinstance(item, Index))
+        check_pushed(destination, item.digest)
+
+    def pushed(tag: str, image: Image, index: Index | None = None) -> PushedImage:
+        return PushedImage(f"{registry.host}/{destinations[tag]}", image, index)
+
+    return PushedImages(
+        registry=registry,
+        shared_oci_a=pushed("shared-oci-a", shared_oci_a),
+        shared_oci_b=pushed("shared-oci-b", shared_oci_b),
+        shared_docker=pushed("shared-docker", shared_docker),
+        pinned=pushed("pinned", pinned),
+        busybox=pushed("busybox", busybox),
+        multi=pushed("multi", children[DEFAULT_PLATFORM_ARCH], index),
+    )
+
+
+def write_dir_layout(directory: Path, image: Image) -> Path:
+    """Write ``image`` in the layout of skopeo's ``dir:`` transport; returns ``directory``."""
+    directory.mkdir(parents=True)
+    (directory / "version").write_text("Directory Transport Version: 1.1\n")
+    (directory / "manifest.json").write_bytes(image.manifest)
+    for digest, blob in image.blobs.items():
+        (directory / digest.removeprefix("sha256:")).write_bytes(blob)
+    return directory
+
+
+def push(source: str, destination: str, *, all_images: bool) -> None:
+    """``skopeo copy`` an image (``oci:DIR:TAG`` or ``dir:DIR``) to the registry unchanged."""
+    run(
+        [
+            "skopeo",
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--preserve-digests",
+            *(["--all"] if all_images else []),
+            "--dest-tls-verify=false",
+            source,
+            f"docker://{destination}",
+        ],
+        timeout=120,
+    )
+
+
+def check_pushed(reference: str, digest: str) -> None:
+    """Fail unless the registry serves exactly the manifest whose digest is ``digest``."""
+    raw = run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{reference}"]).stdout
+    served = imagefactory.sha256(raw)
+    if served != digest:
+        raise AssertionError(f"{reference}: registry serves {served}, pushed {digest}")
+
+
+def push_over_api(registry: Registry, repository: str, tag: str, item: Image | Index) -> str:
+    """Push ``item`` to ``registry`` as ``repository:tag`` through the distribution API, byte
+    for byte: blobs (monolithic uploads), then child manifests by digest, then the tag.
+
+    skopeo 1.9 cannot push a Docker manifest list that carries OCI attestation manifests from
+    a directory it reads, and a test must not depend on a build tool; returns the reference.
+    """
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    base = f"{registry.url}/v2/{repository}"
+    images = item.children if isinstance(item, Index) else (item,)
+    for digest, data in {d: b for image in images for d, b in image.blobs.items()}.items():
+        started = opener.open(urllib.request.Request(f"{base}/blobs/uploads/", method="POST"))
+        location = started.headers["Location"]
+        upload = location if "://" in location else f"{registry.url}{location}"
+        joiner = "&" if "?" in upload else "?"
+        request = urllib.request.Request(
+            f"{upload}{joiner}digest={digest}", data=data, method="PUT",
+            headers={"Content-Type": "application/octet-stream"},
+        )  # fmt: skip
+        opener.open(request).close()
+    manifests = [(image.digest, image.manifest, image.media_type) for image in images]
+    if isinstance(item, Index):
+        manifests.append((tag, item.manifest, item.media_type))
+    else:
+        manifests = [(tag, item.manifest, item.media_type)]
+    for name, raw, media_type in manifests:
+        request = urllib.request.Request(
+            f"{base}/manifests/{name}", data=raw, method="PUT",
+            headers={"Content-Type": media_type},
+        )  # fmt: skip
+        opener.open(request).close()
+    reference = f"{registry.host}/{repository}:{tag}"
+    check_pushed(reference, item.digest)
+    return reference
