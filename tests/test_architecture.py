@@ -101,6 +101,7 @@ ORDER: Mapping[str, tuple[str, ...]] = {
         "flags",
         "inputs",
         "results",
+        "runs",
         "verify",
         "pull",
         "push",

@@ -183,25 +183,28 @@ class FakeUploads:
             return web.json_response(body, status=404)
         return session
 
-    async def _status(self, request: web.Request) -> web.Response:
+    def _writable(self, request: web.Request, method: str | None) -> Session | web.Response:
+        """The upload session a request goes on with, or the answer that refuses it: no push
+        permission, no such session, or the fault ``method`` is set to answer with."""
         refused = self._refusal(request, request.match_info["repo"], "push")
         if refused:
             return refused
         found = self._session(request)
+        if isinstance(found, web.Response):
+            return found
+        fault = self._fault(method) if method else None
+        return fault or found
+
+    async def _status(self, request: web.Request) -> web.Response:
+        found = self._writable(request, None)
         if isinstance(found, web.Response):
             return found
         return self._session_answer(204, found.repository, request.match_info["uuid"])
 
     async def _patch(self, request: web.Request) -> web.Response:
-        refused = self._refusal(request, request.match_info["repo"], "push")
-        if refused:
-            return refused
-        found = self._session(request)
+        found = self._writable(request, "PATCH")
         if isinstance(found, web.Response):
             return found
-        fault = self._fault("PATCH")
-        if fault:
-            return fault
         if self.faults.redirect_patch_to:
             raise web.HTTPTemporaryRedirect(f"{self.faults.redirect_patch_to}{request.path}")
         start = _range_start(request.headers.get("Content-Range", ""))
@@ -246,15 +249,9 @@ class FakeUploads:
 
     async def _put(self, request: web.Request) -> web.Response:
         repository = request.match_info["repo"]
-        refused = self._refusal(request, repository, "push")
-        if refused:
-            return refused
-        found = self._session(request)
+        found = self._writable(request, "PUT")
         if isinstance(found, web.Response):
             return found
-        fault = self._fault("PUT")
-        if fault:
-            return fault
         if not await self._receive(request, found, "PUT"):
             return web.Response(status=400)
         uuid = request.match_info["uuid"]

@@ -109,18 +109,19 @@ def checked(specs: list[ImageSpec], options: PullOptions) -> list[ImageSpec]:
 
 def pull_options(
     *,
-    platforms: list[str] | None,
     proxy: str | None,
     insecure_registries: list[str] | None,
-    mirrors: list[str] | None,
-    retries: int | None,
-    retry_delay: float | None,
     credentials: Keychain | None,
+    platforms: list[str] | None = None,
+    mirrors: list[str] | None = None,
+    retries: int | None = None,
+    retry_delay: float | None = None,
     **flags: object,
 ) -> PullOptions:
     """The environment's options with every flag that was given on top.
 
     ``flags`` are given fields as they are (None: not given); the others need parsing first.
+    A command without a flag (verify has no ``--platform``) leaves it out.
     """
     given: dict[str, Any] = {name: value for name, value in flags.items() if value is not None}
     try:

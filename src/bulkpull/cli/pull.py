@@ -9,18 +9,15 @@ images were ``interrupted``. Imports the public ``bulkpull`` API, typer and its 
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 
 import bulkpull
 from bulkpull import Destination, DestinationError, ImageSpec, PullOptions, PullReport
-from bulkpull.cli import display, flags, inputs, results, summary
+from bulkpull.cli import flags, inputs, results, runs
 from bulkpull.cli.commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, usage_error
+from bulkpull.cli.tally import Tally
 from bulkpull.cli.text import count_text
 
 SUMMARY = "Pull the images of a list (and of -i) into archives."
@@ -100,8 +97,11 @@ def pull(
     raise typer.Exit(run.finish(run.wait(), report_file, lock_file, source))
 
 
-class _Run:
-    """One pull (or dry run) under its display, from the headline to the report."""
+class _Run(runs.Run[PullReport]):
+    """One pull (or dry run) under its display, from the headline to the report and lock."""
+
+    done = "pulled"
+    kept = "verified and partial blobs are kept for the next run"
 
     def __init__(
         self,
@@ -113,23 +113,10 @@ class _Run:
         verbose: bool,
         quiet: bool,
     ) -> None:
+        super().__init__(specs, options.platforms, dry_run=dry_run, verbose=verbose, quiet=quiet)
         self.specs = specs
         self.options = options
         self.to = to
-        self.dry_run = dry_run
-        self.verbose = verbose
-        self.quiet = quiet
-        self.display = display.make_display(
-            specs, options.platforms, dry_run=dry_run, verbose=verbose, quiet=quiet
-        )
-        self.started = datetime.now(UTC).isoformat(timespec="seconds")
-        self.clock = time.monotonic()
-
-    def start(self) -> None:
-        """Route the library's log through the display, and say what is to come."""
-        display.log_through(self.display, verbose=self.verbose, quiet=self.quiet)
-        if not self.quiet:
-            self.display.note(self.headline())
 
     def finish(
         self,
@@ -142,11 +129,8 @@ class _Run:
         if report is None:
             self.interrupted(report_file)
             return EXIT_INTERRUPTED
-        summary.print_summary(
-            report, dry_run=self.dry_run, quiet=self.quiet, report_file=report_file
-        )
         written = [
-            results.write_report(report, report_file) if report_file else True,
+            self.summarize(report, report_file),
             results.write_lock(report, lock_file, source) if lock_file else True,
         ]
         return EXIT_OK if report.ok and all(written) else EXIT_SOME_FAILED
@@ -168,41 +152,21 @@ class _Run:
         """The report, or None when the run was interrupted; an output that cannot be one
         (found before any download) is a usage error."""
         try:
-            return asyncio.run(self._until_signalled())
+            return super().wait()
         except DestinationError as exc:
             usage_error(str(exc))
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            return None
 
-    def interrupted(self, report_file: Path | None) -> None:
-        """Say so, and write the report of what finished."""
-        tally = self.display.tally
-        display.stderr.print(
-            f"interrupted: {tally.pulled} of {len(self.specs)} images pulled; "
-            "verified and partial blobs are kept for the next run",
-            soft_wrap=True,
-        )
-        if report_file is not None:
-            seconds = time.monotonic() - self.clock
-            report = results.interrupted_report(self.specs, tally, self.started, seconds)
-            results.write_report(report, report_file)
+    def interrupted_report(self, tally: Tally, seconds: float) -> PullReport:
+        return results.interrupted_report(self.specs, tally, self.started, seconds)
 
-    async def _until_signalled(self) -> PullReport:
-        """Pull (or only resolve), treating SIGTERM like Ctrl-C: cancel, keep what is
-        verified, write no archive."""
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        async with self.display.running():
-            if self.dry_run:
-                return await self._resolve(self.display)
-            return await bulkpull.pull_images(
-                self.specs, self.to, self.options, on_event=self.display.handle
+    async def work(self) -> PullReport:
+        """Pull, or only resolve; an interruption writes no archive."""
+        if self.dry_run:
+            # Manifests already in the store are read from it: a dry run after a pull costs
+            # one HEAD per tag.
+            return await bulkpull.resolve_images(
+                self.specs, self.options, destination=self.to, on_event=self.display.handle
             )
-
-    async def _resolve(self, shown: display.Display) -> PullReport:
-        # Manifests already in the store are read from it: a dry run after a pull costs one
-        # HEAD per tag.
-        return await bulkpull.resolve_images(
-            self.specs, self.options, destination=self.to, on_event=shown.handle
+        return await bulkpull.pull_images(
+            self.specs, self.to, self.options, on_event=self.display.handle
         )

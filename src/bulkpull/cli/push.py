@@ -10,10 +10,6 @@ under way is kept in the state directory, so the next run resumes it. Imports th
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,8 +17,9 @@ import typer
 
 import bulkpull
 from bulkpull import InvalidOptionError, PushOptions, PushPlan, PushReport, SourceError
-from bulkpull.cli import display, flags, inputs, results, summary
+from bulkpull.cli import flags, inputs, results, runs
 from bulkpull.cli.commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, usage_error
+from bulkpull.cli.tally import Tally
 from bulkpull.cli.text import count_text
 
 SUMMARY = "Push archives, bundles and OCI layouts into a registry, digests intact."
@@ -115,10 +112,8 @@ def push(
     and an upload cut off resumes (in the next run too)."""
     login = inputs.keychain(username, password, password_stdin, creds or [], list_on_stdin=False)
     base = inputs.pull_options(
-        platforms=None,
         proxy=proxy,
         insecure_registries=insecure_registry,
-        mirrors=None,
         retries=retries,
         retry_delay=retry_delay,
         credentials=login,
@@ -141,8 +136,11 @@ def push(
     raise typer.Exit(run.finish(run.wait(), report_file))
 
 
-class _Run:
+class _Run(runs.Run[PushReport]):
     """One push (or dry run) under its display, from the headline to the report."""
+
+    done = "pushed"
+    kept = "unfinished uploads are kept for the next run"
 
     def __init__(
         self,
@@ -154,22 +152,10 @@ class _Run:
         verbose: bool,
         quiet: bool,
     ) -> None:
+        super().__init__(plan.images, (), dry_run=dry_run, verbose=verbose, quiet=quiet)
         self.plan = plan
         self.sources = sources
         self.options = options
-        self.dry_run = dry_run
-        self.verbose = verbose
-        self.quiet = quiet
-        self.display = display.make_display(
-            plan.images, (), dry_run=dry_run, verbose=verbose, quiet=quiet
-        )
-        self.started = datetime.now(UTC).isoformat(timespec="seconds")
-        self.clock = time.monotonic()
-
-    def start(self) -> None:
-        display.log_through(self.display, verbose=self.verbose, quiet=self.quiet)
-        if not self.quiet:
-            self.display.note(self.headline())
 
     def headline(self) -> str:
         """``pushing 12 images from layout to registry.internal:5000/mirror``."""
@@ -180,48 +166,23 @@ class _Run:
             return f"checking {images} from {where} against {target}; dry run: nothing written"
         return f"pushing {images} from {where} to {self.plan.target}"
 
-    def wait(self) -> PushReport | None:
-        """The report, or None when the run was interrupted."""
-        try:
-            return asyncio.run(self._until_signalled())
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            return None
-
     def finish(self, report: PushReport | None, report_file: Path | None) -> int:
         """The summary and the report; the exit code."""
         if report is None:
             self.interrupted(report_file)
             return EXIT_INTERRUPTED
-        summary.print_summary(
-            report, dry_run=self.dry_run, quiet=self.quiet, report_file=report_file
-        )
-        written = results.write_report(report, report_file) if report_file else True
+        written = self.summarize(report, report_file)
         return EXIT_OK if report.ok and written else EXIT_SOME_FAILED
 
-    def interrupted(self, report_file: Path | None) -> None:
-        """Say so, and write the report of what finished."""
-        tally = self.display.tally
-        display.stderr.print(
-            f"interrupted: {tally.pulled} of {len(self.plan.images)} images pushed; "
-            "unfinished uploads are kept for the next run",
-            soft_wrap=True,
-        )
-        if report_file is not None:
-            report = results.interrupted_push_report(
-                self.plan, tally, self.started, time.monotonic() - self.clock
-            )
-            results.write_report(report, report_file)
+    def interrupted_report(self, tally: Tally, seconds: float) -> PushReport:
+        return results.interrupted_push_report(self.plan, tally, self.started, seconds)
 
-    async def _until_signalled(self) -> PushReport:
-        """Push, treating SIGTERM like Ctrl-C."""
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        async with self.display.running():
-            return await bulkpull.push_images(
-                self.sources,
-                self.plan.target,
-                self.options,
-                dry_run=self.dry_run,
-                on_event=self.display.handle,
-            )
+    async def work(self) -> PushReport:
+        """Push; an upload under way when stopped is kept in the state directory."""
+        return await bulkpull.push_images(
+            self.sources,
+            self.plan.target,
+            self.options,
+            dry_run=self.dry_run,
+            on_event=self.display.handle,
+        )

@@ -62,12 +62,7 @@ def verify(
     also check that every image the lock file pins is there under its name with the pinned
     digest; with --lock and --registry, that the registry holds each (HEAD only). Exit 1 if
     any check fails."""
-    if registry is not None and lock is None:
-        usage_error("--registry checks a registry against a lock file: give --lock FILE too")
-    if not paths and registry is None:
-        usage_error(
-            "nothing to check: give archives or layouts (PATH...), or --lock and --registry"
-        )
+    _check_given(paths, lock, registry)
     checks = [bulkpull.verify_archive(path) for path in paths or []]
     failed = sum(not _show_check(check) for check in checks)
     matched: list[LockCheck] = []
@@ -77,12 +72,8 @@ def verify(
         if lock is not None and registry is not None:
             login = inputs.keychain(username, password, password_stdin, creds or [], False)
             base = inputs.pull_options(
-                platforms=None,
                 proxy=proxy,
                 insecure_registries=insecure_registry,
-                mirrors=None,
-                retries=None,
-                retry_delay=None,
                 credentials=login,
                 plain_http=plain_http,
                 skip_tls_verify=skip_tls_verify,
@@ -96,6 +87,17 @@ def verify(
     for result in matched:
         failed += _show_lock(result)
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+def _check_given(paths: list[Path] | None, lock: Path | None, registry: str | None) -> None:
+    """Stop with a usage error when the flags given check nothing, or a registry against
+    nothing."""
+    if registry is not None and lock is None:
+        usage_error("--registry checks a registry against a lock file: give --lock FILE too")
+    if not paths and registry is None:
+        usage_error(
+            "nothing to check: give archives or layouts (PATH...), or --lock and --registry"
+        )
 
 
 def _show_lock(matched: LockCheck) -> int:

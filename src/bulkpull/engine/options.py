@@ -14,12 +14,21 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from bulkpull.errors import InvalidOptionError, InvalidPlatformError
 from bulkpull.platform import DEFAULT_PLATFORM, Platform, parse_platform_choice
-from bulkpull.registry import DEFAULT_TIMEOUT, Credentials, Keychain, Mirror, Proxies, parse_host
-from bulkpull.retry import DEFAULT_RETRIES, DEFAULT_RETRY_DELAY, RetryPolicy
+from bulkpull.registry import (
+    DEFAULT_TIMEOUT,
+    Credentials,
+    Keychain,
+    Mirror,
+    Proxies,
+    SecurityPolicy,
+    Transport,
+    parse_host,
+)
+from bulkpull.retry import DEFAULT_RETRIES, DEFAULT_RETRY_DELAY, RetryListener, RetryPolicy
 
 N = TypeVar("N", int, float)
 # The fields BULKPULL_PLATFORM sets together.
@@ -129,6 +138,53 @@ class PullOptions:
     def keychain(self) -> Keychain:
         """Where each registry's login comes from, whichever form ``credentials`` took."""
         return keychain_of(self.credentials)
+
+
+class RegistryAccess(Protocol):
+    """How a run reaches its registries, as the options of a pull and of a push both say."""
+
+    @property
+    def plain_http(self) -> bool: ...
+    @property
+    def skip_tls_verify(self) -> bool: ...
+    @property
+    def insecure_registries(self) -> frozenset[str]: ...
+    @property
+    def ca_cert(self) -> Path | None: ...
+    @property
+    def proxies(self) -> Proxies: ...
+    @property
+    def retry(self) -> RetryPolicy: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def keychain(self) -> Keychain: ...
+
+
+def registry_transport(
+    options: RegistryAccess,
+    *,
+    connections: int,
+    on_retry: RetryListener | None,
+    mirrors: tuple[Mirror, ...] = (),
+) -> Transport:
+    """The transport of a run with ``options``: ``connections`` at once, ``mirrors`` tried
+    first (a pull's; a push writes to its registry and nowhere else)."""
+    return Transport(
+        retry=options.retry,
+        on_retry=on_retry,
+        timeout=options.timeout,
+        connections=connections,
+        keychain=options.keychain,
+        security=SecurityPolicy(
+            plain_http=options.plain_http,
+            skip_tls_verify=options.skip_tls_verify,
+            insecure_registries=options.insecure_registries,
+        ),
+        ca_cert=options.ca_cert,
+        proxies=options.proxies,
+        mirrors=mirrors,
+    )
 
 
 def keychain_of(credentials: Credentials | Keychain | None) -> Keychain:

@@ -23,13 +23,13 @@ from pathlib import Path
 from bulkpull.destination import Destination
 from bulkpull.engine.downloads import Downloads
 from bulkpull.engine.images import ImagePipeline
-from bulkpull.engine.options import PullOptions
+from bulkpull.engine.options import PullOptions, registry_transport
 from bulkpull.engine.outputs import make_output
 from bulkpull.engine.results import result
 from bulkpull.errors import BulkpullError
 from bulkpull.imagelist import ImageSpec, check_archive_names, image_spec
 from bulkpull.manifest import MAX_MANIFEST_BYTES
-from bulkpull.registry import RegistryClient, SecurityPolicy, Transport
+from bulkpull.registry import RegistryClient, Transport
 from bulkpull.report import (
     Event,
     EventCallback,
@@ -204,18 +204,7 @@ async def _connect(
 def _transport(options: PullOptions, on_retry: RetryListener | None) -> Transport:
     """The transport a pull with ``options`` needs: a connection for every download and every
     image resolving at once."""
-    return Transport(
-        retry=options.retry,
-        on_retry=on_retry,
-        timeout=options.timeout,
-        connections=options.max_downloads + options.jobs,
-        keychain=options.keychain,
-        security=SecurityPolicy(
-            plain_http=options.plain_http,
-            skip_tls_verify=options.skip_tls_verify,
-            insecure_registries=options.insecure_registries,
-        ),
-        ca_cert=options.ca_cert,
-        proxies=options.proxies,
-        mirrors=options.mirrors,
+    connections = options.max_downloads + options.jobs
+    return registry_transport(
+        options, connections=connections, on_retry=on_retry, mirrors=options.mirrors
     )

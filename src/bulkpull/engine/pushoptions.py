@@ -15,14 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bulkpull.engine.options import DEFAULT_JOBS, PullOptions, keychain_of, read_number
+from bulkpull.engine.options import (
+    DEFAULT_JOBS,
+    PullOptions,
+    keychain_of,
+    read_number,
+    registry_transport,
+)
 from bulkpull.errors import InvalidOptionError
 from bulkpull.registry import (
     DEFAULT_TIMEOUT,
     Credentials,
     Keychain,
     Proxies,
-    SecurityPolicy,
     Transport,
     parse_host,
 )
@@ -137,17 +142,5 @@ def transport_for(options: PushOptions, on_retry: RetryListener | None = None) -
     """The transport a push (or a check of its registry) with ``options`` needs: a
     connection per upload and per image at work, and no mirrors (a push writes to its
     registry and nowhere else)."""
-    return Transport(
-        retry=options.retry,
-        on_retry=on_retry,
-        timeout=options.timeout,
-        connections=options.max_uploads + options.jobs,
-        keychain=options.keychain,
-        security=SecurityPolicy(
-            plain_http=options.plain_http,
-            skip_tls_verify=options.skip_tls_verify,
-            insecure_registries=options.insecure_registries,
-        ),
-        ca_cert=options.ca_cert,
-        proxies=options.proxies,
-    )
+    connections = options.max_uploads + options.jobs
+    return registry_transport(options, connections=connections, on_retry=on_retry)

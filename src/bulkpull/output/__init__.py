@@ -6,7 +6,6 @@ Imports the value modules and ``files``; nothing of ``registry`` or ``store``.
 from __future__ import annotations
 
 from bulkpull.output.contents import ArchiveImage, ImageContent
-from bulkpull.output.readback import blob_chunks
 from bulkpull.output.sources import BlobPlace, Source, SourceEntry, read_source
 from bulkpull.output.verify import ArchiveCheck, ArchiveEntry, verify_archive
 from bulkpull.output.verify_lockfile import LockCheck, verify_lock
@@ -25,7 +24,6 @@ __all__ = [
     "Output",
     "Source",
     "SourceEntry",
-    "blob_chunks",
     "read_source",
     "verify_archive",
     "verify_lock",

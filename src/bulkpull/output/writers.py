@@ -12,9 +12,8 @@ No file work runs on the event loop. Archives and the layout index are written i
 thread through ``files.run_stoppable``: a cancellation stops the writer before it installs
 anything, or lets an install already under way finish so that it is reported. What a final name
 holds is read in a worker thread too, and anything there that is not a regular file (a FIFO
-would hang the run) is an error for the image. :func:`blob_chunks` reads a blob back out of an
-archive or a layout for uploads, through ``aiofiles`` (``files.read_chunks``). Imports
-``archive``, ``blobstore``, ``files``, ``verify``, ``imagelist``, ``registry`` and ``report``.
+would hang the run) is an error for the image. Imports ``archive``, ``contents``, ``layout``,
+``readback``, ``files``, ``imagelist``, ``report`` and the other value modules.
 """
 
 from __future__ import annotations
