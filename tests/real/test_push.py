@@ -303,6 +303,34 @@ def token_target(
         yield running
 
 
+def push_with_login(
+    command: list[str],
+    registry: Registry,
+    paths: tuple[Path, ...],
+    namespace: str,
+    report: Path,
+    ca: CertificateAuthority,
+    login: str,
+) -> Pushed:
+    """A push into ``registry``'s ``namespace`` over TLS checked with the test's CA, logged in
+    with ``login`` (``USER:PASSWORD``) for that registry alone."""
+    host = registry.host
+    flags = ("--ca-cert", str(ca.certificate), "--creds", f"{host}={login}")
+    return push(command, registry, paths, f"{host}/{namespace}", report, *flags)
+
+
+def assert_refused(pushed: Pushed, secret: str) -> str:
+    """Every image failed, exit 1, and ``secret`` is in no output; returns what was printed
+    after the command line (which the test echoes)."""
+    assert pushed.code == 1, pushed.output
+    printed = pushed.output.partition("\n")[2]
+    assert secret not in printed
+    assert secret not in json.dumps(pushed.report)
+    assert {image["status"] for image in pushed.images} == {"failed"}
+    assert "bp/busybox:1" in printed
+    return printed
+
+
 def test_a_login_pushes_over_tls_verified_with_the_given_ca(
     sources: dict[str, Source],
     basic_target: Registry,
@@ -310,16 +338,14 @@ def test_a_login_pushes_over_tls_verified_with_the_given_ca(
     bulkpull_command: list[str],
     workdir: Path,
 ) -> None:
-    pushed = push(
+    pushed = push_with_login(
         bulkpull_command,
         basic_target,
         sources["layout"].paths,
-        f"{basic_target.host}/site",
+        "site",
         workdir / "basic.json",
-        "--ca-cert",
-        str(ca.certificate),
-        "--creds",
-        f"{basic_target.host}={USER}:{PASSWORD}",
+        ca,
+        f"{USER}:{PASSWORD}",
     )
 
     assert pushed.code == 0, pushed.output
@@ -334,27 +360,20 @@ def test_a_wrong_password_fails_naming_image_and_registry_and_is_never_shown(
     workdir: Path,
 ) -> None:
     wrong = "not-the-pu5h-password"
-    pushed = push(
+    pushed = push_with_login(
         bulkpull_command,
         basic_target,
         sources["layout"].paths,
-        f"{basic_target.host}/wrong",
+        "wrong",
         workdir / "wrong.json",
-        "--ca-cert",
-        str(ca.certificate),
-        "--creds",
-        f"{basic_target.host}={USER}:{wrong}",
+        ca,
+        f"{USER}:{wrong}",
     )
 
-    assert pushed.code == 1, pushed.output
-    printed = pushed.output.partition("\n")[2]
-    assert wrong not in printed
-    assert wrong not in json.dumps(pushed.report)
+    printed = assert_refused(pushed, wrong)
     assert "401" in printed
     for image in pushed.images:
-        assert image["status"] == "failed"
         assert basic_target.host in str(image["error"]), image
-    assert "bp/busybox:1" in printed
 
 
 def test_a_token_with_push_scope_pushes(
@@ -365,16 +384,14 @@ def test_a_token_with_push_scope_pushes(
     bulkpull_command: list[str],
     workdir: Path,
 ) -> None:
-    pushed = push(
+    pushed = push_with_login(
         bulkpull_command,
         token_target,
         sources["layout"].paths,
-        f"{token_target.host}/site",
+        "site",
         workdir / "token.json",
-        "--ca-cert",
-        str(ca.certificate),
-        "--creds",
-        f"{token_target.host}={USER}:{PASSWORD}",
+        ca,
+        f"{USER}:{PASSWORD}",
     )
 
     assert pushed.code == 0, pushed.output
@@ -391,23 +408,17 @@ def test_a_login_without_push_permission_fails_naming_image_and_registry(
     bulkpull_command: list[str],
     workdir: Path,
 ) -> None:
-    pushed = push(
+    pushed = push_with_login(
         bulkpull_command,
         token_target,
         sources["layout"].paths,
-        f"{token_target.host}/readonly",
+        "readonly",
         workdir / "reader.json",
-        "--ca-cert",
-        str(ca.certificate),
-        "--creds",
-        f"{token_target.host}={READER}:{READER_PASSWORD}",
+        ca,
+        f"{READER}:{READER_PASSWORD}",
     )
 
-    assert pushed.code == 1, pushed.output
-    printed = pushed.output.partition("\n")[2]
-    assert READER_PASSWORD not in printed
+    assert_refused(pushed, READER_PASSWORD)
     for image in pushed.images:
-        assert image["status"] == "failed"
         message = str(image["error"])
         assert f"{token_target.host} refused to let this login push to readonly/bp/" in message
-    assert "bp/busybox:1" in printed

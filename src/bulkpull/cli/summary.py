@@ -9,8 +9,9 @@ API, rich, ``display`` and ``text``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from rich.table import Table
 from rich.text import Text
@@ -26,6 +27,8 @@ from bulkpull.cli.text import (
     size_text,
     text_width,
 )
+
+S = TypeVar("S", Status, PushStatus)
 
 # A terminal's summary lists every image up to this many; beyond, failures and totals only.
 SUMMARY_ROWS = 20
@@ -121,14 +124,16 @@ def _summary_lines(results: Sequence[Finished], rows: list[list[str]]) -> Table:
     return lines
 
 
+def _outcomes(images: int, count: Callable[[S], int], statuses: type[S], failed: S) -> str:
+    """``12 images: 11 pulled, 1 failed``: every status an image ended with, and failures
+    even when none did."""
+    counts = [f"{count(s)} {s.value}" for s in statuses if count(s) or s is failed]
+    return f"{count_text(images, 'image')}: {', '.join(counts)}"
+
+
 def totals_lines(report: PullReport, *, dry_run: bool) -> list[str]:
     """How many images ended how; then bytes, time and rate (a dry run downloads nothing)."""
-    counts = [
-        f"{report.count(status)} {status.value}"
-        for status in Status
-        if report.count(status) or status is Status.FAILED
-    ]
-    first = f"{count_text(len(report.results), 'image')}: {', '.join(counts)}"
+    first = _outcomes(len(report.results), report.count, Status, Status.FAILED)
     seconds = f"in {duration_text(report.seconds)}"
     if dry_run:
         return [first, f"dry run: no blob downloaded, nothing written; {seconds}"]
@@ -142,12 +147,7 @@ def totals_lines(report: PullReport, *, dry_run: bool) -> list[str]:
 
 def push_totals_lines(report: PushReport) -> list[str]:
     """How many images ended how; then what went to the target (a dry run: what it lacks)."""
-    counts = [
-        f"{report.count(status)} {status.value}"
-        for status in PushStatus
-        if report.count(status) or status is PushStatus.FAILED
-    ]
-    first = f"{count_text(len(report.results), 'image')}: {', '.join(counts)}"
+    first = _outcomes(len(report.results), report.count, PushStatus, PushStatus.FAILED)
     seconds = f"in {duration_text(report.seconds)}"
     if report.dry_run:
         missing = sum(result.missing for result in report.results)

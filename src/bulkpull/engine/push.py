@@ -8,7 +8,7 @@ manifests are stored byte for byte under their own media types, children by dige
 index that lists them, and the tag last. Every write goes through one :class:`PushClient`,
 bound to the target registry. A dry run asks the target what it lacks (``HEAD`` only) and
 writes nothing. A :class:`BulkpullError` (or a file that cannot be read) ends only its own
-image. Imports ``registry``, ``uploads``, ``uploadstate``, ``pushplan``, ``pushoptions`` and
+image. Imports ``registry``, ``store``, ``uploads``, ``pushplan``, ``pushoptions`` and
 the value modules.
 """
 

@@ -1,14 +1,14 @@
 """What a push will do, decided before any request: which images, under which names, and what
 each consists of.
 
-Every source is opened (``sources``) and every ``index.json`` entry named: by its
+Every source is opened (``output.sources``) and every ``index.json`` entry named: by its
 ``io.containerd.image.name``, else its ``org.opencontainers.image.ref.name`` when that is a whole
 reference (a bare tag such as ``latest`` names no repository). The target name follows the one
 rule of ``targets``. The same image named twice (a bundle and a per-image archive of it) is
 pushed once; two different images claiming one target name, an entry without a name or a source
 that is no OCI archive or layout stop the push with :class:`SourceError` before any network
 I/O. An image's content is read from its source when it is pushed: its manifests (children
-before the index that lists them) and the blobs they name. Imports ``sources``, ``targets``,
+before the index that lists them) and the blobs they name. Imports ``output``, ``targets``,
 ``manifest`` and the value modules.
 """
 

@@ -8,11 +8,11 @@ is used. One semaphore bounds the uploads of the whole run.
 
 An upload goes as one ``PUT`` when the blob is small, else in ``PATCH`` chunks, each read from
 the archive or layout where the blob sits as it is sent. Every chunk the registry accepts moves
-the upload's location on, and the newest is kept in the state directory (``uploadstate``):
+the upload's location on, and the newest is kept in the state directory (``store.uploadstate``):
 an upload cut off resumes where the registry says it stands (``GET`` of the location), in this
 run by the retry policy or in the next run after a kill. An upload the registry dropped or
-refuses to go on with starts over. Imports ``registry``, ``uploadstate``, ``files``, ``retry``,
-``report``, ``pushreport`` and the value modules.
+refuses to go on with starts over. Imports ``registry``, ``store``, ``output``, ``files``,
+``retry``, ``report``, ``pushreport`` and the value modules.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ what was pinned on the connected side. Each lock line is mapped by the push's na
 (``targets``) and asked for with ``HEAD``: its tag must name the locked digest. An image pinned
 to an index that arrived as one platform's manifest does not pass: a reference pinned to the
 index would not pull from this registry (pull with ``platform=all`` to carry the index). Nothing
-is written. Imports ``registry``, ``pushoptions``, ``targets``, ``imagelist`` and
-``verify_lock``.
+is written. Imports ``registry``, ``pushoptions``, ``targets``, ``imagelist`` and ``output``
+(the lock check's result).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Reading back what was written: the images an archive at a final name holds, so that a run
 knows what it would replace. (A push reads blobs back out of archives and layouts through
-``sources``.) Imports ``digest``, ``files`` and ``verify``.
+``output.sources``.) Imports ``digest``, ``files`` and ``verify``.
 """
 
 from __future__ import annotations
