@@ -240,6 +240,37 @@ def test_skopeo_and_bulkpull_read_what_was_pushed(
     assert back == report
 
 
+def test_an_oci_archive_and_a_layout_skopeo_wrote_are_pushed_with_their_digests(
+    pushed_images: PushedImages,
+    target: Registry,
+    bulkpull_command: list[str],
+    workdir: Path,
+) -> None:
+    image = pushed_images.shared_oci_a
+    # skopeo names the entry with the reference given after the path; a push needs a whole
+    # one (repository and tag), as a bare tag names no repository to push to.
+    name = image.reference.partition("/")[2]
+    archive, layout = workdir / "skopeo-archive.tar", workdir / "skopeo-layout"
+    for destination in (f"oci-archive:{archive}:{name}", f"oci:{layout}:{name}"):
+        copy = ["skopeo", "copy", "--preserve-digests", "--src-tls-verify=false"]
+        run([*copy, f"docker://{image.reference}", destination], timeout=120)
+
+    for source in (archive, layout):
+        pushed = push(
+            bulkpull_command,
+            target,
+            (source,),
+            f"{target.host}/skopeo-{source.suffix.lstrip('.') or 'layout'}",
+            workdir / f"skopeo-{source.name}.json",
+            "--plain-http",
+        )
+
+        assert pushed.code == 0, pushed.output
+        (record,) = pushed.images
+        assert record["digest"] == image.manifest_digest, record
+        check_pushed(str(record["target"]), image.manifest_digest)
+
+
 def bulkpull_command_report(command: list[str], listing: Path, report: Path) -> dict[str, str]:
     """What a dry run of ``listing`` resolves each name to (the registry's digest)."""
     code, output = cli(command, str(listing), "--plain-http", "--dry-run", "--report", str(report))
