@@ -17,14 +17,11 @@ import bulkpull
 from bulkpull import (
     ContentError,
     Destination,
-    InvalidOptionError,
     PushOptions,
     PushStatus,
-    PushTarget,
     RegistryError,
     RetryPolicy,
     SourceError,
-    parse_reference,
 )
 
 BASE = f.random_layer(300_000)
@@ -175,38 +172,6 @@ async def test_an_image_known_only_by_digest_is_pushed_by_digest_and_its_digest_
     assert str(report.results[0].spec.target) == f"{host}/library/pinned:sha256-{hexdigits}"
     pushed = [ref for repo, ref, _ in uploads.pushed_manifests if repo == "library/pinned"]
     assert pushed == [OCI.digest, f"sha256-{hexdigits}"]
-
-
-@pytest.mark.parametrize(
-    ("name", "to", "expected"),
-    [
-        (
-            "docker.io/library/alpine:3.20",
-            "internal:5000/mirror",
-            "internal:5000/mirror/library/alpine:3.20",
-        ),
-        ("alpine:3.20", "internal:5000", "internal:5000/library/alpine:3.20"),
-        ("ghcr.io/team/app:1", "internal:5000/a/b", "internal:5000/a/b/team/app:1"),
-        ("internal:5000/team/app:1", "internal:5000/mirror", "internal:5000/team/app:1"),
-        ("INTERNAL:5000/team/app:1", "internal:5000/mirror", "internal:5000/team/app:1"),
-        (
-            f"busybox@{OCI.digest}",
-            "localhost:5000",
-            f"localhost:5000/library/busybox:sha256-{OCI.digest[7:]}",
-        ),
-    ],
-)
-def test_the_naming_rule(name: str, to: str, expected: str) -> None:
-    assert str(PushTarget.parse(to).name_for(parse_reference(name))) == expected
-
-
-@pytest.mark.parametrize(
-    "to",
-    ["https://internal:5000/mirror", "mirror", "internal:5000/Mirror", "internal:5000/m:tag", ""],
-)
-def test_a_target_that_is_no_registry_and_namespace_is_refused(to: str) -> None:
-    with pytest.raises(InvalidOptionError):
-        PushTarget.parse(to)
 
 
 def docker_archive(path: Path) -> Path:
