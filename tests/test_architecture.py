@@ -118,6 +118,7 @@ GROUP_OF: Mapping[str, str] = {
             "report",
             "retry",
             "destination",
+            "shard",
             "tasks",
         ),
         "values",

@@ -96,6 +96,7 @@ from bulkpull.report import (
     Status,
 )
 from bulkpull.retry import RetryPolicy
+from bulkpull.shard import Shard
 from bulkpull.usage import PullLimit, RegistryUsage
 
 __version__ = version("bulkpull")
@@ -148,6 +149,7 @@ __all__ = [
     "ReplacedImage",
     "RetryPolicy",
     "Retrying",
+    "Shard",
     "SignatureError",
     "Stage",
     "Status",
