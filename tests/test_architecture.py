@@ -127,6 +127,7 @@ GROUP_OF: Mapping[str, str] = {
             "report",
             "retry",
             "destination",
+            "shard",
             "tasks",
             "targets",
             "pushreport",

@@ -124,6 +124,7 @@ from bulkpull.report import (
     Status,
 )
 from bulkpull.retry import RetryPolicy
+from bulkpull.shard import Shard
 from bulkpull.targets import PushTarget
 from bulkpull.usage import PullLimit, RegistryUsage
 
@@ -188,6 +189,7 @@ __all__ = [
     "ReplacedImage",
     "RetryPolicy",
     "Retrying",
+    "Shard",
     "SignatureError",
     "SourceError",
     "Stage",

@@ -222,6 +222,17 @@ Timeout = Annotated[
 ]
 
 # What the run leaves and shows.
+Shard = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        metavar="K/N",
+        envvar="BULKPULL_SHARD",
+        show_default=False,
+        help="Take only part K (from 0) of N of the list, as N processes given the same list "
+        "share it out: each image belongs to one part, by a hash of its name.",
+    ),
+]
 DryRun = Annotated[
     bool,
     typer.Option(

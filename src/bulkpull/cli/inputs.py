@@ -20,11 +20,13 @@ from bulkpull import (
     Destination,
     ImageListError,
     ImageSpec,
+    InvalidOptionError,
     InvalidReferenceError,
     Keychain,
     Mirror,
     Proxies,
     PullOptions,
+    Shard,
     check_archive_names,
     image_spec,
     parse_platform_choice,
@@ -75,6 +77,16 @@ def _hint(images_file: str) -> str:
     if "." in name:  # images.txt, list.lock: a file name
         return ""
     return f"; to pull the image {images_file}, use: bulkpull -i {images_file}"
+
+
+def shard_of(text: str | None) -> Shard | None:
+    """The part of the list ``--shard`` (or ``BULKPULL_SHARD``) asks for; None: all of it."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return Shard.parse(text)
+    except InvalidOptionError as exc:
+        usage_error(f"--shard: {exc}")
 
 
 def list_source(images_file: str | None, images: list[str]) -> str:

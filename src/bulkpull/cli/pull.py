@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 import bulkpull
-from bulkpull import Destination, DestinationError, ImageSpec, PullOptions, PullReport
+from bulkpull import Destination, DestinationError, ImageSpec, PullOptions, PullReport, Shard
 from bulkpull.cli import flags, inputs, results, runs
 from bulkpull.cli.commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, usage_error
 from bulkpull.cli.tally import Tally
@@ -61,6 +61,7 @@ def pull(
     retries: flags.Retries = None,
     retry_delay: flags.RetryDelay = None,
     timeout: flags.Timeout = None,
+    shard: flags.Shard = None,
     dry_run: flags.DryRun = False,
     report_file: flags.ReportFile = None,
     lock_file: flags.LockFile = None,
@@ -73,7 +74,9 @@ def pull(
     Each line is SOURCE [NEW_NAME] [platform=OS/ARCH[,...]|all]; blank lines and # comments
     are ignored. Archives load with docker load, podman load, skopeo and ctr images import."""
     to = inputs.destination(out_dir, bundle, oci_layout)
-    specs = inputs.image_specs(images_file, image or [])
+    listed = inputs.image_specs(images_file, image or [])
+    part = inputs.shard_of(shard)
+    specs = listed if part is None else part.select(listed)
     login = inputs.keychain(username, password, password_stdin, creds or [], images_file == "-")
     options = inputs.pull_options(
         platforms=platform,
@@ -92,6 +95,8 @@ def pull(
         timeout=timeout,
     )
     run = _Run(inputs.checked(specs, options), options, to, dry_run, verbose=verbose, quiet=quiet)
+    if part is not None:
+        run.shard = (part, len(listed))
     run.start()
     source = inputs.list_source(images_file, image or [])
     raise typer.Exit(run.finish(run.wait(), report_file, lock_file, source))
@@ -117,6 +122,8 @@ class _Run(runs.Run[PullReport]):
         self.specs = specs
         self.options = options
         self.to = to
+        # The part of a longer list this run takes (``--shard``), and that list's length.
+        self.shard: tuple[Shard, int] | None = None
 
     def finish(
         self,
@@ -142,6 +149,9 @@ class _Run(runs.Run[PullReport]):
         if self.options.all_platforms:
             platforms = "all platforms"
         images = count_text(len(self.specs), "image")
+        if self.shard is not None:
+            part, listed = self.shard
+            images = f"{images} (shard {part} of {count_text(listed, 'image')})"
         prefix = self.display.labels.prefix
         where = f" from {prefix}" if prefix else ""
         if self.dry_run:
