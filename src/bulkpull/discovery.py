@@ -132,10 +132,12 @@ class Skipped:
 
 @dataclass(frozen=True, slots=True)
 class Found:
-    """What :func:`discover` returns."""
+    """What :func:`discover` returns; ``api`` is what it learnt of the repository (whether it
+    has the Referrers API; None when it never asked)."""
 
     referrers: tuple[Referrer, ...] = ()
     skipped: tuple[Skipped, ...] = ()
+    api: bool | None = None
 
 
 _T = TypeVar("_T")
@@ -168,13 +170,17 @@ class _State:
             self.referrers.append(referrer)
 
 
-def discover(subjects: Sequence[Digest], keep: ReferrerFilter, what: str) -> Flow:
+def discover(
+    subjects: Sequence[Digest], keep: ReferrerFilter, what: str, api: bool | None = None
+) -> Flow:
     """Find the referrers of ``subjects`` (the module's description gives the order).
 
-    ``what`` names the image in messages. Referrers come back level by level, and within a
-    level subject by subject, listed ones before cosign's.
+    ``what`` names the image in messages; ``api`` is what an earlier discovery in the same
+    repository learnt (see :class:`Found`), so that a registry without the Referrers API is
+    asked once per repository, not once per image. Referrers come back level by level, and
+    within a level subject by subject, listed ones before cosign's.
     """
-    state = _State(keep, what, seen=set(subjects))
+    state = _State(keep, what, api, seen=set(subjects))
     level = list(subjects)
     for depth in range(1, MAX_DEPTH + 1):
         known = len(state.referrers)
@@ -184,7 +190,7 @@ def discover(subjects: Sequence[Digest], keep: ReferrerFilter, what: str) -> Flo
         level = [referrer.digest for referrer in state.referrers[known:]]
         if not level:
             break
-    return Found(tuple(state.referrers), tuple(state.skipped))
+    return Found(tuple(state.referrers), tuple(state.skipped), state.api)
 
 
 def _listed_referrers(subject: Digest, depth: int, state: _State) -> Step[None]:

@@ -3,7 +3,7 @@
 Events are small frozen values passed to one callback, so a progress display (the CLI's, or a
 library user's) needs no knowledge of how the pull is organised. The report renders to the
 documented JSON of ``--report`` and to lock-file lines. Imports ``errors``, ``digest``,
-``platform``, ``manifest``, ``usage`` and ``imagelist``; no I/O.
+``platform``, ``manifest``, ``signatures``, ``usage`` and ``imagelist``; no I/O.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from bulkpull.imagelist import ImageSpec
 from bulkpull.manifest import Descriptor
 from bulkpull.platform import Platform
 from bulkpull.retry import RetryListener, RetryNotice
+from bulkpull.signatures import SignatureCheck
 from bulkpull.usage import RegistryUsage
 
 REPORT_VERSION = 1
@@ -33,6 +34,44 @@ class Status(StrEnum):
     # The run was stopped (Ctrl-C, SIGTERM) before this image was finished: nothing of it was
     # written, and what it had downloaded stays in the store for the next run.
     INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class CarriedReferrer:
+    """A signature, SBOM or attestation carried with an image: what it refers to (``subject``),
+    its manifest's digest, its type (artifactType, else what its layers hold, such as
+    cosign's simple-signing payloads), its size with every blob it carries, where it was
+    found, and the cosign tag it is kept under ("" for an OCI referrer)."""
+
+    subject: Digest
+    digest: Digest
+    type: str
+    size: int
+    source: str
+    tag: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "type": self.type,
+            "digest": str(self.digest),
+            "size": self.size,
+            "subject": str(self.subject),
+            "source": self.source,
+            "tag": self.tag or None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedReferrer:
+    """A referrer the registry lists that is not carried, and why (gone, or of a type that
+    cannot be carried)."""
+
+    subject: Digest
+    digest: Digest
+    reason: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"digest": str(self.digest), "subject": str(self.subject), "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +100,9 @@ class ImageResult:
     written_digest: Digest | None = None
     narrowed: tuple[int, int] | None = None
     all_platforms: bool = False
+    referrers: tuple[CarriedReferrer, ...] = ()
+    skipped_referrers: tuple[SkippedReferrer, ...] = ()
+    signature: SignatureCheck | None = None
 
     @property
     def ok(self) -> bool:
@@ -73,7 +115,9 @@ class ImageResult:
 
     def as_failed(self, error: BulkpullError) -> ImageResult:
         """This result once its output could not be written: nothing of it was written."""
-        return replace(self, status=Status.FAILED, error=error, written_digest=None, narrowed=None)
+        return replace(
+            self, status=Status.FAILED, error=error, written_digest=None, narrowed=None, referrers=()
+        )
 
     def to_json(self) -> dict[str, object]:
         """One ``images`` record of the ``--report`` document."""
@@ -96,6 +140,9 @@ class ImageResult:
             "archive": _text(self.archive),
             "error": error_json(self.error),
             "tries": self.error.tries if self.error else None,
+            "referrers": [referrer.to_json() for referrer in self.referrers],
+            "skipped_referrers": [skipped.to_json() for skipped in self.skipped_referrers],
+            "signature": self.signature.to_json() if self.signature else None,
         }
 
 

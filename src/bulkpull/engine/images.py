@@ -6,18 +6,20 @@ entry each (per-image archives) are fetched and written together, as one group o
 first to fail stops the others, and the image fails with that error. A :class:`BulkpullError`
 (or an ``OSError`` of one of its files) ends only its own image; anything else is a bug, which
 propagates and ends the run. Imports ``registry``, ``store``, ``output``, ``downloads``,
-``configs``, ``entries``, ``results`` and the value modules.
+``configs``, ``entries``, ``referrers``, ``results`` and the value modules.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 from bulkpull.engine.configs import ImageBlobs
 from bulkpull.engine.downloads import Downloads
 from bulkpull.engine.entries import Entry, archive_entry
 from bulkpull.engine.options import PullOptions
+from bulkpull.engine.referrers import Companions, ImageReferrers
 from bulkpull.engine.results import result
 from bulkpull.errors import BulkpullError, OutputError
 from bulkpull.files import output_error
@@ -57,6 +59,14 @@ class ImagePipeline:
         self._output = output
         self._store = store
         self._blobs = ImageBlobs(downloads, store)
+        self._referrers = ImageReferrers(
+            registry,
+            downloads,
+            store,
+            carry=options.referrers and output.carries_referrers,
+            types=options.referrer_types,
+            key=options.verify_key,
+        )
         self._options = options
         self._on_event = on_event
         self._jobs = asyncio.Semaphore(options.jobs)
@@ -91,18 +101,24 @@ class ImagePipeline:
             resolved = await self._registry.resolve(
                 spec.source, wanted.platforms, every=wanted.all_platforms
             )
+            # Before any layer: an image whose signature does not verify is not fetched.
+            companions = await self._referrers.find(spec.source, resolved)
         _warn_about_layer_types(spec, resolved)
         if resolved[0].index is None and not wanted.all_platforms:
             await self._blobs.require_platform(resolved[0], wanted.platforms)
         results = []
         for group in self._output.split(resolved, wanted.all_platforms):
-            results += await self._archive(spec, wanted, group)
+            results += await self._archive(spec, wanted, group, companions)
         return results
 
     async def _archive(
-        self, spec: ImageSpec, wanted: ImageSpec, resolved: list[ResolvedImage]
+        self,
+        spec: ImageSpec,
+        wanted: ImageSpec,
+        resolved: list[ResolvedImage],
+        companions: Companions,
     ) -> list[ImageResult]:
-        entry = await self._entry(spec, wanted, resolved)
+        entry = await self._entry(spec, wanted, resolved, companions)
         # A per-image archive is named after its platform whenever several platforms were asked
         # for: on the list line, or for the whole run (--platform given more than once).
         path = self._output.target(wanted, resolved)
@@ -111,11 +127,18 @@ class ImagePipeline:
         current = await self._output.is_current(path, entry.image)
         if current and not self._options.force:
             status = Status.UP_TO_DATE
-            return [result(spec, item, status, wanted, written=written) for item in resolved]
+            return [
+                result(spec, item, status, wanted, written=written, companions=companions)
+                for item in resolved
+            ]
         # The blobs it waits for: manifests are already in hand, and never BlobDone.
-        blobs = tuple(dict.fromkeys(blob.digest for item in resolved for blob in item.blobs))
+        carried = companions.blobs if entry.image.referrers else ()
+        needed = [blob.digest for item in resolved for blob in (*item.blobs, *carried)]
+        blobs = tuple(dict.fromkeys(needed))
         platforms = tuple(item.platform.normalized() for item in resolved if item.platform)
         self._emit(ImageStage(spec, Stage.DOWNLOADING, blobs, platforms))
+        if entry.image.referrers:
+            await self._referrers.fetch(spec.source, companions)
         configs = await all_of(self._blobs.fetch(item) for item in resolved)
         self._emit(ImageStage(spec, Stage.WRITING, platforms=platforms))
         async with self._jobs:
@@ -128,15 +151,20 @@ class ImagePipeline:
                 wanted,
                 platform=item.platform or (config.platform if config else None),
                 written=written,
+                companions=companions,
             )
             for item, config in zip(resolved, configs, strict=True)
         ]
 
     async def _entry(
-        self, spec: ImageSpec, wanted: ImageSpec, resolved: list[ResolvedImage]
+        self,
+        spec: ImageSpec,
+        wanted: ImageSpec,
+        resolved: list[ResolvedImage],
+        companions: Companions,
     ) -> Entry:
-        """The archive entry; every manifest it needs goes into the store, so a rerun finds
-        it there instead of downloading it."""
+        """The archive entry, with the referrers the output carries; every manifest it needs
+        goes into the store, so a rerun finds it there instead of downloading it."""
         entry = archive_entry(
             str(spec.target),
             self._output.ref_name(spec),
@@ -144,6 +172,9 @@ class ImagePipeline:
             every=wanted.all_platforms,
             docker_platform=wanted.platforms[0],
         )
+        referrers = companions.contents(spec.target.name)
+        if referrers:
+            entry = replace(entry, image=replace(entry.image, referrers=referrers))
         for manifest in entry.manifests:
             await self._store.put_bytes(manifest.digest, manifest.raw)
         return entry

@@ -4,7 +4,7 @@ Options are built once at the edge (the CLI, or a library caller) and passed dow
 receives only the pieces it uses. They gather what the stages are configured with (logins,
 proxies and mirrors of ``registry``; the retry policy of ``retry``; platforms; the store
 directory), so they sit above the stages with the orchestration that hands those pieces out.
-Imports ``errors``, ``platform``, ``retry`` and ``registry``.
+Imports ``errors``, ``platform``, ``retry``, ``signatures`` and ``registry``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from bulkpull.registry import (
     parse_host,
 )
 from bulkpull.retry import DEFAULT_RETRIES, DEFAULT_RETRY_DELAY, RetryListener, RetryPolicy
+from bulkpull.signatures import PublicKey
 
 N = TypeVar("N", int, float)
 # The fields BULKPULL_PLATFORM sets together.
@@ -53,6 +54,11 @@ class PullOptions:
     rewrites archives that already hold the same image. ``store_dir`` is the content-addressed
     blob store; by default ``OUT_DIR/.bulkpull-store``, so rerunning into the same directory
     reuses every blob already verified.
+
+    ``referrers``: signatures, SBOMs and attestations found for each image travel with it
+    into a bundle or layout; ``referrer_types``, when given, keeps only referrers of these
+    artifact, config or layer media types. With ``verify_key`` (``load_public_key``) an image
+    is pulled only if a cosign signature of it verifies with that key.
 
     ``credentials`` is one login for every registry, or a :class:`Keychain` that knows each
     registry's (``Keychain.from_environment()`` reads docker's and podman's files); without it
@@ -79,6 +85,9 @@ class PullOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float = DEFAULT_TIMEOUT
     store_dir: Path | None = None
+    referrers: bool = True
+    referrer_types: frozenset[str] = frozenset()
+    verify_key: PublicKey | None = None
 
     def __post_init__(self) -> None:
         if not self.platforms:

@@ -1,5 +1,6 @@
 """One image's (and platform's) :class:`ImageResult`, from what was resolved and written. Pure.
-Imports ``report``, ``imagelist``, ``platform``, ``resolved`` and ``entries``.
+Imports ``report``, ``imagelist``, ``platform``, ``resolved``, ``entries`` and
+``referrers``.
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bulkpull.engine.entries import Entry
+from bulkpull.engine.referrers import Companions
 from bulkpull.imagelist import ImageSpec
 from bulkpull.platform import Platform
 from bulkpull.report import ImageResult, Status
@@ -21,11 +23,14 @@ def result(
     *,
     platform: Platform | None = None,
     written: tuple[Path, Entry] | None = None,
+    companions: Companions | None = None,
 ) -> ImageResult:
     """One platform's result; ``wanted`` is the spec with the run's platform choice applied,
-    ``written`` where the image went and the entry it got there."""
+    ``written`` where the image went and the entry it got there, ``companions`` the
+    referrers carried with it and its signature check."""
     chosen = platform or item.platform
     path, entry = written or (None, None)
+    companions = companions or Companions()
     return ImageResult(
         spec,
         status,
@@ -40,4 +45,7 @@ def result(
         written_digest=entry.image.digest if entry else None,
         narrowed=entry.narrowed if entry else None,
         all_platforms=wanted.all_platforms,
+        referrers=companions.records() if entry and entry.image.referrers else (),
+        skipped_referrers=companions.skipped,
+        signature=companions.signature,
     )

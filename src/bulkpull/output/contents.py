@@ -25,6 +25,48 @@ CONTAINERD_NAME = "io.containerd.image.name"
 OCI_REF_NAME = "org.opencontainers.image.ref.name"
 
 
+# The image a carried referrer travels with (its io.containerd.image.name), on the referrer's
+# index.json entry: what tells such an entry from an image's, and which repository a push puts
+# it in. Docker marks its attestation entries the same way (vnd.docker.reference.*).
+REFERRER_OF = "vnd.bulkpull.referrer.of"
+
+
+@dataclass(frozen=True, slots=True)
+class ReferrerContent:
+    """A signature, SBOM or attestation carried with an image: its manifest and what that
+    names (config and layers; an index's manifests and theirs), all in the store.
+
+    ``ref_name`` is ``REPOSITORY:TAG`` for a referrer cosign keeps under a tag (its tag, so
+    that a push can recreate it), "" for an OCI referrer, which its ``subject`` links to the
+    image. ``artifact_type`` and ``annotations`` are as a referrers list shows them.
+    """
+
+    media_type: str
+    digest: Digest
+    size: int
+    blobs: tuple[Digest, ...]
+    artifact_type: str = ""
+    annotations: tuple[tuple[str, str], ...] = ()
+    ref_name: str = ""
+
+    def descriptor(self, image: str) -> dict[str, object]:
+        """The ``index.json`` entry: no ``io.containerd.image.name``, so that containerd
+        imports no image of it, and skopeo and podman find it only by its ref name."""
+        annotations = dict(self.annotations)
+        if self.ref_name:
+            annotations[OCI_REF_NAME] = self.ref_name
+        annotations[REFERRER_OF] = image
+        found: dict[str, object] = {
+            "mediaType": self.media_type,
+            "digest": str(self.digest),
+            "size": self.size,
+        }
+        if self.artifact_type:
+            found["artifactType"] = self.artifact_type
+        found["annotations"] = annotations
+        return found
+
+
 @dataclass(frozen=True, slots=True)
 class ImageContent:
     """One platform's image: the manifest and the blobs it names, config first."""
@@ -55,13 +97,29 @@ class ArchiveImage:
     size: int
     contents: tuple[ImageContent, ...]
     source: Digest | None = None
+    referrers: tuple[ReferrerContent, ...] = ()
 
     @property
     def blobs(self) -> tuple[Digest, ...]:
         found = [self.digest] if self.source is None else [self.digest, self.source]
         for content in self.contents:
             found += [content.manifest, content.config, *content.layers]
+        for referrer in self.referrers:
+            found += [referrer.digest, *referrer.blobs]
         return tuple(dict.fromkeys(found))
+
+    @property
+    def held(self) -> dict[str, Digest]:
+        """What an archive holding this image shows of it (see ``verify.archive_digests``):
+        its name, and a key per referrer carried with it."""
+        found = {self.name: self.digest}
+        found |= {referrer_key(self.name, r.digest): r.digest for r in self.referrers}
+        return found
+
+    @property
+    def referrer_descriptors(self) -> list[dict[str, object]]:
+        """The ``index.json`` entries of the referrers carried with the image."""
+        return [referrer.descriptor(self.name) for referrer in self.referrers]
 
     @property
     def descriptor(self) -> dict[str, object]:
@@ -77,14 +135,21 @@ class ArchiveImage:
         }
 
 
+def referrer_key(image: str, digest: Digest) -> str:
+    """How a referrer of ``image`` is named among what an archive holds (never an image name:
+    those have no spaces)."""
+    return f"{image} referrer {digest}"
+
+
 def blob_member(digest: Digest) -> str:
     """Where a blob sits in the tar; both the OCI layout and manifest.json use this path."""
     return f"blobs/sha256/{digest.hex}"
 
 
 def index_document(images: Sequence[ArchiveImage]) -> dict[str, object]:
-    """The OCI ``index.json``: one descriptor per named image."""
-    return index_of([image.descriptor for image in images])
+    """The OCI ``index.json``: one descriptor per named image, then its referrers'."""
+    referrers = [entry for image in images for entry in image.referrer_descriptors]
+    return index_of([image.descriptor for image in images] + referrers)
 
 
 def index_of(descriptors: Sequence[object]) -> dict[str, object]:

@@ -49,9 +49,11 @@ def update_layout(
     with _locked(directory, stop):
         _ensure_oci_layout(directory)
         document, entries = read_layout_index(directory)
-        names = {image.ref_name for image in images}
         new = [image.descriptor for image in images]
-        kept = [entry for entry in entries if _ref_name(entry) not in names]
+        new += [entry for image in images for entry in image.referrer_descriptors]
+        names = {_ref_name(entry) for entry in new} - {None}
+        # An OCI referrer has no ref name: the same entry again is the same referrer.
+        kept = [entry for entry in entries if _ref_name(entry) not in names and entry not in new]
         replaced = [entry for entry in entries if entry not in kept and entry not in new]
         with Temporary(directory / "index.json") as temporary:
             write_all(temporary.file, json_bytes({**document, "manifests": kept + new}))

@@ -33,7 +33,7 @@ from bulkpull.manifest import (
     parse_descriptor,
     parse_manifest,
 )
-from bulkpull.output.contents import CONTAINERD_NAME, OCI_REF_NAME
+from bulkpull.output.contents import CONTAINERD_NAME, OCI_REF_NAME, REFERRER_OF, referrer_key
 from bulkpull.output.verify_docker import check_docker_manifest, check_repositories
 from bulkpull.output.verify_files import (
     MAX_KEPT_TOTAL,
@@ -94,7 +94,7 @@ class ArchiveCheck:
 
 def archive_digests(archive: Path | IO[bytes]) -> dict[str, Digest]:
     """The ``io.containerd.image.name`` → digest pairs of an archive's ``index.json`` (a path,
-    or the archive already open).
+    or the archive already open), and the referrers carried with them (``referrer_key``).
 
     Empty when the file is missing, unreadable or not what bulkpull writes: the caller then
     simply writes it anew.
@@ -112,8 +112,11 @@ def archive_digests(archive: Path | IO[bytes]) -> dict[str, Digest]:
         except ContentError:
             continue  # not an entry bulkpull would write; the archive is rewritten
         name = descriptor.annotation(CONTAINERD_NAME)
+        of = descriptor.annotation(REFERRER_OF)
         if name is not None:
             found[name] = descriptor.digest
+        elif of is not None:
+            found[referrer_key(of, descriptor.digest)] = descriptor.digest
     return found
 
 

@@ -58,11 +58,15 @@ class Output:
     """Where pulled images go. Per-image archives are written as images arrive; a bundle or
     layout collects them and is written by :meth:`finish`.
 
-    ``final_on_add``: whether a result is final once the image is added (else after finish).
+    ``final_on_add``: whether a result is final once the image is added (else after finish);
+    ``carries_referrers``: whether signatures, SBOMs and attestations go in with the images.
     ``replaced``: what the names written held before and hold no longer, as they are written.
     """
 
     final_on_add = True
+    # Whether the images' referrers go in too. Not into a per-image archive: skopeo's and
+    # podman's oci-archive:FILE (no ref name) takes an index.json of exactly one entry.
+    carries_referrers = False
 
     def __init__(self, store: BlobFiles, directory: Path) -> None:
         self.store = store
@@ -117,6 +121,7 @@ class _Collecting(Output):
     collide between images)."""
 
     final_on_add = False
+    carries_referrers = True
 
     def __init__(self, store: BlobFiles, directory: Path) -> None:
         super().__init__(store, directory)
@@ -161,7 +166,7 @@ class Bundle(_Collecting):
             return results
         try:
             held = await asyncio.to_thread(held_images, self.path)
-            if held == {image.name: image.digest for image in images}:
+            if held == {key: d for image in images for key, d in image.held.items()}:
                 return [replace(r, status=Status.UP_TO_DATE) if r.ok else r for r in results]
             await self._write(self.path, images)
         except OutputError as exc:
@@ -195,7 +200,8 @@ class Layout(_Collecting):
         return entries
 
     async def is_current(self, path: Path, image: ArchiveImage) -> bool:
-        if image.descriptor not in await self._existing_entries():
+        entries = await self._existing_entries()
+        if any(entry not in entries for entry in [image.descriptor, *image.referrer_descriptors]):
             return False
         return all([await self.store.has(digest) for digest in image.blobs])
 
@@ -242,7 +248,7 @@ def _write(
         write_archive(path, images, store.path, stop)
     except OSError as exc:
         raise output_error(exc, path) from exc
-    now = {image.name: image.digest for image in images}
+    now = {key: digest for image in images for key, digest in image.held.items()}
     return [ReplacedImage(n, d, path) for n, d in held.items() if now.get(n) != d]
 
 

@@ -14,6 +14,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 
 from bulkpull.digest import Digest
+from bulkpull.discovery import Found
 from bulkpull.errors import (
     ContentError,
     DigestMismatchError,
@@ -34,6 +35,8 @@ from bulkpull.manifest import (
 )
 from bulkpull.platform import Platform
 from bulkpull.reference import Reference
+from bulkpull.referrers import ReferrerFilter
+from bulkpull.registry.referrals import find_referrers
 from bulkpull.registry.session import Response
 from bulkpull.registry.transport import Transport
 from bulkpull.resolved import FetchedManifest, ResolvedImage
@@ -57,6 +60,21 @@ class RegistryClient:
     def __init__(self, transport: Transport, known: KnownManifests | None = None) -> None:
         self.transport = transport
         self._known = known
+        # Whether each repository (registry, path) has the Referrers API, once a discovery
+        # there found out: a registry without it is asked once per repository.
+        self._referrers_api: dict[tuple[str, str], bool] = {}
+
+    async def referrers(
+        self, reference: Reference, subjects: Sequence[Digest], keep: ReferrerFilter
+    ) -> Found:
+        """The signatures, SBOMs and attestations that refer to ``subjects`` (manifests of
+        ``reference``'s repository), and theirs, as ``discovery`` finds them."""
+        repository = (reference.registry_host, reference.path)
+        api = self._referrers_api.get(repository)
+        found = await find_referrers(self.transport, reference, subjects, keep, api)
+        if found.api is not None:
+            self._referrers_api[repository] = found.api
+        return found
 
     async def resolve(
         self, reference: Reference, platforms: Sequence[Platform], *, every: bool = False

@@ -1,0 +1,84 @@
+"""The requests of referrer discovery, sent: ``discovery``'s flow driven against a registry.
+
+``discovery.discover`` decides what to ask for and makes sense of the answers; this module
+sends each request through the run's :class:`Transport` (authentication, mirrors, retries as
+for any manifest) and hands back the answer. The answers the flow reads as "not here" (404,
+and the 400 and 406 of registries that do not know the Referrers API route) come back as
+answers, not errors; any other error status ends the discovery, and with it the image. Imports
+``transport``, ``session`` and the value modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+from urllib.parse import urlsplit
+
+from bulkpull.digest import Digest
+from bulkpull.discovery import Answer, Flow, Found, GetManifest, ListReferrers, Request, discover
+from bulkpull.errors import RegistryError
+from bulkpull.manifest import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, OCI_INDEX
+from bulkpull.reference import Reference
+from bulkpull.referrers import ReferrerFilter
+from bulkpull.registry.transport import Transport
+
+# The error statuses the flow reads itself (see ``discovery``): 404 for a missing tag or a
+# registry without the API, 400 and 406 from registries that do not know the route.
+_ANSWERED_STATUSES: Final = frozenset({400, 404, 406})
+
+
+async def find_referrers(
+    transport: Transport,
+    reference: Reference,
+    subjects: Sequence[Digest],
+    keep: ReferrerFilter,
+    api: bool | None = None,
+) -> Found:
+    """What refers to ``subjects`` (manifests of ``reference``'s repository), kept by
+    ``keep``: the flow of :func:`discovery.discover`, its requests sent one by one. ``api``
+    is whether the repository has the Referrers API, when an earlier discovery found out."""
+    flow: Flow = discover(subjects, keep, str(reference), api)
+    try:
+        request = next(flow)
+        while True:
+            answer = await _send(transport, reference, request)
+            request = flow.send(answer)
+    except StopIteration as done:
+        found: Found = done.value
+        return found
+
+
+async def _send(transport: Transport, reference: Reference, request: Request) -> Answer:
+    if isinstance(request, GetManifest):
+        path = f"/v2/{reference.path}/manifests/{request.reference}"
+        accept = MANIFEST_ACCEPT
+    elif request.page:
+        # next_page has held the page to the registry's origin; only its path is sent, so
+        # the registry's credentials go where they always go.
+        parts = urlsplit(request.page)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        accept = OCI_INDEX
+    else:
+        path = f"/v2/{reference.path}/referrers/{request.subject}"
+        accept = OCI_INDEX
+    return await _get(transport, reference, path, accept)
+
+
+async def _get(transport: Transport, reference: Reference, path: str, accept: str) -> Answer:
+    """One GET, its error statuses that the flow reads returned as answers."""
+    try:
+        async with transport.request(
+            "GET", reference.registry_host, reference.path, path, {"Accept": accept}
+        ) as response:
+            body = await response.read(MAX_MANIFEST_BYTES)
+            return Answer(
+                response.status,
+                response.url,
+                response.content_type,
+                body,
+                response.headers.get("Link", ""),
+            )
+    except RegistryError as exc:
+        if exc.status not in _ANSWERED_STATUSES:
+            raise
+        return Answer(exc.status, exc.url)
