@@ -88,7 +88,14 @@ from bulkpull.imagelist import (
     read_image_list,
 )
 from bulkpull.manifest import Descriptor
-from bulkpull.output import ArchiveCheck, ArchiveEntry, LockCheck, verify_archive, verify_lock
+from bulkpull.output import (
+    ArchiveCheck,
+    ArchiveEntry,
+    LockCheck,
+    verify_archive,
+    verify_lock,
+    verify_signatures,
+)
 from bulkpull.platform import (
     DEFAULT_PLATFORM,
     Platform,
@@ -112,6 +119,7 @@ from bulkpull.report import (
     BlobDone,
     BlobNeeded,
     BytesReceived,
+    CarriedReferrer,
     Event,
     EventCallback,
     ImageDone,
@@ -120,11 +128,13 @@ from bulkpull.report import (
     PullReport,
     ReplacedImage,
     Retrying,
+    SkippedReferrer,
     Stage,
     Status,
 )
 from bulkpull.retry import RetryPolicy
 from bulkpull.shard import Shard
+from bulkpull.signatures import Outcome, PublicKey, SignatureCheck, load_public_key
 from bulkpull.targets import PushTarget
 from bulkpull.usage import PullLimit, RegistryUsage
 
@@ -141,6 +151,7 @@ __all__ = [
     "BulkpullError",
     "BytesReceived",
     "BytesSent",
+    "CarriedReferrer",
     "ContentError",
     "CredentialSource",
     "Credentials",
@@ -165,10 +176,12 @@ __all__ = [
     "LockCheck",
     "Mirror",
     "NotFoundError",
+    "Outcome",
     "OutputError",
     "Platform",
     "PlatformNotFoundError",
     "Proxies",
+    "PublicKey",
     "PullLimit",
     "PullOptions",
     "PullReport",
@@ -190,7 +203,9 @@ __all__ = [
     "RetryPolicy",
     "Retrying",
     "Shard",
+    "SignatureCheck",
     "SignatureError",
+    "SkippedReferrer",
     "SourceError",
     "Stage",
     "Status",
@@ -202,6 +217,7 @@ __all__ = [
     "check_archive_names",
     "image_spec",
     "is_temporary",
+    "load_public_key",
     "parse_image_list",
     "parse_platform_choice",
     "parse_platforms",
@@ -215,6 +231,7 @@ __all__ = [
     "verify_archive",
     "verify_lock",
     "verify_lock_in_registry",
+    "verify_signatures",
     "wants_all_platforms",
     "write_atomically",
 ]

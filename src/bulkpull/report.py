@@ -116,7 +116,12 @@ class ImageResult:
     def as_failed(self, error: BulkpullError) -> ImageResult:
         """This result once its output could not be written: nothing of it was written."""
         return replace(
-            self, status=Status.FAILED, error=error, written_digest=None, narrowed=None, referrers=()
+            self,
+            status=Status.FAILED,
+            error=error,
+            written_digest=None,
+            narrowed=None,
+            referrers=(),
         )
 
     def to_json(self) -> dict[str, object]:

@@ -1,7 +1,8 @@
 """An in-process registry (aiohttp.web on loopback) for exact HTTP assertions and fault injection.
 
 It speaks enough of the distribution API for a pull: ``/v2/`` with an anonymous, Basic or Bearer
-challenge, a token endpoint, manifests by tag or digest, and blobs, optionally redirected to a
+challenge, a token endpoint, manifests by tag or digest, the Referrers API (which can be switched
+off, as distribution 2.8 has none), and blobs, optionally redirected to a
 second server (a "CDN") that records whether ``Authorization`` reached it. A bearer token is good
 only for the scopes it was issued for, as with a real token server, so a request carrying another
 repository's token is refused. Every request is logged, so tests can count what was asked for.
@@ -25,7 +26,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
 
-from support.imagefactory import Image, Index, sha256
+from support.imagefactory import OCI_INDEX, Image, Index, sha256
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class FakeRegistry:
         # OAuth2 (POST /token): the refresh token it accepts, or None to answer 404 as GCR does.
         self.refresh_token: str | None = None
         self.token_forms: list[dict[str, str]] = []
+        # Whether GET /v2/<name>/referrers/<digest> is served (else 404, as distribution 2.8).
+        self.referrers_api = True
 
     # --- content -------------------------------------------------------------------------
     def put_manifest(self, repo: str, reference: str, raw: bytes, media_type: str) -> None:
@@ -128,6 +131,7 @@ class FakeRegistry:
         app.router.add_post("/token", self._oauth_token)
         app.router.add_route("*", "/v2/{repo:.+}/manifests/{reference}", self._manifest)
         app.router.add_get("/v2/{repo:.+}/blobs/{digest}", self._blob)
+        app.router.add_get("/v2/{repo:.+}/referrers/{digest}", self._referrers)
         return app
 
     @web.middleware
@@ -218,6 +222,23 @@ class FakeRegistry:
         if not self.omit_content_digest:
             headers["Docker-Content-Digest"] = self.content_digest_override or sha256(raw)
         return web.Response(body=None if request.method == "HEAD" else raw, headers=headers)
+
+    async def _referrers(self, request: web.Request) -> web.Response:
+        """The Referrers API: an OCI index of the repository's manifests whose ``subject`` is
+        the digest, each entry with its artifactType (else its config's media type) and
+        annotations, as the distribution spec lists them."""
+        if not self._authorized(request):
+            return self._unauthorized(request)
+        if not self.referrers_api:
+            return web.Response(status=404, text="404 page not found\n")
+        repo, subject = request.match_info["repo"], request.match_info["digest"]
+        entries = [
+            _referrer_entry(raw, media_type)
+            for (name, reference), (raw, media_type) in sorted(self.manifests.items())
+            if name == repo and reference == sha256(raw) and _subject_of(raw) == subject
+        ]
+        body = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+        return web.json_response(body, content_type=OCI_INDEX)
 
     async def _blob(self, request: web.Request) -> web.StreamResponse:
         if not self._authorized(request):
@@ -316,9 +337,43 @@ class FakeCDN:
         app.router.add_get("/cdn/{digest}", self._blob)
         return app
 
+    async def _referrers(self, request: web.Request) -> web.Response:
+        """The Referrers API: an OCI index of the repository's manifests whose ``subject`` is
+        the digest, each entry with its artifactType (else its config's media type) and
+        annotations, as the distribution spec lists them."""
+        if not self._authorized(request):
+            return self._unauthorized(request)
+        if not self.referrers_api:
+            return web.Response(status=404, text="404 page not found\n")
+        repo, subject = request.match_info["repo"], request.match_info["digest"]
+        entries = [
+            _referrer_entry(raw, media_type)
+            for (name, reference), (raw, media_type) in sorted(self.manifests.items())
+            if name == repo and reference == sha256(raw) and _subject_of(raw) == subject
+        ]
+        body = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+        return web.json_response(body, content_type=OCI_INDEX)
+
     async def _blob(self, request: web.Request) -> web.StreamResponse:
         self.seen.append(Seen(request.method, request.path, dict(request.headers), {}))
         return await self.registry.send_blob(request, request.match_info["digest"])
+
+
+def _subject_of(raw: bytes) -> str | None:
+    document = json.loads(raw)
+    subject = document.get("subject") if isinstance(document, dict) else None
+    return subject.get("digest") if isinstance(subject, dict) else None
+
+
+def _referrer_entry(raw: bytes, media_type: str) -> dict[str, object]:
+    document = json.loads(raw)
+    entry: dict[str, object] = {"mediaType": media_type, "digest": sha256(raw), "size": len(raw)}
+    artifact_type = document.get("artifactType") or document.get("config", {}).get("mediaType")
+    if artifact_type:
+        entry["artifactType"] = artifact_type
+    if document.get("annotations"):
+        entry["annotations"] = document["annotations"]
+    return entry
 
 
 def _grants(scopes: frozenset[str], repository: str, action: str) -> bool:

@@ -89,6 +89,36 @@ Platforms = Annotated[
     ),
 ]
 
+# What travels with the images, and what they must be signed with.
+NoReferrers = Annotated[
+    bool,
+    typer.Option(
+        "--no-referrers",
+        help="Leave out the signatures, SBOMs and attestations a bundle or layout carries by "
+        "default.",
+    ),
+]
+ReferrersType = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--referrers-type",
+        metavar="MEDIA_TYPE",
+        help="Carry only referrers of this artifact, config or layer media type (such as "
+        "application/vnd.dev.cosign.simplesigning.v1+json for cosign signatures); repeatable.",
+        show_default=False,
+    ),
+]
+VerifyKey = Annotated[
+    Path | None,
+    typer.Option(
+        "--verify-key",
+        metavar="FILE",
+        dir_okay=False,
+        help="A cosign public key (PEM): each image must have a cosign signature that "
+        "verifies with it, or it fails.",
+    ),
+]
+
 # How hard to work.
 Jobs = Annotated[
     int | None,

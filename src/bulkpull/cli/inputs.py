@@ -25,10 +25,13 @@ from bulkpull import (
     Keychain,
     Mirror,
     Proxies,
+    PublicKey,
     PullOptions,
     Shard,
+    VerifyKeyError,
     check_archive_names,
     image_spec,
+    load_public_key,
     parse_platform_choice,
     parse_reference,
     read_image_list,
@@ -206,3 +209,18 @@ def _credentials(
     if username is None:
         return None
     return Credentials(username, password or "")
+
+
+def verify_key(path: Path | None) -> PublicKey | None:
+    """The ``--verify-key`` file as a key; one that cannot be used (unreadable, not a cosign
+    public key) is a usage error, before any request."""
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        usage_error(f"--verify-key {path}: cannot read it: {exc.strerror or exc}")
+    try:
+        return load_public_key(data, f"--verify-key {path}")
+    except VerifyKeyError as exc:
+        usage_error(str(exc))

@@ -29,6 +29,7 @@ Examples:
   bulkpull images.txt --oci-layout layout/     an OCI layout for skopeo copy oci:...
   bulkpull images.txt --platform linux/arm64 --platform linux/amd64
   bulkpull images.txt --bundle offline.tar --platform all   every platform, exact digests
+  bulkpull images.txt --bundle offline.tar --verify-key cosign.pub   signed images only
   bulkpull images.txt --dry-run --lock images.lock   pin every tag, download nothing
   bulkpull images.lock --report report.json    the pinned images, and a JSON report
   bulkpull verify bundles/*.tar                check archives
@@ -48,6 +49,9 @@ def pull(
     jobs: flags.Jobs = None,
     max_downloads: flags.MaxDownloads = None,
     platform: flags.Platforms = None,
+    no_referrers: flags.NoReferrers = False,
+    referrers_type: flags.ReferrersType = None,
+    verify_key: flags.VerifyKey = None,
     plain_http: flags.PlainHttp = False,
     skip_tls_verify: flags.SkipTlsVerify = False,
     username: flags.Username = None,
@@ -77,6 +81,7 @@ def pull(
     listed = inputs.image_specs(images_file, image or [])
     part = inputs.shard_of(shard)
     specs = listed if part is None else part.select(listed)
+    key = inputs.verify_key(verify_key)
     login = inputs.keychain(username, password, password_stdin, creds or [], images_file == "-")
     options = inputs.pull_options(
         platforms=platform,
@@ -93,6 +98,9 @@ def pull(
         skip_tls_verify=skip_tls_verify,
         ca_cert=ca_cert,
         timeout=timeout,
+        referrers=not no_referrers,
+        referrer_types=frozenset(referrers_type or ()),
+        verify_key=key,
     )
     run = _Run(inputs.checked(specs, options), options, to, dry_run, verbose=verbose, quiet=quiet)
     if part is not None:

@@ -1,6 +1,7 @@
 """``bulkpull verify PATH...``: check archives and layouts written by bulkpull or any other tool,
 and with ``--lock`` that they hold what a lock file pins; with ``--lock`` and ``--registry``,
-that a registry does (after a push), reached with the registry flags of a push.
+that a registry does (after a push), reached with the registry flags of a push; with
+``--verify-key``, that their images carry cosign signatures made with that key.
 
 Imports the public ``bulkpull`` API, typer, ``commands``, ``display``, ``flags`` and ``inputs``.
 """
@@ -55,16 +56,21 @@ def verify(
     ca_cert: flags.CaCert = None,
     insecure_registry: flags.InsecureRegistries = None,
     timeout: flags.Timeout = None,
+    verify_key: flags.VerifyKey = None,
 ) -> None:
     """Check archives and OCI layout directories (bulkpull's, docker save's, skopeo's,
     containerd's): re-hash every blob, check index.json and manifest.json against what the
     archive holds, layer counts and uncompressed layers against rootfs.diff_ids. With --lock,
     also check that every image the lock file pins is there under its name with the pinned
-    digest; with --lock and --registry, that the registry holds each (HEAD only). Exit 1 if
-    any check fails."""
+    digest; with --lock and --registry, that the registry holds each (HEAD only). With
+    --verify-key, also check each image's cosign signature (carried in bundles and layouts)
+    with that key, offline. Exit 1 if any check fails."""
     _check_given(paths, lock, registry)
+    key = inputs.verify_key(verify_key)
     checks = [bulkpull.verify_archive(path) for path in paths or []]
     failed = sum(not _show_check(check) for check in checks)
+    if key is not None:
+        failed += sum(_show_signatures(check, key) for check in checks)
     matched: list[LockCheck] = []
     try:
         if lock is not None and paths:
@@ -121,3 +127,13 @@ def _show_check(check: bulkpull.ArchiveCheck) -> bool:
             f"ok      {check.path}: {check.blobs} blobs verified; {names}", soft_wrap=True
         )
     return check.ok
+
+
+def _show_signatures(check: bulkpull.ArchiveCheck, key: bulkpull.PublicKey) -> int:
+    """Print the verdict on each image's signature; returns how many did not verify."""
+    failed = 0
+    for name, verdict in bulkpull.verify_signatures(check, key):
+        status = "signed " if verdict.verified else "FAILED "
+        failed += not verdict.verified
+        display.stdout.print(f"{status} {check.path}: {name}: {verdict.message}", soft_wrap=True)
+    return failed

@@ -9,6 +9,7 @@ from bulkpull.output.contents import ArchiveImage, ImageContent
 from bulkpull.output.sources import BlobPlace, Source, SourceEntry, read_source
 from bulkpull.output.verify import ArchiveCheck, ArchiveEntry, verify_archive
 from bulkpull.output.verify_lockfile import LockCheck, verify_lock
+from bulkpull.output.verify_signatures import verify_signatures
 from bulkpull.output.writers import BlobFiles, Bundle, Layout, Output
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "read_source",
     "verify_archive",
     "verify_lock",
+    "verify_signatures",
 ]

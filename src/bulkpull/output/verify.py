@@ -66,8 +66,9 @@ class ArchiveEntry:
 class ArchiveCheck:
     """What ``verify`` found: the names the archive holds, every problem and note.
 
-    ``entries`` are its ``index.json`` entries; :meth:`holds` and :meth:`document` look
-    further, for checks such as a lock file's digests.
+    ``entries`` are its ``index.json`` entries (the referrers carried with images among
+    them; ``names`` leaves those out); :meth:`holds` and :meth:`document` look further, for
+    checks such as a lock file's digests or signatures.
     """
 
     path: Path
@@ -154,7 +155,8 @@ class _Checker:
         entries = self._check_oci_index()
         docker_names = check_docker_manifest(self.files, self.found)
         check_repositories(self.files, self.found)
-        names = [entry.name or f"{entry.descriptor.digest} (no name)" for entry in entries]
+        images = [e for e in entries if e.descriptor.annotation(REFERRER_OF) is None]
+        names = [entry.name or f"{entry.descriptor.digest} (no name)" for entry in images]
         names += docker_names
         if not names:
             self.problem("holds no image: neither index.json nor manifest.json names one")

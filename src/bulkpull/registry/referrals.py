@@ -15,7 +15,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from bulkpull.digest import Digest
-from bulkpull.discovery import Answer, Flow, Found, GetManifest, ListReferrers, Request, discover
+from bulkpull.discovery import Answer, Flow, Found, GetManifest, Request, discover
 from bulkpull.errors import RegistryError
 from bulkpull.manifest import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, OCI_INDEX
 from bulkpull.reference import Reference
