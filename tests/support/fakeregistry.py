@@ -337,23 +337,6 @@ class FakeCDN:
         app.router.add_get("/cdn/{digest}", self._blob)
         return app
 
-    async def _referrers(self, request: web.Request) -> web.Response:
-        """The Referrers API: an OCI index of the repository's manifests whose ``subject`` is
-        the digest, each entry with its artifactType (else its config's media type) and
-        annotations, as the distribution spec lists them."""
-        if not self._authorized(request):
-            return self._unauthorized(request)
-        if not self.referrers_api:
-            return web.Response(status=404, text="404 page not found\n")
-        repo, subject = request.match_info["repo"], request.match_info["digest"]
-        entries = [
-            _referrer_entry(raw, media_type)
-            for (name, reference), (raw, media_type) in sorted(self.manifests.items())
-            if name == repo and reference == sha256(raw) and _subject_of(raw) == subject
-        ]
-        body = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
-        return web.json_response(body, content_type=OCI_INDEX)
-
     async def _blob(self, request: web.Request) -> web.StreamResponse:
         self.seen.append(Seen(request.method, request.path, dict(request.headers), {}))
         return await self.registry.send_blob(request, request.match_info["digest"])

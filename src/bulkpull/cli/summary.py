@@ -16,7 +16,7 @@ from typing import TypeVar
 from rich.table import Table
 from rich.text import Text
 
-from bulkpull import PullReport, PushReport, PushStatus, Status
+from bulkpull import PullReport, PushReport, PushStatus, SignatureError, Status
 from bulkpull.cli.display import STYLES, is_interactive, stdout
 from bulkpull.cli.tally import Finished
 from bulkpull.cli.text import (
@@ -56,7 +56,8 @@ def print_summary(
         totals = push_totals_lines(report)
     else:
         columns, last = SUMMARY_COLUMNS, "error" if dry_run else "archive or error"
-        totals = [*replaced_lines(report), *totals_lines(report, dry_run=dry_run)]
+        totals = [*replaced_lines(report), *referrer_lines(report)]
+        totals += totals_lines(report, dry_run=dry_run)
     table = None
     if interactive and listed:
         table = _summary_table(listed, rows, (*columns, last), len(columns))
@@ -83,6 +84,45 @@ def replaced_lines(report: PullReport) -> list[str]:
         named = f"{image.name} (sha256:{image.digest.short})"
         by_archive.setdefault(str(image.archive), []).append(named)
     return [f"replaced in {archive}: {', '.join(names)}" for archive, names in by_archive.items()]
+
+
+# What the summary calls a referrer of these types; others go by their type.
+_REFERRER_KINDS = {
+    "application/vnd.dev.cosign.simplesigning.v1+json": "signature",
+    "application/vnd.dsse.envelope.v1+json": "attestation",
+}
+
+
+def referrer_lines(report: PullReport) -> list[str]:
+    """The referrers carried (each once, however many results list it) by kind, those left
+    behind, and the signatures verified; nothing when there were none."""
+    carried = {r.digest: r for result in report.results for r in result.referrers}
+    skipped = {r.digest for result in report.results for r in result.skipped_referrers}
+    signed = {
+        result.spec
+        for result in report.results
+        if result.signature is not None or isinstance(result.error, SignatureError)
+    }
+    verified = {r.spec for r in report.results if r.signature is not None and r.signature.verified}
+    lines = []
+    if carried:
+        kinds: dict[str, int] = {}
+        for referrer in carried.values():
+            kind = _REFERRER_KINDS.get(referrer.type, referrer.type)
+            kinds[kind] = kinds.get(kind, 0) + 1
+        shown = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+        images = len({result.spec for result in report.results if result.referrers})
+        lines.append(
+            f"{count_text(len(carried), 'referrer')} carried with "
+            f"{count_text(images, 'image')}: {shown}"
+        )
+    if skipped:
+        lines.append(
+            f"{count_text(len(skipped), 'listed referrer')} not carried; the report says why"
+        )
+    if signed:
+        lines.append(f"signatures: {len(verified)} of {count_text(len(signed), 'image')} verified")
+    return lines
 
 
 def _summary_table(
