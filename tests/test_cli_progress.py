@@ -263,6 +263,7 @@ VERIFY_FLAGS = [
     "--ca-cert",
     "--insecure-registry",
     "--timeout",
+    "--verify-key",
     "--help",
 ]
 

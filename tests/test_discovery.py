@@ -261,7 +261,7 @@ def test_a_tag_schema_tag_holding_no_index_means_no_referrers(held: bytes, media
 
     found, _ = run(repository.answer)
 
-    assert found == Found()
+    assert found == Found(api=False)
 
 
 # --- pages ---------------------------------------------------------------------------------------

@@ -52,6 +52,28 @@ ERROR = strict_object(
     {"type": TEXT, "code": OPTIONAL_TEXT, "status": {"type": ["integer", "null"]}, "message": TEXT},
     nullable=True,
 )
+REFERRER = strict_object(
+    {
+        "type": TEXT,
+        "digest": DIGEST,
+        "size": COUNT,
+        "subject": DIGEST,
+        "source": {"enum": ["referrers API", "referrers tag schema", "cosign tag"]},
+        "tag": OPTIONAL_TEXT,
+    }
+)
+SKIPPED_REFERRER = strict_object({"digest": DIGEST, "subject": DIGEST, "reason": TEXT})
+SIGNATURE = strict_object(
+    {
+        "image": DIGEST,
+        "outcome": TEXT,
+        "message": TEXT,
+        "key": DIGEST,
+        "signature": OPTIONAL_DIGEST,
+        "signatures": COUNT,
+    },
+    nullable=True,
+)
 IMAGE = strict_object(
     {
         "reference": TEXT,
@@ -69,6 +91,9 @@ IMAGE = strict_object(
         "archive": OPTIONAL_TEXT,
         "error": ERROR,
         "tries": {"type": ["integer", "null"], "minimum": 1},
+        "referrers": {"type": "array", "items": REFERRER},
+        "skipped_referrers": {"type": "array", "items": SKIPPED_REFERRER},
+        "signature": SIGNATURE,
     }
 )
 OPTIONAL_COUNT: Schema = {"type": ["integer", "null"], "minimum": 0}

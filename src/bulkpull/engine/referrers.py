@@ -22,7 +22,7 @@ from bulkpull.discovery import Found, Referrer
 from bulkpull.engine.downloads import Downloads
 from bulkpull.errors import ContentError, NotFoundError
 from bulkpull.manifest import Descriptor, ImageIndex, ImageManifest, parse_manifest
-from bulkpull.output.contents import ReferrerContent
+from bulkpull.output import ReferrerContent
 from bulkpull.reference import Reference
 from bulkpull.referrers import CosignKind, ReferrerFilter, cosign_tag
 from bulkpull.registry import RegistryClient

@@ -5,11 +5,11 @@ Imports the value modules and ``files``; nothing of ``registry`` or ``store``.
 
 from __future__ import annotations
 
-from bulkpull.output.contents import ArchiveImage, ImageContent
+from bulkpull.output.contents import ArchiveImage, ImageContent, ReferrerContent
+from bulkpull.output.signed import verify_signatures
 from bulkpull.output.sources import BlobPlace, Source, SourceEntry, read_source
 from bulkpull.output.verify import ArchiveCheck, ArchiveEntry, verify_archive
 from bulkpull.output.verify_lockfile import LockCheck, verify_lock
-from bulkpull.output.verify_signatures import verify_signatures
 from bulkpull.output.writers import BlobFiles, Bundle, Layout, Output
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Layout",
     "LockCheck",
     "Output",
+    "ReferrerContent",
     "Source",
     "SourceEntry",
     "read_source",
