@@ -23,6 +23,7 @@ from support.services import (
     unavailable,
 )
 from support.testimages import PushedImages, build_and_push
+from support.testreferrers import SignedImages, attach_to_test_images
 
 _HERE = Path(__file__).resolve().parent
 
@@ -65,6 +66,12 @@ def pushed_images(registry: Registry, tmp_path_factory: pytest.TempPathFactory) 
     """The test image set, pushed to ``registry`` with digests checked."""
     require_tool("skopeo")
     return build_and_push(registry, tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="session")
+def signed_images(pushed_images: PushedImages) -> SignedImages:
+    """A cosign signature, an SBOM attestation and an oras SBOM for two of the test images."""
+    return attach_to_test_images(pushed_images)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,10 @@ name the image loads under and its image ID (the config digest):
 - ``podman load`` (``podman pull oci:DIR:REF`` or ``oci-archive:FILE:REF`` where load cannot
   choose an image) into a private vfs store.
 
+Two of the images (a manifest and the index) have a cosign signature, an SBOM attestation and
+an oras SBOM in the registry (``signed_images``), so the bundles and layouts carry referrer
+entries in ``index.json`` beside the images, which every loader must pass by.
+
 Each output is pulled once; a bundle is loaded once per loader and mode and serves all its
 cells, a per-image archive gets a fresh store so that every layer file is read. Cells that
 cannot exist are recorded as ``n/a`` with the reason, known limitations of the installed loader
@@ -47,6 +51,7 @@ from support.loaders import (
 from support.matrix import INTEROP, OUTPUTS, ROWS, CellRecorder
 from support.services import DockerEngine, Registry, run
 from support.testimages import BUSYBOX_GREETING, PushedImage, PushedImages, host_arch
+from support.testreferrers import SignedImages
 
 pytestmark = pytest.mark.real
 
@@ -266,6 +271,7 @@ class Interop:
 @pytest.fixture(scope="module")
 def interop(
     pushed_images: PushedImages,
+    signed_images: SignedImages,
     bulkpull_command: list[str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Interop]:

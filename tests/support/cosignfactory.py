@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from support.imagefactory import OCI_CONFIG, OCI_MANIFEST, Image, Layer, sha256
+from support.imagefactory import OCI_CONFIG, OCI_MANIFEST, Image, Index, Layer, sha256
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
@@ -275,7 +275,7 @@ def make_sbom_attestation(digest: str, key: KeyPair) -> Image:
     return cosign_manifest([Payload(sbom_envelope(digest, key), DSSE_ENVELOPE, annotations)])
 
 
-def make_oras_sbom(subject: Image, *, created: str = "2024-01-01T00:00:00Z") -> Image:
+def make_oras_sbom(subject: Image | Index, *, created: str = "2024-01-01T00:00:00Z") -> Image:
     """An OCI 1.1 artifact with the empty config, one layer and ``subject`` naming the image,
     as ``oras attach --artifact-type application/spdx+json IMAGE sbom.spdx.json:TYPE`` writes
     it (TYPE ``application/spdx+json``)."""

@@ -271,13 +271,31 @@ def push_over_api(registry: Registry, repository: str, tag: str, item: Image | I
     for byte: blobs (monolithic uploads), then child manifests by digest, then the tag.
 
     skopeo 1.9 cannot push a Docker manifest list that carries OCI attestation manifests from
-    a directory it reads, and a test must not depend on a build tool; returns the reference.
+    a directory it reads, nor an OCI 1.1 artifact, and a test must not depend on a build tool;
+    returns the reference.
     """
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    base = f"{registry.url}/v2/{repository}"
     images = item.children if isinstance(item, Index) else (item,)
-    for digest, data in {d: b for image in images for d, b in image.blobs.items()}.items():
-        started = opener.open(urllib.request.Request(f"{base}/blobs/uploads/", method="POST"))
+    put_blobs(registry, repository, {d: b for image in images for d, b in image.blobs.items()})
+    manifests = [(image.digest, image.manifest, image.media_type) for image in images]
+    if isinstance(item, Index):
+        manifests.append((tag, item.manifest, item.media_type))
+    else:
+        manifests = [(tag, item.manifest, item.media_type)]
+    for name, raw, media_type in manifests:
+        put_manifest(registry, repository, name, raw, media_type)
+    reference = f"{registry.host}/{repository}:{tag}"
+    check_pushed(reference, item.digest)
+    return reference
+
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def put_blobs(registry: Registry, repository: str, blobs: dict[str, bytes]) -> None:
+    """Upload each blob in one request (POST, then PUT with the digest)."""
+    base = f"{registry.url}/v2/{repository}"
+    for digest, data in blobs.items():
+        started = _OPENER.open(urllib.request.Request(f"{base}/blobs/uploads/", method="POST"))
         location = started.headers["Location"]
         upload = location if "://" in location else f"{registry.url}{location}"
         joiner = "&" if "?" in upload else "?"
@@ -285,18 +303,15 @@ def push_over_api(registry: Registry, repository: str, tag: str, item: Image | I
             f"{upload}{joiner}digest={digest}", data=data, method="PUT",
             headers={"Content-Type": "application/octet-stream"},
         )  # fmt: skip
-        opener.open(request).close()
-    manifests = [(image.digest, image.manifest, image.media_type) for image in images]
-    if isinstance(item, Index):
-        manifests.append((tag, item.manifest, item.media_type))
-    else:
-        manifests = [(tag, item.manifest, item.media_type)]
-    for name, raw, media_type in manifests:
-        request = urllib.request.Request(
-            f"{base}/manifests/{name}", data=raw, method="PUT",
-            headers={"Content-Type": media_type},
-        )  # fmt: skip
-        opener.open(request).close()
-    reference = f"{registry.host}/{repository}:{tag}"
-    check_pushed(reference, item.digest)
-    return reference
+        _OPENER.open(request).close()
+
+
+def put_manifest(
+    registry: Registry, repository: str, reference: str, raw: bytes, media_type: str
+) -> None:
+    """PUT one manifest, exactly these bytes, under a tag or its digest."""
+    request = urllib.request.Request(
+        f"{registry.url}/v2/{repository}/manifests/{reference}", data=raw, method="PUT",
+        headers={"Content-Type": media_type},
+    )  # fmt: skip
+    _OPENER.open(request).close()
