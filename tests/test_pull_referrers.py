@@ -134,13 +134,17 @@ async def test_a_bundle_or_layout_carries_every_referrer_byte_for_byte(
     entries = referrer_entries(members)
     assert set(entries) == {r.digest for r in signed.referrers}
     name = f"{signed.host}/{REPO}"
-    sig_names = entries[signed.signature.digest]["annotations"]
-    assert sig_names["org.opencontainers.image.ref.name"] == (
-        f"{name}:{cosign_tag(signed.image.digest, 'sig')}"
-    )
+    sig_annotations = entries[signed.signature.digest]["annotations"]
+    assert sig_annotations == {
+        "vnd.bulkpull.referrer.of": f"{name}:v1",
+        "vnd.bulkpull.referrer.tag": cosign_tag(signed.image.digest, "sig"),
+    }
     sbom_entry = entries[signed.sbom.digest]
     assert sbom_entry["artifactType"] == cf.SPDX_JSON
-    assert "org.opencontainers.image.ref.name" not in sbom_entry["annotations"]
+    assert sbom_entry["annotations"] == {
+        "org.opencontainers.image.created": "2024-01-01T00:00:00Z",
+        "vnd.bulkpull.referrer.of": f"{name}:v1",
+    }
     (result,) = report.results
     carried = {r.digest: r for r in result.referrers}
     assert set(map(str, carried)) == {r.digest for r in signed.referrers}

@@ -82,13 +82,16 @@ def test_a_bundle_or_layout_carries_every_referrer_and_reports_it(
             assert carried(files, referrer), (referrer.digest, done.transcript)
     index = json.loads(files["index.json"])
     tags = {
-        entry["annotations"].get("org.opencontainers.image.ref.name")
+        (entry["annotations"].get("vnd.bulkpull.referrer.of"), entry["digest"]): entry[
+            "annotations"
+        ].get("vnd.bulkpull.referrer.tag")
         for entry in index["manifests"]
     }
     for reference, attached in signed_images.attached.items():
-        repository = normalize_tagged(reference).rpartition(":")[0]
-        assert f"{repository}:{cosign_tag(attached.subject, 'sig')}" in tags
-        assert f"{repository}:{cosign_tag(attached.subject, 'att')}" in tags
+        name = normalize_tagged(reference)
+        assert tags[(name, attached.signature.digest)] == cosign_tag(attached.subject, "sig")
+        assert tags[(name, attached.attestation.digest)] == cosign_tag(attached.subject, "att")
+        assert tags[(name, attached.sbom.digest)] is None
         (record, *_) = [
             r for r in done.report["images"] if r["reference"] == normalize_tagged(reference)
         ]

@@ -172,9 +172,8 @@ class ImagePipeline:
             every=wanted.all_platforms,
             docker_platform=wanted.platforms[0],
         )
-        referrers = companions.contents(spec.target.name)
-        if referrers:
-            entry = replace(entry, image=replace(entry.image, referrers=referrers))
+        if companions.contents:
+            entry = replace(entry, image=replace(entry.image, referrers=companions.contents))
         for manifest in entry.manifests:
             await self._store.put_bytes(manifest.digest, manifest.raw)
         return entry

@@ -53,8 +53,9 @@ class Companions:
         found = {blob.digest: blob for _, _, blobs in self.carried for blob in blobs}
         return tuple(found.values())
 
-    def contents(self, repository: str) -> tuple[ReferrerContent, ...]:
-        """The referrers as an output writes them; cosign's named ``repository:TAG``."""
+    @property
+    def contents(self) -> tuple[ReferrerContent, ...]:
+        """The referrers as an output writes them."""
         return tuple(
             ReferrerContent(
                 referrer.entry.media_type,
@@ -64,7 +65,7 @@ class Companions:
                 + tuple(dict.fromkeys(b.digest for b in blobs)),
                 referrer.entry.artifact_type,
                 referrer.entry.annotations,
-                f"{repository}:{referrer.tag}" if referrer.tag else "",
+                referrer.tag,
             )
             for referrer, manifests, blobs in self.carried
         )

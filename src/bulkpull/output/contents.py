@@ -31,14 +31,20 @@ OCI_REF_NAME = "org.opencontainers.image.ref.name"
 REFERRER_OF = "vnd.bulkpull.referrer.of"
 
 
+# The tag cosign keeps a referrer under (sha256-<hex>.sig), so that a push can recreate it. Not
+# org.opencontainers.image.ref.name: ctr images import makes an image of every entry named so,
+# and fails to unpack a signature's layers.
+REFERRER_TAG = "vnd.bulkpull.referrer.tag"
+
+
 @dataclass(frozen=True, slots=True)
 class ReferrerContent:
     """A signature, SBOM or attestation carried with an image: its manifest and what that
     names (config and layers; an index's manifests and theirs), all in the store.
 
-    ``ref_name`` is ``REPOSITORY:TAG`` for a referrer cosign keeps under a tag (its tag, so
-    that a push can recreate it), "" for an OCI referrer, which its ``subject`` links to the
-    image. ``artifact_type`` and ``annotations`` are as a referrers list shows them.
+    ``tag`` is the tag cosign keeps it under, "" for an OCI referrer, which its ``subject``
+    links to the image. ``artifact_type`` and ``annotations`` are as a referrers list shows
+    them.
     """
 
     media_type: str
@@ -47,15 +53,15 @@ class ReferrerContent:
     blobs: tuple[Digest, ...]
     artifact_type: str = ""
     annotations: tuple[tuple[str, str], ...] = ()
-    ref_name: str = ""
+    tag: str = ""
 
     def descriptor(self, image: str) -> dict[str, object]:
-        """The ``index.json`` entry: no ``io.containerd.image.name``, so that containerd
-        imports no image of it, and skopeo and podman find it only by its ref name."""
+        """The ``index.json`` entry: without a name (``io.containerd.image.name`` or ref
+        name), so that no loader takes it for an image."""
         annotations = dict(self.annotations)
-        if self.ref_name:
-            annotations[OCI_REF_NAME] = self.ref_name
         annotations[REFERRER_OF] = image
+        if self.tag:
+            annotations[REFERRER_TAG] = self.tag
         found: dict[str, object] = {
             "mediaType": self.media_type,
             "digest": str(self.digest),

@@ -22,6 +22,8 @@ from bulkpull.output.archive import write_all
 from bulkpull.output.contents import (
     OCI_LAYOUT,
     OCI_REF_NAME,
+    REFERRER_OF,
+    REFERRER_TAG,
     ArchiveImage,
     index_of,
     json_bytes,
@@ -51,9 +53,9 @@ def update_layout(
         document, entries = read_layout_index(directory)
         new = [image.descriptor for image in images]
         new += [entry for image in images for entry in image.referrer_descriptors]
-        names = {_ref_name(entry) for entry in new} - {None}
-        # An OCI referrer has no ref name: the same entry again is the same referrer.
-        kept = [entry for entry in entries if _ref_name(entry) not in names and entry not in new]
+        names = {_slot(entry) for entry in new} - {None}
+        # An OCI referrer has no name: the same entry again is the same referrer.
+        kept = [entry for entry in entries if _slot(entry) not in names and entry not in new]
         replaced = [entry for entry in entries if entry not in kept and entry not in new]
         with Temporary(directory / "index.json") as temporary:
             write_all(temporary.file, json_bytes({**document, "manifests": kept + new}))
@@ -131,6 +133,14 @@ def _json_type(value: object) -> str:
     return names.get(type(value), "number")
 
 
-def _ref_name(entry: object) -> str | None:
+def _slot(entry: object) -> str | None:
+    """What an entry of that name replaces: its ref name, or for a referrer kept under a
+    cosign tag, that tag of its image (a new signature replaces the old)."""
     annotations = entry.get("annotations") if isinstance(entry, dict) else None
-    return annotations.get(OCI_REF_NAME) if isinstance(annotations, dict) else None
+    if not isinstance(annotations, dict):
+        return None
+    tag = annotations.get(REFERRER_TAG)
+    if tag is not None:
+        return f"{annotations.get(REFERRER_OF)} {tag}"
+    name = annotations.get(OCI_REF_NAME)
+    return name if isinstance(name, str) else None

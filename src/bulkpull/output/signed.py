@@ -2,12 +2,13 @@
 offline, as a pull with ``--verify-key`` checks them at the registry.
 
 A bundle or layout carries each image's cosign signature manifest as an ``index.json`` entry
-named ``REPOSITORY:sha256-<hex>.sig`` and marked as travelling with the image
-(``contents.REFERRER_OF``); its payloads are blobs beside it. An image is signed when such a
-signature verifies for the manifest its entry names, or for the index that entry was chosen
-from (a pull signs-checks what the reference resolved to: the index of a multi-platform
-image, of which the archive may hold one platform or a narrowed index). Per-image archives
-carry no referrers, so their images have no signature to check. Imports ``digest``,
+marked as travelling with the image (``contents.REFERRER_OF``) under the tag
+``sha256-<hex>.sig`` (``contents.REFERRER_TAG``); its payloads are blobs beside it. An image is
+signed when such a signature verifies for the manifest its entry names, or for the index that
+entry was chosen from (a pull checks what the reference resolved to: the index of a
+multi-platform image, of which the archive may hold one platform or a narrowed index).
+Per-image archives carry no referrers, so their images have no signature to check.
+Imports ``digest``,
 ``errors``, ``manifest``, ``referrers``, ``signatures``, ``contents`` and ``verify``.
 """
 
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from bulkpull.digest import Digest
 from bulkpull.errors import ContentError
 from bulkpull.manifest import ImageIndex, parse_manifest
-from bulkpull.output.contents import REFERRER_OF
+from bulkpull.output.contents import REFERRER_OF, REFERRER_TAG
 from bulkpull.output.verify import ArchiveCheck, ArchiveEntry
 from bulkpull.referrers import CosignKind, cosign_link
 from bulkpull.signatures import (
@@ -58,9 +59,9 @@ def _signatures_of(check: ArchiveCheck, name: str) -> Iterator[tuple[Digest, byt
     """The cosign signature entries travelling with image ``name``: the digest each is for
     (from its tag) and the manifest's bytes (None when they are not in the archive)."""
     for entry in check.entries:
-        if entry.descriptor.annotation(REFERRER_OF) != name or entry.name is None:
+        if entry.descriptor.annotation(REFERRER_OF) != name:
             continue
-        link = cosign_link(entry.name.rpartition(":")[2])
+        link = cosign_link(entry.descriptor.annotation(REFERRER_TAG) or "")
         if link is not None and link.kind is CosignKind.SIGNATURE:
             yield link.subject, check.document(entry.descriptor.digest)
 
