@@ -467,3 +467,44 @@ async def test_a_key_file_that_cannot_be_used_stops_the_run_before_any_request(
     assert code == 2
     assert message in err
     assert signed.registry.seen == []
+
+
+async def test_an_index_referrer_travels_with_its_manifests_and_their_blobs(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    registry = FakeRegistry()
+    image = f.make_image([f.random_layer(5_000)], label="with-index-referrer")
+    child = cf.make_signature(image.digest, cf.ecdsa_key())
+    index_referrer = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": f.OCI_INDEX,
+            "artifactType": "application/vnd.example.bundle",
+            "manifests": [
+                {"mediaType": child.media_type, "digest": child.digest, "size": len(child.manifest)}
+            ],
+            "subject": {
+                "mediaType": image.media_type,
+                "digest": image.digest,
+                "size": len(image.manifest),
+            },
+        }
+    ).encode()
+    registry.add(REPO, "v1", image)
+    registry.add(REPO, child.digest, child)
+    registry.put_manifest(REPO, f.sha256(index_referrer), index_referrer, f.OCI_INDEX)
+    host = await start(registry.app())
+    to = Destination.bundle(tmp_path / "offline.tar")
+
+    report = await bulkpull.pull_images([f"{host}/{REPO}:v1"], to, options)
+
+    assert report.ok, report.failed
+    members = tar_members(to.path)
+    assert members[blob(f.sha256(index_referrer))] == index_referrer
+    assert_carried(members, child)
+    (carried,) = report.results[0].referrers
+    assert carried.type == "application/vnd.example.bundle"
+    assert carried.size == len(index_referrer) + len(child.manifest) + sum(
+        len(data) for data in child.blobs.values()
+    )
+    assert bulkpull.verify_archive(to.path).ok
