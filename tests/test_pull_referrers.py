@@ -330,79 +330,79 @@ async def test_an_image_signed_with_the_key_is_pulled_and_its_check_reported(
     assert verdict[1].verified
 
 
-@pytest.mark.parametrize(
-    ("case", "message"),
-    [
-        ("wrong key", "signature does not verify with the ECDSA P-256 key"),
-        ("tampered payload", "was altered after signing"),
-        ("other digest", "payload names sha256:"),
-        ("no signature", "no signature found (no sha256-"),
-    ],
-)
-async def test_an_image_whose_signature_fails_is_not_fetched_and_says_why(
-    start: Start, options: PullOptions, tmp_path: Path, case: str, message: str
-) -> None:
+# How a signature can fail, and the message each failure must give.
+FAILURES = [
+    ("wrong key", "signature does not verify with the ECDSA P-256 key"),
+    ("tampered payload", "was altered after signing"),
+    ("other digest", "payload names sha256:"),
+]
+
+
+@dataclass(frozen=True)
+class BadlySigned:
+    host: str
+    registry: FakeRegistry
+    image: f.Image
+    key: cf.KeyPair
+
+    @property
+    def reference(self) -> str:
+        return f"{self.host}/{REPO}:v1"
+
+
+async def badly_signed(start: Start, case: str) -> BadlySigned:
+    """An image whose signature fails the way ``case`` says ("no signature": it has none)."""
     key, other_key = cf.ecdsa_key(), cf.ecdsa_key()
     image = f.make_image([f.random_layer(20_000)], label="signed")
     # The stored payload differs from the signed one; the Rekor entry records the signed one.
-    altered = cf.simple_signing(image.digest) + b" "
-    signatures = {
-        "wrong key": cf.make_signature(image.digest, other_key),
-        "tampered payload": cf.make_signature(image.digest, key, payload=altered, logged=True),
-        "other digest": cf.make_signature(f.make_image([f.random_layer(10)]).digest, key),
-        "no signature": None,
-    }
-    registry = FakeRegistry()
-    registry.add(REPO, "v1", image)
-    signature = signatures[case]
-    if signature is not None:
-        registry.add(REPO, cosign_tag(image.digest, "sig"), signature)
-    host = await start(registry.app())
-    to = Destination.bundle(tmp_path / "offline.tar")
-
-    report = await bulkpull.pull_images(
-        [f"{host}/{REPO}:v1"], to, replace(options, verify_key=load(key))
-    )
-
-    (result,) = report.failed
-    assert isinstance(result.error, SignatureError)
-    assert message in str(result.error)
-    assert str(result.error).startswith(f"{host}/{REPO}:v1: ")
-    layer = image.layers[0].digest
-    assert registry.count("GET", f"/blobs/{layer}") == 0
-    assert not to.path.exists()
-
-
-@pytest.mark.parametrize(
-    ("case", "message"),
-    [
-        ("wrong key", "signature does not verify with the ECDSA P-256 key"),
-        ("tampered payload", "was altered after signing"),
-        ("other digest", "payload names sha256:"),
-    ],
-)
-async def test_verify_checks_carried_signatures_offline_and_says_why(
-    start: Start, options: PullOptions, tmp_path: Path, case: str, message: str
-) -> None:
-    key, other_key = cf.ecdsa_key(), cf.ecdsa_key()
-    image = f.make_image([f.random_layer(20_000)], label="signed")
     altered = cf.simple_signing(image.digest) + b" "
     signature = {
         "wrong key": cf.make_signature(image.digest, other_key),
         "tampered payload": cf.make_signature(image.digest, key, payload=altered, logged=True),
         "other digest": cf.make_signature(f.make_image([f.random_layer(10)]).digest, key),
+        "no signature": None,
     }[case]
     registry = FakeRegistry()
     registry.add(REPO, "v1", image)
-    registry.add(REPO, cosign_tag(image.digest, "sig"), signature)
-    host = await start(registry.app())
-    to = Destination.oci_layout(tmp_path / "layout")
-    assert (await bulkpull.pull_images([f"{host}/{REPO}:v1"], to, options)).ok
+    if signature is not None:
+        registry.add(REPO, cosign_tag(image.digest, "sig"), signature)
+    return BadlySigned(await start(registry.app()), registry, image, key)
 
-    (verdict,) = bulkpull.verify_signatures(bulkpull.verify_archive(to.path), load(key))
+
+@pytest.mark.parametrize(
+    ("case", "message"), [*FAILURES, ("no signature", "no signature found (no sha256-")]
+)
+async def test_an_image_whose_signature_fails_is_not_fetched_and_says_why(
+    start: Start, options: PullOptions, tmp_path: Path, case: str, message: str
+) -> None:
+    bad = await badly_signed(start, case)
+    to = Destination.bundle(tmp_path / "offline.tar")
+
+    report = await bulkpull.pull_images(
+        [bad.reference], to, replace(options, verify_key=load(bad.key))
+    )
+
+    (result,) = report.failed
+    assert isinstance(result.error, SignatureError)
+    assert message in str(result.error)
+    assert str(result.error).startswith(f"{bad.reference}: ")
+    layer = bad.image.layers[0].digest
+    assert bad.registry.count("GET", f"/blobs/{layer}") == 0
+    assert not to.path.exists()
+
+
+@pytest.mark.parametrize(("case", "message"), FAILURES)
+async def test_verify_checks_carried_signatures_offline_and_says_why(
+    start: Start, options: PullOptions, tmp_path: Path, case: str, message: str
+) -> None:
+    bad = await badly_signed(start, case)
+    to = Destination.oci_layout(tmp_path / "layout")
+    assert (await bulkpull.pull_images([bad.reference], to, options)).ok
+
+    (verdict,) = bulkpull.verify_signatures(bulkpull.verify_archive(to.path), load(bad.key))
 
     name, checked = verdict
-    assert name == f"{host}/{REPO}:v1"
+    assert name == bad.reference
     assert not checked.verified
     assert message in checked.message
 
