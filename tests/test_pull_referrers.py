@@ -508,3 +508,24 @@ async def test_an_index_referrer_travels_with_its_manifests_and_their_blobs(
         len(data) for data in child.blobs.values()
     )
     assert bulkpull.verify_archive(to.path).ok
+
+
+async def test_missing_cosign_tags_are_learnt_with_head_and_cost_no_get(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    signed = await signed_image(start)
+    to = Destination.bundle(tmp_path / "offline.tar")
+
+    report = await bulkpull.pull_images([signed.reference], to, options)
+
+    assert report.ok, report.failed
+    hex_ = signed.image.digest.removeprefix("sha256:")
+    seen = signed.registry.paths()
+    manifests = f"/v2/{REPO}/manifests"
+    assert seen[f"GET {manifests}/sha256-{hex_}.sbom"] == 0
+    assert seen[f"HEAD {manifests}/sha256-{hex_}.sbom"] == 1
+    assert seen[f"GET {manifests}/sha256-{hex_}.sig"] == 1
+    # The referrers of the referrers have no cosign tags either.
+    for referrer in signed.referrers:
+        for kind in ("sig", "att", "sbom"):
+            assert seen[f"GET {manifests}/{cosign_tag(referrer.digest, kind)}"] == 0

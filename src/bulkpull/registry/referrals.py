@@ -4,7 +4,8 @@
 sends each request through the run's :class:`Transport` (authentication, mirrors, retries as
 for any manifest) and hands back the answer. The answers the flow reads as "not here" (404,
 and the 400 and 406 of registries that do not know the Referrers API route) come back as
-answers, not errors; any other error status ends the discovery, and with it the image. Imports
+answers, not errors; any other error status ends the discovery, and with it the image. A tag
+is asked for with ``HEAD`` first: most are missing, and a missing one then costs no GET. Imports
 ``transport``, ``session`` and the value modules.
 """
 
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 
 from bulkpull.digest import Digest
 from bulkpull.discovery import Answer, Flow, Found, GetManifest, Request, discover
-from bulkpull.errors import RegistryError
+from bulkpull.errors import RegistryError, is_temporary
 from bulkpull.manifest import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, OCI_INDEX
 from bulkpull.reference import Reference
 from bulkpull.referrers import ReferrerFilter
@@ -52,6 +53,10 @@ async def _send(transport: Transport, reference: Reference, request: Request) ->
     if isinstance(request, GetManifest):
         path = f"/v2/{reference.path}/manifests/{request.reference}"
         accept = MANIFEST_ACCEPT
+        if not request.reference.startswith("sha256:"):
+            missing = await _missing_tag(transport, reference, path)
+            if missing is not None:
+                return missing
     elif request.page:
         # next_page has held the page to the registry's origin; only its path is sent, so
         # the registry's credentials go where they always go.
@@ -62,6 +67,23 @@ async def _send(transport: Transport, reference: Reference, request: Request) ->
         path = f"/v2/{reference.path}/referrers/{request.subject}"
         accept = OCI_INDEX
     return await _get(transport, reference, path, accept)
+
+
+async def _missing_tag(transport: Transport, reference: Reference, path: str) -> Answer | None:
+    """The 404 of a tag that is not there, learnt with ``HEAD``; None when the tag may be
+    there (the GET then fetches it). Most images have no cosign tags and no tag-schema index,
+    and Docker Hub counts manifest GETs against its pull limit, not HEADs."""
+    try:
+        async with transport.request(
+            "HEAD", reference.registry_host, reference.path, path, {"Accept": MANIFEST_ACCEPT}
+        ):
+            return None
+    except RegistryError as exc:
+        if exc.status == 404:
+            return Answer(404, exc.url)
+        if exc.final or is_temporary(exc) or exc.method != "HEAD":
+            raise  # throttled, retried out, or the token endpoint refused us: so would a GET be
+        return None  # a HEAD error has no body to explain it; the GET says what is wrong
 
 
 async def _get(transport: Transport, reference: Reference, path: str, accept: str) -> Answer:
