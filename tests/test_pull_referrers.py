@@ -529,3 +529,21 @@ async def test_missing_cosign_tags_are_learnt_with_head_and_cost_no_get(
     for referrer in signed.referrers:
         for kind in ("sig", "att", "sbom"):
             assert seen[f"GET {manifests}/{cosign_tag(referrer.digest, kind)}"] == 0
+
+
+async def test_a_new_signature_replaces_the_old_one_in_a_layout(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    signed = await signed_image(start)
+    to = Destination.oci_layout(tmp_path / "layout")
+    await bulkpull.pull_images([signed.reference], to, options)
+    resigned = cf.make_signature(signed.image.digest, cf.ecdsa_key())
+    signed.registry.add(REPO, cosign_tag(signed.image.digest, "sig"), resigned)
+
+    again = await bulkpull.pull_images([signed.reference], to, options)
+
+    entries = referrer_entries(layout_members(to.path))
+    assert resigned.digest in entries
+    assert signed.signature.digest not in entries
+    (gone,) = again.replaced
+    assert gone.name == f"{signed.host}/{REPO}:v1 referrer {signed.signature.digest}"

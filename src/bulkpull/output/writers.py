@@ -38,7 +38,13 @@ from bulkpull.files import (
 )
 from bulkpull.imagelist import ImageSpec, archive_name, archive_names
 from bulkpull.output.archive import write_archive
-from bulkpull.output.contents import CONTAINERD_NAME, OCI_REF_NAME, ArchiveImage
+from bulkpull.output.contents import (
+    CONTAINERD_NAME,
+    OCI_REF_NAME,
+    REFERRER_OF,
+    ArchiveImage,
+    referrer_key,
+)
 from bulkpull.output.layout import read_layout_index, update_layout
 from bulkpull.output.readback import held_images
 from bulkpull.platform import Platform
@@ -235,6 +241,8 @@ def _replaced_entries(entries: list[dict[str, object]], directory: Path) -> list
             digest = Digest.parse(str(entry.get("digest")))
         except BulkpullError:
             continue  # not an entry bulkpull could name; it is gone all the same
+        if name is None and names.get(REFERRER_OF):  # a signature replaced by a newer one
+            name = referrer_key(str(names[REFERRER_OF]), digest)
         replaced.append(ReplacedImage(str(name), digest, directory))
     return replaced
 
