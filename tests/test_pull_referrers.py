@@ -547,3 +547,23 @@ async def test_a_new_signature_replaces_the_old_one_in_a_layout(
     assert signed.signature.digest not in entries
     (gone,) = again.replaced
     assert gone.name == f"{signed.host}/{REPO}:v1 referrer {signed.signature.digest}"
+
+
+async def test_a_referrers_list_is_read_page_by_page(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    signed = await signed_image(start)
+    sboms = [cf.make_oras_sbom(signed.image, created=f"2025-01-0{day}T00:00:00Z") for day in "12"]
+    for sbom in sboms:
+        signed.registry.add(REPO, sbom.digest, sbom)
+    signed.registry.referrers_page = 1
+    to = Destination.bundle(tmp_path / "offline.tar")
+
+    report = await bulkpull.pull_images([signed.reference], to, options)
+
+    assert report.ok, report.failed
+    members = tar_members(to.path)
+    for referrer in [signed.sbom, *sboms]:
+        assert_carried(members, referrer)
+    pages = [s for s in signed.registry.seen if f"/referrers/{signed.image.digest}" in s.path]
+    assert [s.query.get("from") for s in pages] == [None, ["1"], ["2"]]

@@ -100,8 +100,10 @@ class FakeRegistry:
         # OAuth2 (POST /token): the refresh token it accepts, or None to answer 404 as GCR does.
         self.refresh_token: str | None = None
         self.token_forms: list[dict[str, str]] = []
-        # Whether GET /v2/<name>/referrers/<digest> is served (else 404, as distribution 2.8).
+        # Whether GET /v2/<name>/referrers/<digest> is served (else 404, as distribution 2.8),
+        # and in pages of how many entries (None: all at once).
         self.referrers_api = True
+        self.referrers_page: int | None = None
 
     # --- content -------------------------------------------------------------------------
     def put_manifest(self, repo: str, reference: str, raw: bytes, media_type: str) -> None:
@@ -237,8 +239,15 @@ class FakeRegistry:
             for (name, reference), (raw, media_type) in sorted(self.manifests.items())
             if name == repo and reference == sha256(raw) and _subject_of(raw) == subject
         ]
+        headers = {}
+        if self.referrers_page:  # a page of that many, the next one named by Link
+            start = int(request.query.get("from", "0"))
+            end = start + self.referrers_page
+            if end < len(entries):
+                headers["Link"] = f'<{request.path}?from={end}>; rel="next"'
+            entries = entries[start:end]
         body = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
-        return web.json_response(body, content_type=OCI_INDEX)
+        return web.json_response(body, content_type=OCI_INDEX, headers=headers)
 
     async def _blob(self, request: web.Request) -> web.StreamResponse:
         if not self._authorized(request):
