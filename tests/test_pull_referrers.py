@@ -16,6 +16,7 @@ from support import cosignfactory as cf
 from support import imagefactory as f
 from support.commandline import run_cli
 from support.fakeregistry import FakeRegistry, Start
+from support.fakeupload import FakeUploads
 
 import bulkpull
 from bulkpull import Destination, Outcome, PullOptions, SignatureError
@@ -567,3 +568,22 @@ async def test_a_referrers_list_is_read_page_by_page(
         assert_carried(members, referrer)
     pages = [s for s in signed.registry.seen if f"/referrers/{signed.image.digest}" in s.path]
     assert [s.query.get("from") for s in pages] == [None, ["1"], ["2"]]
+
+
+async def test_a_bundle_carrying_referrers_pushes_its_images(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    signed = await signed_image(start)
+    to = Destination.bundle(tmp_path / "offline.tar")
+    assert (await bulkpull.pull_images([signed.reference], to, options)).ok
+    uploads = FakeUploads(FakeRegistry(), tmp_path / "registry")
+    host = await start(uploads.app())
+    push = bulkpull.PushOptions(
+        plain_http=True, retry=bulkpull.RetryPolicy(retries=0), state_dir=tmp_path / "state"
+    )
+
+    report = await bulkpull.push_images([to.path], f"{host}/mirror", push)
+
+    assert report.ok, [str(r.error) for r in report.failed]
+    assert [str(r.spec.target) for r in report.results] == [f"{host}/mirror/{REPO}:v1"]
+    assert uploads.registry.manifests[(f"mirror/{REPO}", "v1")][0] == signed.image.manifest

@@ -22,7 +22,7 @@ from bulkpull.digest import Digest
 from bulkpull.errors import ContentError, InvalidReferenceError, SourceError
 from bulkpull.imagelist import ImageSpec
 from bulkpull.manifest import MAX_MANIFEST_BYTES, Descriptor, ImageIndex, parse_manifest
-from bulkpull.output import BlobPlace, Source, SourceEntry, read_source
+from bulkpull.output import REFERRER_OF, BlobPlace, Source, SourceEntry, read_source
 from bulkpull.reference import Reference, parse_reference
 from bulkpull.targets import PushTarget
 
@@ -98,6 +98,10 @@ def _planned(
     source: Source, entry: SourceEntry, target: PushTarget, problems: list[str]
 ) -> PlannedImage | None:
     where = f"{source.path}: index.json entry {entry.position}"
+    if entry.descriptor.annotation(REFERRER_OF) is not None:
+        # A signature, SBOM or attestation a pull carried with an image: not an image of its
+        # own, and not pushed (yet); its image is pushed as if it carried none.
+        return None
     if entry.name is None:
         problems.append(
             f"{where} ({entry.descriptor.digest}) has no name (no io.containerd.image.name or "

@@ -5,7 +5,7 @@ Imports the value modules and ``files``; nothing of ``registry`` or ``store``.
 
 from __future__ import annotations
 
-from bulkpull.output.contents import ArchiveImage, ImageContent, ReferrerContent
+from bulkpull.output.contents import REFERRER_OF, ArchiveImage, ImageContent, ReferrerContent
 from bulkpull.output.signed import verify_signatures
 from bulkpull.output.sources import BlobPlace, Source, SourceEntry, read_source
 from bulkpull.output.verify import ArchiveCheck, ArchiveEntry, verify_archive
@@ -13,6 +13,7 @@ from bulkpull.output.verify_lockfile import LockCheck, verify_lock
 from bulkpull.output.writers import BlobFiles, Bundle, Layout, Output
 
 __all__ = [
+    "REFERRER_OF",
     "ArchiveCheck",
     "ArchiveEntry",
     "ArchiveImage",
