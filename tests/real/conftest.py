@@ -70,7 +70,7 @@ def pushed_images(registry: Registry, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="session")
 def signed_images(pushed_images: PushedImages) -> SignedImages:
-    """A cosign signature, an SBOM attestation and an oras SBOM for two of the test images."""
+    """A cosign signature, an SBOM attestation and an oras SBOM for four of the test images."""
     return attach_to_test_images(pushed_images)
 
 

@@ -14,9 +14,9 @@ name the image loads under and its image ID (the config digest):
 - ``podman load`` (``podman pull oci:DIR:REF`` or ``oci-archive:FILE:REF`` where load cannot
   choose an image) into a private vfs store.
 
-Two of the images (a manifest and the index) have a cosign signature, an SBOM attestation and
-an oras SBOM in the registry (``signed_images``), so the bundles and layouts carry referrer
-entries in ``index.json`` beside the images, which every loader must pass by.
+Four of the images (OCI and Docker manifests, and the index) have a cosign signature, an SBOM
+attestation and an oras SBOM in the registry (``signed_images``), so the bundles and layouts
+carry referrer entries in ``index.json`` beside the images, which every loader must pass by.
 
 Each output is pulled once; a bundle is loaded once per loader and mode and serves all its
 cells, a per-image archive gets a fresh store so that every layer file is read. Cells that

@@ -1,11 +1,11 @@
 """``examples/offline-bundle.md`` works as written: its commands, run in order in one shell
 directory against two local registries, pull from A, check, push into B, and check B.
 
-Every indented block of the guide is a command. Only two things stand in for the outside world:
-the list the guide starts from (``internal-mirror.txt``) names images of registry A, renamed to
-``registry.internal.example`` as the example list does, and ``registry.internal.example`` is
-registry B's loopback address (loopback registries need no ``--plain-http``). ``docker`` talks to
-the tests' private engine.
+Every indented block of the guide is a command. Only three things stand in for the outside
+world: the list the guide starts from (``internal-mirror.txt``) names images of registry A,
+renamed to ``registry.internal.example`` as the example list does, and signed there with the
+key in ``cosign.pub``; and ``registry.internal.example`` is registry B's loopback address
+(loopback registries need no ``--plain-http``). ``docker`` talks to the tests' private engine.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from support.services import DockerEngine, Registry, run, start_registry
 from support.testimages import PushedImages, check_pushed
+from support.testreferrers import SignedImages
 
 pytestmark = pytest.mark.real
 
@@ -32,7 +33,7 @@ def guide_commands() -> list[str]:
 
 def test_the_guide_has_the_whole_trip() -> None:
     commands = guide_commands()
-    steps = ["--dry-run --lock", "--oci-layout", "verify --lock", "push ", "--registry"]
+    steps = ["--dry-run --lock", "--verify-key", "verify --lock", "push ", "--registry"]
     positions = [next(i for i, c in enumerate(commands) if step in c) for step in steps]
     assert positions == sorted(positions), commands
 
@@ -54,6 +55,7 @@ def command_on_path(command: list[str], directory: Path) -> Path:
 
 def test_the_offline_guide_runs_as_written(
     pushed_images: PushedImages,
+    signed_images: SignedImages,
     internal: Registry,
     dockerd: DockerEngine,
     bulkpull_command: list[str],
@@ -69,6 +71,8 @@ def test_the_offline_guide_runs_as_written(
         f"{images.busybox.reference}  {host}/tools/busybox\n"
         f"{images.multi.reference}\n"
     )
+    # The public key the images were signed with, as cosign generate-key-pair writes it.
+    (work / "cosign.pub").write_bytes(signed_images.key.public_pem)
     env = dockerd.env | {"HOME": str(tmp_path / "home")}
     env.pop("XDG_STATE_HOME", None)
     bin_dir = command_on_path(bulkpull_command, tmp_path / "bin")

@@ -103,7 +103,7 @@ def test_a_bundle_or_layout_carries_every_referrer_and_reports_it(
         }
         sources = {r["digest"]: r["source"] for r in record["referrers"]}
         assert sources[attached.sbom.digest] == "referrers tag schema"
-    assert "referrers carried with 2 images" in done.result.stdout.decode()
+    assert f"referrers carried with {len(references)} images" in done.result.stdout.decode()
     checked = run([*bulkpull_command, "verify", str(target)], check=False)
     assert checked.returncode == 0, checked.stdout.decode()
 

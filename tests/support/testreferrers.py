@@ -83,11 +83,11 @@ class SignedImages:
 
 
 def attach_to_test_images(images: PushedImages) -> SignedImages:
-    """Referrers for two of the test images: one image manifest, and the multi-platform
-    index (cosign signs what the tag points at)."""
+    """Referrers for the test images the offline guide carries: OCI and Docker image
+    manifests, and the multi-platform index (cosign signs what the tag points at)."""
     key = cosignfactory.ecdsa_key()
     attached = {}
-    for pushed in (images.shared_oci_a, images.multi):
+    for pushed in (images.shared_oci_a, images.shared_docker, images.busybox, images.multi):
         subject: Image | Index = pushed.index or pushed.image
         repository = pushed.repository.partition("/")[2]
         attached[pushed.reference] = attach(images.registry, repository, subject, key)
