@@ -243,34 +243,41 @@ def _new_only(path: str, flags: int) -> int:
 
 async def read_file(path: Path, limit: int) -> bytes:
     """At most ``limit`` bytes of the regular file at ``path`` (a link or FIFO is refused)."""
-    handle = await opened(aiofiles.open(path, "rb", opener=_read_only), lambda f: f.close())
-    try:
-        return await handle.read(limit)
-    finally:
-        await shielded(handle.close())
+    return await _read_at(path, 0, limit)
 
 
 async def read_chunks(
     path: Path, offset: int = 0, size: int | None = None, chunk_size: int = 1024 * 1024
 ) -> AsyncIterator[bytes]:
     """The bytes of the regular file at ``path`` from ``offset``: ``size`` of them (all the
-    rest when None), in chunks, one worker-thread read each. Fewer than ``size`` is an
-    :class:`OutputError`: the file is not what its reader was told."""
+    rest when None), in chunks. Fewer than ``size`` is an :class:`OutputError`: the file is not
+    what its reader was told.
+
+    Each chunk opens, reads and closes the file, so that no file stays open between two
+    chunks: a consumer that stops early (an upload the registry answered before its body was
+    sent) leaves nothing open for the garbage collector to find.
+    """
+    position, remaining = offset, size
+    while remaining is None or remaining > 0:
+        chunk = await _read_at(
+            path, position, chunk_size if remaining is None else min(remaining, chunk_size)
+        )
+        if not chunk:
+            break
+        position += len(chunk)
+        if remaining is not None:
+            remaining -= len(chunk)
+        yield chunk
+    if remaining:
+        raise OutputError(f"{path}: ended {remaining} bytes early")
+
+
+async def _read_at(path: Path, offset: int, size: int) -> bytes:
     handle = await opened(aiofiles.open(path, "rb", opener=_read_only), lambda f: f.close())
     try:
-        await handle.seek(offset)
-        remaining = size
-        while remaining is None or remaining > 0:
-            chunk = await handle.read(
-                chunk_size if remaining is None else min(remaining, chunk_size)
-            )
-            if not chunk:
-                break
-            if remaining is not None:
-                remaining -= len(chunk)
-            yield chunk
-        if remaining:
-            raise OutputError(f"{path}: ended {remaining} bytes early")
+        if offset:
+            await handle.seek(offset)
+        return await handle.read(size)
     finally:
         await shielded(handle.close())
 
