@@ -92,7 +92,9 @@ ORDER: Mapping[str, tuple[str, ...]] = {
         "pushoptions",
         "pushplan",
         "uploads",
+        "delivery",
         "push",
+        "copy",
         "verify_registry",
     ),
     "cli": (

@@ -11,6 +11,10 @@ and so is pushing what was pulled into a registry, digests intact::
 
     report = await bulkpull.push_images(["bundles/offline.tar"], "registry.internal:5000/mirror")
 
+or copying a list from its registries straight into one, through the blob store::
+
+    report = await bulkpull.copy_images(["alpine:3.19", "busybox"], "registry.internal:5000/mirror")
+
 and every error bulkpull raises on purpose is a :class:`BulkpullError`.
 
 General layout: the code follows the data path, and imports only ever point down this drawing
@@ -22,7 +26,8 @@ General layout: the code follows the data path, and imports only ever point down
     engine/                      orchestration: a pull resolves every image, fetches each blob
                                    once and hands images to the outputs; a push reads images
                                    out of archives and layouts and places each blob once per
-                                   repository of one registry
+                                   repository of one registry; a copy does both halves,
+                                   through the store
     registry/   store/  output/  three stages side by side that never import one another:
                                    requests to registries; verified blobs on disk, the
                                    partial files that resume and unfinished uploads; archives,
@@ -47,6 +52,9 @@ from bulkpull.engine import (
     PullOptions,
     PushOptions,
     PushPlan,
+    copy_images,
+    copy_plan,
+    default_store,
     plan_push,
     pull_image,
     pull_images,
@@ -215,6 +223,9 @@ __all__ = [
     "VerifyKeyError",
     "__version__",
     "check_archive_names",
+    "copy_images",
+    "copy_plan",
+    "default_store",
     "image_spec",
     "is_temporary",
     "load_public_key",

@@ -16,7 +16,7 @@ from pathlib import Path
 from bulkpull.digest import Digest
 from bulkpull.errors import BulkpullError
 from bulkpull.imagelist import ImageSpec
-from bulkpull.report import Event, error_json
+from bulkpull.report import Event, error_json, narrowed_json
 
 PUSH_REPORT_VERSION = 1
 
@@ -60,20 +60,25 @@ class BlobCounts:
 
 @dataclass(frozen=True, slots=True)
 class PushResult:
-    """One image of a push: ``spec`` is its name in the source (``source``) and the name it
-    gets at the target (``target``); ``digest`` what the target's tag names (the source's
-    own, byte for byte), ``size`` the bytes of its blobs and manifests; ``missing`` in a dry
-    run the bytes the target lacks of it."""
+    """One image of a push: ``spec`` is its name in the source (``source``: an archive or
+    layout, or for a copy the registry reference) and the name it gets at the target
+    (``target``); ``digest`` what the target's tag names (the source's own, byte for byte,
+    unless ``narrowed``: an index bulkpull narrowed to the platforms chosen, as (entries
+    kept, entries listed)), ``size`` the bytes of its blobs and manifests; ``missing`` in a
+    dry run the bytes the target lacks of it. ``pinned`` is the list line that copies the
+    same image again, its source pinned to the digest it resolved to (for ``--lock``)."""
 
     spec: ImageSpec
     status: PushStatus
-    source: Path
+    source: Path | str
     digest: Digest | None = None
     media_type: str = ""
     size: int = 0
     blobs: BlobCounts = BlobCounts()
     missing: int = 0
     error: BulkpullError | None = None
+    narrowed: tuple[int, int] | None = None
+    pinned: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -94,6 +99,7 @@ class PushResult:
             "size": self.size,
             **self.blobs.to_json(),
             "bytes_missing": self.missing,
+            "narrowed": narrowed_json(self.narrowed),
             "error": error_json(self.error),
             "tries": self.error.tries if self.error else None,
         }
@@ -123,6 +129,11 @@ class PushReport:
 
     def count(self, status: PushStatus) -> int:
         return sum(result.status is status for result in self.results)
+
+    def lock_lines(self) -> list[str]:
+        """The list again, every image pinned to the digest its source resolved to; an image
+        that failed stays unpinned, so the lock still lists it."""
+        return [result.pinned or result.spec.pinned(None) for result in self.results]
 
     def to_json(self) -> dict[str, object]:
         """The ``bulkpull push --report`` document (its schema is in the README)."""

@@ -134,7 +134,7 @@ class ImageResult:
             "manifest_digest": _text(self.manifest_digest),
             "source_digest": _text(self.source_digest),
             "written_digest": _text(self.written_digest),
-            "narrowed": _narrowed_json(self.narrowed),
+            "narrowed": narrowed_json(self.narrowed),
             "config_digest": _text(self.config_digest),
             "platform": _text(self.platform),
             "size": self.size,
@@ -358,7 +358,8 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _narrowed_json(narrowed: tuple[int, int] | None) -> dict[str, int] | None:
+def narrowed_json(narrowed: tuple[int, int] | None) -> dict[str, int] | None:
+    """A narrowed index in a report: entries kept, of the entries the registry listed."""
     return None if narrowed is None else {"kept": narrowed[0], "listed": narrowed[1]}
 
 

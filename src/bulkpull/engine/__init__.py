@@ -1,11 +1,13 @@
 """The runs: a pull resolves every image, fetches each blob once and hands images to the
 outputs; a push reads images out of archives and layouts and places them in one registry, each
-blob once per repository; ``verify_lock_in_registry`` checks a registry against a lock. Imports
+blob once per repository; a copy does both, from registries through the store into one
+registry; ``verify_lock_in_registry`` checks a registry against a lock. Imports
 the three stages (``registry``, ``store``, ``output``) and the value modules.
 """
 
 from __future__ import annotations
 
+from bulkpull.engine.copy import copy_images, copy_plan, default_store
 from bulkpull.engine.options import PullOptions
 from bulkpull.engine.pull import pull_image, pull_images, resolve_images
 from bulkpull.engine.push import push_images
@@ -17,6 +19,9 @@ __all__ = [
     "PullOptions",
     "PushOptions",
     "PushPlan",
+    "copy_images",
+    "copy_plan",
+    "default_store",
     "plan_push",
     "pull_image",
     "pull_images",

@@ -66,7 +66,7 @@ async def pull_images(
     one (:class:`DestinationError`). ``on_event`` hears progress as it happens, including an
     :class:`ImageDone` per result.
     """
-    specs = _specs(images)
+    specs = specs_of(images)
     options = options or PullOptions()
     to = Destination.of(destination)
     check_archive_names(specs, options.platforms, options.all_platforms)
@@ -78,7 +78,7 @@ async def pull_images(
     on_retry = _retry_listener(on_event)
     emit = functools.partial(_emit, on_event)
     async with (
-        _connect(options, store, on_retry) as registry,
+        connect(options, store, on_retry) as registry,
         Downloads(
             registry, store, options.max_downloads, emit, options.retry, on_retry
         ) as downloads,
@@ -122,7 +122,7 @@ async def resolve_images(
     is consulted: when it already holds manifests, tags are asked for with ``HEAD`` first
     (which Docker Hub does not count as a pull) and manifests found there are read from disk.
     """
-    specs = _specs(images)
+    specs = specs_of(images)
     options = options or PullOptions()
     started, clock = _now(), time.monotonic()
     if destination is not None:
@@ -131,7 +131,7 @@ async def resolve_images(
         store_dir = options.store_dir
     store = BlobStore(store_dir) if store_dir is not None else None
     jobs = asyncio.Semaphore(options.jobs)
-    async with _connect(options, store, _retry_listener(on_event)) as registry:
+    async with connect(options, store, _retry_listener(on_event)) as registry:
         resolving = functools.partial(_resolve, registry, jobs, options, on_event)
         per_image = await all_of(resolving(spec) for spec in specs)
         registries = registry.transport.usage()
@@ -165,7 +165,8 @@ async def _resolve(
     return results
 
 
-def _specs(images: Iterable[ImageSpec | str]) -> list[ImageSpec]:
+def specs_of(images: Iterable[ImageSpec | str]) -> list[ImageSpec]:
+    """The images of a run as specs, strings parsed as references."""
     if isinstance(images, str | bytes):
         # A string is iterable too: "busybox" would be pulled as seven one-letter images.
         raise TypeError(f"images must be a list of references, not one string: [{images!r}]")
@@ -187,7 +188,7 @@ def _retry_listener(on_event: EventCallback | None) -> RetryListener | None:
 
 
 @asynccontextmanager
-async def _connect(
+async def connect(
     options: PullOptions, store: BlobStore | None, on_retry: RetryListener | None
 ) -> AsyncIterator[RegistryClient]:
     """The run's transport, and a registry client that knows the store.

@@ -22,22 +22,19 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bulkpull.engine.delivery import Delivery
 from bulkpull.engine.pushoptions import PushOptions, transport_for
 from bulkpull.engine.pushplan import (
     PlannedImage,
-    PushContent,
     PushPlan,
     plan_push,
     planned_images,
     read_content,
 )
-from bulkpull.engine.uploads import Uploads
 from bulkpull.errors import BulkpullError, OutputError
 from bulkpull.files import output_error
 from bulkpull.pushreport import (
-    BlobCounts,
     PushDone,
-    PushEvent,
     PushEventCallback,
     PushReport,
     PushResult,
@@ -45,8 +42,7 @@ from bulkpull.pushreport import (
 )
 from bulkpull.registry import PushClient
 from bulkpull.report import ImageStage, Stage, retry_events, working_for
-from bulkpull.store import UploadState
-from bulkpull.targets import PushTarget, digest_tag
+from bulkpull.targets import PushTarget
 
 log = logging.getLogger("bulkpull")
 
@@ -79,12 +75,13 @@ async def push_images(
             images = planned_images(plan)
             results = await asyncio.gather(*(run.image(image) for image in images))
         finally:
-            await run.uploads.close()
+            await run.delivery.close()
+    uploads = run.delivery.uploads
     return PushReport(
         str(plan.target),
         tuple(results),
-        run.uploads.totals,
-        run.uploads.sent,
+        uploads.totals,
+        uploads.sent,
         time.monotonic() - clock,
         started,
         dry_run,
@@ -92,7 +89,8 @@ async def push_images(
 
 
 class _Push:
-    """The shared state of one push: the client, the uploads, the limit on images at work."""
+    """The shared state of one push: the delivery into the target, the limit on images at
+    work."""
 
     def __init__(
         self,
@@ -102,24 +100,10 @@ class _Push:
         dry_run: bool,
         on_event: PushEventCallback | None,
     ) -> None:
-        self._client = client
         self._plan = plan
         self._dry_run = dry_run
-        self._on_event = on_event
         self._jobs = asyncio.Semaphore(options.jobs)
-        self.uploads = Uploads(
-            client,
-            UploadState(options.state_directory()),
-            max_uploads=options.max_uploads,
-            chunk_size=options.chunk_size,
-            retry=options.retry,
-            emit=self._emit,
-            on_retry=retry_events(on_event) if on_event else None,
-        )
-
-    def _emit(self, event: PushEvent) -> None:
-        if self._on_event is not None:
-            self._on_event(event)
+        self.delivery = Delivery(client, options, on_event)
 
     async def image(self, image: PlannedImage) -> PushResult:
         working_for(image.spec)
@@ -132,54 +116,23 @@ class _Push:
             error = exc if isinstance(exc, BulkpullError) else _read_error(exc, image)
             log.info("%s: %s", image.spec.source, error)
             result = result.as_failed(error)
-        self._emit(PushDone(result))
+        self.delivery.emit(PushDone(result))
         return result
 
     async def _push(self, image: PlannedImage, result: PushResult) -> PushResult:
-        spec = image.spec
-        target = spec.target
-        # The one registry this push writes to; every name was mapped onto it.
-        assert target.registry_host == self._client.registry, "a push writes to one registry"
-        self._emit(ImageStage(spec, Stage.CHECKING))
+        target = image.spec.target
+        self.delivery.emit(ImageStage(image.spec, Stage.CHECKING))
         content = await asyncio.to_thread(read_content, image, self._plan)
         media_type, digest, _ = content.manifests[-1]
         result = replace(result, digest=digest, media_type=media_type, size=content.size)
-        repository, tag = target.path, target.tag or digest_tag(digest)
-        if await self._client.manifest_digest(repository, tag) == digest:
-            self.uploads.held(repository, [blob.digest for blob, _ in content.blobs])
+        blobs = [blob for blob, _ in content.blobs]
+        if await self.delivery.current(target) == digest:
+            self.delivery.held(target, blobs)
             return replace(result, status=PushStatus.UP_TO_DATE)
         if self._dry_run:
-            return await self._missing(repository, content, result)
-        blobs = tuple(blob.digest for blob, _ in content.blobs)
-        self._emit(ImageStage(spec, Stage.UPLOADING, blobs))
-        counts = await self._place_blobs(repository, content)
-        self._emit(ImageStage(spec, Stage.WRITING))
-        for kind, child, raw in content.manifests[:-1]:
-            await self._client.put_manifest(repository, str(child), raw, kind)
-        _, _, raw = content.manifests[-1]
-        if spec.source.tag is None:  # known by digest only: pushed by digest, then tagged
-            await self._client.put_manifest(repository, str(digest), raw, media_type)
-        await self._client.put_manifest(repository, tag, raw, media_type)
-        return replace(result, blobs=counts)
-
-    async def _place_blobs(self, repository: str, content: PushContent) -> BlobCounts:
-        placed = await asyncio.gather(
-            *(self.uploads.place(repository, blob, where) for blob, where in content.blobs)
-        )
-        return sum((one.counts for one in placed), BlobCounts())
-
-    async def _missing(
-        self, repository: str, content: PushContent, result: PushResult
-    ) -> PushResult:
-        """A dry run's answer: what the target lacks of the image (blobs by ``HEAD``)."""
-        blobs = [blob for blob, _ in content.blobs]
-        present = await asyncio.gather(
-            *(self._client.has_blob(repository, blob.digest) for blob in blobs)
-        )
-        lacking = [blob for blob, has in zip(blobs, present, strict=True) if not has]
-        counts = BlobCounts(skipped=len(content.blobs) - len(lacking))
-        missing = sum(blob.size for blob in lacking)
-        return replace(result, status=PushStatus.MISSING, blobs=counts, missing=missing)
+            return await self.delivery.missing(target, blobs, result)
+        by_digest = image.spec.source.tag is None  # pushed by digest, then tagged
+        return await self.delivery.deliver(target, by_digest, content, result)
 
 
 def _read_error(exc: OSError, image: PlannedImage) -> OutputError:

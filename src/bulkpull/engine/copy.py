@@ -1,0 +1,281 @@
+"""A list copied from its registries into one registry: ``bulkpull LIST --to REGISTRY``.
+
+Each image is first asked for at both ends with ``HEAD``: when the target's tag already names
+the digest the source's tag names, the image is ``up-to-date`` and its manifest is never
+fetched (Docker Hub counts a ``GET``, not a ``HEAD``). Otherwise it is resolved as a pull
+resolves it (by the digest the ``HEAD`` gave, so manifests already in the store are read from
+there), its blobs are fetched into the store once for the whole run (``downloads``: what the
+store holds from an earlier run is not fetched again), and it is delivered into the target from
+the store (``delivery``): blobs the target's repository has are skipped, blobs another
+repository holds are mounted, the rest uploaded; manifests byte for byte, the tag last.
+
+The target gets what a pull would put in a bundle: the manifest of the one platform chosen, the
+registry's own index with ``all``, or that index narrowed to the platforms chosen (a new digest,
+which the result says). Names follow the push's rule (``targets``), the list line's new name
+standing for the image's name. Imports ``registry``, ``store``, ``output`` and the engine's
+pull and push halves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bulkpull.digest import Digest
+from bulkpull.engine.configs import ImageBlobs
+from bulkpull.engine.delivery import Delivery
+from bulkpull.engine.downloads import Downloads
+from bulkpull.engine.entries import Entry, archive_entry
+from bulkpull.engine.options import PullOptions
+from bulkpull.engine.pull import connect, specs_of
+from bulkpull.engine.pushoptions import PushOptions, transport_for
+from bulkpull.engine.pushplan import PushContent
+from bulkpull.errors import BulkpullError, ImageListError, InvalidReferenceError
+from bulkpull.files import output_error
+from bulkpull.imagelist import ImageSpec
+from bulkpull.manifest import INDEX_TYPES, Descriptor
+from bulkpull.output import BlobPlace
+from bulkpull.pushreport import PushDone, PushEventCallback, PushReport, PushResult, PushStatus
+from bulkpull.reference import Reference
+from bulkpull.registry import PushClient, RegistryClient
+from bulkpull.report import Event, ImageStage, Stage, retry_events, working_for
+from bulkpull.resolved import ResolvedImage
+from bulkpull.store import BlobStore
+from bulkpull.targets import PushTarget
+from bulkpull.tasks import EXPECTED, all_of
+
+log = logging.getLogger("bulkpull")
+
+# The store of a copy when none is named, below $XDG_CACHE_HOME (~/.cache).
+STORE_SUBDIRECTORY = Path("bulkpull", "store")
+
+
+async def copy_images(
+    images: Iterable[ImageSpec | str],
+    to: PushTarget | str,
+    options: PullOptions | None = None,
+    *,
+    push: PushOptions | None = None,
+    dry_run: bool = False,
+    on_event: PushEventCallback | None = None,
+) -> PushReport:
+    """Copy every image from its registry into the registry ``to`` (``REGISTRY[/NAMESPACE]``)
+    through the blob store, and report on each.
+
+    ``options`` is the pull side (platforms, mirrors, logins, the store: ``store_dir``, else
+    :func:`default_store`), ``push`` the target side (by default the same logins and TLS
+    settings). Two images claiming one target name are refused (:class:`ImageListError`)
+    before any request. With ``dry_run`` nothing is downloaded or written: the target is
+    asked what it lacks. ``on_event`` hears progress, including a :class:`PushDone` per image.
+    """
+    options = options or PullOptions()
+    specs = copy_plan(specs_of(images), to)
+    target = to if isinstance(to, PushTarget) else PushTarget.parse(to)
+    push = push or PushOptions.from_pull(options)
+    store = BlobStore(options.store_dir or default_store())
+    started, clock = datetime.now(UTC).isoformat(timespec="seconds"), time.monotonic()
+    on_retry = retry_events(on_event) if on_event else None
+    emit = functools.partial(_emit, on_event)
+    async with (
+        connect(options, store, on_retry) as registry,
+        transport_for(push, on_retry) as transport,
+        Downloads(registry, store, options.max_downloads, emit, options.retry, on_retry) as fetch,
+    ):
+        delivery = Delivery(PushClient(transport, target.registry_host), push, on_event)
+        run = _Copy(registry, store, fetch, delivery, options, dry_run)
+        try:
+            results = await all_of(run.image(spec) for spec in specs)
+        finally:
+            await delivery.close()
+    uploads = delivery.uploads
+    seconds = time.monotonic() - clock
+    return PushReport(
+        str(target), tuple(results), uploads.totals, uploads.sent, seconds, started, dry_run
+    )
+
+
+def copy_plan(specs: Iterable[ImageSpec], to: PushTarget | str) -> list[ImageSpec]:
+    """Each image with the name it gets at ``to`` as its target (the push's rule, applied to
+    its new name when its line gives one); the same image listed twice is copied once.
+    Raises :class:`ImageListError` at a line whose target another image already takes."""
+    target = to if isinstance(to, PushTarget) else PushTarget.parse(to)
+    claimed: dict[Reference, ImageSpec] = {}
+    for spec in specs:
+        try:
+            mapped = replace(spec, target=target.name_for(spec.target))
+        except InvalidReferenceError as exc:
+            raise _line_error(spec, str(exc)) from None
+        first = claimed.setdefault(mapped.target, mapped)
+        if first is not mapped and _image_of(first) != _image_of(mapped):
+            where = first.origin or str(first.source)
+            raise _line_error(spec, f"{mapped.target} is already the target of {where}")
+    return list(claimed.values())
+
+
+def default_store(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_CACHE_HOME/bulkpull/store`` (``~/.cache/bulkpull/store``): where a copy keeps
+    the blobs it passes on, so that a rerun or a moved tag fetches only what is new."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home(), ".cache"))
+    return Path(base) / STORE_SUBDIRECTORY
+
+
+def _image_of(spec: ImageSpec) -> tuple[object, ...]:
+    return spec.source, spec.platforms, spec.all_platforms
+
+
+def _line_error(spec: ImageSpec, reason: str) -> ImageListError:
+    source, _, line = spec.origin.rpartition(":")
+    if source and line.isdigit():
+        return ImageListError(source, int(line), reason)
+    return ImageListError(spec.origin or str(spec.source), None, reason)
+
+
+class _Copy:
+    """The shared state of one copy: the source side (registry client, store, downloads), the
+    target side (delivery) and the limit on images resolving at once."""
+
+    def __init__(
+        self,
+        registry: RegistryClient,
+        store: BlobStore,
+        downloads: Downloads,
+        delivery: Delivery,
+        options: PullOptions,
+        dry_run: bool,
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._blobs = ImageBlobs(downloads, store)
+        self.delivery = delivery
+        self._options = options
+        self._dry_run = dry_run
+        self._jobs = asyncio.Semaphore(options.jobs)
+
+    async def image(self, spec: ImageSpec) -> PushResult:
+        working_for(spec)
+        result = PushResult(spec, PushStatus.PUSHED, str(spec.source))
+        try:
+            result = await self._copy(spec, result)
+        except EXPECTED as exc:
+            # An OSError is a file of the store that could not be used: this image's failure.
+            error = (
+                exc
+                if isinstance(exc, BulkpullError)
+                else output_error(exc, self._store.root, "use")
+            )
+            log.info("%s: %s", spec.source, error)
+            result = result.as_failed(error)
+        self.delivery.emit(PushDone(result))
+        return result
+
+    async def _copy(self, spec: ImageSpec, result: PushResult) -> PushResult:
+        wanted = spec.choosing(self._options.platforms, self._options.all_platforms)
+        async with self._jobs:
+            self.delivery.emit(ImageStage(spec, Stage.CHECKING))
+            current, (source, media_type) = await asyncio.gather(
+                self.delivery.current(spec.target), self._source_digest(spec.source)
+            )
+            if current is not None and current == source:
+                pinned = (wanted if media_type in INDEX_TYPES else spec).pinned(source)
+                return replace(result, status=PushStatus.UP_TO_DATE, digest=current, pinned=pinned)
+            self.delivery.emit(ImageStage(spec, Stage.RESOLVING))
+            at = spec.source if source is None else replace(spec.source, digest=source)
+            resolved = await self._registry.resolve(
+                at, wanted.platforms, every=wanted.all_platforms
+            )
+        entry = _entry(spec, wanted, resolved)
+        top = entry.image
+        result = replace(
+            result,
+            digest=top.digest,
+            media_type=top.media_type,
+            size=top.size + sum(blob.size for blob in _blobs(resolved)),
+            narrowed=entry.narrowed,
+            pinned=(wanted if resolved[0].index else spec).pinned(_source_of(resolved)),
+        )
+        if current == top.digest:
+            self.delivery.held(spec.target, _blobs(resolved))
+            return replace(result, status=PushStatus.UP_TO_DATE)
+        if self._dry_run:
+            return await self.delivery.missing(spec.target, _blobs(resolved), result)
+        content = await self._fetch(spec, wanted, resolved, entry)
+        by_digest = spec.source.tag is None
+        return await self.delivery.deliver(spec.target, by_digest, content, result)
+
+    async def _source_digest(self, source: Reference) -> tuple[Digest | None, str]:
+        """What the source names (and its media type when a ``HEAD`` said): a digest the
+        reference pins needs no request."""
+        if source.digest is not None:
+            return source.digest, ""
+        head = await self._registry.head_manifest(source, source.identifier)
+        return head if head is not None else (None, "")
+
+    async def _fetch(
+        self, spec: ImageSpec, wanted: ImageSpec, resolved: list[ResolvedImage], entry: Entry
+    ) -> PushContent:
+        """Every blob of the image into the store (a config first, checked as a pull checks
+        it), and its manifests too, so that a rerun reads them from there."""
+        blobs = tuple(dict.fromkeys(blob.digest for item in resolved for blob in item.blobs))
+        self.delivery.emit(ImageStage(spec, Stage.DOWNLOADING, blobs))
+        if resolved[0].index is None and not wanted.all_platforms:
+            await self._blobs.require_platform(resolved[0], wanted.platforms)
+        await all_of(self._blobs.fetch(item) for item in resolved)
+        for manifest in entry.manifests:
+            await self._store.put_bytes(manifest.digest, manifest.raw)
+        return _content(self._store, resolved, entry)
+
+
+def _entry(spec: ImageSpec, wanted: ImageSpec, resolved: list[ResolvedImage]) -> Entry:
+    """What the target's tag will name: as in a bundle, so narrowed only when several (not
+    all) platforms of an index were chosen."""
+    name = str(spec.target)
+    every = wanted.all_platforms
+    entry = archive_entry(name, name, resolved, every=every, docker_platform=wanted.platforms[0])
+    if entry.narrowed is not None:
+        kept, listed = entry.narrowed
+        log.warning(
+            "%s: the index is narrowed to %d of its %d manifests, a new digest %s (copy with "
+            "--platform all to keep the registry's)",
+            spec.source,
+            kept,
+            listed,
+            entry.image.digest,
+        )
+    return entry
+
+
+def _content(store: BlobStore, resolved: list[ResolvedImage], entry: Entry) -> PushContent:
+    """The image as the target receives it: children by digest, then what the tag names;
+    blobs read from the store."""
+    top = next(m for m in entry.manifests if m.digest == entry.image.digest)
+    children = {item.manifest.digest: item.manifest for item in resolved}
+    children.pop(top.digest, None)
+    manifests = tuple((m.media_type, m.digest, m.raw) for m in (*children.values(), top))
+    places = tuple(
+        (blob, BlobPlace(store.path(blob.digest), 0, blob.size)) for blob in _blobs(resolved)
+    )
+    return PushContent(manifests, places)
+
+
+def _blobs(resolved: Sequence[ResolvedImage]) -> list[Descriptor]:
+    """Every blob of the image, each once, config before layers."""
+    found = {blob.digest: blob for item in resolved for blob in item.blobs}
+    return list(found.values())
+
+
+def _source_of(resolved: Sequence[ResolvedImage]) -> Digest:
+    """The digest the source's reference resolved to: its index, else its manifest."""
+    return (resolved[0].index or resolved[0].manifest).digest
+
+
+def _emit(on_event: PushEventCallback | None, event: Event) -> None:
+    if on_event is not None:
+        on_event(event)
