@@ -107,6 +107,7 @@ ORDER: Mapping[str, tuple[str, ...]] = {
         "inputs",
         "results",
         "runs",
+        "copy",
         "verify",
         "pull",
         "push",

@@ -251,6 +251,17 @@ Timeout = Annotated[
     ),
 ]
 
+ToRegistry = Annotated[
+    str | None,
+    typer.Option(
+        "--to",
+        metavar="REGISTRY[/NAMESPACE]",
+        show_default=False,
+        help="Copy every image into this registry (as push names them) instead of writing "
+        "archives; an image whose tag there already names the source's digest is left alone.",
+    ),
+]
+
 # What the run leaves and shows.
 Shard = Annotated[
     str | None,

@@ -16,7 +16,8 @@ import typer
 import bulkpull
 from bulkpull import Destination, DestinationError, ImageSpec, PullOptions, PullReport, Shard
 from bulkpull.cli import flags, inputs, results, runs
-from bulkpull.cli.commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, usage_error
+from bulkpull.cli.commands import usage_error
+from bulkpull.cli.copy import CopyRun
 from bulkpull.cli.tally import Tally
 from bulkpull.cli.text import count_text
 
@@ -32,6 +33,8 @@ Examples:
   bulkpull images.txt --bundle offline.tar --verify-key cosign.pub   signed images only
   bulkpull images.txt --dry-run --lock images.lock   pin every tag, download nothing
   bulkpull images.lock --report report.json    the pinned images, and a JSON report
+  bulkpull images.txt --to registry.internal:5000/mirror   registry to registry, no archive
+  bulkpull images.txt --to registry.internal:5000 --shard 0/3   one of three machines' part
   bulkpull verify bundles/*.tar                check archives
 
 \b
@@ -45,6 +48,7 @@ def pull(
     out_dir: flags.OutDir = Path("bundles"),
     bundle: flags.Bundle = None,
     oci_layout: flags.OciLayout = None,
+    to_registry: flags.ToRegistry = None,
     force: flags.Force = False,
     jobs: flags.Jobs = None,
     max_downloads: flags.MaxDownloads = None,
@@ -73,10 +77,14 @@ def pull(
     quiet: flags.Quiet = False,
     version: flags.Version = False,
 ) -> None:
-    """Pull every image in IMAGES_FILE (or - for stdin) and every -i REF into archives.
+    """Pull every image in IMAGES_FILE (or - for stdin) and every -i REF into archives, or
+    with --to copy each into a registry (only what it lacks; an unchanged image costs a HEAD
+    at each end).
 
     Each line is SOURCE [NEW_NAME] [platform=OS/ARCH[,...]|all]; blank lines and # comments
     are ignored. Archives load with docker load, podman load, skopeo and ctr images import."""
+    if to_registry is not None and (bundle or oci_layout):
+        usage_error("--to copies into a registry and writes no archive: drop --bundle/--oci-layout")
     to = inputs.destination(out_dir, bundle, oci_layout)
     listed = inputs.image_specs(images_file, image or [])
     part = inputs.shard_of(shard)
@@ -102,12 +110,17 @@ def pull(
         referrer_types=frozenset(referrers_type or ()),
         verify_key=key,
     )
-    run = _Run(inputs.checked(specs, options), options, to, dry_run, verbose=verbose, quiet=quiet)
+    run: _Run | CopyRun
+    if to_registry is not None:
+        run = CopyRun(specs, to_registry, options, dry_run, verbose=verbose, quiet=quiet)
+    else:
+        checked = inputs.checked(specs, options)
+        run = _Run(checked, options, to, dry_run, verbose=verbose, quiet=quiet)
     if part is not None:
         run.shard = (part, len(listed))
     run.start()
     source = inputs.list_source(images_file, image or [])
-    raise typer.Exit(run.finish(run.wait(), report_file, lock_file, source))
+    raise typer.Exit(run.conclude(report_file, lock_file, source))
 
 
 class _Run(runs.Run[PullReport]):
@@ -132,23 +145,6 @@ class _Run(runs.Run[PullReport]):
         self.to = to
         # The part of a longer list this run takes (``--shard``), and that list's length.
         self.shard: tuple[Shard, int] | None = None
-
-    def finish(
-        self,
-        report: PullReport | None,
-        report_file: Path | None,
-        lock_file: Path | None,
-        source: str,
-    ) -> int:
-        """The summary, the report and the lock; the exit code."""
-        if report is None:
-            self.interrupted(report_file)
-            return EXIT_INTERRUPTED
-        written = [
-            self.summarize(report, report_file),
-            results.write_lock(report, lock_file, source) if lock_file else True,
-        ]
-        return EXIT_OK if report.ok and all(written) else EXIT_SOME_FAILED
 
     def headline(self) -> str:
         """``pulling 100 images from 127.0.0.1:5000/team/ (linux/amd64) into bundles``: the

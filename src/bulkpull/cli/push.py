@@ -18,7 +18,7 @@ import typer
 import bulkpull
 from bulkpull import InvalidOptionError, PushOptions, PushPlan, PushReport, SourceError
 from bulkpull.cli import flags, inputs, results, runs
-from bulkpull.cli.commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, usage_error
+from bulkpull.cli.commands import usage_error
 from bulkpull.cli.tally import Tally
 from bulkpull.cli.text import count_text
 
@@ -133,7 +133,7 @@ def push(
         usage_error(str(exc))
     run = _Run(plan, sources, options, dry_run, verbose=verbose, quiet=quiet)
     run.start()
-    raise typer.Exit(run.finish(run.wait(), report_file))
+    raise typer.Exit(run.conclude(report_file))
 
 
 class _Run(runs.Run[PushReport]):
@@ -166,16 +166,10 @@ class _Run(runs.Run[PushReport]):
             return f"checking {images} from {where} against {target}; dry run: nothing written"
         return f"pushing {images} from {where} to {self.plan.target}"
 
-    def finish(self, report: PushReport | None, report_file: Path | None) -> int:
-        """The summary and the report; the exit code."""
-        if report is None:
-            self.interrupted(report_file)
-            return EXIT_INTERRUPTED
-        written = self.summarize(report, report_file)
-        return EXIT_OK if report.ok and written else EXIT_SOME_FAILED
-
     def interrupted_report(self, tally: Tally, seconds: float) -> PushReport:
-        return results.interrupted_push_report(self.plan, tally, self.started, seconds)
+        images = [(spec, self.plan.source_of(spec)) for spec in self.plan.images]
+        target = str(self.plan.target)
+        return results.interrupted_push_report(target, images, tally, self.started, seconds)
 
     async def work(self) -> PushReport:
         """Push; an upload under way when stopped is kept in the state directory."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import bulkpull
@@ -16,7 +17,6 @@ from bulkpull import (
     ImageResult,
     ImageSpec,
     PullReport,
-    PushPlan,
     PushReport,
     PushResult,
     PushStatus,
@@ -31,7 +31,7 @@ def write_report(report: PullReport | PushReport, path: Path) -> bool:
     return _write("report", path, json.dumps(report.to_json(), indent=2) + "\n")
 
 
-def write_lock(report: PullReport, path: Path, source: str) -> bool:
+def write_lock(report: PullReport | PushReport, path: Path, source: str) -> bool:
     """Write the ``--lock`` file; False (the error said) when it cannot be written."""
     return _write("lock file", path, lock_text(report, source))
 
@@ -46,7 +46,7 @@ def _write(what: str, path: Path, text: str) -> bool:
     return True
 
 
-def lock_text(report: PullReport, source: str) -> str:
+def lock_text(report: PullReport | PushReport, source: str) -> str:
     """The lock file: a header saying what it is, then one pinned list line per image.
 
     Images that could not be resolved stay unpinned (so the lock still lists them) and are
@@ -78,13 +78,18 @@ def interrupted_report(
 
 
 def interrupted_push_report(
-    plan: PushPlan, tally: Tally, started: str, seconds: float
+    target: str,
+    images: Sequence[tuple[ImageSpec, Path | str]],
+    tally: Tally,
+    started: str,
+    seconds: float,
 ) -> PushReport:
-    """The report of a push stopped part-way, as :func:`interrupted_report` is of a pull."""
+    """The report of a push or a copy stopped part-way, as :func:`interrupted_report` is of a
+    pull; ``images`` are the run's, each with where it is read from."""
     found: list[PushResult] = []
-    for spec in plan.images:
+    for spec, source in images:
         finished = [r for r in tally.results.get(spec, []) if isinstance(r, PushResult)]
-        found += finished or [PushResult(spec, PushStatus.INTERRUPTED, plan.source_of(spec))]
+        found += finished or [PushResult(spec, PushStatus.INTERRUPTED, source)]
     return PushReport(
-        str(plan.target), tuple(found), bytes_sent=tally.received, seconds=seconds, started=started
+        target, tuple(found), bytes_sent=tally.received, seconds=seconds, started=started
     )

@@ -2,7 +2,8 @@
 routed through the display, a headline, the work with Ctrl-C and SIGTERM stopping it alike, the
 summary and ``--report``, or after an interruption a word on what is kept and the report of
 what finished. A command says its headline, its work and its report of an interrupted run.
-Imports the public ``bulkpull`` API and ``display``, ``results``, ``summary`` and ``tally``.
+Imports the public ``bulkpull`` API and ``commands``, ``display``, ``results``, ``summary``
+and ``tally``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import ClassVar, Generic, TypeVar
 
 from bulkpull import ImageSpec, Platform, PullReport, PushReport
 from bulkpull.cli import display, results, summary
+from bulkpull.cli.commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
 from bulkpull.cli.tally import Tally
 
 R = TypeVar("R", PullReport, PushReport)
@@ -74,6 +76,21 @@ class Run(ABC, Generic[R]):
             return asyncio.run(self._until_signalled())
         except (KeyboardInterrupt, asyncio.CancelledError):
             return None
+
+    def conclude(
+        self, report_file: Path | None, lock_file: Path | None = None, source: str = ""
+    ) -> int:
+        """Wait for the run; then the summary, ``--report`` and ``--lock`` (``source`` names
+        the list it pins), or after an interruption what is kept. The exit code."""
+        report = self.wait()
+        if report is None:
+            self.interrupted(report_file)
+            return EXIT_INTERRUPTED
+        written = [
+            self.summarize(report, report_file),
+            results.write_lock(report, lock_file, source) if lock_file else True,
+        ]
+        return EXIT_OK if report.ok and all(written) else EXIT_SOME_FAILED
 
     def summarize(self, report: R, report_file: Path | None) -> bool:
         """Print the summary and write ``--report``; whether the report was written."""

@@ -1,0 +1,87 @@
+"""``bulkpull LIST --to REGISTRY[/NAMESPACE]``: the images of a list copied from their
+registries into one, through the blob store, with the progress, summary and exit codes of a pull
+and the report of a push.
+
+The pull's flags choose and reach the sources (platforms, mirrors, logins per registry), the
+push's naming rule places the images; ``--dry-run`` asks the target what it lacks, ``--lock``
+pins every image to the digest its source resolved to. Ctrl-C and SIGTERM stop the run: verified
+blobs stay in the store and unfinished uploads in the state directory, for the next run. Imports
+the public ``bulkpull`` API and its siblings.
+"""
+
+from __future__ import annotations
+
+import bulkpull
+from bulkpull import (
+    ImageListError,
+    ImageSpec,
+    InvalidOptionError,
+    PullOptions,
+    PushOptions,
+    PushReport,
+    PushTarget,
+    Shard,
+)
+from bulkpull.cli import results, runs
+from bulkpull.cli.commands import usage_error
+from bulkpull.cli.tally import Tally
+from bulkpull.cli.text import count_text
+
+
+class CopyRun(runs.Run[PushReport]):
+    """One copy (or dry run) under its display, from the headline to the report and lock."""
+
+    done = "copied"
+    kept = "verified blobs and unfinished uploads are kept for the next run"
+
+    def __init__(
+        self,
+        specs: list[ImageSpec],
+        to: str,
+        options: PullOptions,
+        dry_run: bool,
+        *,
+        verbose: bool,
+        quiet: bool,
+    ) -> None:
+        try:
+            self.target = PushTarget.parse(to)
+            self.specs = bulkpull.copy_plan(specs, self.target)
+            self.push = PushOptions.from_environment(pull=options)
+        except (ImageListError, InvalidOptionError) as exc:
+            usage_error(str(exc))
+        platforms = options.platforms
+        super().__init__(self.specs, platforms, dry_run=dry_run, verbose=verbose, quiet=quiet)
+        self.options = options
+        # The part of a longer list this run takes (``--shard``), and that list's length.
+        self.shard: tuple[Shard, int] | None = None
+
+    def headline(self) -> str:
+        """``copying 12 images (linux/amd64) to registry.internal:5000/mirror``."""
+        platforms = ", ".join(str(platform) for platform in self.options.platforms)
+        if self.options.all_platforms:
+            platforms = "all platforms"
+        images = count_text(len(self.specs), "image")
+        if self.shard is not None:
+            part, listed = self.shard
+            images = f"{images} (shard {part} of {count_text(listed, 'image')})"
+        if self.dry_run:
+            return (
+                f"checking {images} ({platforms}) against {self.target}; dry run: nothing written"
+            )
+        return f"copying {images} ({platforms}) to {self.target}"
+
+    def interrupted_report(self, tally: Tally, seconds: float) -> PushReport:
+        images = [(spec, str(spec.source)) for spec in self.specs]
+        target = str(self.target)
+        return results.interrupted_push_report(target, images, tally, self.started, seconds)
+
+    async def work(self) -> PushReport:
+        return await bulkpull.copy_images(
+            self.specs,
+            self.target,
+            self.options,
+            push=self.push,
+            dry_run=self.dry_run,
+            on_event=self.display.handle,
+        )
