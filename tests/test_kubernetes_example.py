@@ -1,5 +1,6 @@
 """``examples/kubernetes/``: objects Kubernetes accepts, of the kinds and with the fields the
-sharded run relies on (Indexed completions, one shard per index, the list, the logins).
+sharded run relies on (Indexed completions, one shard per index copying into the target, the
+list, the target, the logins).
 
 The schema check is the Kubernetes OpenAPI schema (``kubernetes-validate``, offline), strict:
 an unknown or misspelt field fails as ``kubectl apply`` would refuse it.
@@ -59,13 +60,20 @@ def test_the_example_holds_an_indexed_job_a_nightly_cronjob_the_list_and_the_log
 def test_every_index_runs_its_own_shard_of_the_one_list(kind: str) -> None:
     job = _job_spec(kind)
     [container] = job["template"]["spec"]["containers"]
-    env = {variable["name"]: variable["value"] for variable in container["env"]}
+    env = {variable["name"]: variable.get("value") for variable in container["env"]}
     words = _bulkpull_words(container)
 
     assert job["completionMode"] == "Indexed"
     assert job["completions"] == job["parallelism"] == int(env["SHARDS"])
     assert words[words.index("--shard") + 1] == "$JOB_COMPLETION_INDEX/$SHARDS"
-    for flag in ("--bundle", "--report", "--lock"):  # one file of each per shard
+    assert words[words.index("--to") + 1] == "$TARGET"
+    [target] = [variable for variable in container["env"] if variable["name"] == "TARGET"]
+    assert target["valueFrom"]["configMapKeyRef"]["name"] == "bulkpull-images"
+    assert (
+        target["valueFrom"]["configMapKeyRef"]["key"]
+        in DOCUMENTS["ConfigMap/bulkpull-images"]["data"]
+    )
+    for flag in ("--report", "--lock"):  # one file of each per shard
         assert "$JOB_COMPLETION_INDEX" in words[words.index(flag) + 1]
     mounts = _mounts(job, container)
     list_file = Path(words[1])
