@@ -239,9 +239,10 @@ def test_a_moved_tag_copies_only_the_blobs_the_target_lacks(
     reference = push_over_api(source.registry, "src/app0", "1", moved)
     source.digests[reference] = moved.digest
 
-    third = copy(
-        bulkpull_command, source, target, f"{target.host}/mirror", workdir / "third.json", workdir
-    )
+    # Another machine, its store empty: what the target has is not even downloaded.
+    elsewhere = workdir / "elsewhere"
+    to = f"{target.host}/mirror"
+    third = copy(bulkpull_command, source, target, to, workdir / "third.json", elsewhere)
 
     assert third.code == 0, third.output
     statuses = third.statuses

@@ -4,10 +4,11 @@ Each image is first asked for at both ends with ``HEAD``: when the target's tag 
 the digest the source's tag names, the image is ``up-to-date`` and its manifest is never
 fetched (Docker Hub counts a ``GET``, not a ``HEAD``). Otherwise it is resolved as a pull
 resolves it (by the digest the ``HEAD`` gave, so manifests already in the store are read from
-there), its blobs are fetched into the store once for the whole run (``downloads``: what the
-store holds from an earlier run is not fetched again), and it is delivered into the target from
-the store (``delivery``): blobs the target's repository has are skipped, blobs another
-repository holds are mounted, the rest uploaded; manifests byte for byte, the tag last.
+there), and delivered into the target (``delivery``): blobs the target's repository has are
+skipped, blobs another repository holds are mounted, and only the rest is fetched into the
+store (once for the whole run, ``downloads``; what the store holds from an earlier run is not
+fetched again) and uploaded from there; manifests byte for byte, the tag last. Configs are
+fetched and checked first, as a pull checks them.
 
 The target gets what a pull would put in a bundle: the manifest of the one platform chosen, the
 registry's own index with ``all``, or that index narrowed to the platforms chosen (a new digest,
@@ -36,7 +37,7 @@ from bulkpull.engine.entries import Entry, archive_entry
 from bulkpull.engine.options import PullOptions
 from bulkpull.engine.pull import connect, specs_of
 from bulkpull.engine.pushoptions import PushOptions, transport_for
-from bulkpull.engine.pushplan import PushContent
+from bulkpull.engine.pushplan import BlobSource, PushContent
 from bulkpull.errors import BulkpullError, ImageListError, InvalidReferenceError
 from bulkpull.files import output_error
 from bulkpull.imagelist import ImageSpec
@@ -153,6 +154,7 @@ class _Copy:
     ) -> None:
         self._registry = registry
         self._store = store
+        self._downloads = downloads
         self._blobs = ImageBlobs(downloads, store)
         self.delivery = delivery
         self._options = options
@@ -206,7 +208,7 @@ class _Copy:
             return replace(result, status=PushStatus.UP_TO_DATE)
         if self._dry_run:
             return await self.delivery.missing(spec.target, _blobs(resolved), result)
-        content = await self._fetch(spec, wanted, resolved, entry)
+        content = await self._prepare(wanted, resolved, entry)
         by_digest = spec.source.tag is None
         return await self.delivery.deliver(spec.target, by_digest, content, result)
 
@@ -218,19 +220,34 @@ class _Copy:
         head = await self._registry.head_manifest(source, source.identifier)
         return head if head is not None else (None, "")
 
-    async def _fetch(
-        self, spec: ImageSpec, wanted: ImageSpec, resolved: list[ResolvedImage], entry: Entry
+    async def _prepare(
+        self, wanted: ImageSpec, resolved: list[ResolvedImage], entry: Entry
     ) -> PushContent:
-        """Every blob of the image into the store (a config first, checked as a pull checks
-        it), and its manifests too, so that a rerun reads them from there."""
-        blobs = tuple(dict.fromkeys(blob.digest for item in resolved for blob in item.blobs))
-        self.delivery.emit(ImageStage(spec, Stage.DOWNLOADING, blobs))
+        """The image ready to deliver: its configs fetched and checked as a pull checks them,
+        its manifests in the store (a rerun reads them from there), and each layer fetched
+        into the store only when the target turns out to lack it."""
         if resolved[0].index is None and not wanted.all_platforms:
             await self._blobs.require_platform(resolved[0], wanted.platforms)
-        await all_of(self._blobs.fetch(item) for item in resolved)
+        await all_of(self._blobs.config(item) for item in resolved if item.is_image)
         for manifest in entry.manifests:
             await self._store.put_bytes(manifest.digest, manifest.raw)
-        return _content(self._store, resolved, entry)
+        top = next(m for m in entry.manifests if m.digest == entry.image.digest)
+        children = {item.manifest.digest: item.manifest for item in resolved}
+        children.pop(top.digest, None)
+        manifests = tuple((m.media_type, m.digest, m.raw) for m in (*children.values(), top))
+        reference = resolved[0].reference
+        blobs = tuple((blob, self._fetcher(reference, blob)) for blob in _blobs(resolved))
+        return PushContent(manifests, blobs)
+
+    def _fetcher(self, reference: Reference, blob: Descriptor) -> BlobSource:
+        """How the blob gets into the store when it must be uploaded: the run's download of
+        it (once, whoever needs it), checked against this image's descriptor."""
+
+        async def fetched() -> BlobPlace:
+            await self._downloads.fetch(reference, blob)
+            return BlobPlace(self._store.path(blob.digest), 0, blob.size)
+
+        return fetched
 
 
 def _entry(spec: ImageSpec, wanted: ImageSpec, resolved: list[ResolvedImage]) -> Entry:
@@ -250,19 +267,6 @@ def _entry(spec: ImageSpec, wanted: ImageSpec, resolved: list[ResolvedImage]) ->
             entry.image.digest,
         )
     return entry
-
-
-def _content(store: BlobStore, resolved: list[ResolvedImage], entry: Entry) -> PushContent:
-    """The image as the target receives it: children by digest, then what the tag names;
-    blobs read from the store."""
-    top = next(m for m in entry.manifests if m.digest == entry.image.digest)
-    children = {item.manifest.digest: item.manifest for item in resolved}
-    children.pop(top.digest, None)
-    manifests = tuple((m.media_type, m.digest, m.raw) for m in (*children.values(), top))
-    places = tuple(
-        (blob, BlobPlace(store.path(blob.digest), 0, blob.size)) for blob in _blobs(resolved)
-    )
-    return PushContent(manifests, places)
 
 
 def _blobs(resolved: Sequence[ResolvedImage]) -> list[Descriptor]:

@@ -14,7 +14,7 @@ before the index that lists them) and the blobs they name. Imports ``output``, `
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +55,11 @@ class PushPlan:
         return next(planned.source.path for planned in self._planned if planned.spec == image)
 
 
+BlobSource = BlobPlace | Callable[[], Awaitable[BlobPlace]]
+"""Where a blob's bytes are, or how to get them there (a download into the store), asked only
+when the blob must be uploaded."""
+
+
 @dataclass(frozen=True, slots=True)
 class PushContent:
     """An image's manifests as they are pushed (children before the index listing them,
@@ -62,7 +67,7 @@ class PushContent:
     where its bytes are."""
 
     manifests: tuple[tuple[str, Digest, bytes], ...]
-    blobs: tuple[tuple[Descriptor, BlobPlace], ...]
+    blobs: tuple[tuple[Descriptor, BlobSource], ...]
 
     @property
     def size(self) -> int:

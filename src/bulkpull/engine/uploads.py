@@ -12,7 +12,8 @@ the upload's location on, and the newest is kept in the state directory (``store
 an upload cut off resumes where the registry says it stands (``GET`` of the location), in this
 run by the retry policy or in the next run after a kill. An upload the registry dropped or
 refuses to go on with starts over. Imports ``registry``, ``store``, ``output``, ``files``,
-``retry``, ``report``, ``pushreport`` and the value modules.
+``retry``, ``report``, ``pushreport``, ``pushplan`` (where a blob's bytes are) and the value
+modules.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from bulkpull.digest import Digest
+from bulkpull.engine.pushplan import BlobSource
 from bulkpull.errors import BulkpullError, RegistryError, is_temporary
 from bulkpull.files import read_chunks
 from bulkpull.imagelist import ImageSpec
@@ -111,9 +113,10 @@ class Uploads:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
-    async def place(self, repository: str, blob: Descriptor, where: BlobPlace) -> Placed:
+    async def place(self, repository: str, blob: Descriptor, where: BlobSource) -> Placed:
         """Make sure ``repository`` holds ``blob``; the work is shared by every image that
-        needs the blob there, and a failure fails each of them."""
+        needs the blob there, and a failure fails each of them. ``where`` is asked for the
+        bytes only when they must be sent."""
         key = (repository, blob.digest)
         task = self._placing.get(key)
         if task is None:
@@ -124,7 +127,7 @@ class Uploads:
         return await asyncio.shield(task)
 
     async def _place(
-        self, repository: str, blob: Descriptor, where: BlobPlace, needed_by: ImageSpec | None
+        self, repository: str, blob: Descriptor, where: BlobSource, needed_by: ImageSpec | None
     ) -> Placed:
         working_for(blob.digest)  # its own task: retries are the blob's, not one image's
         first = self._first[blob.digest]
@@ -143,7 +146,8 @@ class Uploads:
                     return self._placed(repository, blob.digest, Placed(Outcome.MOUNTED))
                 break  # declined: the registry opened an upload, which is used
         self._needed(blob, False, needed_by, is_first)
-        sent = await self._upload(repository, blob, where, declined)
+        place = where if isinstance(where, BlobPlace) else await where()
+        sent = await self._upload(repository, blob, place, declined)
         if is_first:
             self._emit(BlobDone(blob.digest))
         return self._placed(repository, blob.digest, Placed(Outcome.UPLOADED, sent))
