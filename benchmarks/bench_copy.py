@@ -140,7 +140,9 @@ class CopyScenario(Scenario):
         def arguments(out: Path) -> list[str]:
             destination = f"{self.target.registry.host}/{self.target.namespace}"
             extra = self.ctx.settings.bulkpull_args
-            return [str(image_list), "--to", destination, "--plain-http", *extra]
+            # The run's own store: a cold run starts with none, as on a fresh machine.
+            store = ["-o", str(out)]
+            return [str(image_list), "--to", destination, "--plain-http", *store, *extra]
 
         return bulkpull_tool(self.ctx, command, arguments, label="bulkpull --to")
 

@@ -9,6 +9,7 @@ images were ``interrupted``. Imports the public ``bulkpull`` API, typer and its 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -43,6 +44,7 @@ Exit codes: 0 all pulled, 1 some failed, 2 usage error, 130 interrupted."""
 
 
 def pull(
+    context: typer.Context,
     images_file: flags.ImagesFile = None,
     image: flags.Images = None,
     out_dir: flags.OutDir = Path("bundles"),
@@ -112,6 +114,8 @@ def pull(
     )
     run: _Run | CopyRun
     if to_registry is not None:
+        if _given(context, "out_dir"):  # a copy's store goes where -o says, as a pull's does
+            options = replace(options, store_dir=to.store_path())
         run = CopyRun(specs, to_registry, options, dry_run, verbose=verbose, quiet=quiet)
     else:
         checked = inputs.checked(specs, options)
@@ -121,6 +125,12 @@ def pull(
     run.start()
     source = inputs.list_source(images_file, image or [])
     raise typer.Exit(run.conclude(report_file, lock_file, source))
+
+
+def _given(context: typer.Context, parameter: str) -> bool:
+    """Whether the command line (or the environment) gave ``parameter``, not its default."""
+    source = context.get_parameter_source(parameter)
+    return source is not None and source.name != "DEFAULT"
 
 
 class _Run(runs.Run[PullReport]):
