@@ -20,12 +20,10 @@ from bulkpull import (
     PushOptions,
     PushReport,
     PushTarget,
-    Shard,
 )
 from bulkpull.cli import results, runs
 from bulkpull.cli.commands import usage_error
 from bulkpull.cli.tally import Tally
-from bulkpull.cli.text import count_text
 
 
 class CopyRun(runs.Run[PushReport]):
@@ -53,18 +51,10 @@ class CopyRun(runs.Run[PushReport]):
         platforms = options.platforms
         super().__init__(self.specs, platforms, dry_run=dry_run, verbose=verbose, quiet=quiet)
         self.options = options
-        # The part of a longer list this run takes (``--shard``), and that list's length.
-        self.shard: tuple[Shard, int] | None = None
 
     def headline(self) -> str:
         """``copying 12 images (linux/amd64) to registry.internal:5000/mirror``."""
-        platforms = ", ".join(str(platform) for platform in self.options.platforms)
-        if self.options.all_platforms:
-            platforms = "all platforms"
-        images = count_text(len(self.specs), "image")
-        if self.shard is not None:
-            part, listed = self.shard
-            images = f"{images} (shard {part} of {count_text(listed, 'image')})"
+        platforms, images = runs.platforms_text(self.options), self.images_text()
         if self.dry_run:
             return (
                 f"checking {images} ({platforms}) against {self.target}; dry run: nothing written"

@@ -15,12 +15,11 @@ from pathlib import Path
 import typer
 
 import bulkpull
-from bulkpull import Destination, DestinationError, ImageSpec, PullOptions, PullReport, Shard
+from bulkpull import Destination, DestinationError, ImageSpec, PullOptions, PullReport
 from bulkpull.cli import flags, inputs, results, runs
 from bulkpull.cli.commands import usage_error
 from bulkpull.cli.copy import CopyRun
 from bulkpull.cli.tally import Tally
-from bulkpull.cli.text import count_text
 
 SUMMARY = "Pull the images of a list (and of -i) into archives."
 EXAMPLES = """\b
@@ -153,19 +152,11 @@ class _Run(runs.Run[PullReport]):
         self.specs = specs
         self.options = options
         self.to = to
-        # The part of a longer list this run takes (``--shard``), and that list's length.
-        self.shard: tuple[Shard, int] | None = None
 
     def headline(self) -> str:
         """``pulling 100 images from 127.0.0.1:5000/team/ (linux/amd64) into bundles``: the
         registry and namespace every image shares are said here once, and left out of rows."""
-        platforms = ", ".join(str(platform) for platform in self.options.platforms)
-        if self.options.all_platforms:
-            platforms = "all platforms"
-        images = count_text(len(self.specs), "image")
-        if self.shard is not None:
-            part, listed = self.shard
-            images = f"{images} (shard {part} of {count_text(listed, 'image')})"
+        platforms, images = runs.platforms_text(self.options), self.images_text()
         prefix = self.display.labels.prefix
         where = f" from {prefix}" if prefix else ""
         if self.dry_run:

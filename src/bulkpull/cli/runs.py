@@ -2,8 +2,8 @@
 routed through the display, a headline, the work with Ctrl-C and SIGTERM stopping it alike, the
 summary and ``--report``, or after an interruption a word on what is kept and the report of
 what finished. A command says its headline, its work and its report of an interrupted run.
-Imports the public ``bulkpull`` API and ``commands``, ``display``, ``results``, ``summary``
-and ``tally``.
+Imports the public ``bulkpull`` API and ``commands``, ``display``, ``results``, ``summary``,
+``tally`` and ``text``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
 
-from bulkpull import ImageSpec, Platform, PullReport, PushReport
+from bulkpull import ImageSpec, Platform, PullOptions, PullReport, PushReport, Shard
 from bulkpull.cli import display, results, summary
 from bulkpull.cli.commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
 from bulkpull.cli.tally import Tally
+from bulkpull.cli.text import count_text
 
 R = TypeVar("R", PullReport, PushReport)
 
@@ -51,6 +52,16 @@ class Run(ABC, Generic[R]):
         )
         self.started = datetime.now(UTC).isoformat(timespec="seconds")
         self.clock = time.monotonic()
+        # The part of a longer list this run takes (``--shard``), and that list's length.
+        self.shard: tuple[Shard, int] | None = None
+
+    def images_text(self) -> str:
+        """``34 images``, or with ``--shard`` ``34 images (shard 1/3 of 100 images)``."""
+        images = count_text(self.images, "image")
+        if self.shard is None:
+            return images
+        part, listed = self.shard
+        return f"{images} (shard {part} of {count_text(listed, 'image')})"
 
     @abstractmethod
     def headline(self) -> str:
@@ -117,3 +128,10 @@ class Run(ABC, Generic[R]):
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         async with self.display.running():
             return await self.work()
+
+
+def platforms_text(options: PullOptions) -> str:
+    """The platforms a run picks, for its headline: ``linux/amd64, linux/arm64``, ``all``."""
+    if options.all_platforms:
+        return "all platforms"
+    return ", ".join(str(platform) for platform in options.platforms)
