@@ -3,13 +3,17 @@ any request: the push's naming rule, a line's new name standing for the image's 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from support import imagefactory as f
 from support.commandline import run_cli
+from support.fakeregistry import FakeRegistry, Start
+from support.fakeupload import FakeUploads
 
 import bulkpull
-from bulkpull import ImageListError
+from bulkpull import ImageListError, PullOptions, PushOptions, PushReport, PushStatus, RetryPolicy
 
 TARGET = "internal:5000/mirror"
 
@@ -81,3 +85,120 @@ async def test_the_command_line_refuses_to_before_any_request(tmp_path: Path) ->
     assert "--bundle" in with_bundle[2]
     assert not_a_registry[0] == 2
     assert "not a registry host" in not_a_registry[2]
+
+
+# --------------------------------------------------------------------------------------------
+# Copies between fake registries: what is asked of each end.
+
+BASE = f.random_layer(200_000)
+ONE = f.make_image([BASE, f.random_layer(10_000)], label="one")
+MULTI = f.make_index(
+    [
+        f.make_image([BASE], arch="amd64", label="multi-amd64"),
+        f.make_image([BASE, f.random_layer(4_000)], arch="arm64", label="multi-arm64"),
+        f.make_image([f.random_layer(3_000)], arch="s390x", label="multi-s390x"),
+    ]
+)
+
+
+async def registries(start: Start, tmp_path: Path) -> tuple[FakeRegistry, str, FakeUploads, str]:
+    source = FakeRegistry()
+    source.add("team/one", "1", ONE)
+    source.add("team/multi", "2", MULTI)
+    uploads = FakeUploads(FakeRegistry(), tmp_path / "target")
+    return source, await start(source.app()), uploads, await start(uploads.app())
+
+
+def copy_options(tmp_path: Path, **fields: object) -> tuple[PullOptions, PushOptions]:
+    pull = PullOptions(
+        plain_http=True,
+        retry=RetryPolicy(retries=1, delay=0.0),
+        store_dir=tmp_path / "store",
+        **fields,  # type: ignore[arg-type]
+    )
+    return pull, PushOptions.from_pull(pull, state_dir=tmp_path / "state")
+
+
+async def copied(
+    source: str, target: str, tmp_path: Path, *lines: str, **fields: object
+) -> PushReport:
+    pull, push = copy_options(tmp_path, **fields)
+    specs = bulkpull.parse_image_list([f"{source}/{line}" for line in lines], "images.txt")
+    return await bulkpull.copy_images(specs, target, pull, push=push)
+
+
+async def test_one_platform_of_an_index_arrives_as_its_manifest_and_a_rerun_gets_nothing(
+    start: Start, tmp_path: Path
+) -> None:
+    source, source_host, uploads, target_host = await registries(start, tmp_path)
+
+    first = await copied(source_host, target_host, tmp_path, "team/multi:2")
+    gets_before = source.count("GET", "/manifests/2") + source.count("GET", MULTI.digest)
+    second = await copied(source_host, target_host, tmp_path, "team/multi:2")
+
+    assert [r.status for r in first.results] == [PushStatus.PUSHED]
+    amd64 = MULTI.children[0]
+    assert uploads.registry.manifests[("team/multi", "2")] == (amd64.manifest, f.OCI_MANIFEST)
+    assert [r.status for r in second.results] == [PushStatus.UP_TO_DATE]
+    # The index and its child were read from the store: only HEADs went to the source.
+    assert source.count("GET", "/manifests/2") + source.count("GET", MULTI.digest) == gets_before
+    assert source.count("GET", amd64.digest) == 1
+    assert second.blobs.uploaded == 0
+
+
+async def test_a_source_whose_head_names_no_digest_is_resolved_by_get_and_found_up_to_date(
+    start: Start, tmp_path: Path
+) -> None:
+    source, source_host, uploads, target_host = await registries(start, tmp_path)
+    source.omit_content_digest = True
+
+    await copied(source_host, target_host, tmp_path, "team/one:1")
+    rerun = await copied(source_host, target_host, tmp_path, "team/one:1")
+
+    assert [r.status for r in rerun.results] == [PushStatus.UP_TO_DATE]
+    assert uploads.registry.manifests[("team/one", "1")] == (ONE.manifest, f.OCI_MANIFEST)
+    assert rerun.bytes_sent == 0
+
+
+async def test_an_image_the_source_lacks_fails_alone_naming_it(
+    start: Start, tmp_path: Path
+) -> None:
+    _, source_host, uploads, target_host = await registries(start, tmp_path)
+
+    report = await copied(source_host, target_host, tmp_path, "team/gone:1", "team/one:1")
+
+    gone, one = report.results
+    assert gone.status is PushStatus.FAILED
+    assert "team/gone" in str(gone.error)
+    assert one.status is PushStatus.PUSHED
+    assert ("team/gone", "1") not in uploads.registry.manifests
+
+
+async def test_two_platforms_of_an_index_arrive_as_a_narrowed_index_the_result_names(
+    start: Start, tmp_path: Path
+) -> None:
+    _, source_host, uploads, target_host = await registries(start, tmp_path)
+
+    report = await copied(
+        source_host, target_host, tmp_path, "team/multi:2 platform=linux/amd64,linux/arm64"
+    )
+
+    (result,) = report.results
+    assert result.ok, result.error
+    assert result.narrowed == (2, 3)
+    raw, media_type = uploads.registry.manifests[("team/multi", "2")]
+    assert (f.sha256(raw), media_type) == (str(result.digest), f.OCI_INDEX)
+    listed = [entry["digest"] for entry in json.loads(raw)["manifests"]]
+    assert listed == [child.digest for child in MULTI.children[:2]]
+    assert all(("team/multi", digest) in uploads.registry.manifests for digest in listed)
+    assert result.to_json()["narrowed"] == {"kept": 2, "listed": 3}
+
+
+async def test_every_platform_of_an_index_keeps_its_digest(start: Start, tmp_path: Path) -> None:
+    _, source_host, uploads, target_host = await registries(start, tmp_path)
+
+    report = await copied(source_host, target_host, tmp_path, "team/multi:2 platform=all")
+
+    (result,) = report.results
+    assert (result.status, result.narrowed) == (PushStatus.PUSHED, None)
+    assert uploads.registry.manifests[("team/multi", "2")] == (MULTI.manifest, f.OCI_INDEX)
