@@ -180,14 +180,16 @@ class _Copy:
 
     async def _copy(self, spec: ImageSpec, result: PushResult) -> PushResult:
         wanted = spec.choosing(self._options.platforms, self._options.all_platforms)
+        # Two HEADs, not bounded by jobs: on a rerun they are all there is, and the
+        # connection pools bound them.
+        self.delivery.emit(ImageStage(spec, Stage.CHECKING))
+        current, (source, media_type) = await asyncio.gather(
+            self.delivery.current(spec.target), self._source_digest(spec.source)
+        )
+        if current is not None and current == source:
+            pinned = (wanted if media_type in INDEX_TYPES else spec).pinned(source)
+            return replace(result, status=PushStatus.UP_TO_DATE, digest=current, pinned=pinned)
         async with self._jobs:
-            self.delivery.emit(ImageStage(spec, Stage.CHECKING))
-            current, (source, media_type) = await asyncio.gather(
-                self.delivery.current(spec.target), self._source_digest(spec.source)
-            )
-            if current is not None and current == source:
-                pinned = (wanted if media_type in INDEX_TYPES else spec).pinned(source)
-                return replace(result, status=PushStatus.UP_TO_DATE, digest=current, pinned=pinned)
             self.delivery.emit(ImageStage(spec, Stage.RESOLVING))
             at = spec.source if source is None else replace(spec.source, digest=source)
             resolved = await self._registry.resolve(
@@ -227,8 +229,9 @@ class _Copy:
         its manifests in the store (a rerun reads them from there), and each layer fetched
         into the store only when the target turns out to lack it."""
         if resolved[0].index is None and not wanted.all_platforms:
-            await self._blobs.require_platform(resolved[0], wanted.platforms)
-        await all_of(self._blobs.config(item) for item in resolved if item.is_image)
+            await self._blobs.require_platform(resolved[0], wanted.platforms)  # reads the config
+        else:
+            await all_of(self._blobs.config(item) for item in resolved if item.is_image)
         for manifest in entry.manifests:
             await self._store.put_bytes(manifest.digest, manifest.raw)
         top = next(m for m in entry.manifests if m.digest == entry.image.digest)

@@ -14,6 +14,7 @@ still be moving. Imports ``errors``, ``routing`` and ``proxies``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -252,8 +253,10 @@ def is_certificate_error(exc: BulkpullError) -> bool:
     return False
 
 
+@functools.cache
 def _verified_tls(ca_cert: Path | None) -> ssl.SSLContext:
-    """The system's trusted CAs, plus those in ``ca_cert``."""
+    """The system's trusted CAs, plus those in ``ca_cert``: made once per process and CA file
+    (reading the system's CAs costs about 0.1 s), shared by every session of the process."""
     context = ssl.create_default_context()
     if ca_cert is not None:
         try:
