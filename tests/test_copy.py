@@ -71,7 +71,9 @@ def test_mapping_is_the_same_when_applied_twice() -> None:
     assert bulkpull.copy_plan(once, TARGET) == once
 
 
-async def test_the_command_line_refuses_to_before_any_request(tmp_path: Path) -> None:
+async def test_the_command_line_refuses_a_copy_it_cannot_make_before_any_request(
+    tmp_path: Path,
+) -> None:
     listing = tmp_path / "images.txt"
     listing.write_text("alpine:3.20\nquay.io/library/alpine:3.20\n")
 
