@@ -27,6 +27,8 @@ Examples:
   bulkpull -i alpine:3.20 -i busybox:1.36      images named on the command line
   bulkpull images.txt --bundle offline.tar     every image in one archive
   bulkpull images.txt --oci-layout layout/     an OCI layout for skopeo copy oci:...
+  bulkpull images.txt -o bundles/ --oci-layout layout/   both, each blob downloaded once
+  bulkpull images.txt --cache ~/.cache/bulkpull   keep verified blobs for the next lists
   bulkpull images.txt --platform linux/arm64 --platform linux/amd64
   bulkpull images.txt --bundle offline.tar --platform all   every platform, exact digests
   bulkpull images.txt --bundle offline.tar --verify-key cosign.pub   signed images only
@@ -42,9 +44,10 @@ Exit codes: 0 all pulled, 1 some failed, 2 usage error, 130 interrupted."""
 def pull(
     images_file: flags.ImagesFile = None,
     image: flags.Images = None,
-    out_dir: flags.OutDir = Path("bundles"),
+    out_dir: flags.OutDir = None,
     bundle: flags.Bundle = None,
     oci_layout: flags.OciLayout = None,
+    cache: flags.Cache = None,
     force: flags.Force = False,
     jobs: flags.Jobs = None,
     max_downloads: flags.MaxDownloads = None,
@@ -77,7 +80,7 @@ def pull(
 
     Each line is SOURCE [NEW_NAME] [platform=OS/ARCH[,...]|all]; blank lines and # comments
     are ignored. Archives load with docker load, podman load, skopeo and ctr images import."""
-    to = inputs.destination(out_dir, bundle, oci_layout)
+    to = inputs.destinations(out_dir, bundle, oci_layout)
     listed = inputs.image_specs(images_file, image or [])
     part = inputs.shard_of(shard)
     specs = listed if part is None else part.select(listed)
@@ -101,6 +104,7 @@ def pull(
         referrers=not no_referrers,
         referrer_types=frozenset(referrers_type or ()),
         verify_key=key,
+        cache_dir=cache,
     )
     run = _Run(inputs.checked(specs, options), options, to, dry_run, verbose=verbose, quiet=quiet)
     if part is not None:
@@ -120,7 +124,7 @@ class _Run(runs.Run[PullReport]):
         self,
         specs: list[ImageSpec],
         options: PullOptions,
-        to: Destination,
+        to: list[Destination],
         dry_run: bool,
         *,
         verbose: bool,
@@ -164,7 +168,8 @@ class _Run(runs.Run[PullReport]):
         where = f" from {prefix}" if prefix else ""
         if self.dry_run:
             return f"resolving {images}{where} ({platforms}); dry run: no blob is downloaded"
-        return f"pulling {images}{where} ({platforms}) into {self.to}"
+        into = " and ".join(str(destination) for destination in self.to)
+        return f"pulling {images}{where} ({platforms}) into {into}"
 
     def wait(self) -> PullReport | None:
         """The report, or None when the run was interrupted; an output that cannot be one
