@@ -345,9 +345,10 @@ def _failed_one(result: ImageResult, error: BulkpullError) -> ImageResult:
 
 
 def _holds(path: Path, images: Sequence[ArchiveImage]) -> bool:
-    """Whether the archive at ``path`` holds every one of ``images`` (in a worker thread)."""
+    """Whether the archive at ``path`` holds every one of ``images``, and the referrers they
+    carry (in a worker thread)."""
     found = held_images(path)
-    return all(found.get(image.name) == image.digest for image in images)
+    return all(found.get(key) == d for image in images for key, d in image.held.items())
 
 
 def _install(archive: ArchiveFile) -> None:
