@@ -141,7 +141,7 @@ class CopyScenario(Scenario):
             destination = f"{self.target.registry.host}/{self.target.namespace}"
             extra = self.ctx.settings.bulkpull_args
             # The run's own store: a cold run starts with none, as on a fresh machine.
-            store = ["-o", str(out)]
+            store = ["--cache", str(out)]
             return [str(image_list), "--to", destination, "--plain-http", *store, *extra]
 
         return bulkpull_tool(self.ctx, command, arguments, label="bulkpull --to")

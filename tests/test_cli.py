@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -95,19 +96,6 @@ async def test_usage_errors_exit_two(tmp_path: Path) -> None:
         assert "Traceback" not in err
     assert "needs --username" in no_user[2]
     assert "no images listed" in nothing[2]
-
-
-async def test_a_bundle_and_a_layout_together_are_a_usage_error(tmp_path: Path) -> None:
-    listing = tmp_path / "images.txt"
-    listing.write_text("alpine\n")
-
-    code, _, err = await run_cli(
-        str(listing), "--bundle", str(tmp_path / "all.tar"), "--oci-layout", str(tmp_path / "l")
-    )
-
-    assert (code, err) == (2, "bulkpull: --bundle and --oci-layout cannot be used together\n")
-    assert not (tmp_path / "all.tar").exists()
-    assert not (tmp_path / "l").exists()
 
 
 async def test_the_password_never_appears_in_output(start: Start, tmp_path: Path) -> None:
@@ -359,3 +347,18 @@ async def test_an_interrupted_run_writes_its_report_with_unfinished_images_inter
     assert [image["status"] for image in report["images"]] == ["pulled", "interrupted"]
     assert report["totals"]["interrupted"] == 1
     assert f"report written to {report_file}" in out.decode()
+
+
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_help_and_version_start_without_the_http_stack(flag: str) -> None:
+    probe = (
+        "import sys\n"
+        f"sys.argv = ['bulkpull', {flag!r}]\n"
+        "from bulkpull.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('loaded:', sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('aiohttp', 'aiohttp_socks')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+
+    assert done.stdout.splitlines()[-1] == "loaded: []"

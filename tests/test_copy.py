@@ -115,7 +115,7 @@ def copy_options(tmp_path: Path, **fields: object) -> tuple[PullOptions, PushOpt
     pull = PullOptions(
         plain_http=True,
         retry=RetryPolicy(retries=1, delay=0.0),
-        store_dir=tmp_path / "store",
+        cache_dir=tmp_path / "store",
         **fields,  # type: ignore[arg-type]
     )
     return pull, PushOptions.from_pull(pull, state_dir=tmp_path / "state")

@@ -32,21 +32,19 @@ def test_a_destination_given_is_taken_as_it_is() -> None:
 
 
 @pytest.mark.parametrize(
-    ("destination", "store_dir", "expected"),
+    ("destination", "expected"),
     [
-        pytest.param(Destination.archives("out"), None, "out/.bulkpull-store", id="archives"),
-        pytest.param(Destination.bundle("a/all.tar"), None, "a/.bulkpull-store", id="bundle"),
-        pytest.param(Destination.archives("out"), "s", "s", id="archives-store-dir"),
-        pytest.param(Destination.bundle("a/all.tar"), "s", "s", id="bundle-store-dir"),
-        # A layout's blobs directory is the store: a store elsewhere would not fill the layout.
-        pytest.param(Destination.oci_layout("lay"), None, "lay/blobs", id="layout"),
-        pytest.param(Destination.oci_layout("lay"), "s", "lay/blobs", id="layout-ignores-dir"),
+        # Archives and bundles hold their blobs; a store is kept only with --cache.
+        pytest.param(Destination.archives("out"), None, id="archives"),
+        pytest.param(Destination.bundle("a/all.tar"), None, id="bundle"),
+        # A layout's blobs directory is the store itself.
+        pytest.param(Destination.oci_layout("lay"), Path("lay/blobs"), id="layout"),
     ],
 )
-def test_the_blob_store_of_each_destination(
-    destination: Destination, store_dir: str | None, expected: str
+def test_only_a_layout_keeps_a_blob_store_of_its_own(
+    destination: Destination, expected: Path | None
 ) -> None:
-    assert destination.store_path(store_dir) == Path(expected)
+    assert destination.store_path() == expected
 
 
 def test_destinations_are_equal_values() -> None:

@@ -6,8 +6,10 @@ the exact error), how many times the blob was requested and how many of its byte
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import email.utils
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,35 +72,43 @@ ROWS = {
 }
 
 
+@pytest.mark.parametrize("cache", [False, True], ids=["into the archive", "into a cache"])
 @pytest.mark.parametrize("row", ROWS.values(), ids=ROWS.keys())
-async def test_fault(start: Start, options: PullOptions, tmp_path: Path, row: Row) -> None:
+async def test_fault(
+    start: Start, options: PullOptions, tmp_path: Path, row: Row, cache: bool
+) -> None:
     registry = FakeRegistry(auth=row.auth)
     image = f.make_image([LAYER])
     registry.add("x/y", "1", image)
-    registry.faults[LAYER.digest] = dataclasses.replace(row.faults)
+    registry.faults[LAYER.digest] = copy.deepcopy(row.faults)  # its lists are used up
     if row.error is NotFoundError:
         del registry.blobs[LAYER.digest]
     host = await start(registry.app())
-    options = dataclasses.replace(options, timeout=1.0)
+    cache_dir = tmp_path / "cache" if cache else None
+    options = dataclasses.replace(options, timeout=1.0, cache_dir=cache_dir)
+    out = tmp_path / "out"
 
-    result = await bulkpull.pull_image(f"{host}/x/y:1", tmp_path, options)
+    result = await bulkpull.pull_image(f"{host}/x/y:1", out, options)
 
     assert registry.count("GET", f"/blobs/{LAYER.digest}") == row.gets
     assert registry.bytes_sent[LAYER.digest] == row.bytes_served
     if row.token_requests is not None:
         assert registry.count("GET", "/token") == row.token_requests
-    stored = tmp_path / ".bulkpull-store" / "sha256" / LAYER.digest.removeprefix("sha256:")
+    member = f"blobs/sha256/{LAYER.digest.removeprefix('sha256:')}"
     if row.error is None:
         assert result.ok, result.error
-        assert stored.read_bytes() == LAYER.compressed
         assert result.archive is not None
-        assert result.archive.is_file()
+        with tarfile.open(result.archive) as archive:
+            held = archive.extractfile(member)
+            assert held is not None
+            assert held.read() == LAYER.compressed
     else:
         assert isinstance(result.error, row.error)
         assert row.message in str(result.error)
         assert result.error.tries == row.gets
-        assert not stored.exists()
-        assert not list(tmp_path.glob("*.tar"))
+        assert not list(out.glob("*.tar"))
+        if cache_dir is not None:
+            assert not (cache_dir / member.removeprefix("blobs/")).exists()
 
 
 async def test_a_second_mismatch_names_both_digests(

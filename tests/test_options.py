@@ -23,7 +23,7 @@ def test_defaults_are_valid() -> None:
     assert options.max_downloads >= 1
     assert options.timeout > 0
     assert options.retry == RetryPolicy()
-    assert options.store_dir is None
+    assert options.cache_dir is None
 
 
 def test_options_are_frozen() -> None:
@@ -45,7 +45,7 @@ def test_options_keep_what_they_are_given() -> None:
         credentials=credentials,
         retry=RetryPolicy(retries=0),
         timeout=1.5,
-        store_dir=Path("/tmp/store"),
+        cache_dir=Path("/tmp/cache"),
     )
 
     assert options.credentials is credentials

@@ -73,14 +73,16 @@ async def test_a_layer_descriptor_of_size_zero_fails_its_image_and_the_run_still
 async def test_a_store_file_that_cannot_be_used_fails_only_its_image_naming_the_path(
     served: Served, tmp_path: Path
 ) -> None:
-    out = tmp_path / "out"
+    out, cache = tmp_path / "out", tmp_path / "cache"
     layer_hex = served.good.layers[0].digest.removeprefix("sha256:")
-    partial = out / ".bulkpull-store" / "sha256" / f"{layer_hex}.partial"
+    partial = cache / "sha256" / f"{layer_hex}.partial"
     partial.mkdir(parents=True)  # a directory where the partial file of a layer goes
     images = listing(tmp_path, f"{served.host}/x/good:1", f"{served.host}/x/other:1")
     report = tmp_path / "report.json"
 
-    code, out_text, err = await run_cli(str(images), "-o", str(out), "--report", str(report))
+    code, out_text, err = await run_cli(
+        str(images), "-o", str(out), "--cache", str(cache), "--report", str(report)
+    )
 
     assert code == 1, err
     assert "Traceback" not in err
@@ -127,7 +129,8 @@ async def test_a_layout_index_that_is_not_an_oci_index_fails_each_image_and_is_l
         assert record["error"]["message"].startswith(f"{layout / 'index.json'}: {message}")
     assert "2 images: 2 failed" in out
     assert (layout / "index.json").read_bytes() == content
-    assert sorted(p.name for p in layout.iterdir()) == ["blobs", "index.json", "oci-layout"]
+    # Found before any blob is fetched: nothing is added to the layout.
+    assert sorted(p.name for p in layout.iterdir()) == ["index.json", "oci-layout"]
 
 
 async def test_an_output_that_cannot_be_is_a_usage_error_before_any_request(

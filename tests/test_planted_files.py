@@ -47,9 +47,13 @@ class Setup:
     def archive(self) -> Path:
         return self.out / f"127.0.0.1_{self.host.split(':')[1]}_x_y_1.tar"
 
+    @property
+    def cache(self) -> Path:
+        return self.tmp / "cache"
+
     def stored(self, suffix: str, store: Path | None = None) -> Path:
         hex_digest = self.image.layers[0].digest.removeprefix("sha256:")
-        return (store or self.out / ".bulkpull-store") / "sha256" / f"{hex_digest}{suffix}"
+        return (store or self.cache) / "sha256" / f"{hex_digest}{suffix}"
 
 
 @pytest.fixture
@@ -80,7 +84,11 @@ PLANTED: dict[str, tuple[Callable[[Setup], Path], tuple[str, ...]]] = {
         lambda s: s.archive.with_name(s.archive.name + ".partial"),
         (),
     ),
-    "the store's partial blob": (lambda s: s.stored(".partial"), ()),
+    "a partial archive as an earlier run leaves one": (
+        lambda s: s.archive.with_name(s.archive.name + ".0123456789ab.partial"),
+        (),
+    ),
+    "the cache's partial blob": (lambda s: s.stored(".partial"), ("cache",)),
     "the layout's partial blob": (lambda s: s.stored(".partial", s.layout / "blobs"), ("layout",)),
     "the layout's old fixed index temporary": (
         lambda s: s.layout / "index.json.partial",
@@ -92,9 +100,12 @@ PLANTED: dict[str, tuple[Callable[[Setup], Path], tuple[str, ...]]] = {
 
 
 def run_flags(setup: Setup, kind: tuple[str, ...]) -> list[str]:
-    target = ["--oci-layout", str(setup.layout)] if kind else ["-o", str(setup.out)]
+    """The flags of a run into an OCI layout (``layout``), or into archives, with a cache
+    (``cache``) or without."""
+    target = ["--oci-layout", str(setup.layout)] if "layout" in kind else ["-o", str(setup.out)]
+    cache = ["--cache", str(setup.cache)] if "cache" in kind else []
     written = ["--report", str(setup.tmp / "report.json"), "--lock", str(setup.tmp / "images.lock")]
-    return [*target, *written]
+    return [*target, *cache, *written]
 
 
 @pytest.mark.parametrize("link", [symlink_to_victim, hard_link_to_victim], ids=["symlink", "hard"])
@@ -115,11 +126,11 @@ async def test_a_link_planted_at_a_name_bulkpull_writes_is_never_written_through
 
     assert code == 0, err
     assert victim.read_bytes() == PRECIOUS
-    written = setup.layout / "index.json" if kind else setup.archive
+    written = setup.layout / "index.json" if "layout" in kind else setup.archive
     for final in (written, setup.tmp / "report.json", setup.tmp / "images.lock"):
         assert final.is_file()
         assert not final.is_symlink()
-    if not kind:
+    if "layout" not in kind:
         assert bulkpull.verify_archive(setup.archive).ok
 
 
@@ -130,7 +141,7 @@ async def test_a_link_at_the_lock_file_name_creates_nothing_where_it_points(setu
     lock.parent.mkdir(parents=True)
     lock.symlink_to(target)
 
-    code, _, err = await pull(setup, "-o", str(setup.out))
+    code, _, err = await pull(setup, "-o", str(setup.out), "--cache", str(setup.cache))
 
     assert code == 0, err
     assert not target.exists()
@@ -141,8 +152,13 @@ FIFOS: dict[str, tuple[Callable[[Setup], Path], tuple[str, ...], bool]] = {
     # where, run flags, whether the image fails (a FIFO at a final name) or is pulled
     "the archive's final name": (lambda s: s.archive, (), True),
     "the layout's index.json": (lambda s: s.layout / "index.json", ("layout",), True),
-    "the store's partial blob": (lambda s: s.stored(".partial"), (), False),
-    "the store's lock file": (lambda s: s.stored(".lock"), (), False),
+    "the cache's partial blob": (lambda s: s.stored(".partial"), ("cache",), False),
+    "the cache's lock file": (lambda s: s.stored(".lock"), ("cache",), False),
+    "a partial archive as an earlier run leaves one": (
+        lambda s: s.archive.with_name(s.archive.name + ".0123456789ab.partial"),
+        (),
+        False,
+    ),
 }
 
 
@@ -170,17 +186,18 @@ async def test_a_fifo_where_bulkpull_reads_never_hangs_the_run(
 async def test_a_stored_blob_named_by_a_lying_head_is_not_read_as_a_manifest(
     setup: Setup,
 ) -> None:
-    code, _, err = await pull(setup, "-o", str(setup.out))
+    cached = ("-o", str(setup.out), "--cache", str(setup.cache))
+    code, _, err = await pull(setup, *cached)
     assert code == 0, err
-    # A layer of 512 MiB in the store (sparse: it costs no disk), and a registry whose
+    # A layer of 512 MiB in the cache (sparse: it costs no disk), and a registry whose
     # Docker-Content-Digest names it as the manifest of x/y:1.
     large = bulkpull.Digest.of(b"a large layer")
-    with (setup.out / ".bulkpull-store" / "sha256" / large.hex).open("wb") as layer:
+    with (setup.cache / "sha256" / large.hex).open("wb") as layer:
         layer.truncate(512 * 1024 * 1024)
     setup.registry.content_digest_override = str(large)
 
     listing = setup.tmp / "images.txt"
-    code, err, peak_kib = await run_measuring_memory(str(listing), "-o", str(setup.out), "--force")
+    code, err, peak_kib = await run_measuring_memory(str(listing), *cached, "--force")
 
     assert code == 1, err
     assert "Docker-Content-Digest" in err

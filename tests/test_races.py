@@ -3,7 +3,8 @@
 Two bulkpull processes pull into the same directory at the same moment, round after round: per
 image with and without ``--force``, into one bundle, and into one OCI layout. Every run must
 succeed, and every archive a run reports must verify afterwards. A run stopped by SIGTERM while
-it writes an archive either reports the archive or leaves none.
+it writes an archive either reports the archive, or leaves none under a final name (at most a
+partial archive, with its progress, for the next run to resume).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 from support import imagefactory as f
 from support.commandline import run_cli
-from support.fakeregistry import FakeRegistry, Start
+from support.fakeregistry import FakeRegistry, Faults, Start
 
 import bulkpull
 
@@ -114,15 +115,15 @@ def check_output(path: Path, name: str) -> None:
 async def test_sigterm_while_an_archive_is_written_installs_it_only_if_it_is_reported(
     start: Start, tmp_path: Path
 ) -> None:
-    # A layer large enough that writing the archive takes a while, already in the store:
-    # the run downloads nothing and goes straight to writing.
+    # A layer large enough that writing the archive takes a while, already in the cache:
+    # the run downloads nothing and goes straight to copying it into the archive.
     layer = raw_layer(bytes(range(256)) * (1024 * 1024))
     image = f.make_image([layer])
     registry = FakeRegistry()
     registry.add("big/app", "1", image)
     host = await start(registry.app())
-    out = tmp_path / "out"
-    store = out / ".bulkpull-store" / "sha256"
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    store = cache / "sha256"
     store.mkdir(parents=True)
     for digest, blob in image.blobs.items():
         (store / digest.removeprefix("sha256:")).write_bytes(blob)
@@ -132,6 +133,7 @@ async def test_sigterm_while_an_archive_is_written_installs_it_only_if_it_is_rep
 
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "bulkpull", str(images), "-o", str(out), "-q"),
+        *("--cache", str(cache)),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -149,4 +151,42 @@ async def test_sigterm_while_an_archive_is_written_installs_it_only_if_it_is_rep
     else:
         assert "interrupted: 0 of 1 images pulled" in message
     assert process.returncode == 130
-    assert not list(out.glob("*.partial"))
+    # Nothing else under a final name: at most the partial archive and its progress, which
+    # the next run resumes.
+    leftovers = sorted(path.name for path in out.iterdir() if path != archive)
+    if leftovers:
+        partial, progress = leftovers
+        assert not archive.exists()
+        assert partial.startswith(f"{archive.name}.")
+        assert partial.endswith(".partial")
+        assert progress == f"{partial}.progress"
+
+
+async def test_two_runs_writing_the_same_archives_at_once_download_each_layer_once(
+    start: Start, tmp_path: Path
+) -> None:
+    # Each archive is written by one of the runs; the other waits for it and finds it in
+    # place. (Layers shared between different archives are coordinated by --cache, whose
+    # store locks each blob.)
+    registry = FakeRegistry()
+    layers = set()
+    for number in range(IMAGES):
+        layer = raw_layer(os.urandom(4_000_000))
+        registry.add(f"race/app{number}", "1", f.make_image([layer], label=str(number)))
+        registry.faults[layer.digest] = Faults(chunk_delay=0.01)  # both runs start meanwhile
+        layers.add(layer.digest)
+    host = await start(registry.app())
+    images = listing(tmp_path / "images.txt", host, range(IMAGES))
+    out = tmp_path / "out"
+
+    runs = await asyncio.gather(
+        *(pull(images, tmp_path / f"report{n}.json", "-o", str(out)) for n in range(2))
+    )
+
+    # Layers, that is: each run reads the (small) configs it checks before it writes.
+    gets = [s.path.rsplit("/", 1)[1] for s in registry.seen if s.method == "GET"]
+    assert sorted(digest for digest in gets if digest in layers) == sorted(layers)
+    for records in runs:
+        assert {record["status"] for record in records} <= {"pulled", "up-to-date"}
+        for record in records:
+            check_output(Path(str(record["archive"])), str(record["name"]))

@@ -45,23 +45,12 @@ package's docstring).
 from __future__ import annotations
 
 from importlib.metadata import version
+from typing import TYPE_CHECKING, Any
 
+from bulkpull import lazy as _lazy
 from bulkpull.destination import Destination, DestinationKind
 from bulkpull.digest import Digest
-from bulkpull.engine import (
-    PullOptions,
-    PushOptions,
-    PushPlan,
-    copy_images,
-    copy_plan,
-    default_store,
-    plan_push,
-    pull_image,
-    pull_images,
-    push_images,
-    resolve_images,
-    verify_lock_in_registry,
-)
+from bulkpull.engine import PullOptions, PushOptions, PushPlan, plan_push
 from bulkpull.errors import (
     AuthenticationError,
     BulkpullError,
@@ -147,6 +136,42 @@ from bulkpull.targets import PushTarget
 from bulkpull.usage import PullLimit, RegistryUsage
 
 __version__ = version("bulkpull")
+
+if TYPE_CHECKING:
+    from bulkpull.engine import (
+        copy_images,
+        copy_plan,
+        default_store,
+        pull_image,
+        pull_images,
+        push_images,
+        resolve_images,
+        verify_lock_in_registry,
+    )
+
+# The runs bring the HTTP stack; imported when first used, so ``bulkpull --help`` and
+# ``--version`` start without it.
+_runs = _lazy.on_first_use(
+    __name__,
+    dict.fromkeys(
+        [
+            "copy_images",
+            "copy_plan",
+            "default_store",
+            "pull_image",
+            "pull_images",
+            "push_images",
+            "resolve_images",
+            "verify_lock_in_registry",
+        ],
+        ".engine",
+    ),
+)
+
+
+def __getattr__(name: str) -> Any:
+    return _runs(name)
+
 
 __all__ = [
     "DEFAULT_PLATFORM",

@@ -2,10 +2,9 @@
 
 A destination is a value, made before anything on disk is looked at; the outputs check and
 create it when a pull starts (a file in the way is a ``DestinationError`` then, before any
-request). It also says where the blob store of a pull into it lives, so that a dry run, or any
-other tool, finds what earlier pulls verified there. One pull takes one destination today; the
-type is meant to be given several times over (each blob fetched once for all of them). Imports
-``errors``.
+request). It also says where the blob store of a pull into it lives (a layout's), so that a
+dry run, or any other tool, finds what earlier pulls verified there. A pull may take several
+destinations, each blob fetched once for all of them. Imports ``errors``.
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ from typing import Literal, get_args
 from bulkpull.errors import InvalidOptionError
 
 DestinationKind = Literal["archives", "bundle", "oci-layout"]
-# The store of archives or a bundle, next to them unless a pull names another.
-STORE_DIRNAME = ".bulkpull-store"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,15 +59,11 @@ class Destination:
         """``given`` as a destination: a path stands for a directory of archives."""
         return given if isinstance(given, Destination) else cls.archives(given)
 
-    def store_path(self, store_dir: str | os.PathLike[str] | None = None) -> Path:
-        """The blob store a pull into this destination uses: a layout's own ``blobs``
-        directory; otherwise ``store_dir`` when given, else ``.bulkpull-store`` next to the
-        archives or the bundle."""
-        if self.kind == "oci-layout":
-            return self.path / "blobs"
-        if store_dir is not None:
-            return Path(store_dir)
-        return (self.path.parent if self.kind == "bundle" else self.path) / STORE_DIRNAME
+    def store_path(self) -> Path | None:
+        """The blob store a pull into this destination keeps: a layout's own ``blobs``
+        directory; archives and bundles keep none (their blobs are in them; ``--cache`` keeps
+        one elsewhere)."""
+        return self.path / "blobs" if self.kind == "oci-layout" else None
 
     def __str__(self) -> str:
         return str(self.path)

@@ -67,6 +67,15 @@ class DigestVerifier:
         self._hash.update(chunk)
         self.size += len(chunk)
 
+    def restart(self) -> None:
+        """Forget every byte seen: the body starts over from its first byte."""
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def copy(self) -> DigestVerifier:
+        """An independent verifier that has seen the same bytes."""
+        return DigestVerifier(self.expected, self.expected_size, self.size, self._hash.copy())
+
     @property
     def actual(self) -> Digest:
         return Digest(self._hash.hexdigest())

@@ -250,8 +250,10 @@ class ImageStage:
     """An image entered a stage; when downloading, ``blobs`` are the digests it waits for.
 
     ``platforms`` are those the stage is for, once known: a multi-platform image pulled into
-    per-image archives downloads and writes each platform on its own, and these tell its
-    stages apart. Empty while resolving, and for an image that is not multi-platform.
+    per-image archives downloads each platform on its own, and these tell its stages apart.
+    Empty while resolving, and for an image that is not multi-platform. An archive of its own
+    is written as its blobs download, so such an image goes from downloading to done; writing
+    is the stage of an image waiting for the bundle or layout that collects it.
     """
 
     spec: ImageSpec

@@ -50,25 +50,38 @@ Images = Annotated[
     ),
 ]
 OutDir = Annotated[
-    Path,
+    Path | None,
     typer.Option(
         "-o",
         "--out-dir",
         metavar="DIR",
         envvar="BULKPULL_OUT_DIR",
-        help="Where archives (and the blob store) go.",
+        help="Write one archive per image into DIR [default: bundles, unless --bundle or "
+        "--oci-layout is given; any of the three may be combined].",
+        show_default=False,
     ),
 ]
 Bundle = Annotated[
     Path | None,
-    typer.Option(
-        "--bundle", metavar="FILE", help="Write every image into this one archive instead."
-    ),
+    typer.Option("--bundle", metavar="FILE", help="Write every image into this one archive."),
 ]
 OciLayout = Annotated[
     Path | None,
     typer.Option(
         "--oci-layout", metavar="DIR", help="Write every image into (or add to) this OCI layout."
+    ),
+]
+Cache = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache",
+        metavar="DIR",
+        help=environment(
+            "Keep verified blobs in DIR across runs and outputs (by default none are kept "
+            "apart from the archives that hold them).",
+            "BULKPULL_CACHE",
+        ),
+        show_default=False,
     ),
 ]
 Force = Annotated[

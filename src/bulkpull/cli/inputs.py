@@ -39,6 +39,7 @@ from bulkpull import (
 from bulkpull.cli.commands import usage_error
 
 STDIN = "-"
+DEFAULT_OUT_DIR = Path("bundles")
 IMAGE_FLAG = "--image"
 
 
@@ -102,15 +103,19 @@ def list_source(images_file: str | None, images: list[str]) -> str:
     return " and ".join(parts)
 
 
-def destination(out_dir: Path, bundle: Path | None, oci_layout: Path | None) -> Destination:
-    """Where the flags say to write: the bundle, the layout, else archives in ``out_dir``."""
-    if bundle is not None and oci_layout is not None:
-        usage_error("--bundle and --oci-layout cannot be used together")
+def destinations(
+    out_dir: Path | None, bundle: Path | None, oci_layout: Path | None
+) -> list[Destination]:
+    """Where the flags say to write, in that order: archives in ``out_dir``, the bundle, the
+    layout (any of them together, one download for all); archives in ``bundles`` when none."""
+    found = []
+    if out_dir is not None:
+        found.append(Destination.archives(out_dir))
     if bundle is not None:
-        return Destination.bundle(bundle)
+        found.append(Destination.bundle(bundle))
     if oci_layout is not None:
-        return Destination.oci_layout(oci_layout)
-    return Destination.archives(out_dir)
+        found.append(Destination.oci_layout(oci_layout))
+    return found or [Destination.archives(DEFAULT_OUT_DIR)]
 
 
 def checked(specs: list[ImageSpec], options: PullOptions) -> list[ImageSpec]:

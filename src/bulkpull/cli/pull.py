@@ -9,9 +9,6 @@ images were ``interrupted``. Imports the public ``bulkpull`` API, typer and its 
 
 from __future__ import annotations
 
-from dataclasses import replace
-from pathlib import Path
-
 import typer
 
 import bulkpull
@@ -28,6 +25,8 @@ Examples:
   bulkpull -i alpine:3.20 -i busybox:1.36      images named on the command line
   bulkpull images.txt --bundle offline.tar     every image in one archive
   bulkpull images.txt --oci-layout layout/     an OCI layout for skopeo copy oci:...
+  bulkpull images.txt -o bundles/ --oci-layout layout/   both, each blob downloaded once
+  bulkpull images.txt --cache ~/.cache/bulkpull   keep verified blobs for the next lists
   bulkpull images.txt --platform linux/arm64 --platform linux/amd64
   bulkpull images.txt --bundle offline.tar --platform all   every platform, exact digests
   bulkpull images.txt --bundle offline.tar --verify-key cosign.pub   signed images only
@@ -43,13 +42,13 @@ Exit codes: 0 all pulled, 1 some failed, 2 usage error, 130 interrupted."""
 
 
 def pull(
-    context: typer.Context,
     images_file: flags.ImagesFile = None,
     image: flags.Images = None,
-    out_dir: flags.OutDir = Path("bundles"),
+    out_dir: flags.OutDir = None,
     bundle: flags.Bundle = None,
     oci_layout: flags.OciLayout = None,
     to_registry: flags.ToRegistry = None,
+    cache: flags.Cache = None,
     force: flags.Force = False,
     jobs: flags.Jobs = None,
     max_downloads: flags.MaxDownloads = None,
@@ -84,9 +83,11 @@ def pull(
 
     Each line is SOURCE [NEW_NAME] [platform=OS/ARCH[,...]|all]; blank lines and # comments
     are ignored. Archives load with docker load, podman load, skopeo and ctr images import."""
-    if to_registry is not None and (bundle or oci_layout):
-        usage_error("--to copies into a registry and writes no archive: drop --bundle/--oci-layout")
-    to = inputs.destination(out_dir, bundle, oci_layout)
+    if to_registry is not None and (out_dir or bundle or oci_layout):
+        usage_error(
+            "--to copies into a registry and writes no archive: drop -o/--bundle/--oci-layout"
+        )
+    to = inputs.destinations(out_dir, bundle, oci_layout)
     listed = inputs.image_specs(images_file, image or [])
     part = inputs.shard_of(shard)
     specs = listed if part is None else part.select(listed)
@@ -110,11 +111,10 @@ def pull(
         referrers=not no_referrers,
         referrer_types=frozenset(referrers_type or ()),
         verify_key=key,
+        cache_dir=cache,
     )
     run: _Run | CopyRun
     if to_registry is not None:
-        if _given(context, "out_dir"):  # a copy's store goes where -o says, as a pull's does
-            options = replace(options, store_dir=to.store_path())
         run = CopyRun(specs, to_registry, options, dry_run, verbose=verbose, quiet=quiet)
     else:
         checked = inputs.checked(specs, options)
@@ -124,12 +124,6 @@ def pull(
     run.start()
     source = inputs.list_source(images_file, image or [])
     raise typer.Exit(run.conclude(report_file, lock_file, source))
-
-
-def _given(context: typer.Context, parameter: str) -> bool:
-    """Whether the command line (or the environment) gave ``parameter``, not its default."""
-    source = context.get_parameter_source(parameter)
-    return source is not None and source.name != "DEFAULT"
 
 
 class _Run(runs.Run[PullReport]):
@@ -142,7 +136,7 @@ class _Run(runs.Run[PullReport]):
         self,
         specs: list[ImageSpec],
         options: PullOptions,
-        to: Destination,
+        to: list[Destination],
         dry_run: bool,
         *,
         verbose: bool,
@@ -161,7 +155,8 @@ class _Run(runs.Run[PullReport]):
         where = f" from {prefix}" if prefix else ""
         if self.dry_run:
             return f"resolving {images}{where} ({platforms}); dry run: no blob is downloaded"
-        return f"pulling {images}{where} ({platforms}) into {self.to}"
+        into = " and ".join(str(destination) for destination in self.to)
+        return f"pulling {images}{where} ({platforms}) into {into}"
 
     def wait(self) -> PullReport | None:
         """The report, or None when the run was interrupted; an output that cannot be one

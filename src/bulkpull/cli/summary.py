@@ -177,7 +177,7 @@ def totals_lines(report: PullReport, *, dry_run: bool) -> list[str]:
     seconds = f"in {duration_text(report.seconds)}"
     if dry_run:
         return [first, f"dry run: no blob downloaded, nothing written; {seconds}"]
-    reused = f"{size_text(report.bytes_reused)} reused from the store"
+    reused = f"{size_text(report.bytes_reused)} reused"
     if not report.bytes_downloaded:
         return [first, f"nothing downloaded, {reused}; {seconds}"]
     rate = report.bytes_downloaded / max(report.seconds, 1e-9)

@@ -7,13 +7,34 @@ the three stages (``registry``, ``store``, ``output``) and the value modules.
 
 from __future__ import annotations
 
-from bulkpull.engine.copy import copy_images, copy_plan, default_store
+from typing import TYPE_CHECKING
+
 from bulkpull.engine.options import PullOptions
-from bulkpull.engine.pull import pull_image, pull_images, resolve_images
-from bulkpull.engine.push import push_images
 from bulkpull.engine.pushoptions import PushOptions
 from bulkpull.engine.pushplan import PushPlan, plan_push
-from bulkpull.engine.verify_registry import verify_lock_in_registry
+from bulkpull.lazy import on_first_use
+
+if TYPE_CHECKING:
+    from bulkpull.engine.copy import copy_images, copy_plan, default_store
+    from bulkpull.engine.pull import pull_image, pull_images, resolve_images
+    from bulkpull.engine.push import push_images
+    from bulkpull.engine.verify_registry import verify_lock_in_registry
+
+# The runs bring the HTTP stack, which ``bulkpull --help`` and ``--version`` never need:
+# imported when first asked for.
+__getattr__ = on_first_use(
+    __name__,
+    {
+        "copy_images": ".copy",
+        "copy_plan": ".copy",
+        "default_store": ".copy",
+        "pull_image": ".pull",
+        "pull_images": ".pull",
+        "push_images": ".push",
+        "resolve_images": ".pull",
+        "verify_lock_in_registry": ".verify_registry",
+    },
+)
 
 __all__ = [
     "PullOptions",

@@ -42,7 +42,7 @@ from bulkpull.errors import BulkpullError, ImageListError, InvalidReferenceError
 from bulkpull.files import output_error
 from bulkpull.imagelist import ImageSpec
 from bulkpull.manifest import INDEX_TYPES, Descriptor
-from bulkpull.output import BlobPlace
+from bulkpull.output import BlobPlace, HeldBlobs
 from bulkpull.pushreport import PushDone, PushEventCallback, PushReport, PushResult, PushStatus
 from bulkpull.reference import Reference
 from bulkpull.registry import PushClient, RegistryClient
@@ -70,7 +70,7 @@ async def copy_images(
     """Copy every image from its registry into the registry ``to`` (``REGISTRY[/NAMESPACE]``)
     through the blob store, and report on each.
 
-    ``options`` is the pull side (platforms, mirrors, logins, the store: ``store_dir``, else
+    ``options`` is the pull side (platforms, mirrors, logins, the store: ``cache_dir``, else
     :func:`default_store`), ``push`` the target side (by default the same logins and TLS
     settings). Two images claiming one target name are refused (:class:`ImageListError`)
     before any request. With ``dry_run`` nothing is downloaded or written: the target is
@@ -80,12 +80,12 @@ async def copy_images(
     specs = copy_plan(specs_of(images), to)
     target = to if isinstance(to, PushTarget) else PushTarget.parse(to)
     push = push or PushOptions.from_pull(options)
-    store = BlobStore(options.store_dir or default_store())
+    store = BlobStore(options.cache_dir or default_store())
     started, clock = datetime.now(UTC).isoformat(timespec="seconds"), time.monotonic()
     on_retry = retry_events(on_event) if on_event else None
     emit = functools.partial(_emit, on_event)
     async with (
-        connect(options, store, on_retry) as registry,
+        connect(options, store, HeldBlobs(), on_retry) as registry,
         transport_for(push, on_retry) as transport,
         Downloads(registry, store, options.max_downloads, emit, options.retry, on_retry) as fetch,
     ):
@@ -155,7 +155,7 @@ class _Copy:
         self._registry = registry
         self._store = store
         self._downloads = downloads
-        self._blobs = ImageBlobs(downloads, store)
+        self._blobs = ImageBlobs(downloads)
         self.delivery = delivery
         self._options = options
         self._dry_run = dry_run
@@ -229,9 +229,10 @@ class _Copy:
         its manifests in the store (a rerun reads them from there), and each layer fetched
         into the store only when the target turns out to lack it."""
         if resolved[0].index is None and not wanted.all_platforms:
-            await self._blobs.require_platform(resolved[0], wanted.platforms)  # reads the config
-        else:
-            await all_of(self._blobs.config(item) for item in resolved if item.is_image)
+            await self._blobs.require_platform(resolved[0], wanted.platforms)
+        for item, config in zip(resolved, await self._blobs.configs(resolved), strict=True):
+            if config is not None:  # read once for the run: kept for its upload
+                await self._store.put_bytes(item.content.config.digest, config[1])
         for manifest in entry.manifests:
             await self._store.put_bytes(manifest.digest, manifest.raw)
         top = next(m for m in entry.manifests if m.digest == entry.image.digest)
@@ -247,7 +248,7 @@ class _Copy:
         it (once, whoever needs it), checked against this image's descriptor."""
 
         async def fetched() -> BlobPlace:
-            await self._downloads.fetch(reference, blob)
+            await self._downloads.store_in(self._store, reference, blob)
             return BlobPlace(self._store.path(blob.digest), 0, blob.size)
 
         return fetched

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from bulkpull.errors import InvalidOptionError, InvalidPlatformError
 from bulkpull.platform import DEFAULT_PLATFORM, Platform, parse_platform_choice
@@ -25,9 +25,12 @@ from bulkpull.registry import (
     Mirror,
     Proxies,
     SecurityPolicy,
-    Transport,
     parse_host,
 )
+
+if TYPE_CHECKING:
+    from bulkpull.registry import Transport
+
 from bulkpull.retry import DEFAULT_RETRIES, DEFAULT_RETRY_DELAY, RetryListener, RetryPolicy
 from bulkpull.signatures import PublicKey
 
@@ -51,9 +54,10 @@ class PullOptions:
     ``all_platforms`` keeps every manifest of an index instead, attestations included, under
     the registry's own index digest; ``docker load`` then gets the entry that serves
     ``platforms[0]`` best (``linux/amd64`` by default). ``force``
-    rewrites archives that already hold the same image. ``store_dir`` is the content-addressed
-    blob store; by default ``OUT_DIR/.bulkpull-store``, so rerunning into the same directory
-    reuses every blob already verified.
+    rewrites archives that already hold the same image. ``cache_dir`` keeps a content-addressed
+    store of verified blobs (and manifests) across runs and outputs; without it no store is kept
+    for archives and bundles: each blob lands straight in the archive that needs it, and a
+    rerun takes what the archives already in the output hold.
 
     ``referrers``: signatures, SBOMs and attestations found for each image travel with it
     into a bundle or layout; ``referrer_types``, when given, keeps only referrers of these
@@ -84,7 +88,7 @@ class PullOptions:
     mirrors: tuple[Mirror, ...] = ()
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float = DEFAULT_TIMEOUT
-    store_dir: Path | None = None
+    cache_dir: Path | None = None
     referrers: bool = True
     referrer_types: frozenset[str] = frozenset()
     verify_key: PublicKey | None = None
@@ -137,6 +141,7 @@ class PullOptions:
             ),
             "timeout": lambda: read_number(env, "BULKPULL_TIMEOUT", float, DEFAULT_TIMEOUT, 0.1),
             "credentials": lambda: Keychain.from_environment(environ=env),
+            "cache_dir": lambda: Path(env["BULKPULL_CACHE"]) if env.get("BULKPULL_CACHE") else None,
         }
         if overrides.keys() & _PLATFORM_CHOICE:
             read = {name: get for name, get in read.items() if name not in _PLATFORM_CHOICE}
@@ -178,7 +183,10 @@ def registry_transport(
     mirrors: tuple[Mirror, ...] = (),
 ) -> Transport:
     """The transport of a run with ``options``: ``connections`` at once, ``mirrors`` tried
-    first (a pull's; a push writes to its registry and nowhere else)."""
+    first (a pull's; a push writes to its registry and nowhere else). Imported here, not with
+    the options: it brings the HTTP stack, which options made for ``--help`` never need."""
+    from bulkpull.registry import Transport
+
     return Transport(
         retry=options.retry,
         on_retry=on_retry,

@@ -15,20 +15,21 @@ import asyncio
 import functools
 import os
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
 from bulkpull.destination import Destination
+from bulkpull.digest import Digest
 from bulkpull.engine.downloads import Downloads
 from bulkpull.engine.images import ImagePipeline
 from bulkpull.engine.options import PullOptions, registry_transport
-from bulkpull.engine.outputs import make_output
+from bulkpull.engine.outputs import RunOutput, landing_store, make_outputs
 from bulkpull.engine.results import result
-from bulkpull.errors import BulkpullError
+from bulkpull.errors import BulkpullError, InvalidOptionError
 from bulkpull.imagelist import ImageSpec, check_archive_names, image_spec
 from bulkpull.manifest import MAX_MANIFEST_BYTES
+from bulkpull.output import HeldBlobs
 from bulkpull.registry import RegistryClient, Transport
 from bulkpull.report import (
     Event,
@@ -48,11 +49,13 @@ from bulkpull.tasks import all_of
 
 DestinationLike = Destination | str | os.PathLike[str]
 """A :class:`Destination`, or the path of a directory to write one archive per image into."""
+Destinations = DestinationLike | Sequence[Destination]
+"""One destination, or several written in one run (each blob fetched once for all)."""
 
 
 async def pull_images(
     images: Iterable[ImageSpec | str],
-    destination: DestinationLike,
+    destination: Destinations,
     options: PullOptions | None = None,
     *,
     on_event: EventCallback | None = None,
@@ -60,7 +63,9 @@ async def pull_images(
     """Pull every image into ``destination`` and report on each.
 
     ``destination`` is a :class:`Destination` (archives in a directory, one bundle, an OCI
-    layout), or a directory path for one archive per image (and platform). Strings are parsed
+    layout), a directory path for one archive per image (and platform), or a list of
+    destinations, all written in one run from one download of each blob; the first decides
+    each image's result. Strings are parsed
     as references first, and two images that would write the same archive are refused
     (:class:`ImageListError`), both before any network I/O; so is a destination that cannot be
     one (:class:`DestinationError`). ``on_event`` hears progress as it happens, including an
@@ -68,26 +73,29 @@ async def pull_images(
     """
     specs = specs_of(images)
     options = options or PullOptions()
-    to = Destination.of(destination)
+    destinations = _destinations(destination)
     check_archive_names(specs, options.platforms, options.all_platforms)
     started, clock = _now(), time.monotonic()
-    store = BlobStore(to.store_path(options.store_dir))
-    output = make_output(to, store)
-    output.check_names(specs, options.platforms, options.all_platforms)
-    await output.prepare()
+    cache = BlobStore(options.cache_dir) if options.cache_dir is not None else None
+    outputs = await _prepared(destinations, specs, options)
+    held = await _held(outputs)
     on_retry = _retry_listener(on_event)
     emit = functools.partial(_emit, on_event)
+    landing = landing_store(outputs, cache)
     async with (
-        connect(options, store, on_retry) as registry,
+        connect(options, landing, held, on_retry) as registry,
         Downloads(
-            registry, store, options.max_downloads, emit, options.retry, on_retry
+            registry, landing, options.max_downloads, emit, options.retry, on_retry
         ) as downloads,
     ):
-        pipeline = ImagePipeline(registry, output, store, downloads, options, on_event)
+        downloads.offer(held.found)
+        pipeline = ImagePipeline(registry, outputs, cache, downloads, options, on_event)
         per_image = await all_of(pipeline.image(spec) for spec in specs)
+        results = [item for results in per_image for item in results]
+        for run in outputs:
+            results = await run.output.finish(results)
         registries = registry.transport.usage()
-    results = await output.finish([item for results in per_image for item in results])
-    if on_event and not output.final_on_add:
+    if on_event and not pipeline.final_on_add:
         for done in results:
             on_event(ImageDone(done))
     return PullReport(
@@ -97,8 +105,41 @@ async def pull_images(
         time.monotonic() - clock,
         started,
         registries,
-        tuple(output.replaced),
+        tuple(replaced for run in outputs for replaced in run.output.replaced),
     )
+
+
+async def _prepared(
+    destinations: Sequence[Destination], specs: Sequence[ImageSpec], options: PullOptions
+) -> list[RunOutput]:
+    """The outputs of ``destinations``, their names checked (all of them before any is
+    created) and their directories made."""
+    outputs = make_outputs(destinations)
+    for run in outputs:
+        run.output.check_names(specs, options.platforms, options.all_platforms)
+    for run in outputs:
+        await run.output.prepare()
+    return outputs
+
+
+async def _held(outputs: Sequence[RunOutput]) -> HeldBlobs:
+    """What the archives already in the outputs hold."""
+    held = HeldBlobs()
+
+    def scan() -> None:  # in a worker thread: it lists directories and reads tar headers
+        held.scan([archive for run in outputs for archive in run.output.archives()])
+
+    await asyncio.to_thread(scan)
+    return held
+
+
+def _destinations(given: Destinations) -> list[Destination]:
+    if isinstance(given, Destination | str | os.PathLike):
+        return [Destination.of(given)]
+    destinations = [Destination.of(one) for one in given]
+    if not destinations:
+        raise InvalidOptionError("no destination to pull into")
+    return destinations
 
 
 async def pull_image(
@@ -113,25 +154,27 @@ async def resolve_images(
     images: Iterable[ImageSpec | str],
     options: PullOptions | None = None,
     *,
-    destination: DestinationLike | None = None,
+    destination: Destinations | None = None,
     on_event: EventCallback | None = None,
 ) -> PullReport:
     """Resolve every image to its digests and sizes without downloading a blob (a dry run).
 
-    The blob store a pull into ``destination`` would use (else ``options.store_dir``, if set)
-    is consulted: when it already holds manifests, tags are asked for with ``HEAD`` first
-    (which Docker Hub does not count as a pull) and manifests found there are read from disk.
+    The blob store a pull into ``destination`` would use (``options.cache_dir``, else an OCI
+    layout's ``blobs``) is consulted: when it already holds manifests, tags are asked for with
+    ``HEAD`` first (which Docker Hub does not count as a pull) and manifests found there are
+    read from disk.
     """
     specs = specs_of(images)
     options = options or PullOptions()
     started, clock = _now(), time.monotonic()
-    if destination is not None:
-        store_dir: Path | None = Destination.of(destination).store_path(options.store_dir)
-    else:
-        store_dir = options.store_dir
+    destinations = _destinations(destination) if destination is not None else []
+    store_dir = options.cache_dir
+    for one in destinations:
+        store_dir = store_dir or one.store_path()
     store = BlobStore(store_dir) if store_dir is not None else None
+    held = await _held(make_outputs(destinations))
     jobs = asyncio.Semaphore(options.jobs)
-    async with connect(options, store, _retry_listener(on_event)) as registry:
+    async with connect(options, store, held, _retry_listener(on_event)) as registry:
         resolving = functools.partial(_resolve, registry, jobs, options, on_event)
         per_image = await all_of(resolving(spec) for spec in specs)
         registries = registry.transport.usage()
@@ -189,16 +232,25 @@ def _retry_listener(on_event: EventCallback | None) -> RetryListener | None:
 
 @asynccontextmanager
 async def connect(
-    options: PullOptions, store: BlobStore | None, on_retry: RetryListener | None
+    options: PullOptions,
+    store: BlobStore | None,
+    held: HeldBlobs,
+    on_retry: RetryListener | None,
 ) -> AsyncIterator[RegistryClient]:
-    """The run's transport, and a registry client that knows the store.
+    """The run's transport, and a registry client that knows the manifests on disk: in the
+    store (the cache, a layout's blobs) and in the archives already in the outputs.
 
-    Only a store that already holds something is worth a ``HEAD`` before each tag's ``GET``:
-    on a first run it would cost every image one more round trip and save nothing.
+    Only a store or an output that already holds something is worth a ``HEAD`` before each
+    tag's ``GET``: on a first run it would cost every image one more round trip and save
+    nothing.
     """
+
+    async def known(digest: Digest) -> bytes | None:
+        raw = await store.read_small(digest, MAX_MANIFEST_BYTES) if store else None
+        return raw if raw is not None else await held.read_small(digest, MAX_MANIFEST_BYTES)
+
     async with _transport(options, on_retry) as transport:
-        worth_asking = store is not None and await store.holds_anything()
-        known = functools.partial(store.read_small, limit=MAX_MANIFEST_BYTES) if store else None
+        worth_asking = bool(held.found) or (store is not None and await store.holds_anything())
         yield RegistryClient(transport, known if worth_asking else None)
 
 

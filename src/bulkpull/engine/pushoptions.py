@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bulkpull.engine.options import (
     DEFAULT_JOBS,
@@ -28,9 +28,12 @@ from bulkpull.registry import (
     Credentials,
     Keychain,
     Proxies,
-    Transport,
     parse_host,
 )
+
+if TYPE_CHECKING:
+    from bulkpull.registry import Transport
+
 from bulkpull.retry import RetryListener, RetryPolicy
 
 # Uploads at once, all images together: what keeps a link to a registry busy (skopeo and

@@ -8,7 +8,7 @@ whoever needs it. Only outputs that hold many entries under names carry them (bu
 layouts); a per-image archive does not (see the README for the loader that refuses one).
 
 The signature check runs before any layer is downloaded: an image whose signature does not
-verify is never fetched. Imports ``registry``, ``store``, ``downloads``, ``output`` and the
+verify is never fetched. Imports ``registry``, ``downloads``, ``output`` and the
 value modules.
 """
 
@@ -35,7 +35,6 @@ from bulkpull.signatures import (
     check_signatures,
     payloads_to_fetch,
 )
-from bulkpull.store import BlobStore
 from bulkpull.tasks import all_of
 
 
@@ -52,6 +51,14 @@ class Companions:
     def blobs(self) -> tuple[Descriptor, ...]:
         found = {blob.digest: blob for _, _, blobs in self.carried for blob in blobs}
         return tuple(found.values())
+
+    @property
+    def manifests(self) -> dict[Digest, bytes]:
+        """Every manifest the referrers carry (theirs, and an index's children), by digest."""
+        found = {referrer.digest: referrer.raw for referrer, _, _ in self.carried}
+        for _, children, _ in self.carried:
+            found.update((child.digest, child.raw) for child in children)
+        return found
 
     @property
     def contents(self) -> tuple[ReferrerContent, ...]:
@@ -92,7 +99,6 @@ class ImageReferrers:
         self,
         registry: RegistryClient,
         downloads: Downloads,
-        store: BlobStore,
         *,
         carry: bool,
         types: frozenset[str],
@@ -100,7 +106,6 @@ class ImageReferrers:
     ) -> None:
         self._registry = registry
         self._downloads = downloads
-        self._store = store
         self._carry = carry
         self._keep = ReferrerFilter(types)
         self._key = key
@@ -122,15 +127,6 @@ class ImageReferrers:
             SkippedReferrer(item.subject, item.entry.digest, item.reason) for item in found.skipped
         )
         return Companions(tuple(carried), skipped, signature)
-
-    async def fetch(self, reference: Reference, companions: Companions) -> None:
-        """Every blob the referrers carry into the store, through the run's downloads; their
-        manifests go there too, so that the output can copy them."""
-        for referrer, manifests, _ in companions.carried:
-            await self._store.put_bytes(referrer.digest, referrer.raw)
-            for manifest in manifests:
-                await self._store.put_bytes(manifest.digest, manifest.raw)
-        await all_of(self._downloads.fetch(reference, blob) for blob in companions.blobs)
 
     async def _with_children(
         self, reference: Reference, referrer: Referrer
@@ -162,10 +158,8 @@ class ImageReferrers:
         payloads: dict[Digest, bytes] = {}
         if manifest is not None:
             for layer in payloads_to_fetch(manifest, image):
-                await self._downloads.fetch(reference, layer)
-                data = await self._store.read_small(layer.digest, MAX_PAYLOAD_BYTES)
-                if data is not None:
-                    payloads[layer.digest] = data
+                if layer.size <= MAX_PAYLOAD_BYTES:  # a larger one is no payload cosign wrote
+                    payloads[layer.digest] = await self._downloads.small(reference, layer)
         return check_signatures(image, manifest, payloads, key)
 
     async def _signature(self, reference: Reference, tag: str) -> bytes | None:

@@ -5,26 +5,33 @@ Imports the value modules and ``files``; nothing of ``registry`` or ``store``.
 
 from __future__ import annotations
 
+from bulkpull.output.archive import Slot
 from bulkpull.output.contents import REFERRER_OF, ArchiveImage, ImageContent, ReferrerContent
+from bulkpull.output.filling import ArchiveFile
+from bulkpull.output.readback import HeldBlobs
 from bulkpull.output.signed import verify_signatures
 from bulkpull.output.sources import BlobPlace, Source, SourceEntry, read_source
 from bulkpull.output.verify import ArchiveCheck, ArchiveEntry, verify_archive
 from bulkpull.output.verify_lockfile import LockCheck, verify_lock
-from bulkpull.output.writers import BlobFiles, Bundle, Layout, Output
+from bulkpull.output.writers import BlobFiles, BlobSupply, Bundle, Layout, Output
 
 __all__ = [
     "REFERRER_OF",
     "ArchiveCheck",
     "ArchiveEntry",
+    "ArchiveFile",
     "ArchiveImage",
     "BlobFiles",
     "BlobPlace",
+    "BlobSupply",
     "Bundle",
+    "HeldBlobs",
     "ImageContent",
     "Layout",
     "LockCheck",
     "Output",
     "ReferrerContent",
+    "Slot",
     "Source",
     "SourceEntry",
     "read_source",

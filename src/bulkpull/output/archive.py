@@ -6,27 +6,30 @@ Every loader reads a different part of the same tar: ``docker load`` (graphdrive
 ``blobs/sha256/<hex>`` files, which hold the registry's exact bytes (layers stay compressed; every
 loader sniffs the compression and checks diff_ids).
 
-The writer works from verified local files only and never touches the network. Output is
-deterministic (fixed mtimes and owners, manifest order, ``manifest.json`` last) so the same images
-give the same bytes. It is written to a new temporary file of its own next to the final name and
-renamed when complete (``files.Temporary``), so runs racing on one name each install a whole
-archive; blobs are read without following links. Work that a cancellation must stop takes a
-``stop`` event and checks it between blobs and copy chunks. Imports ``digest``, ``files`` and
-``contents``.
+An archive is laid out before its blobs exist (:func:`plan_archive`): the manifests give every
+blob's size, so each member's header and offset are known up front, and a blob can be written
+straight into its slot as it downloads (``filling``). Output is deterministic (fixed mtimes and
+owners, manifest order, ``manifest.json`` last) so the same images give the same bytes however
+the blobs arrive. :func:`write_archive` fills a plan from local blob files instead, in a new
+temporary file renamed when complete (``files.Temporary``); blobs are read without following
+links, and copied in the kernel. Work that a cancellation must stop takes a ``stop`` event and
+checks it between blobs. Imports ``digest``, ``files`` and ``contents``.
 """
 
 from __future__ import annotations
 
-import errno
+import hashlib
 import os
 import tarfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from bulkpull.digest import Digest
-from bulkpull.files import Temporary, check, open_regular
+from bulkpull.files import Temporary, check, copy_range, open_regular, write_at
 from bulkpull.output.contents import (
     OCI_LAYOUT,
     ArchiveImage,
@@ -38,10 +41,92 @@ from bulkpull.output.contents import (
 
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
-COPY_CHUNK = 8 * 1024 * 1024
-# copy_file_range refuses some pairs of files (other filesystems, old kernels, special files);
-# those get a plain copy instead.
-_NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP})
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Where one blob's bytes go in an archive: ``size`` bytes from ``offset``."""
+
+    digest: Digest
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePlan:
+    """An archive laid out before a byte of its blobs is there: what is in hand (headers,
+    padding, small documents) as ``pieces`` at their offsets, the ``slots`` the blobs fill,
+    and the whole ``size``. Sizes come from the manifests, so each slot's place is known
+    while the blob is still on the registry."""
+
+    pieces: tuple[tuple[int, bytes], ...]
+    slots: tuple[Slot, ...]
+    size: int
+
+    @property
+    def key(self) -> str:
+        """Names this layout: a partial archive of the same key can be resumed."""
+        described = hashlib.sha256()
+        for offset, data in self.pieces:
+            described.update(f"{offset}:{len(data)}:".encode() + data)
+        for slot in self.slots:
+            described.update(f"{slot.digest}@{slot.offset}+{slot.size};".encode())
+        return described.hexdigest()
+
+
+def plan_archive(
+    images: Sequence[ArchiveImage], sizes: Mapping[Digest, int], inline: Mapping[Digest, bytes]
+) -> ArchivePlan:
+    """The layout of the archive holding ``images``: blobs in manifest order, each once;
+    those of ``inline`` (manifests, configs) written from memory, the others (``sizes``) left
+    as slots to fill. Member order and headers are fixed, so the same images give the same
+    bytes however the blobs arrive."""
+    plan = _Planner()
+    plan.add_bytes("oci-layout", OCI_LAYOUT)
+    plan.add_directory("blobs/")
+    plan.add_directory("blobs/sha256/")
+    for digest in dict.fromkeys(digest for image in images for digest in image.blobs):
+        if digest in inline:
+            plan.add_bytes(blob_member(digest), inline[digest])
+        else:
+            plan.add_slot(digest, sizes[digest])
+    plan.add_bytes("index.json", json_bytes(index_document(images)))
+    plan.add_bytes("manifest.json", json_bytes(docker_manifest(images)))
+    return plan.finish()
+
+
+class _Planner:
+    def __init__(self) -> None:
+        self.pieces: list[tuple[int, bytes]] = []
+        self.slots: list[Slot] = []
+        self.offset = 0
+
+    def _piece(self, data: bytes) -> None:
+        self.pieces.append((self.offset, data))
+        self.offset += len(data)
+
+    def add_directory(self, name: str) -> None:
+        self._piece(_header(name, 0, tarfile.DIRTYPE))
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        self._piece(_header(name, len(data)) + data + _padding(len(data)))
+
+    def add_slot(self, digest: Digest, size: int) -> None:
+        self._piece(_header(blob_member(digest), size))
+        self.slots.append(Slot(digest, self.offset, size))
+        self.offset += size + len(_padding(size))  # the padding stays zeros
+
+    def finish(self) -> ArchivePlan:
+        """Two zero blocks end a tar; padding to a whole record is what GNU tar and tarfile
+        write. Zeros need no writing: the file is made at its full size."""
+        end = self.offset + 2 * BLOCK
+        return ArchivePlan(tuple(self.pieces), tuple(self.slots), end + (-end % RECORD))
+
+
+def write_pieces(fd: int, plan: ArchivePlan) -> None:
+    """Everything of ``plan`` that is in hand, at its place in the file open as ``fd``."""
+    for offset, data in plan.pieces:
+        write_at(fd, offset, [data], len(data))
 
 
 def write_archive(
@@ -50,37 +135,28 @@ def write_archive(
     blob_path: Callable[[Digest], Path],
     stop: threading.Event | None = None,
 ) -> int:
-    """Write ``images`` to ``path`` atomically; returns the archive's size in bytes.
+    """Write ``images`` to ``path`` atomically from blob files; returns the archive's size.
 
     A blob shared by several images is stored once. On any error, or once ``stop`` is set
     (``files.Stopped``), the temporary file is removed and nothing appears under ``path``.
     """
-    with Temporary(path) as temporary:
-        _write_members(temporary.file, images, blob_path, stop)
-        size = temporary.file.tell()
-        check(stop)
-        temporary.install()
-    return size
-
-
-def _write_members(
-    out: BinaryIO,
-    images: Sequence[ArchiveImage],
-    blob_path: Callable[[Digest], Path],
-    stop: threading.Event | None,
-) -> None:
-    _write_bytes(out, "oci-layout", OCI_LAYOUT)
-    _write_directory(out, "blobs/")
-    _write_directory(out, "blobs/sha256/")
-    written: set[Digest] = set()
-    for image in images:
-        for digest in image.blobs:
-            if digest not in written:
-                _write_file(out, blob_member(digest), blob_path(digest), stop)
-                written.add(digest)
-    _write_bytes(out, "index.json", json_bytes(index_document(images)))
-    _write_bytes(out, "manifest.json", json_bytes(docker_manifest(images)))
-    _finish(out)
+    with ExitStack() as sources:
+        opened = {}
+        for digest in dict.fromkeys(digest for image in images for digest in image.blobs):
+            handle = sources.enter_context(os.fdopen(open_regular(blob_path(digest)), "rb"))
+            opened[digest] = handle.fileno()
+        sizes = {digest: os.fstat(fd).st_size for digest, fd in opened.items()}
+        plan = plan_archive(images, sizes, {})
+        with Temporary(path) as temporary:
+            out = temporary.file.fileno()
+            os.ftruncate(out, plan.size)
+            write_pieces(out, plan)
+            for slot in plan.slots:
+                check(stop)
+                copy_range(opened[slot.digest], 0, out, slot.offset, slot.size)
+            check(stop)
+            temporary.install()
+    return plan.size
 
 
 def _header(name: str, size: int, kind: bytes = tarfile.REGTYPE) -> bytes:
@@ -96,50 +172,8 @@ def _padding(size: int) -> bytes:
     return b"\0" * (-size % BLOCK)
 
 
-def _write_directory(out: BinaryIO, name: str) -> None:
-    write_all(out, _header(name, 0, tarfile.DIRTYPE))
-
-
-def _write_bytes(out: BinaryIO, name: str, data: bytes) -> None:
-    write_all(out, _header(name, len(data)) + data + _padding(len(data)))
-
-
-def _write_file(out: BinaryIO, name: str, source: Path, stop: threading.Event | None) -> None:
-    """Copy a stored blob (never through a link) in kernel space where the platform allows."""
-    with os.fdopen(open_regular(source), "rb", buffering=0) as src:
-        size = os.fstat(src.fileno()).st_size
-        write_all(out, _header(name, size))
-        _copy(src, out, size, stop)
-    write_all(out, _padding(size))
-
-
-def _copy(src: BinaryIO, out: BinaryIO, size: int, stop: threading.Event | None) -> None:
-    """``copy_file_range`` where the kernel and filesystems allow it, else a buffered copy;
-    ``stop`` is looked at between chunks, so a cancelled write of a large layer ends soon."""
-    remaining = size
-    try:
-        while remaining:
-            check(stop)
-            copied = os.copy_file_range(src.fileno(), out.fileno(), min(remaining, COPY_CHUNK))
-            if copied == 0:
-                raise OSError(f"{src.name}: ended {remaining} bytes early")
-            remaining -= copied
-    except OSError as exc:
-        if exc.errno not in _NO_KERNEL_COPY or remaining != size:
-            raise
-        while chunk := src.read(COPY_CHUNK):
-            check(stop)
-            write_all(out, chunk)
-
-
 def write_all(out: BinaryIO, data: bytes) -> None:
     view = memoryview(data)
     while view:
         written = out.write(view)
         view = view[written or 0 :]
-
-
-def _finish(out: BinaryIO) -> None:
-    """Two zero blocks end a tar; padding to a whole record is what GNU tar and tarfile write."""
-    end = out.tell() + 2 * BLOCK
-    write_all(out, b"\0" * (2 * BLOCK + (-end % RECORD)))

@@ -7,17 +7,14 @@ keeps the index. Imports ``errors``, ``files``, ``contents`` and ``archive``.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import threading
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from bulkpull.errors import OutputError
-from bulkpull.files import Temporary, check, open_regular
+from bulkpull.files import Temporary, check, locked_directory, open_regular
 from bulkpull.output.archive import write_all
 from bulkpull.output.contents import (
     OCI_LAYOUT,
@@ -33,9 +30,6 @@ from bulkpull.output.contents import (
 MAX_INDEX_BYTES = 20 * 1024 * 1024
 
 
-LAYOUT_LOCK_POLL_SECONDS = 0.05
-
-
 def update_layout(
     directory: Path, images: Sequence[ArchiveImage], stop: threading.Event | None = None
 ) -> list[dict[str, object]]:
@@ -48,7 +42,7 @@ def update_layout(
     to one layout at once both find their images in it afterwards. An ``index.json`` that is
     not an OCI index is an :class:`OutputError`, and is left as it is.
     """
-    with _locked(directory, stop):
+    with locked_directory(directory, stop):
         _ensure_oci_layout(directory)
         document, entries = read_layout_index(directory)
         new = [image.descriptor for image in images]
@@ -62,23 +56,6 @@ def update_layout(
             check(stop)
             temporary.install()
     return replaced
-
-
-@contextmanager
-def _locked(directory: Path, stop: threading.Event | None) -> Iterator[None]:
-    """Hold an ``flock`` on the layout directory itself (no lock file to leave behind)."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                check(stop)
-                time.sleep(LAYOUT_LOCK_POLL_SECONDS)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _ensure_oci_layout(directory: Path) -> None:

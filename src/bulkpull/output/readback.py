@@ -1,16 +1,52 @@
 """Reading back what was written: the images an archive at a final name holds, so that a run
-knows what it would replace. (A push reads blobs back out of archives and layouts through
-``output.sources``.) Imports ``digest``, ``files`` and ``verify``.
+knows what it would replace, and the blobs archives already in the outputs hold, so that a run
+takes them from there. (A push reads blobs back out of archives and layouts through
+``output.sources``.) Imports ``digest``, ``errors``, ``files``, ``sources`` and ``verify``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from bulkpull.digest import Digest
-from bulkpull.files import open_regular
+from bulkpull.errors import BulkpullError, OutputError
+from bulkpull.files import open_regular, read_chunks
+from bulkpull.output.sources import BlobPlace, read_source
 from bulkpull.output.verify import archive_digests
+
+
+class HeldBlobs:
+    """The blobs that archives already in the outputs hold (an earlier run's, the archive a
+    moved tag replaces): manifests read from there instead of asked for, layers copied from
+    there instead of downloaded. Found from tar headers alone (``sources``); whoever uses the
+    bytes checks them against their digest (they are hashed as they are read)."""
+
+    def __init__(self) -> None:
+        self.found: dict[Digest, BlobPlace] = {}
+
+    def scan(self, archives: Iterable[Path]) -> None:
+        """Note the blobs of each of ``archives`` (in a worker thread); one that cannot be
+        read as an archive offers nothing."""
+        for archive in archives:
+            try:
+                held = read_source(archive).blobs()
+            except (BulkpullError, OSError):
+                continue
+            for digest, place in held.items():
+                self.found.setdefault(digest, place)
+
+    async def read_small(self, digest: Digest, limit: int) -> bytes | None:
+        """A held blob's bytes when it is at most ``limit`` long (a manifest), else None."""
+        place = self.found.get(digest)
+        if place is None or place.size > limit:
+            return None
+        try:
+            chunks = read_chunks(place.path, place.offset, place.size)
+            return b"".join([chunk async for chunk in chunks])
+        except (OSError, OutputError):
+            return None
 
 
 def held_images(path: Path) -> dict[str, Digest]:

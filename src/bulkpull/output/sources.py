@@ -21,6 +21,7 @@ import os
 import posixpath
 import stat
 import tarfile
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -84,6 +85,14 @@ class Source:
         except OSError:
             return None
         return BlobPlace(path, 0, found.st_size) if stat.S_ISREG(found.st_mode) else None
+
+    def blobs(self) -> dict[Digest, BlobPlace]:
+        """Every blob a tar holds, by digest (a layout's are found only when asked for)."""
+        found = {}
+        for name, place in self._members.items():
+            with suppress(InvalidReferenceError):  # not named as a blob of ours
+                found[Digest(name.removeprefix(_BLOB_DIRECTORY))] = place
+        return found
 
     def read(self, digest: Digest, limit: int) -> bytes | None:
         """A small blob's bytes (a manifest), checked against ``digest``; None when it is not

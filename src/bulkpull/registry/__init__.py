@@ -21,14 +21,33 @@ modules (``errors``, ``retry``, ``usage``, ``digest``, ``reference``, ``platform
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from bulkpull.lazy import on_first_use
 from bulkpull.registry.auth import Credentials
-from bulkpull.registry.client import KnownManifests, RegistryClient
 from bulkpull.registry.keychain import CredentialSource, Keychain
 from bulkpull.registry.proxies import Proxies
-from bulkpull.registry.pushclient import PushClient, UploadSession
-from bulkpull.registry.routing import Mirror, SecurityPolicy, parse_host
-from bulkpull.registry.session import DEFAULT_TIMEOUT, Response
-from bulkpull.registry.transport import Transport
+from bulkpull.registry.routing import DEFAULT_TIMEOUT, Mirror, SecurityPolicy, parse_host
+
+if TYPE_CHECKING:
+    from bulkpull.registry.client import KnownManifests, RegistryClient
+    from bulkpull.registry.pushclient import PushClient, UploadSession
+    from bulkpull.registry.session import Response
+    from bulkpull.registry.transport import Transport
+
+# What needs the HTTP stack (aiohttp) is imported when first asked for, not with the package:
+# ``bulkpull --help`` and ``--version``, and options made without a pull, never load it.
+__getattr__ = on_first_use(
+    __name__,
+    {
+        "KnownManifests": ".client",
+        "PushClient": ".pushclient",
+        "RegistryClient": ".client",
+        "Response": ".session",
+        "Transport": ".transport",
+        "UploadSession": ".pushclient",
+    },
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT",

@@ -16,6 +16,11 @@ from urllib.parse import SplitResult, urlsplit
 
 from bulkpull.errors import InvalidOptionError, printable
 
+# Applies to connecting, to silence while reading, and to the whole of each small request
+# (ping, token, manifest); never to a whole blob, since a large layer on a slow link may take
+# hours and still be moving.
+DEFAULT_TIMEOUT = 60.0
+
 DOCKER_HUB = "docker.io"
 # Docker Hub's names: the reference domain, its legacy index name, the host serving the API, and
 # the key ``docker login`` writes to config.json (reduced to its host by ``registry_key``).

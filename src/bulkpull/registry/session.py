@@ -41,10 +41,6 @@ USER_AGENT = f"bulkpull/{version('bulkpull')}"
 READ_BUFFER_BYTES = 1024 * 1024
 # Connections per session when the caller does not say (aiohttp's own default).
 DEFAULT_CONNECTIONS = 100
-# Applies to connecting, to silence while reading, and to the whole of each small request
-# (ping, token, manifest); never to a whole blob, since a large layer on a slow link may take
-# hours and still be moving.
-DEFAULT_TIMEOUT = 60.0
 
 _PROXY_TYPES = {
     "http": aiohttp_socks.ProxyType.HTTP,

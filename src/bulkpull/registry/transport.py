@@ -30,14 +30,8 @@ from bulkpull.registry.ping import Endpoint, Endpoints
 from bulkpull.registry.proxies import Proxies
 from bulkpull.registry.ratelimit import PullLimits, Throttle, limit_is_spent
 from bulkpull.registry.redirects import follow
-from bulkpull.registry.routing import Mirror, SecurityPolicy, redact
-from bulkpull.registry.session import (
-    DEFAULT_CONNECTIONS,
-    DEFAULT_TIMEOUT,
-    Body,
-    Response,
-    Sessions,
-)
+from bulkpull.registry.routing import DEFAULT_TIMEOUT, Mirror, SecurityPolicy, redact
+from bulkpull.registry.session import DEFAULT_CONNECTIONS, Body, Response, Sessions
 from bulkpull.registry.tokens import Authenticator
 from bulkpull.retry import RetryListener, RetryPolicy, retrying
 from bulkpull.usage import RegistryUsage

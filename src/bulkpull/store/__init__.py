@@ -6,7 +6,7 @@ nothing of ``registry`` or ``output``.
 from __future__ import annotations
 
 from bulkpull.store.blobs import BlobStore
-from bulkpull.store.partials import BlobOpener
+from bulkpull.store.partials import BlobOpener, Region, receive
 from bulkpull.store.uploadstate import SavedUpload, UploadState
 
-__all__ = ["BlobOpener", "BlobStore", "SavedUpload", "UploadState"]
+__all__ = ["BlobOpener", "BlobStore", "Region", "SavedUpload", "UploadState", "receive"]

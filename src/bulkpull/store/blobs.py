@@ -25,7 +25,7 @@ from pathlib import Path
 import aiofiles.os
 
 from bulkpull.digest import Digest
-from bulkpull.files import output_error, read_file, write_atomically
+from bulkpull.files import Temporary, output_error, read_file, write_atomically
 from bulkpull.store.locks import exclusive
 from bulkpull.store.partials import BlobOpener, complete
 
@@ -66,6 +66,18 @@ class BlobStore:
                 await aiofiles.os.makedirs(self._directory, exist_ok=True)
                 # Unique per call: two images of one run may carry the same manifest at once.
                 await write_atomically(final, data)
+            except OSError as exc:
+                raise output_error(exc, final) from exc
+        return final
+
+    async def put_copy(self, digest: Digest, copy: Callable[[int, int], None]) -> Path:
+        """Store a blob verified elsewhere (in another store, an archive): ``copy(fd, offset)``
+        writes its bytes into a new temporary file, in a worker thread, which is then renamed."""
+        final = self.path(digest)
+        if not await self.has(digest):
+            try:
+                await aiofiles.os.makedirs(self._directory, exist_ok=True)
+                await asyncio.to_thread(_copy_atomically, final, copy)
             except OSError as exc:
                 raise output_error(exc, final) from exc
         return final
@@ -114,3 +126,9 @@ class BlobStore:
         except OSError as exc:
             raise output_error(exc, final) from exc
         return final
+
+
+def _copy_atomically(final: Path, copy: Callable[[int, int], None]) -> None:
+    with Temporary(final) as temporary:
+        copy(temporary.file.fileno(), 0)
+        temporary.install()

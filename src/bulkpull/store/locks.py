@@ -8,14 +8,13 @@ used only when it is a regular file, and never written to. Imports ``files``.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from bulkpull.files import open_own, opened, remove, shielded
+from bulkpull.files import names_file, open_own, opened, remove, shielded, try_lock
 
 # How often a download waits to see whether another process has finished the same blob.
 LOCK_POLL_SECONDS = 0.2
@@ -46,9 +45,9 @@ async def _lock(lock: Path) -> int:
         fd = await opened(asyncio.to_thread(open_own, lock, os.O_RDONLY, _is_regular), _close_fd)
         try:
             # Polling: the holder is another process, so there is no event to wait on.
-            while not _try_lock(fd):  # noqa: ASYNC110
+            while not try_lock(fd):  # noqa: ASYNC110
                 await asyncio.sleep(LOCK_POLL_SECONDS)
-            if await asyncio.to_thread(_names, lock, fd):
+            if await asyncio.to_thread(names_file, lock, fd):
                 return fd
         except BaseException:
             await shielded(_close_fd(fd))
@@ -62,21 +61,3 @@ async def _close_fd(fd: int) -> None:
 
 def _is_regular(found: os.stat_result) -> bool:
     return stat.S_ISREG(found.st_mode)
-
-
-def _names(path: Path, fd: int) -> bool:
-    """Whether ``path`` still names the file open as ``fd``."""
-    try:
-        named = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(fd)
-    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True

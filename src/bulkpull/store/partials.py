@@ -1,4 +1,6 @@
-"""Partial files: a blob's bytes kept as they arrive, so that a broken download resumes.
+"""Partial files, and regions of files: a blob's bytes kept as they arrive, hashed, so that a
+broken download resumes. :func:`receive` fills any :class:`Region` (a member of an archive being
+filled in place, too); :func:`complete` brings one of the store's partial files to a whole blob.
 
 A blob streams into ``sha256/<hex>.partial`` while it is hashed and is installed under its final
 name by one rename only after its size and digest check out. A partial file outlives its process:
@@ -20,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,15 +32,37 @@ import aiofiles.os
 
 from bulkpull.digest import Digest, DigestVerifier
 from bulkpull.errors import DigestMismatchError, OutputError
-from bulkpull.files import open_own, opened, output_error, remove, shielded
+from bulkpull.files import (
+    held_verifier,
+    open_own,
+    opened,
+    output_error,
+    remove,
+    shielded,
+    write_at,
+)
 
 # Bytes gathered before one hash-and-write in a worker thread: a thread hand-off per network
 # chunk (often a few KiB) would cost more than the work itself.
 WRITE_BUFFER_BYTES = 1024 * 1024
 READ_BUFFER_BYTES = 1024 * 1024
+# One batch is one pwritev call, which takes at most IOV_MAX (1024) buffers.
+MAX_BATCH_CHUNKS = 512
 
 BlobOpener = Callable[[int], AbstractAsyncContextManager[tuple[int, AsyncIterator[bytes]]]]
 """Opens a blob's body from an offset; yields the offset the body really starts at."""
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """Where one blob's bytes go: ``size`` bytes from ``offset`` of the file open as ``fd``
+    (``path`` in messages). A partial file of the store is one region of its own; a member of
+    an archive being filled in place is a region of that archive."""
+
+    fd: int
+    offset: int
+    size: int
+    path: Path
 
 
 async def complete(
@@ -51,13 +76,21 @@ async def complete(
 ) -> None:
     """Bring ``partial`` to the whole blob through ``opener``, resuming from what it holds,
     and install it as ``final`` once it verifies; a mismatch deletes it, so a retry starts
-    from zero. The caller holds the blob's lock."""
+    from zero. A write that fails (a full disk) removes it too, so it does not fill the disk
+    further. The caller holds the blob's lock."""
     handle, verifier = await opened(
         asyncio.to_thread(_resume, partial, digest, size), _close_resumed
     )
     try:
         if verifier.size < size or size == 0:
-            verifier = await _download(handle, partial, verifier, opener, on_bytes)
+            region = Region(handle.fileno(), 0, size, partial)
+            try:
+                verifier = await receive(region, verifier, opener, on_bytes)
+            except OutputError:
+                await remove(partial)
+                raise
+            # A body that started over may be shorter than what the file held before.
+            await asyncio.to_thread(os.ftruncate, handle.fileno(), min(verifier.size, size))
         try:
             verifier.verify(what)
         except DigestMismatchError:
@@ -68,25 +101,24 @@ async def complete(
         await shielded(_close(handle))
 
 
-async def _download(
-    handle: BinaryIO,
-    partial: Path,
+async def receive(
+    region: Region,
     verifier: DigestVerifier,
     opener: BlobOpener,
     on_bytes: Callable[[int], None] | None,
+    on_written: Callable[[int], None] | None = None,
 ) -> DigestVerifier:
-    """Append what the registry sends to the partial file, starting over when it ignores the
-    offset asked for; the verifier of what the file then holds. A write that fails (a full
-    disk) removes the partial file, so it does not fill the disk further."""
+    """Fill ``region`` with what the registry sends from where ``verifier`` stands (the bytes
+    the region already holds, hashed), starting over when it ignores the offset asked for;
+    ``verifier`` then stands for what the region holds (also after a failure, so a retry
+    resumes from there), and is returned for the caller to check. Nothing is
+    written past the region: an overlong body is hashed (so ``verify`` refuses it) but never
+    lands on the member after it. ``on_written`` hears, in a worker thread, how many bytes of
+    the region are written after each batch."""
     async with opener(verifier.size) as (start, chunks):
         if start != verifier.size:
-            await asyncio.to_thread(_truncate, handle)
-            verifier = DigestVerifier(verifier.expected, verifier.expected_size)
-        try:
-            await _receive(handle, partial, chunks, verifier, on_bytes=on_bytes)
-        except OutputError:
-            await remove(partial)
-            raise
+            verifier.restart()
+        await _receive(region, chunks, verifier, on_bytes=on_bytes, on_written=on_written)
     return verifier
 
 
@@ -105,11 +137,8 @@ def _resume(partial: Path, digest: Digest, size: int) -> tuple[BinaryIO, DigestV
     fd = open_own(partial, os.O_RDWR, _resumable, take_over=True)
     handle = os.fdopen(fd, "r+b", buffering=0)
     try:
-        verifier = DigestVerifier(digest, size)
         held = os.fstat(handle.fileno()).st_size
-        if held <= size:
-            while chunk := handle.read(READ_BUFFER_BYTES):
-                verifier.update(chunk)
+        verifier = held_verifier(handle.fileno(), 0, held if held <= size else 0, digest, size)
         if held > size or (verifier.size == size and verifier.actual != digest):
             _truncate(handle)
             verifier = DigestVerifier(digest, size)
@@ -127,16 +156,15 @@ def _resumable(found: os.stat_result) -> bool:
 
 def _truncate(handle: BinaryIO) -> None:
     handle.truncate(0)
-    handle.seek(0)
 
 
 async def _receive(
-    handle: BinaryIO,
-    partial: Path,
+    region: Region,
     chunks: AsyncIterator[bytes],
     verifier: DigestVerifier,
     *,
     on_bytes: Callable[[int], None] | None,
+    on_written: Callable[[int], None] | None,
 ) -> None:
     """Gather chunks into batches, each hashed and written in a worker thread while the next
     batch arrives; at most two batches are held, so memory stays flat whatever the size.
@@ -144,14 +172,18 @@ async def _receive(
     Chunks are passed on as they came (no copying into one buffer: on a fast link, allocating
     and freeing a megabyte per write costs more than the hashing). Batches land in order, and
     what arrived before a failure or a cancellation is written too, so it can be resumed. The
-    file was opened by :func:`complete` through ``files.opened``, which closes what a
-    worker thread opened for a task cancelled meanwhile.
+    file was opened through ``files.opened``, which closes what a worker thread opened for a
+    task cancelled meanwhile.
     """
     batch: list[bytes] = []
     batched = 0
     received = verifier.size
     limit = verifier.expected_size
     writing: asyncio.Future[None] | None = None
+
+    def write(chunks: list[bytes]) -> Awaitable[None]:
+        return asyncio.to_thread(_hash_and_write, region, verifier, chunks, on_written)
+
     try:
         async for chunk in chunks:
             batch.append(chunk)
@@ -159,12 +191,10 @@ async def _receive(
             received += len(chunk)
             if on_bytes:
                 on_bytes(len(chunk))
-            if batched >= WRITE_BUFFER_BYTES:
+            if batched >= WRITE_BUFFER_BYTES or len(batch) >= MAX_BATCH_CHUNKS:
                 if writing is not None:
                     await asyncio.shield(writing)  # keep batches in order
-                writing = asyncio.ensure_future(
-                    asyncio.to_thread(_hash_and_write, handle, partial, verifier, batch)
-                )
+                writing = asyncio.ensure_future(write(batch))
                 batch, batched = [], 0
             if limit is not None and received > limit:
                 break  # longer than promised: stop reading; verify() refuses it
@@ -175,16 +205,22 @@ async def _receive(
             # A thread cannot be interrupted: let its write land before the file closes.
             await shielded(asyncio.wait({writing}))
         if writing is None or (not writing.cancelled() and writing.exception() is None):
-            await shielded(asyncio.to_thread(_hash_and_write, handle, partial, verifier, batch))
+            await shielded(write(batch))
 
 
 def _hash_and_write(
-    handle: BinaryIO, partial: Path, verifier: DigestVerifier, chunks: list[bytes]
+    region: Region,
+    verifier: DigestVerifier,
+    chunks: list[bytes],
+    on_written: Callable[[int], None] | None,
 ) -> None:
     """Runs in a worker thread: hashlib and file writes release the GIL for large chunks."""
+    position = verifier.size
     for chunk in chunks:
         verifier.update(chunk)
     try:
-        handle.writelines(chunks)
+        write_at(region.fd, region.offset + position, chunks, region.size - position)
     except OSError as exc:
-        raise output_error(exc, partial) from exc
+        raise output_error(exc, region.path) from exc
+    if on_written is not None:
+        on_written(min(verifier.size, region.size))
