@@ -79,6 +79,7 @@ ORDER: Mapping[str, tuple[str, ...]] = {
         "sources",
         "readback",
         "writers",
+        "collected",
     ),
     "engine": (
         "options",
@@ -144,6 +145,7 @@ GROUP_OF: Mapping[str, str] = {
         "values",
     ),
     "files": "files",
+    "ranges": "files",
     "__init__": "api",
     "__main__": "cli",
 }

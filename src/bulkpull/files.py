@@ -27,7 +27,7 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
@@ -36,16 +36,11 @@ from typing import BinaryIO, TypeVar
 import aiofiles
 import aiofiles.os
 
-from bulkpull.digest import Digest, DigestVerifier
 from bulkpull.errors import OutputError
 
 T = TypeVar("T")
 
-COPY_CHUNK = 8 * 1024 * 1024
 DIRECTORY_LOCK_POLL_SECONDS = 0.05
-# copy_file_range refuses some pairs of files (other file systems, old kernels, special files);
-# those get a plain copy instead.
-_NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP})
 
 # The longest file name Linux file systems accept (bytes); temporaries stay within it.
 NAME_MAX = 255
@@ -136,66 +131,6 @@ def open_own(
 def _unlink(path: Path) -> None:
     with suppress(FileNotFoundError):
         os.unlink(path)
-
-
-def write_at(fd: int, offset: int, chunks: Sequence[bytes], room: int) -> None:
-    """Write ``chunks`` one after the other at ``offset`` of ``fd``, at most ``room`` bytes of
-    them: what lies past that belongs to someone else (the next member of an archive)."""
-    views = []
-    for chunk in chunks:
-        if room <= 0:
-            break
-        views.append(memoryview(chunk)[:room])
-        room -= len(views[-1])
-    while views:
-        written = os.pwritev(fd, views, offset)
-        offset += written
-        while views and written >= len(views[0]):
-            written -= len(views.pop(0))
-        if views and written:
-            views[0] = views[0][written:]
-
-
-def copy_range(source: int, source_offset: int, target: int, target_offset: int, size: int) -> None:
-    """Copy ``size`` bytes between two open files at the offsets given, in the kernel
-    (``copy_file_range``; file systems that share extents share them instead of copying) where
-    the kernel allows it, else through a buffer."""
-    done = 0
-    try:
-        while done < size:
-            copied = os.copy_file_range(
-                source,
-                target,
-                min(size - done, COPY_CHUNK),
-                source_offset + done,
-                target_offset + done,
-            )
-            if copied == 0:
-                raise OSError(errno.EIO, f"source ended {size - done} bytes early")
-            done += copied
-    except OSError as exc:
-        if exc.errno not in _NO_KERNEL_COPY or done:
-            raise
-    while done < size:
-        chunk = os.pread(source, min(size - done, COPY_CHUNK), source_offset + done)
-        if not chunk:
-            raise OSError(errno.EIO, f"source ended {size - done} bytes early")
-        write_at(target, target_offset + done, [chunk], len(chunk))
-        done += len(chunk)
-
-
-def held_verifier(fd: int, offset: int, held: int, digest: Digest, size: int) -> DigestVerifier:
-    """A verifier primed with the first ``held`` bytes at ``offset`` of ``fd``: how a download
-    resumes after what an earlier run kept."""
-    verifier = DigestVerifier(digest, size)
-    position = offset
-    while verifier.size < held:
-        chunk = os.pread(fd, min(COPY_CHUNK, held - verifier.size), position)
-        if not chunk:
-            break
-        verifier.update(chunk)
-        position += len(chunk)
-    return verifier
 
 
 @contextmanager

@@ -1,5 +1,5 @@
 """Where a blob is to land, and where it did: the two ends of a copy that never goes through
-the network twice. Imports ``files``, ``store`` and ``output``.
+the network twice. Imports ``files``, ``ranges``, ``store`` and ``output``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bulkpull.digest import DigestVerifier
-from bulkpull.files import copy_range, open_regular, read_chunks, write_at
+from bulkpull.files import open_regular, read_chunks
 from bulkpull.output import ArchiveFile, Slot
+from bulkpull.ranges import copy_range, write_at
 from bulkpull.store import BlobOpener, BlobStore, Region
 
 

@@ -6,6 +6,7 @@ Imports the value modules and ``files``; nothing of ``registry`` or ``store``.
 from __future__ import annotations
 
 from bulkpull.output.archive import Slot
+from bulkpull.output.collected import Bundle, Layout
 from bulkpull.output.contents import REFERRER_OF, ArchiveImage, ImageContent, ReferrerContent
 from bulkpull.output.filling import ArchiveFile
 from bulkpull.output.readback import HeldBlobs
@@ -13,7 +14,7 @@ from bulkpull.output.signed import verify_signatures
 from bulkpull.output.sources import BlobPlace, Source, SourceEntry, read_source
 from bulkpull.output.verify import ArchiveCheck, ArchiveEntry, verify_archive
 from bulkpull.output.verify_lockfile import LockCheck, verify_lock
-from bulkpull.output.writers import BlobFiles, BlobSupply, Bundle, Layout, Output
+from bulkpull.output.writers import BlobFiles, BlobSupply, Output
 
 __all__ = [
     "REFERRER_OF",

@@ -13,7 +13,7 @@ owners, manifest order, ``manifest.json`` last) so the same images give the same
 the blobs arrive. :func:`write_archive` fills a plan from local blob files instead, in a new
 temporary file renamed when complete (``files.Temporary``); blobs are read without following
 links, and copied in the kernel. Work that a cancellation must stop takes a ``stop`` event and
-checks it between blobs. Imports ``digest``, ``files`` and ``contents``.
+checks it between blobs. Imports ``digest``, ``files``, ``ranges`` and ``contents``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bulkpull.digest import Digest
-from bulkpull.files import Temporary, check, copy_range, open_regular, write_at
+from bulkpull.files import Temporary, check, open_regular
 from bulkpull.output.contents import (
     OCI_LAYOUT,
     ArchiveImage,
@@ -38,6 +38,7 @@ from bulkpull.output.contents import (
     index_document,
     json_bytes,
 )
+from bulkpull.ranges import copy_range, write_at
 
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE

@@ -13,7 +13,7 @@ leftover of another layout (a tag that moved) is removed once the new archive is
 A partial is held with an ``flock`` while it is written. A second run writing the same archive
 waits for it, then finds the archive installed instead of downloading the same blobs at once.
 Runs in worker threads (the engine calls it through ``files``' helpers). Imports ``digest``,
-``errors``, ``files`` and ``archive``.
+``errors``, ``files``, ``ranges`` and ``archive``.
 """
 
 from __future__ import annotations
@@ -33,15 +33,14 @@ from bulkpull.digest import Digest, DigestVerifier
 from bulkpull.errors import OutputError
 from bulkpull.files import (
     check,
-    held_verifier,
     locked_directory,
     names_file,
     open_regular,
     temporary_name,
     try_lock,
-    write_at,
 )
 from bulkpull.output.archive import ArchivePlan, Slot, write_pieces
+from bulkpull.ranges import held_verifier, write_at
 
 PROGRESS_SUFFIX = ".progress"
 # How often a slot's progress is recorded: at most this many bytes are fetched again after a

@@ -1,4 +1,5 @@
-"""Where pulled images go: one archive per image, one bundle, or an OCI layout directory.
+"""Where pulled images go: what every output does, and one archive per image (a bundle and an
+OCI layout, which collect the run's images, are in ``collected``).
 
 Each output says which platforms of an image share an entry, where it is written, what its
 OCI ref name is, and whether what is there already holds the image (a rerun then leaves it
@@ -16,12 +17,12 @@ What the archives already in the output hold (:meth:`Output.archives`, read by
 bundle whose image cannot be had is laid out again without that image.
 
 No file work runs on the event loop. Partial archives are opened and installed, and the layout
-index written, in a worker thread through ``files.run_stoppable``: a cancellation stops the
+installed in a worker thread through ``files.run_stoppable``: a cancellation stops the
 work before it installs anything, or lets an install already under way finish so that it is
 reported. What a final name holds is read in a worker thread too, and anything there that is
 not a regular file (a FIFO would hang the run) is an error for the image. Imports ``archive``,
-``filling``, ``contents``, ``layout``, ``readback``, ``files``, ``imagelist``, ``report`` and
-the other value modules.
+``filling``, ``contents``, ``readback``, ``files``, ``imagelist``, ``report`` and the other
+value modules.
 """
 
 from __future__ import annotations
@@ -31,27 +32,21 @@ import errno
 import functools
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
 from bulkpull.digest import Digest
-from bulkpull.errors import BulkpullError, DestinationError, OutputError
-from bulkpull.files import NAME_MAX, kind_of, output_error, run_stoppable, shielded
+from bulkpull.errors import DestinationError, OutputError
+from bulkpull.files import NAME_MAX, output_error, run_stoppable, shielded
 from bulkpull.imagelist import ImageSpec, archive_name, archive_names
 from bulkpull.output.archive import ArchivePlan, Slot, plan_archive
 from bulkpull.output.contents import (
-    CONTAINERD_NAME,
-    OCI_REF_NAME,
-    REFERRER_OF,
     ArchiveImage,
-    referrer_key,
 )
 from bulkpull.output.filling import ArchiveFile
-from bulkpull.output.layout import read_layout_index, update_layout
 from bulkpull.output.readback import held_images
 from bulkpull.platform import Platform
-from bulkpull.report import ImageResult, ReplacedImage, Status
+from bulkpull.report import ImageResult, ReplacedImage
 from bulkpull.resolved import ResolvedImage
 from bulkpull.tasks import all_of
 
@@ -108,7 +103,7 @@ class Output:
 
     async def prepare(self) -> None:
         """Make the output directory; :class:`DestinationError` when a file is in the way."""
-        await asyncio.to_thread(_make_directory, self.directory, "output directory")
+        await asyncio.to_thread(make_directory, self.directory, "output directory")
 
     def check_names(
         self, specs: Sequence[ImageSpec], platforms: tuple[Platform, ...], every: bool
@@ -117,7 +112,7 @@ class Output:
         for spec in specs:
             wanted = spec.choosing(platforms, every)
             for name in sorted(archive_names(wanted)):
-                _check_length(name, spec.origin or str(spec.source))
+                check_length(name, spec.origin or str(spec.source))
 
     def ref_name(self, spec: ImageSpec) -> str:
         return spec.target.tag or ""
@@ -197,153 +192,6 @@ class Output:
             return []
 
 
-class _Collecting(Output):
-    """An output that holds every image of the run under one name each, written at the end:
-    all platforms of an image share one entry, named by its full reference (tags alone
-    collide between images)."""
-
-    final_on_add = False
-    carries_referrers = True
-
-    def __init__(self, directory: Path) -> None:
-        super().__init__(directory)
-        self.images: list[ArchiveImage] = []
-        self.supplies: dict[str, BlobSupply] = {}
-
-    def split(self, resolved: list[ResolvedImage], whole: bool) -> list[list[ResolvedImage]]:
-        return [resolved]
-
-    def check_names(
-        self, specs: Sequence[ImageSpec], platforms: tuple[Platform, ...], every: bool
-    ) -> None:
-        """Nothing to check per image: the one name is checked by :meth:`prepare`."""
-
-    def ref_name(self, spec: ImageSpec) -> str:
-        return str(spec.target)
-
-    async def add(
-        self, path: Path, image: ArchiveImage, supply: BlobSupply, *, rewrite: bool = False
-    ) -> bool:
-        self.images.append(image)
-        self.supplies[image.name] = supply
-        return True
-
-
-class Bundle(_Collecting):
-    """Every image in one archive: one index.json and one manifest.json entry per image."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path.parent)
-        self.path = path
-
-    def target(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
-        return self.path
-
-    def archives(self) -> list[Path]:
-        return [self.path]
-
-    async def prepare(self) -> None:
-        """Refuse a bundle name that is not, or cannot be, a regular file; make its directory."""
-        await asyncio.to_thread(_check_bundle, self.path)
-        await asyncio.to_thread(_make_directory, self.path.parent, "output directory")
-
-    async def is_current(self, path: Path, image: ArchiveImage) -> bool:
-        return False  # decided for the whole bundle in finish()
-
-    async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
-        images = sorted(self.images, key=lambda image: image.name)
-        if not images:
-            return results
-        try:
-            held = await asyncio.to_thread(held_images, self.path)
-            if held == {key: d for image in images for key, d in image.held.items()}:
-                return [replace(r, status=Status.UP_TO_DATE) if r.ok else r for r in results]
-            failed = await self._fill(images)
-        except OutputError as exc:
-            return _failed(results, exc)
-        return [
-            _failed_one(r, failed[str(r.spec.target)]) if str(r.spec.target) in failed else r
-            for r in results
-        ]
-
-    async def _fill(self, images: list[ArchiveImage]) -> dict[str, BulkpullError]:
-        """Write the bundle; an image whose blob cannot be had is left out (it fails alone)
-        and the bundle is laid out again without it, its blobs copied from the first try."""
-        failed: dict[str, BulkpullError] = {}
-        while images:
-            supply = _Merged([self.supplies[image.name] for image in images])
-            try:
-                await self._write(self.path, images, supply)
-                break
-            except BulkpullError as exc:
-                if supply.failed is None or isinstance(exc, OutputError):
-                    raise
-                for image in images:
-                    if supply.failed in image.blobs:
-                        failed[image.name] = exc
-                images = [image for image in images if image.name not in failed]
-        return failed
-
-
-class Layout(_Collecting):
-    """An OCI image layout directory; its ``blobs`` directory is the blob store itself."""
-
-    def __init__(self, store: BlobFiles, directory: Path) -> None:
-        super().__init__(directory)
-        self.store = store
-        self._index: asyncio.Future[tuple[dict[str, object], list[dict[str, object]]]] | None
-        self._index = None
-
-    def target(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
-        return self.directory
-
-    def archives(self) -> list[Path]:
-        return []  # its blobs are its store's
-
-    async def prepare(self) -> None:
-        await asyncio.to_thread(_make_directory, self.directory, "OCI layout")
-
-    async def _existing_entries(self) -> list[dict[str, object]]:
-        """The layout's index entries as the run found them; read once, not once per image
-        (the index is rewritten only by :meth:`finish`). An index that is not one fails every
-        image that asks."""
-        if self._index is None:
-            self._index = asyncio.ensure_future(
-                asyncio.to_thread(read_layout_index, self.directory)
-            )
-        _, entries = await asyncio.shield(self._index)
-        return entries
-
-    async def is_current(self, path: Path, image: ArchiveImage) -> bool:
-        entries = await self._existing_entries()
-        if any(entry not in entries for entry in [image.descriptor, *image.referrer_descriptors]):
-            return False
-        return all([await self.store.has(digest) for digest in image.blobs])
-
-    async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
-        if not self.images:
-            return results
-        index = self.directory / "index.json"
-        try:
-            displaced = await run_stoppable(
-                functools.partial(update_layout, self.directory, self.images)
-            )
-        except OutputError as exc:
-            return _failed(results, exc)
-        except OSError as exc:
-            return _failed(results, output_error(exc, index))
-        self.replaced += _replaced_entries(displaced, self.directory)
-        return results
-
-
-def _failed(results: list[ImageResult], error: OutputError) -> list[ImageResult]:
-    return [r.as_failed(error) if r.ok else r for r in results]
-
-
-def _failed_one(result: ImageResult, error: BulkpullError) -> ImageResult:
-    return result.as_failed(error) if result.ok else result
-
-
 def _holds(path: Path, images: Sequence[ArchiveImage]) -> bool:
     """Whether the archive at ``path`` holds every one of ``images``, and the referrers they
     carry (in a worker thread)."""
@@ -358,44 +206,7 @@ def _install(archive: ArchiveFile) -> None:
         raise output_error(exc, archive.final) from exc
 
 
-class _Merged:
-    """The supplies of a bundle's images as one: each blob from the first image that has it;
-    ``failed`` is the blob that could not be had, if one could not."""
-
-    def __init__(self, supplies: Sequence[BlobSupply]) -> None:
-        self._of: dict[Digest, BlobSupply] = {}
-        for supply in supplies:
-            for digest in [*supply.sizes, *supply.inline]:
-                self._of.setdefault(digest, supply)
-        self.sizes = {d: size for s in supplies for d, size in s.sizes.items()}
-        self.inline = {d: data for s in supplies for d, data in s.inline.items()}
-        self.failed: Digest | None = None
-
-    async def fill(self, archive: ArchiveFile, slot: Slot) -> None:
-        try:
-            await self._of[slot.digest].fill(archive, slot)
-        except BulkpullError:
-            self.failed = slot.digest
-            raise
-
-
-def _replaced_entries(entries: list[dict[str, object]], directory: Path) -> list[ReplacedImage]:
-    replaced = []
-    for entry in entries:
-        annotations = entry.get("annotations")
-        names = annotations if isinstance(annotations, dict) else {}
-        name = names.get(CONTAINERD_NAME) or names.get(OCI_REF_NAME)
-        try:
-            digest = Digest.parse(str(entry.get("digest")))
-        except BulkpullError:
-            continue  # not an entry bulkpull could name; it is gone all the same
-        if name is None and names.get(REFERRER_OF):  # a signature replaced by a newer one
-            name = referrer_key(str(names[REFERRER_OF]), digest)
-        replaced.append(ReplacedImage(str(name), digest, directory))
-    return replaced
-
-
-def _check_length(name: str, what: str) -> None:
+def check_length(name: str, what: str) -> None:
     length = len(os.fsencode(name))
     if length > NAME_MAX:
         raise DestinationError(
@@ -404,7 +215,7 @@ def _check_length(name: str, what: str) -> None:
         )
 
 
-def _make_directory(path: Path, what: str) -> None:
+def make_directory(path: Path, what: str) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -413,16 +224,3 @@ def _make_directory(path: Path, what: str) -> None:
         if exc.errno == errno.ENAMETOOLONG:
             raise DestinationError(f"{what} {path}: name too long") from None
         raise output_error(exc, path, "create") from exc
-
-
-def _check_bundle(path: Path) -> None:
-    _check_length(path.name, f"bundle {path}")
-    try:
-        found = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    except NotADirectoryError:
-        raise DestinationError(f"bundle {path}: a file is in the way of its directory") from None
-    kind = kind_of(found.st_mode)
-    if kind is not None:
-        raise DestinationError(f"bundle {path} is {kind}; name the archive file to write")

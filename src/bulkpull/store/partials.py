@@ -14,7 +14,7 @@ elsewhere). Anything else at that name is removed and a new partial made.
 a partial file, and hashing and writing downloads in batches of ``WRITE_BUFFER_BYTES``
 (``_receive``): a hop per network chunk of a few KiB, or an ``aiofiles`` write per chunk, costs
 more than the hashing, and batching is what the benchmarks measured fastest. Imports ``digest``,
-``errors`` and ``files``.
+``errors``, ``files`` and ``ranges``.
 """
 
 from __future__ import annotations
@@ -32,15 +32,8 @@ import aiofiles.os
 
 from bulkpull.digest import Digest, DigestVerifier
 from bulkpull.errors import DigestMismatchError, OutputError
-from bulkpull.files import (
-    held_verifier,
-    open_own,
-    opened,
-    output_error,
-    remove,
-    shielded,
-    write_at,
-)
+from bulkpull.files import open_own, opened, output_error, remove, shielded
+from bulkpull.ranges import held_verifier, write_at
 
 # Bytes gathered before one hash-and-write in a worker thread: a thread hand-off per network
 # chunk (often a few KiB) would cost more than the work itself.
