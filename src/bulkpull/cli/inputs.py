@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from bulkpull import (
     BulkpullError,
@@ -125,6 +125,36 @@ def checked(specs: list[ImageSpec], options: PullOptions) -> list[ImageSpec]:
     except ImageListError as exc:
         usage_error(str(exc))
     return specs
+
+
+class NetworkFlags(TypedDict):
+    """The flags every command that talks to registries has, as ``pull_options`` takes them."""
+
+    plain_http: bool
+    skip_tls_verify: bool
+    proxy: str | None
+    ca_cert: Path | None
+    insecure_registries: list[str] | None
+    timeout: float | None
+
+
+def network_flags(
+    plain_http: bool,
+    skip_tls_verify: bool,
+    proxy: str | None,
+    ca_cert: Path | None,
+    insecure_registry: list[str] | None,
+    timeout: float | None,
+) -> NetworkFlags:
+    """Those flags, as a command's signature names them, for ``pull_options(**...)``."""
+    return NetworkFlags(
+        plain_http=plain_http,
+        skip_tls_verify=skip_tls_verify,
+        proxy=proxy,
+        ca_cert=ca_cert,
+        insecure_registries=insecure_registry,
+        timeout=timeout,
+    )
 
 
 def pull_options(

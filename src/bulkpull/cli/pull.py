@@ -9,6 +9,8 @@ images were ``interrupted``. Imports the public ``bulkpull`` API, typer and its 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 import bulkpull
@@ -83,47 +85,55 @@ def pull(
 
     Each line is SOURCE [NEW_NAME] [platform=OS/ARCH[,...]|all]; blank lines and # comments
     are ignored. Archives load with docker load, podman load, skopeo and ctr images import."""
-    if to_registry is not None and (out_dir or bundle or oci_layout):
-        usage_error(
-            "--to copies into a registry and writes no archive: drop -o/--bundle/--oci-layout"
-        )
-    to = inputs.destinations(out_dir, bundle, oci_layout)
     listed = inputs.image_specs(images_file, image or [])
     part = inputs.shard_of(shard)
-    specs = listed if part is None else part.select(listed)
-    key = inputs.verify_key(verify_key)
     login = inputs.keychain(username, password, password_stdin, creds or [], images_file == "-")
     options = inputs.pull_options(
+        **inputs.network_flags(
+            plain_http, skip_tls_verify, proxy, ca_cert, insecure_registry, timeout
+        ),
         platforms=platform,
-        proxy=proxy,
-        insecure_registries=insecure_registry,
-        mirrors=mirror,
         retries=retries,
         retry_delay=retry_delay,
+        mirrors=mirror,
         credentials=login,
         force=force,
         jobs=jobs,
         max_downloads=max_downloads,
-        plain_http=plain_http,
-        skip_tls_verify=skip_tls_verify,
-        ca_cert=ca_cert,
-        timeout=timeout,
         referrers=not no_referrers,
         referrer_types=frozenset(referrers_type or ()),
-        verify_key=key,
+        verify_key=inputs.verify_key(verify_key),
         cache_dir=cache,
     )
-    run: _Run | CopyRun
-    if to_registry is not None:
-        run = CopyRun(specs, to_registry, options, dry_run, verbose=verbose, quiet=quiet)
-    else:
-        checked = inputs.checked(specs, options)
-        run = _Run(checked, options, to, dry_run, verbose=verbose, quiet=quiet)
+    specs = listed if part is None else part.select(listed)
+    run = _run_for(
+        specs, to_registry, (out_dir, bundle, oci_layout), options, dry_run, verbose, quiet
+    )
     if part is not None:
         run.shard = (part, len(listed))
     run.start()
     source = inputs.list_source(images_file, image or [])
     raise typer.Exit(run.conclude(report_file, lock_file, source))
+
+
+def _run_for(
+    specs: list[ImageSpec],
+    to_registry: str | None,
+    outputs: tuple[Path | None, Path | None, Path | None],
+    options: PullOptions,
+    dry_run: bool,
+    verbose: bool,
+    quiet: bool,
+) -> _Run | CopyRun:
+    """A copy into the registry ``--to`` names, else a pull into the outputs the flags name."""
+    if to_registry is not None and any(outputs):
+        usage_error(
+            "--to copies into a registry and writes no archive: drop -o/--bundle/--oci-layout"
+        )
+    if to_registry is not None:
+        return CopyRun(specs, to_registry, options, dry_run, verbose=verbose, quiet=quiet)
+    to = inputs.destinations(*outputs)
+    return _Run(inputs.checked(specs, options), options, to, dry_run, verbose=verbose, quiet=quiet)
 
 
 class _Run(runs.Run[PullReport]):

@@ -112,16 +112,13 @@ def push(
     and an upload cut off resumes (in the next run too)."""
     login = inputs.keychain(username, password, password_stdin, creds or [], list_on_stdin=False)
     base = inputs.pull_options(
-        proxy=proxy,
-        insecure_registries=insecure_registry,
+        **inputs.network_flags(
+            plain_http, skip_tls_verify, proxy, ca_cert, insecure_registry, timeout
+        ),
         retries=retries,
         retry_delay=retry_delay,
         credentials=login,
         jobs=jobs,
-        plain_http=plain_http,
-        skip_tls_verify=skip_tls_verify,
-        ca_cert=ca_cert,
-        timeout=timeout,
     )
     own: dict[str, Any] = {"max_uploads": max_uploads, "state_dir": state_dir}
     try:

@@ -78,13 +78,10 @@ def verify(
         if lock is not None and registry is not None:
             login = inputs.keychain(username, password, password_stdin, creds or [], False)
             base = inputs.pull_options(
-                proxy=proxy,
-                insecure_registries=insecure_registry,
+                **inputs.network_flags(
+                    plain_http, skip_tls_verify, proxy, ca_cert, insecure_registry, timeout
+                ),
                 credentials=login,
-                plain_http=plain_http,
-                skip_tls_verify=skip_tls_verify,
-                ca_cert=ca_cert,
-                timeout=timeout,
             )
             options = PushOptions.from_environment(pull=base)
             matched.append(asyncio.run(bulkpull.verify_lock_in_registry(lock, registry, options)))
