@@ -93,7 +93,7 @@ def shard_of(text: str | None) -> Shard | None:
         usage_error(f"--shard: {exc}")
 
 
-def list_source(images_file: str | None, images: list[str]) -> str:
+def list_source(images_file: str | None, images: list[str] | None) -> str:
     """Where the images came from, in words, for a lock file's header."""
     parts = []
     if images_file is not None:
@@ -154,6 +154,23 @@ def network_flags(
         ca_cert=ca_cert,
         insecure_registries=insecure_registry,
         timeout=timeout,
+    )
+
+
+class ReferrerFlags(TypedDict):
+    """What a pull carries besides images, and the key their signatures must verify with."""
+
+    referrers: bool
+    referrer_types: frozenset[str]
+    verify_key: PublicKey | None
+
+
+def referrer_flags(
+    no_referrers: bool, referrers_type: list[str] | None, key: PublicKey | None
+) -> ReferrerFlags:
+    """``--no-referrers``, ``--referrers-type`` and ``--verify-key`` for ``pull_options``."""
+    return ReferrerFlags(
+        referrers=not no_referrers, referrer_types=frozenset(referrers_type or ()), verify_key=key
     )
 
 

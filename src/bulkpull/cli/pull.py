@@ -79,45 +79,35 @@ def pull(
     quiet: flags.Quiet = False,
     version: flags.Version = False,
 ) -> None:
-    """Pull every image in IMAGES_FILE (or - for stdin) and every -i REF into archives, or
-    with --to copy each into a registry (only what it lacks; an unchanged image costs a HEAD
-    at each end).
-
-    Each line is SOURCE [NEW_NAME] [platform=OS/ARCH[,...]|all]; blank lines and # comments
-    are ignored. Archives load with docker load, podman load, skopeo and ctr images import."""
+    """Pull every image in IMAGES_FILE (or - for stdin) and every -i REF into archives (with
+    --to: into a registry). Each line is SOURCE [NEW_NAME] [platform=OS/ARCH[,...]|all]; blank
+    lines and # comments are ignored. Archives load with docker, podman, skopeo and ctr."""
     listed = inputs.image_specs(images_file, image or [])
-    part = inputs.shard_of(shard)
     login = inputs.keychain(username, password, password_stdin, creds or [], images_file == "-")
     options = inputs.pull_options(
         **inputs.network_flags(
             plain_http, skip_tls_verify, proxy, ca_cert, insecure_registry, timeout
         ),
+        **inputs.referrer_flags(no_referrers, referrers_type, inputs.verify_key(verify_key)),
+        credentials=login,
         platforms=platform,
         retries=retries,
         retry_delay=retry_delay,
         mirrors=mirror,
-        credentials=login,
         force=force,
         jobs=jobs,
         max_downloads=max_downloads,
-        referrers=not no_referrers,
-        referrer_types=frozenset(referrers_type or ()),
-        verify_key=inputs.verify_key(verify_key),
         cache_dir=cache,
     )
-    specs = listed if part is None else part.select(listed)
     run = _run_for(
-        specs, to_registry, (out_dir, bundle, oci_layout), options, dry_run, verbose, quiet
+        listed, shard, to_registry, (out_dir, bundle, oci_layout), options, dry_run, verbose, quiet
     )
-    if part is not None:
-        run.shard = (part, len(listed))
-    run.start()
-    source = inputs.list_source(images_file, image or [])
-    raise typer.Exit(run.conclude(report_file, lock_file, source))
+    raise typer.Exit(run.conclude(report_file, lock_file, inputs.list_source(images_file, image)))
 
 
 def _run_for(
-    specs: list[ImageSpec],
+    listed: list[ImageSpec],
+    shard: str | None,
     to_registry: str | None,
     outputs: tuple[Path | None, Path | None, Path | None],
     options: PullOptions,
@@ -125,15 +115,25 @@ def _run_for(
     verbose: bool,
     quiet: bool,
 ) -> _Run | CopyRun:
-    """A copy into the registry ``--to`` names, else a pull into the outputs the flags name."""
+    """A copy into the registry ``--to`` names, else a pull into the outputs the flags name,
+    of the part of the list ``--shard`` names; started: its headline said."""
     if to_registry is not None and any(outputs):
         usage_error(
             "--to copies into a registry and writes no archive: drop -o/--bundle/--oci-layout"
         )
+    part = inputs.shard_of(shard)
+    specs = listed if part is None else part.select(listed)
+    run: _Run | CopyRun
     if to_registry is not None:
-        return CopyRun(specs, to_registry, options, dry_run, verbose=verbose, quiet=quiet)
-    to = inputs.destinations(*outputs)
-    return _Run(inputs.checked(specs, options), options, to, dry_run, verbose=verbose, quiet=quiet)
+        run = CopyRun(specs, to_registry, options, dry_run, verbose=verbose, quiet=quiet)
+    else:
+        checked = inputs.checked(specs, options)
+        to = inputs.destinations(*outputs)
+        run = _Run(checked, options, to, dry_run, verbose=verbose, quiet=quiet)
+    if part is not None:
+        run.shard = (part, len(listed))
+    run.start()
+    return run
 
 
 class _Run(runs.Run[PullReport]):
