@@ -61,7 +61,7 @@ def test_two_images_landing_on_one_target_name_are_refused_at_the_later_line() -
 
     assert str(refused.value).startswith("images.txt:2: ")
     assert "internal:5000/mirror/library/alpine:3.20" in str(refused.value)
-    assert "images.txt:1" in str(refused.value)
+    assert "is already the name of line 1" in str(refused.value)
 
 
 def test_mapping_is_the_same_when_applied_twice() -> None:
@@ -204,3 +204,20 @@ async def test_every_platform_of_an_index_keeps_its_digest(start: Start, tmp_pat
     (result,) = report.results
     assert (result.status, result.narrowed) == (PushStatus.PUSHED, None)
     assert uploads.registry.manifests[("team/multi", "2")] == (MULTI.manifest, f.OCI_INDEX)
+
+
+async def test_lines_whose_archive_names_would_collide_are_both_copied_by_the_command(
+    start: Start, tmp_path: Path
+) -> None:
+    source, source_host, uploads, target_host = await registries(start, tmp_path)
+    source.add("team/one_1", "1", ONE)
+    source.add("team/one/1", "1", ONE)
+    listing = tmp_path / "images.txt"
+    listing.write_text(f"{source_host}/team/one_1:1\n{source_host}/team/one/1:1\n")
+    places = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_STATE_HOME": str(tmp_path / "state")}
+
+    code, _, err = await run_cli(str(listing), "--to", target_host, env=places)
+
+    assert code == 0, err
+    assert uploads.registry.manifests[("team/one_1", "1")] == (ONE.manifest, f.OCI_MANIFEST)
+    assert uploads.registry.manifests[("team/one/1", "1")] == (ONE.manifest, f.OCI_MANIFEST)

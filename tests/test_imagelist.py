@@ -13,6 +13,7 @@ from bulkpull.imagelist import (
     archive_name,
     check_archive_names,
     digest_tag,
+    distinct_targets,
     image_spec,
     parse_image_list,
     read_image_list,
@@ -266,10 +267,34 @@ def test_two_lines_for_one_archive_are_refused_naming_the_earlier_line(
     lines: list[str], earlier: int, later: int
 ) -> None:
     with pytest.raises(ImageListError) as caught:
-        parse_image_list(lines, "images.txt")
+        check_archive_names(parse_image_list(lines, "images.txt"), [AMD64])
 
     assert caught.value.line == later
     assert f"line {earlier}" in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("lines", "kept"),
+    [
+        pytest.param(["alpine:3.19", "# x", "docker.io/library/alpine:3.19"], 1, id="repeated"),
+        pytest.param(["a/b:c", "a_b:c"], 2, id="archive-names-alike"),
+    ],
+)
+def test_a_bundle_takes_each_image_once_whatever_its_archive_name(
+    lines: list[str], kept: int
+) -> None:
+    assert len(distinct_targets(parse_image_list(lines, "images.txt"))) == kept
+
+
+def test_two_images_under_one_name_are_refused_naming_the_earlier_line() -> None:
+    specs = parse_image_list(["alpine:3.19", "registry.example/alpine:3.19 alpine:3.19"], "l.txt")
+
+    with pytest.raises(ImageListError) as caught:
+        distinct_targets(specs)
+
+    assert str(caught.value) == (
+        "l.txt:2: docker.io/library/alpine:3.19 is already the name of line 1"
+    )
 
 
 def test_same_source_under_two_new_names_is_allowed() -> None:
@@ -379,6 +404,17 @@ def test_closed_standard_input_is_an_image_list_error(monkeypatch: pytest.Monkey
     assert str(caught.value) == "<stdin>: cannot read: standard input is closed"
 
 
+def test_a_list_holds_lines_whose_archives_would_collide_as_a_bundle_or_copy_takes_them() -> None:
+    specs = parse_image_list(["x/a_b:1", "x/a/b:1"], "images.txt")
+
+    assert [str(spec.target) for spec in specs] == [
+        "docker.io/x/a_b:1",
+        "docker.io/x/a/b:1",
+    ]
+    with pytest.raises(ImageListError, match=r"would overwrite x_a_b_1\.tar"):
+        check_archive_names(specs, [AMD64])
+
+
 def test_a_platform_line_and_a_line_renamed_onto_its_platform_archive_are_refused() -> None:
     lines = [
         "127.0.0.1:5000/multi/app:oci platform=linux/amd64,linux/arm64",
@@ -386,7 +422,7 @@ def test_a_platform_line_and_a_line_renamed_onto_its_platform_archive_are_refuse
     ]
 
     with pytest.raises(ImageListError) as caught:
-        parse_image_list(lines, "images.txt")
+        check_archive_names(parse_image_list(lines, "images.txt"), [AMD64])
 
     assert (caught.value.source, caught.value.line) == ("images.txt", 2)
     assert caught.value.reason == (

@@ -474,6 +474,27 @@ async def test_images_that_would_write_one_archive_are_refused_before_any_reques
     assert registry.seen == []
 
 
+async def test_images_whose_archive_names_would_collide_share_one_bundle(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    registry = FakeRegistry()
+    image = f.make_image([f.random_layer(500)])
+    for repository in ("x/a_b", "x/a/b"):
+        registry.put_manifest(repository, "1", image.manifest, image.media_type)
+    registry.blobs.update(image.blobs)
+    host = await start(registry.app())
+    bundle = bulkpull.Destination.bundle(tmp_path / "both.tar")
+
+    report = await bulkpull.pull_images([f"{host}/x/a_b:1", f"{host}/x/a/b:1"], bundle, options)
+
+    assert [result.ok for result in report.results] == [True, True]
+    with tarfile.open(tmp_path / "both.tar") as archive:
+        listed = archive.extractfile("manifest.json")
+        assert listed is not None
+        names = {image["RepoTags"][0] for image in json.load(listed)}
+    assert names == {f"{host}/x/a_b:1", f"{host}/x/a/b:1"}
+
+
 async def test_retries_are_events_naming_the_image_or_the_shared_blob(
     start: Start, options: PullOptions, tmp_path: Path
 ) -> None:

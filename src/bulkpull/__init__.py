@@ -80,6 +80,7 @@ from bulkpull.files import write_atomically
 from bulkpull.imagelist import (
     ImageSpec,
     check_archive_names,
+    distinct_targets,
     image_spec,
     parse_image_list,
     read_image_list,
@@ -251,6 +252,7 @@ __all__ = [
     "copy_images",
     "copy_plan",
     "default_store",
+    "distinct_targets",
     "image_spec",
     "is_temporary",
     "load_public_key",

@@ -19,7 +19,6 @@ from bulkpull.digest import Digest
 from bulkpull.errors import ImageListError, InvalidPlatformError, InvalidReferenceError
 from bulkpull.platform import (
     ALL_PLATFORMS,
-    DEFAULT_PLATFORM,
     Platform,
     parse_platforms,
     wants_all_platforms,
@@ -129,6 +128,31 @@ def check_archive_names(
                 )
 
 
+def distinct_targets(specs: Sequence[ImageSpec]) -> list[ImageSpec]:
+    """The images with each name once, as a bundle, a layout or a registry holds them: a line
+    that repeats an earlier image (same source, same platforms) is dropped, and a line giving
+    another image an earlier line's name is refused, since one of the two would be lost.
+
+    Raises :class:`ImageListError` at the later image: its ``FILE:LINE``, else its position.
+    """
+    claimed: dict[Reference, tuple[int, ImageSpec]] = {}
+    kept: list[ImageSpec] = []
+    for index, spec in enumerate(specs):
+        first_index, first = claimed.setdefault(spec.target, (index, spec))
+        if first_index == index:
+            kept.append(spec)
+        elif _image_of(first) != _image_of(spec):
+            source, line = _origin(spec, index)
+            before, before_line = _origin(first, first_index)
+            named = f"line {before_line}" if before == source and before_line else before
+            raise ImageListError(source, line, f"{spec.target} is already the name of {named}")
+    return kept
+
+
+def _image_of(spec: ImageSpec) -> tuple[object, ...]:
+    return spec.source, spec.platforms, spec.all_platforms
+
+
 def _origin(spec: ImageSpec, index: int) -> tuple[str, int | None]:
     """Where ``spec`` came from as (list, line): its ``FILE:LINE`` split, else how it was
     given (``--image REF``) or its position among the images (``image 3 (REF)``)."""
@@ -176,9 +200,10 @@ def _has_explicit_tag(text: str) -> bool:
 def parse_image_list(lines: Iterable[str], name: str) -> list[ImageSpec]:
     """Parse every line; the first bad line raises :class:`ImageListError` (``FILE:LINE``).
 
-    A byte order mark before the first line is ignored, as Windows editors write one. Two lines
-    that would write the same archive are refused too (with the default platform; a run that
-    asks for others checks again with :func:`check_archive_names`).
+    A byte order mark before the first line is ignored, as Windows editors write one. Lines
+    that would write the same archive are not refused here: only a pull into archives writes
+    files named after its images, and it checks with :func:`check_archive_names` (a copy, a
+    bundle or a layout takes such a list as it is).
     """
     specs: list[ImageSpec] = []
     for number, line in enumerate(lines, start=1):
@@ -193,7 +218,6 @@ def parse_image_list(lines: Iterable[str], name: str) -> list[ImageSpec]:
             specs.append(_parse_line(names, settings, f"{name}:{number}"))
         except (InvalidReferenceError, InvalidPlatformError) as exc:
             raise ImageListError(name, number, str(exc)) from exc
-    check_archive_names(specs, (DEFAULT_PLATFORM,))
     return specs
 
 

@@ -30,6 +30,7 @@ from bulkpull import (
     Shard,
     VerifyKeyError,
     check_archive_names,
+    distinct_targets,
     image_spec,
     load_public_key,
     parse_platform_choice,
@@ -118,13 +119,15 @@ def destinations(
     return found or [Destination.archives(DEFAULT_OUT_DIR)]
 
 
-def checked(specs: list[ImageSpec], options: PullOptions) -> list[ImageSpec]:
-    """``specs``, unless two would write the same archive with the run's platforms."""
+def checked(specs: list[ImageSpec], options: PullOptions, to: list[Destination]) -> list[ImageSpec]:
+    """``specs`` with each image once, unless two images take one name, or two would write
+    the same archive with the run's platforms (only archives are named after their images)."""
     try:
-        check_archive_names(specs, options.platforms, options.all_platforms)
+        if any(destination.kind == "archives" for destination in to):
+            check_archive_names(specs, options.platforms, options.all_platforms)
+        return distinct_targets(specs)
     except ImageListError as exc:
         usage_error(str(exc))
-    return specs
 
 
 class NetworkFlags(TypedDict):

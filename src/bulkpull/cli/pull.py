@@ -127,9 +127,10 @@ def _run_for(
     if to_registry is not None:
         run = CopyRun(specs, to_registry, options, dry_run, verbose=verbose, quiet=quiet)
     else:
-        checked = inputs.checked(specs, options)
         to = inputs.destinations(*outputs)
-        run = _Run(checked, options, to, dry_run, verbose=verbose, quiet=quiet)
+        run = _Run(
+            inputs.checked(specs, options, to), options, to, dry_run, verbose=verbose, quiet=quiet
+        )
     if part is not None:
         run.shard = (part, len(listed))
     run.start()

@@ -40,7 +40,7 @@ from bulkpull.engine.pushoptions import PushOptions, transport_for
 from bulkpull.engine.pushplan import BlobSource, PushContent
 from bulkpull.errors import BulkpullError, ImageListError, InvalidReferenceError
 from bulkpull.files import output_error
-from bulkpull.imagelist import ImageSpec
+from bulkpull.imagelist import ImageSpec, distinct_targets
 from bulkpull.manifest import INDEX_TYPES, Descriptor
 from bulkpull.output import BlobPlace, HeldBlobs
 from bulkpull.pushreport import PushDone, PushEventCallback, PushReport, PushResult, PushStatus
@@ -107,17 +107,13 @@ def copy_plan(specs: Iterable[ImageSpec], to: PushTarget | str) -> list[ImageSpe
     its new name when its line gives one); the same image listed twice is copied once.
     Raises :class:`ImageListError` at a line whose target another image already takes."""
     target = to if isinstance(to, PushTarget) else PushTarget.parse(to)
-    claimed: dict[Reference, ImageSpec] = {}
+    mapped: list[ImageSpec] = []
     for spec in specs:
         try:
-            mapped = replace(spec, target=target.name_for(spec.target))
+            mapped.append(replace(spec, target=target.name_for(spec.target)))
         except InvalidReferenceError as exc:
             raise _line_error(spec, str(exc)) from None
-        first = claimed.setdefault(mapped.target, mapped)
-        if first is not mapped and _image_of(first) != _image_of(mapped):
-            where = first.origin or str(first.source)
-            raise _line_error(spec, f"{mapped.target} is already the target of {where}")
-    return list(claimed.values())
+    return distinct_targets(mapped)
 
 
 def default_store(environ: Mapping[str, str] | None = None) -> Path:
@@ -126,10 +122,6 @@ def default_store(environ: Mapping[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
     base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home(), ".cache"))
     return Path(base) / STORE_SUBDIRECTORY
-
-
-def _image_of(spec: ImageSpec) -> tuple[object, ...]:
-    return spec.source, spec.platforms, spec.all_platforms
 
 
 def _line_error(spec: ImageSpec, reason: str) -> ImageListError:

@@ -27,7 +27,7 @@ from bulkpull.engine.options import PullOptions, registry_transport
 from bulkpull.engine.outputs import RunOutput, landing_store, make_outputs
 from bulkpull.engine.results import result
 from bulkpull.errors import BulkpullError, InvalidOptionError
-from bulkpull.imagelist import ImageSpec, check_archive_names, image_spec
+from bulkpull.imagelist import ImageSpec, check_archive_names, distinct_targets, image_spec
 from bulkpull.manifest import MAX_MANIFEST_BYTES
 from bulkpull.output import HeldBlobs
 from bulkpull.registry import RegistryClient, Transport
@@ -65,16 +65,18 @@ async def pull_images(
     ``destination`` is a :class:`Destination` (archives in a directory, one bundle, an OCI
     layout), a directory path for one archive per image (and platform), or a list of
     destinations, all written in one run from one download of each blob; the first decides
-    each image's result. Strings are parsed
-    as references first, and two images that would write the same archive are refused
-    (:class:`ImageListError`), both before any network I/O; so is a destination that cannot be
-    one (:class:`DestinationError`). ``on_event`` hears progress as it happens, including an
-    :class:`ImageDone` per result.
+    each image's result. Strings are parsed as references first; an image listed twice is
+    pulled once, and two images under one name are refused (:class:`ImageListError`), as are,
+    into archives, two that would write the same archive, all before any network I/O; so is
+    a destination that cannot be one (:class:`DestinationError`). ``on_event`` hears progress
+    as it happens, including an :class:`ImageDone` per result.
     """
     specs = specs_of(images)
     options = options or PullOptions()
     destinations = _destinations(destination)
-    check_archive_names(specs, options.platforms, options.all_platforms)
+    if any(one.kind == "archives" for one in destinations):
+        check_archive_names(specs, options.platforms, options.all_platforms)
+    specs = distinct_targets(specs)
     started, clock = _now(), time.monotonic()
     cache = BlobStore(options.cache_dir) if options.cache_dir is not None else None
     outputs = await _prepared(destinations, specs, options)
