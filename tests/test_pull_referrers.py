@@ -16,71 +16,11 @@ from support import cosignfactory as cf
 from support import imagefactory as f
 from support.commandline import run_cli
 from support.fakeregistry import FakeRegistry, Start
+from support.fakesigned import REPO, cosign_tag, signed_image
 from support.fakeupload import FakeUploads
 
 import bulkpull
 from bulkpull import Destination, Outcome, PullOptions, SignatureError
-
-REPO = "team/app"
-
-
-@dataclass(frozen=True)
-class Signed:
-    """An image in the fake registry with a cosign signature, an SBOM attestation and an
-    oras SBOM attached, and the key that signed them."""
-
-    host: str
-    registry: FakeRegistry
-    image: f.Image
-    signature: f.Image
-    attestation: f.Image
-    sbom: f.Image
-    key: cf.KeyPair
-
-    @property
-    def reference(self) -> str:
-        return f"{self.host}/{REPO}:v1"
-
-    @property
-    def referrers(self) -> tuple[f.Image, ...]:
-        return (self.signature, self.attestation, self.sbom)
-
-
-def cosign_tag(digest: str, kind: str) -> str:
-    return f"sha256-{digest.removeprefix('sha256:')}.{kind}"
-
-
-async def signed_image(
-    start: Start, *, api: bool = True, signature: f.Image | None = None
-) -> Signed:
-    registry = FakeRegistry()
-    registry.referrers_api = api
-    key = cf.ecdsa_key()
-    image = f.make_image([f.random_layer(20_000)], label="signed")
-    signature = signature or cf.make_signature(image.digest, key)
-    attestation = cf.make_sbom_attestation(image.digest, key)
-    sbom = cf.make_oras_sbom(image)
-    registry.add(REPO, "v1", image)
-    registry.add(REPO, cosign_tag(image.digest, "sig"), signature)
-    registry.add(REPO, cosign_tag(image.digest, "att"), attestation)
-    registry.add(REPO, sbom.digest, sbom)
-    if not api:
-        listing = {
-            "schemaVersion": 2,
-            "mediaType": f.OCI_INDEX,
-            "manifests": [
-                {
-                    "mediaType": sbom.media_type,
-                    "digest": sbom.digest,
-                    "size": len(sbom.manifest),
-                    "artifactType": cf.SPDX_JSON,
-                }
-            ],
-        }
-        raw = json.dumps(listing).encode()
-        registry.put_manifest(REPO, f"sha256-{image.digest[7:]}", raw, f.OCI_INDEX)
-    host = await start(registry.app())
-    return Signed(host, registry, image, signature, attestation, sbom, key)
 
 
 def tar_members(path: Path) -> dict[str, bytes]:

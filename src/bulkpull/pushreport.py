@@ -58,6 +58,43 @@ class BlobCounts:
         }
 
 
+class ReferrerListing(StrEnum):
+    """How the target lists a pushed OCI referrer among its subject's referrers."""
+
+    # The registry indexed it itself: its manifest PUT answered OCI-Subject.
+    REFERRERS_API = "referrers API"
+    # bulkpull merged it into the referrers tag schema index (tag sha256-<hex>).
+    TAG_SCHEMA = "referrers tag schema"
+
+
+@dataclass(frozen=True, slots=True)
+class PushedReferrer:
+    """A signature, SBOM or attestation pushed after its image: what it refers to
+    (``subject``), its manifest's digest (the source's), its type, its size with every blob it
+    carries, the cosign ``tag`` it went under ("" for none), how the target lists it
+    (``listed``: None for one known only by its tag), and whether it was there already
+    (``present``: nothing of it was sent)."""
+
+    subject: Digest
+    digest: Digest
+    type: str
+    size: int
+    tag: str = ""
+    listed: ReferrerListing | None = None
+    present: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "type": self.type,
+            "digest": str(self.digest),
+            "size": self.size,
+            "subject": str(self.subject),
+            "tag": self.tag or None,
+            "listed": self.listed.value if self.listed else None,
+            "status": PushStatus.UP_TO_DATE.value if self.present else PushStatus.PUSHED.value,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class PushResult:
     """One image of a push: ``spec`` is its name in the source (``source``: an archive or
@@ -66,7 +103,8 @@ class PushResult:
     unless ``narrowed``: an index bulkpull narrowed to the platforms chosen, as (entries
     kept, entries listed)), ``size`` the bytes of its blobs and manifests; ``missing`` in a
     dry run the bytes the target lacks of it. ``pinned`` is the list line that copies the
-    same image again, its source pinned to the digest it resolved to (for ``--lock``)."""
+    same image again, its source pinned to the digest it resolved to (for ``--lock``).
+    ``referrers`` are the signatures, SBOMs and attestations pushed after it."""
 
     spec: ImageSpec
     status: PushStatus
@@ -79,6 +117,7 @@ class PushResult:
     error: BulkpullError | None = None
     narrowed: tuple[int, int] | None = None
     pinned: str | None = None
+    referrers: tuple[PushedReferrer, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -102,6 +141,7 @@ class PushResult:
             "narrowed": narrowed_json(self.narrowed),
             "error": error_json(self.error),
             "tries": self.error.tries if self.error else None,
+            "referrers": [referrer.to_json() for referrer in self.referrers],
         }
 
 

@@ -197,6 +197,17 @@ def referrer_types(manifest: ImageManifest | ImageIndex) -> frozenset[str]:
     return frozenset(found - {""})
 
 
+def referrer_kind(manifest: ImageManifest | ImageIndex, artifact_type: str = "") -> str:
+    """The type a report gives a referrer: its artifactType (``artifact_type``, what its
+    referrers list entry says, falls back to the config's type), else what cosign's layers
+    hold (cosign's manifests have no artifactType), else its own media type."""
+    if artifact_type or manifest.artifact_type:
+        return artifact_type or manifest.artifact_type
+    if isinstance(manifest, ImageManifest):
+        return manifest.layers[0].media_type if manifest.layers else manifest.config.media_type
+    return manifest.media_type
+
+
 def merge_referrer(existing: bytes | None, entry: Descriptor, what: str) -> bytes | None:
     """The tag-schema index with ``entry`` added, or None when it is listed already.
 

@@ -8,7 +8,9 @@ distribution spec describes them: a ``PATCH`` must start where the upload stands
 ``PATCH`` that broke off are kept, so a client can resume from there. Faults: statuses answered
 to ``POST``, ``PATCH`` or ``PUT`` before success (with ``Retry-After``), a connection reset in
 the middle of a ``PATCH`` body, a session forgotten after some chunks, a wrong
-``Docker-Content-Digest``, mounts declined. Every body byte received is counted.
+``Docker-Content-Digest``, mounts declined. A manifest with a ``subject`` is answered with
+``OCI-Subject`` while the registry serves the Referrers API, as the distribution spec says.
+Every body byte received is counted.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from support.fakeregistry import FakeRegistry, _grants
+from support.fakeregistry import FakeRegistry, _grants, _subject_of
 from support.imagefactory import sha256
 
 _WRONG_DIGEST = "sha256:" + "0" * 64
@@ -302,6 +304,9 @@ class FakeUploads:
             "Location": f"/v2/{repository}/manifests/{digest}",
             "Docker-Content-Digest": said,
         }
+        subject = _subject_of(raw)
+        if subject is not None and self.registry.referrers_api:
+            headers["OCI-Subject"] = subject  # what a registry with the Referrers API says
         return web.Response(status=201, headers=headers)
 
 

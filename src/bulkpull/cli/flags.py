@@ -107,8 +107,8 @@ NoReferrers = Annotated[
     bool,
     typer.Option(
         "--no-referrers",
-        help="Leave out the signatures, SBOMs and attestations a bundle or layout carries by "
-        "default.",
+        help="Leave out the signatures, SBOMs and attestations that travel with the images by "
+        "default (into a bundle, a layout or a registry).",
     ),
 ]
 ReferrersType = Annotated[

@@ -101,6 +101,8 @@ def push(
     retry_delay: flags.RetryDelay = None,
     timeout: flags.Timeout = None,
     state_dir: StateDir = None,
+    no_referrers: flags.NoReferrers = False,
+    referrers_type: flags.ReferrersType = None,
     dry_run: DryRun = False,
     report_file: flags.ReportFile = None,
     verbose: flags.Verbose = False,
@@ -109,12 +111,14 @@ def push(
 ) -> None:
     """Push every image of every SOURCE to the registry --to names, byte for byte: manifests
     and indexes keep their digests, blobs the registry has are skipped, shared ones mounted,
-    and an upload cut off resumes (in the next run too)."""
+    and an upload cut off resumes (in the next run too). The signatures, SBOMs and
+    attestations a bundle or layout carries follow their images."""
     login = inputs.keychain(username, password, password_stdin, creds or [], list_on_stdin=False)
     base = inputs.pull_options(
         **inputs.network_flags(
             plain_http, skip_tls_verify, proxy, ca_cert, insecure_registry, timeout
         ),
+        **inputs.referrer_flags(no_referrers, referrers_type, None),
         retries=retries,
         retry_delay=retry_delay,
         credentials=login,

@@ -13,7 +13,10 @@ fetched and checked first, as a pull checks them.
 The target gets what a pull would put in a bundle: the manifest of the one platform chosen, the
 registry's own index with ``all``, or that index narrowed to the platforms chosen (a new digest,
 which the result says). Names follow the push's rule (``targets``), the list line's new name
-standing for the image's name. Imports ``registry``, ``store``, ``output`` and the engine's
+standing for the image's name. The image's signatures, SBOMs and attestations are found as a
+pull finds them (``referrers``) and pushed after it (``delivery``), also when its tag was up to
+date once resolved; an image found up to date by its two ``HEAD`` requests is not resolved, so its
+referrers are not looked for. Imports ``registry``, ``store``, ``output`` and the engine's
 pull and push halves.
 """
 
@@ -31,13 +34,14 @@ from pathlib import Path
 
 from bulkpull.digest import Digest
 from bulkpull.engine.configs import ImageBlobs
-from bulkpull.engine.delivery import Delivery
+from bulkpull.engine.delivery import Delivery, fetched_referrers
 from bulkpull.engine.downloads import Downloads
 from bulkpull.engine.entries import Entry, archive_entry
 from bulkpull.engine.options import PullOptions
 from bulkpull.engine.pull import connect, specs_of
 from bulkpull.engine.pushoptions import PushOptions, transport_for
 from bulkpull.engine.pushplan import BlobSource, PushContent
+from bulkpull.engine.referrers import Companions, ImageReferrers
 from bulkpull.errors import BulkpullError, ImageListError, InvalidReferenceError
 from bulkpull.files import output_error
 from bulkpull.imagelist import ImageSpec, distinct_targets
@@ -148,6 +152,11 @@ class _Copy:
         self._store = store
         self._downloads = downloads
         self._blobs = ImageBlobs(downloads)
+        carry = options.referrers and not dry_run
+        key = options.verify_key
+        self._referrers = ImageReferrers(
+            registry, downloads, carry=carry, types=options.referrer_types, key=key
+        )
         self.delivery = delivery
         self._options = options
         self._dry_run = dry_run
@@ -187,6 +196,7 @@ class _Copy:
             resolved = await self._registry.resolve(
                 at, wanted.platforms, every=wanted.all_platforms
             )
+            companions = await self._referrers.find(spec.source, resolved)
         entry = _entry(spec, wanted, resolved)
         top = entry.image
         result = replace(
@@ -199,12 +209,26 @@ class _Copy:
         )
         if current == top.digest:
             self.delivery.held(spec.target, _blobs(resolved))
-            return replace(result, status=PushStatus.UP_TO_DATE)
-        if self._dry_run:
+            result = replace(result, status=PushStatus.UP_TO_DATE)
+        elif self._dry_run:
             return await self.delivery.missing(spec.target, _blobs(resolved), result)
-        content = await self._prepare(wanted, resolved, entry)
-        by_digest = spec.source.tag is None
-        return await self.delivery.deliver(spec.target, by_digest, content, result)
+        else:
+            content = await self._prepare(wanted, resolved, entry)
+            by_digest = spec.source.tag is None
+            result = await self.delivery.deliver(spec.target, by_digest, content, result)
+        return await self._deliver_referrers(spec, resolved, companions, result)
+
+    async def _deliver_referrers(
+        self,
+        spec: ImageSpec,
+        resolved: list[ResolvedImage],
+        companions: Companions,
+        result: PushResult,
+    ) -> PushResult:
+        """The referrers found at the source, after their image (none in a dry run)."""
+        fetcher = functools.partial(self._fetcher, resolved[0].reference)
+        pushes = fetched_referrers(companions, fetcher)
+        return await self.delivery.deliver_referrers(spec.target, pushes, result)
 
     async def _source_digest(self, source: Reference) -> tuple[Digest | None, str]:
         """What the source names (and its media type when a ``HEAD`` said): a digest the

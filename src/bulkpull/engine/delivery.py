@@ -7,23 +7,50 @@ manifests are stored byte for byte under their own media types, children by dige
 last, so that no tag ever names an image the registry cannot serve whole. ``bulkpull push``
 delivers what it reads out of archives and layouts, a copy (``bulkpull LIST --to``) what it has
 fetched into the store. Every write goes through one :class:`PushClient`, bound to the target
-registry. Imports ``registry``, ``store``, ``uploads``, ``pushplan`` (what an image consists
-of) and the value modules.
+registry.
+
+After its image come the image's signatures, SBOMs and attestations (each after what it refers
+to, its blobs placed as an image's are), byte for byte: a cosign one under its tag
+(``sha256-<hex>.sig``), left alone when the tag already names it; an OCI referrer by digest.
+A registry with the Referrers API answers that ``PUT`` with ``OCI-Subject: <subject>`` and lists
+the referrer itself; on any other the referrers tag schema index of the subject (tag
+``sha256-<hex>``) is read, the referrer merged in (``referrers.merge_referrer``: what others
+listed stays, no entry twice, ordered by digest) and written back, one merge at a time per tag
+in a run. A tag that holds anything but a referrers index is refused, never overwritten.
+Imports ``registry``, ``store``, ``uploads``, ``pushplan`` (what an image consists of),
+``referrers`` (what a pull found) and the value modules.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from bulkpull.digest import Digest
 from bulkpull.engine.pushoptions import PushOptions
-from bulkpull.engine.pushplan import PushContent
+from bulkpull.engine.pushplan import BlobSource, PushContent, ReferrerPush
+from bulkpull.engine.referrers import Companions
 from bulkpull.engine.uploads import Uploads
-from bulkpull.manifest import Descriptor
-from bulkpull.pushreport import BlobCounts, PushEvent, PushEventCallback, PushResult, PushStatus
+from bulkpull.errors import ContentError
+from bulkpull.manifest import OCI_INDEX, Descriptor
+from bulkpull.pushreport import (
+    BlobCounts,
+    PushedReferrer,
+    PushEvent,
+    PushEventCallback,
+    PushResult,
+    PushStatus,
+    ReferrerListing,
+)
 from bulkpull.reference import Reference
+from bulkpull.referrers import (
+    merge_referrer,
+    referrer_entry,
+    referrer_kind,
+    referrers_tag,
+    subject_indexed,
+)
 from bulkpull.registry import PushClient
 from bulkpull.report import ImageStage, Stage, retry_events
 from bulkpull.store import UploadState
@@ -51,6 +78,7 @@ class Delivery:
             emit=self.emit,
             on_retry=retry_events(on_event) if on_event else None,
         )
+        self._referrers = _Referrers(client, self.uploads)
 
     def emit(self, event: PushEvent) -> None:
         if self._on_event is not None:
@@ -99,8 +127,104 @@ class Delivery:
         await self.client.put_manifest(repository, _tag(target), raw, media_type)
         return replace(result, blobs=counts)
 
+    async def deliver_referrers(
+        self, target: Reference, referrers: Sequence[ReferrerPush], result: PushResult
+    ) -> PushResult:
+        """Push the image's referrers after it (see the module): the result lists them; one
+        that cannot be pushed fails the image."""
+        if not referrers:
+            return result
+        self.emit(ImageStage(result.spec, Stage.WRITING))
+        pushed = [await self._referrers.push(target.path, r) for r in _subjects_first(referrers)]
+        return replace(result, referrers=tuple(pushed))
+
     async def close(self) -> None:
         await self.uploads.close()
+
+
+class _Referrers:
+    """Referrers into the target's repositories; the lock per tag-schema index keeps two
+    referrers of one subject from overwriting each other's merge."""
+
+    def __init__(self, client: PushClient, uploads: Uploads) -> None:
+        self._client = client
+        self._uploads = uploads
+        self._merging: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def push(self, repository: str, referrer: ReferrerPush) -> PushedReferrer:
+        """One referrer: its blobs and manifests unless its tag or digest names it already,
+        then, for an OCI referrer, its listing. An OCI referrer's manifest is stored again
+        even when present (a small ``PUT``): its answer says whether the registry lists it."""
+        content = referrer.content
+        media_type, digest, raw = content.manifests[-1]
+        reference = referrer.tag or str(digest)
+        present = await self._client.manifest_digest(repository, reference) == digest
+        if not present:
+            await asyncio.gather(
+                *(self._uploads.place(repository, blob, where) for blob, where in content.blobs)
+            )
+            for kind, child, body in content.manifests[:-1]:
+                await self._client.put_manifest(repository, str(child), body, kind)
+        listed = None
+        if not present or referrer.indexed:
+            said = await self._client.put_manifest(repository, reference, raw, media_type)
+            if referrer.indexed:
+                listed = await self._list(repository, referrer.subject, said, raw, media_type)
+        return PushedReferrer(
+            referrer.subject, digest, referrer.kind, content.size, referrer.tag, listed, present
+        )
+
+    async def _list(
+        self, repository: str, subject: Digest, said: str | None, raw: bytes, media_type: str
+    ) -> ReferrerListing:
+        """Make the subject's referrers list show the referrer ``raw``: the registry's own
+        when it answered ``OCI-Subject``, else the tag-schema index, merged."""
+        if subject_indexed(said, subject):
+            return ReferrerListing.REFERRERS_API
+        tag = referrers_tag(subject)
+        what = f"{self._client.registry}/{repository}:{tag}"
+        entry = referrer_entry(raw, media_type, what)
+        async with self._merging.setdefault((repository, tag), asyncio.Lock()):
+            found = await self._client.fetch_manifest(repository, tag)
+            try:
+                merged = merge_referrer(found[0] if found else None, entry, what)
+            except ContentError as exc:
+                raise ContentError(f"{exc}; the tag is left as it is") from exc
+            if merged is not None:
+                await self._client.put_manifest(repository, tag, merged, OCI_INDEX)
+        return ReferrerListing.TAG_SCHEMA
+
+
+def _subjects_first(referrers: Sequence[ReferrerPush]) -> list[ReferrerPush]:
+    """The referrers in an order that pushes each after the referrer it refers to (a
+    signature on an SBOM after the SBOM); otherwise as given."""
+    by_digest = {referrer.digest: referrer for referrer in referrers}
+
+    def depth(referrer: ReferrerPush) -> int:
+        levels = 0
+        while referrer.subject in by_digest and levels < len(by_digest):
+            referrer, levels = by_digest[referrer.subject], levels + 1
+        return levels
+
+    return sorted(referrers, key=depth)
+
+
+def fetched_referrers(
+    companions: Companions, fetcher: Callable[[Descriptor], BlobSource]
+) -> tuple[ReferrerPush, ...]:
+    """The referrers a copy found at the source, as they are pushed: manifests as fetched,
+    each blob through ``fetcher`` (into the store, when it must be uploaded)."""
+    pushes = []
+    for referrer, children, blobs in companions.carried:
+        manifest = referrer.manifest
+        subject = manifest.subject.digest if manifest.subject else referrer.subject
+        own = (manifest.media_type, referrer.digest, referrer.raw)
+        manifests = (*((c.media_type, c.digest, c.raw) for c in children), own)
+        content = PushContent(manifests, tuple((blob, fetcher(blob)) for blob in blobs))
+        kind = referrer_kind(manifest, referrer.entry.artifact_type)
+        indexed = manifest.subject is not None
+        pushes.append(ReferrerPush(content, subject, kind, referrer.tag, indexed))
+    return tuple(pushes)
 
 
 def _tag(target: Reference) -> str:

@@ -1,15 +1,16 @@
 """Orchestration of a push: archives and layouts into one registry, every digest kept.
 
-The plan (``pushplan``) names every image before any request. Then each image is a task, ``jobs``
-at a time: its manifests are read from its source; if the target's tag already names its
-digest it is ``up-to-date`` and nothing is sent; otherwise its blobs are placed in its
+The plan (``pushplan``) names every image before any request. Then each image is a task,
+``jobs`` at a time: its manifests are read from its source; if the target's tag already names
+its digest it is ``up-to-date`` and nothing is sent; otherwise its blobs are placed in its
 repository (``uploads``: skipped, mounted or uploaded, each once per repository), then its
 manifests are stored byte for byte under their own media types, children by digest before the
-index that lists them, and the tag last. Every write goes through one :class:`PushClient`,
-bound to the target registry. A dry run asks the target what it lacks (``HEAD`` only) and
-writes nothing. A :class:`BulkpullError` (or a file that cannot be read) ends only its own
-image. Imports ``registry``, ``store``, ``uploads``, ``pushplan``, ``pushoptions`` and
-the value modules.
+index that lists them, and the tag last; then the signatures, SBOMs and attestations carried
+with it (``delivery``), also when the image was up to date. Every write goes through one
+:class:`PushClient`, bound to the target registry. A dry run asks the target what it lacks
+(``HEAD`` only) and writes nothing. A :class:`BulkpullError` (or a file that cannot be read)
+ends only its own image. Imports ``registry``, ``store``, ``uploads``, ``pushplan``,
+``pushoptions`` and the value modules.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from bulkpull.engine.pushoptions import PushOptions, transport_for
 from bulkpull.engine.pushplan import (
     PlannedImage,
     PushPlan,
+    ReferrerPush,
     plan_push,
     planned_images,
     read_content,
+    read_referrers,
 )
 from bulkpull.errors import BulkpullError, OutputError
 from bulkpull.files import output_error
@@ -40,6 +43,7 @@ from bulkpull.pushreport import (
     PushResult,
     PushStatus,
 )
+from bulkpull.referrers import ReferrerFilter
 from bulkpull.registry import PushClient
 from bulkpull.report import ImageStage, Stage, retry_events, working_for
 from bulkpull.targets import PushTarget
@@ -102,6 +106,7 @@ class _Push:
     ) -> None:
         self._plan = plan
         self._dry_run = dry_run
+        self._keep = ReferrerFilter(options.referrer_types) if options.referrers else None
         self._jobs = asyncio.Semaphore(options.jobs)
         self.delivery = Delivery(client, options, on_event)
 
@@ -123,16 +128,26 @@ class _Push:
         target = image.spec.target
         self.delivery.emit(ImageStage(image.spec, Stage.CHECKING))
         content = await asyncio.to_thread(read_content, image, self._plan)
+        referrers = await asyncio.to_thread(self._referrers, image)
         media_type, digest, _ = content.manifests[-1]
         result = replace(result, digest=digest, media_type=media_type, size=content.size)
         blobs = [blob for blob, _ in content.blobs]
-        if await self.delivery.current(target) == digest:
+        current = await self.delivery.current(target) == digest
+        if current:
             self.delivery.held(target, blobs)
-            return replace(result, status=PushStatus.UP_TO_DATE)
+            result = replace(result, status=PushStatus.UP_TO_DATE)
         if self._dry_run:
-            return await self.delivery.missing(target, blobs, result)
-        by_digest = image.spec.source.tag is None  # pushed by digest, then tagged
-        return await self.delivery.deliver(target, by_digest, content, result)
+            return result if current else await self.delivery.missing(target, blobs, result)
+        if not current:
+            by_digest = image.spec.source.tag is None  # pushed by digest, then tagged
+            result = await self.delivery.deliver(target, by_digest, content, result)
+        return await self.delivery.deliver_referrers(target, referrers, result)
+
+    def _referrers(self, image: PlannedImage) -> tuple[ReferrerPush, ...]:
+        """The referrers to push after the image (none with ``--no-referrers``)."""
+        if self._keep is None:
+            return ()
+        return read_referrers(image, self._plan, self._keep)
 
 
 def _read_error(exc: OSError, image: PlannedImage) -> OutputError:

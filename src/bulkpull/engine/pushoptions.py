@@ -56,6 +56,8 @@ _SHARED = (
     "proxies",
     "retry",
     "timeout",
+    "referrers",
+    "referrer_types",
 )
 
 
@@ -67,7 +69,9 @@ class PushOptions:
     the whole run. ``chunk_size`` splits large blobs into ``PATCH`` chunks (smaller ones go
     in one ``PUT``). ``state_dir`` keeps the location of each unfinished upload so that the
     next run resumes it; by default ``$XDG_STATE_HOME/bulkpull/uploads``
-    (``~/.local/state/bulkpull/uploads``). Logins, TLS, proxies, retries and the timeout mean
+    (``~/.local/state/bulkpull/uploads``). ``referrers``: the signatures, SBOMs and
+    attestations carried with each image are pushed after it (only those of
+    ``referrer_types``, when given). Logins, TLS, proxies, retries and the timeout mean
     what they mean for a pull (see :class:`PullOptions`).
     """
 
@@ -83,6 +87,8 @@ class PushOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float = DEFAULT_TIMEOUT
     state_dir: Path | None = None
+    referrers: bool = True
+    referrer_types: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.jobs < 1:

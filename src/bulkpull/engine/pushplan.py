@@ -8,22 +8,24 @@ rule of ``targets``. The same image named twice (a bundle and a per-image archiv
 pushed once; two different images claiming one target name, an entry without a name or a source
 that is no OCI archive or layout stop the push with :class:`SourceError` before any network
 I/O. An image's content is read from its source when it is pushed: its manifests (children
-before the index that lists them) and the blobs they name. Imports ``output``, ``targets``,
-``manifest`` and the value modules.
+before the index that lists them) and the blobs they name; then, the same way, each signature,
+SBOM or attestation a pull carried with it (an entry marked ``REFERRER_OF`` its name). Imports
+``output``, ``targets``, ``manifest``, ``referrers`` and the value modules.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bulkpull.digest import Digest
 from bulkpull.errors import ContentError, InvalidReferenceError, SourceError
 from bulkpull.imagelist import ImageSpec
 from bulkpull.manifest import MAX_MANIFEST_BYTES, Descriptor, ImageIndex, parse_manifest
-from bulkpull.output import REFERRER_OF, BlobPlace, Source, SourceEntry, read_source
+from bulkpull.output import REFERRER_OF, REFERRER_TAG, BlobPlace, Source, SourceEntry, read_source
 from bulkpull.reference import Reference, parse_reference
+from bulkpull.referrers import ReferrerFilter, cosign_link, referrer_kind, referrer_link
 from bulkpull.targets import PushTarget
 
 # Indexes of indexes exist (a few tools nest them), but not deeper than this.
@@ -33,11 +35,13 @@ _MAX_DEPTH = 4
 @dataclass(frozen=True)
 class PlannedImage:
     """One image to push: its names (``spec.source`` in the source, ``spec.target`` at the
-    target), the source it is read from, and what its ``index.json`` entry points at."""
+    target), the source it is read from, what its ``index.json`` entry points at, and the
+    entries of the referrers carried with it."""
 
     spec: ImageSpec
     source: Source
     descriptor: Descriptor
+    referrers: tuple[SourceEntry, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,24 @@ class PushContent:
         return manifests + sum(blob.size for blob, _ in self.blobs)
 
 
+@dataclass(frozen=True, slots=True)
+class ReferrerPush:
+    """A signature, SBOM or attestation to push after what it refers to (``subject``): its
+    manifests and blobs (``content``, the referrer's own manifest last), the cosign ``tag`` it
+    goes under ("" for none), whether its manifest names the subject itself (``indexed``: the
+    target's referrers list must show it), and its type as the report gives it."""
+
+    content: PushContent
+    subject: Digest
+    kind: str
+    tag: str = ""
+    indexed: bool = False
+
+    @property
+    def digest(self) -> Digest:
+        return self.content.manifests[-1][1]
+
+
 def plan_push(sources: Iterable[Path | str], to: PushTarget | str) -> PushPlan:
     """Open every source and name every image in it (see the module); raises
     :class:`SourceError` listing every problem, before anything is sent anywhere."""
@@ -87,9 +109,11 @@ def plan_push(sources: Iterable[Path | str], to: PushTarget | str) -> PushPlan:
     problems: list[str] = []
     claimed: dict[str, PlannedImage] = {}
     for source in opened.values():
+        carried = _referrer_entries(source)
         for entry in source.entries:
             planned = _planned(source, entry, target, problems)
             if planned is not None:
+                planned = replace(planned, referrers=carried.get(entry.name or "", ()))
                 _claim(planned, claimed, problems)
     if problems:
         raise SourceError("\n".join(problems))
@@ -105,7 +129,7 @@ def _planned(
     where = f"{source.path}: index.json entry {entry.position}"
     if entry.descriptor.annotation(REFERRER_OF) is not None:
         # A signature, SBOM or attestation a pull carried with an image: not an image of its
-        # own, and not pushed (yet); its image is pushed as if it carried none.
+        # own, but pushed with its image (``_referrer_entries``).
         return None
     if entry.name is None:
         problems.append(
@@ -120,6 +144,16 @@ def _planned(
         problems.append(f"{where}: {exc}")
         return None
     return PlannedImage(spec, source, entry.descriptor)
+
+
+def _referrer_entries(source: Source) -> dict[str, tuple[SourceEntry, ...]]:
+    """The referrer entries of ``source`` by the name of the image they travel with."""
+    found: dict[str, list[SourceEntry]] = {}
+    for entry in source.entries:
+        image = entry.descriptor.annotation(REFERRER_OF)
+        if image is not None:
+            found.setdefault(image, []).append(entry)
+    return {image: tuple(entries) for image, entries in found.items()}
 
 
 def _reference(name: str) -> Reference:
@@ -153,20 +187,48 @@ def read_content(image: PlannedImage, plan: PushPlan) -> PushContent:
     """Read the image's manifests from its source, checked against their digests and sizes,
     and find the blobs they name: in the image's own source, else in any of the push's.
     Runs in a worker thread."""
+    return _content(image.source, image.descriptor, str(image.spec.source), plan)
+
+
+def read_referrers(
+    image: PlannedImage, plan: PushPlan, keep: ReferrerFilter
+) -> tuple[ReferrerPush, ...]:
+    """Read the referrers carried with the image (those ``keep`` keeps) as :func:`read_content`
+    reads the image: what each refers to is its manifest's ``subject``, else its cosign tag."""
+    found = []
+    for entry in image.referrers:
+        what = f"{image.spec.source}: referrer {entry.descriptor.digest}"
+        content = _content(image.source, entry.descriptor, what, plan)
+        media_type, _, raw = content.manifests[-1]
+        manifest = parse_manifest(raw, media_type, what)
+        if not keep.keeps(manifest):
+            continue
+        named = entry.descriptor.annotation(REFERRER_TAG) or ""
+        tag = named if cosign_link(named) is not None else ""
+        link = referrer_link(manifest, tag)
+        if link is None:
+            raise ContentError(f"{what}: has no subject and no cosign tag, so it refers to nothing")
+        kind = referrer_kind(manifest, entry.descriptor.artifact_type)
+        found.append(ReferrerPush(content, link.subject, kind, tag, manifest.subject is not None))
+    return tuple(found)
+
+
+def _content(source: Source, descriptor: Descriptor, what: str, plan: PushPlan) -> PushContent:
+    """The manifests under ``descriptor`` in ``source`` and the blobs they name, found in
+    ``source`` else in any of the push's sources."""
     manifests: dict[Digest, tuple[str, Digest, bytes]] = {}
     blobs: dict[Digest, Descriptor] = {}
-    _collect(image.source, image.descriptor, str(image.spec.source), 0, manifests, blobs)
+    _collect(source, descriptor, what, 0, manifests, blobs)
     placed = []
     for blob in blobs.values():
-        where = _place(blob.digest, (image.source, *plan._sources))
+        where = _place(blob.digest, (source, *plan._sources))
         if where is None:
             if not blob.urls:  # a foreign layer may stay out: registries allow it
-                raise ContentError(f"{image.spec.source}: blob {blob.digest} is not in the sources")
+                raise ContentError(f"{what}: blob {blob.digest} is not in the sources")
             continue
         if where.size != blob.size:
             raise ContentError(
-                f"{image.spec.source}: blob {blob.digest} is {where.size} bytes in "
-                f"{where.path}, not {blob.size}"
+                f"{what}: blob {blob.digest} is {where.size} bytes in {where.path}, not {blob.size}"
             )
         placed.append((blob, where))
     return PushContent(tuple(manifests.values()), tuple(placed))

@@ -24,7 +24,7 @@ from bulkpull.errors import ContentError, NotFoundError
 from bulkpull.manifest import Descriptor, ImageIndex, ImageManifest, parse_manifest
 from bulkpull.output import ReferrerContent
 from bulkpull.reference import Reference
-from bulkpull.referrers import CosignKind, ReferrerFilter, cosign_tag
+from bulkpull.referrers import CosignKind, ReferrerFilter, cosign_tag, referrer_kind
 from bulkpull.registry import RegistryClient
 from bulkpull.report import CarriedReferrer, SkippedReferrer
 from bulkpull.resolved import FetchedManifest, ResolvedImage
@@ -83,7 +83,7 @@ class Companions:
             CarriedReferrer(
                 referrer.subject,
                 referrer.digest,
-                _kind(referrer),
+                referrer_kind(referrer.manifest, referrer.entry.artifact_type),
                 referrer.entry.size + sum(m.size for m in manifests) + sum(b.size for b in blobs),
                 referrer.source.value,
                 referrer.tag,
@@ -180,14 +180,3 @@ def _subjects(resolved: Sequence[ResolvedImage]) -> list[Digest]:
 def _blobs_of(manifest: ImageManifest) -> tuple[Descriptor, ...]:
     """A referrer's config and layers; a foreign layer stays where its ``urls`` say."""
     return (manifest.config, *(layer for layer in manifest.layers if not layer.urls))
-
-
-def _kind(referrer: Referrer) -> str:
-    """The type the report gives a referrer: its artifactType (or its list entry's, which
-    falls back to the config's type), else what cosign's layers hold."""
-    if referrer.entry.artifact_type:
-        return referrer.entry.artifact_type
-    manifest = referrer.manifest
-    if isinstance(manifest, ImageManifest):
-        return manifest.layers[0].media_type if manifest.layers else manifest.config.media_type
-    return referrer.entry.media_type

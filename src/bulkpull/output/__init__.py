@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from bulkpull.output.archive import Slot
 from bulkpull.output.collected import Bundle, Layout
-from bulkpull.output.contents import REFERRER_OF, ArchiveImage, ImageContent, ReferrerContent
+from bulkpull.output.contents import (
+    REFERRER_OF,
+    REFERRER_TAG,
+    ArchiveImage,
+    ImageContent,
+    ReferrerContent,
+)
 from bulkpull.output.filling import ArchiveFile
 from bulkpull.output.readback import HeldBlobs
 from bulkpull.output.signed import verify_signatures
@@ -18,6 +24,7 @@ from bulkpull.output.writers import BlobFiles, BlobSupply, Output
 
 __all__ = [
     "REFERRER_OF",
+    "REFERRER_TAG",
     "ArchiveCheck",
     "ArchiveEntry",
     "ArchiveFile",

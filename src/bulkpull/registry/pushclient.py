@@ -8,11 +8,13 @@ registry, whatever a registry answers. Tokens are asked for with the push scope
 
 The requests follow the distribution spec's push side: ``HEAD`` of a blob; ``POST`` to open an
 upload (with ``mount``/``from`` to cross-mount); ``PATCH`` with ``Content-Range`` for a chunk;
-``GET`` of the upload's location for what the registry holds; ``PUT ?digest=`` to close it,
-with the whole blob in it for a small one; ``PUT`` of a manifest, whose ``Docker-Content-Digest``
-must be the digest of the bytes sent. What to do when one fails is the caller's decision (the
-push orchestration resumes or starts over). Imports ``transport``, ``session``, ``auth``,
-``redirects``, ``routing`` and the value modules.
+``GET`` of the upload's location for what the registry holds; ``PUT ?digest=`` to close it, with
+the whole blob in it for a small one; ``PUT`` of a manifest, whose ``Docker-Content-Digest``
+must be the digest of the bytes sent (and whose ``OCI-Subject`` says whether the registry
+indexed a referrer itself); ``GET`` of a manifest (a referrers tag schema index, to merge into).
+What to do when one fails is the caller's decision (the push orchestration resumes or starts
+over). Imports ``transport``, ``session``, ``auth``, ``redirects``, ``routing`` and the value
+modules.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from bulkpull.errors import (
     InvalidReferenceError,
     NotFoundError,
 )
-from bulkpull.manifest import MANIFEST_ACCEPT
+from bulkpull.manifest import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES
 from bulkpull.registry.auth import pull_scope, push_scope
 from bulkpull.registry.redirects import READS
 from bulkpull.registry.routing import redact
@@ -87,6 +89,23 @@ class PushClient:
                 return _header_digest(response)
         except NotFoundError:
             return None
+
+    async def fetch_manifest(self, repository: str, reference: str) -> tuple[bytes, str] | None:
+        """What ``repository:reference`` holds (``GET``) and its ``Content-Type``, None when
+        it holds nothing; checked against the digest the registry names for it."""
+        path = f"/v2/{repository}/manifests/{reference}"
+        try:
+            async with self._send("GET", repository, path, {"Accept": MANIFEST_ACCEPT}) as response:
+                raw = await response.read(MAX_MANIFEST_BYTES)
+                said, content_type = _header_digest(response), response.content_type
+        except NotFoundError:
+            return None
+        if said is not None and said != Digest.of(raw):
+            what = f"manifest {reference} of {repository}"
+            raise DigestMismatchError(
+                f"{what} (Docker-Content-Digest)", str(said), str(Digest.of(raw))
+            )
+        return raw, content_type
 
     async def mount(self, repository: str, digest: Digest, source: str) -> UploadSession | None:
         """Ask to mount the blob from ``source`` (another repository of this registry): None
@@ -151,8 +170,10 @@ class PushClient:
 
     async def put_manifest(
         self, repository: str, reference: str, raw: bytes, media_type: str
-    ) -> None:
-        """Store ``raw`` (its own bytes, under its own media type) as ``repository:reference``.
+    ) -> str | None:
+        """Store ``raw`` (its own bytes, under its own media type) as ``repository:reference``;
+        returns the answer's ``OCI-Subject`` (None when absent), which a registry with the
+        Referrers API sends for a manifest with a ``subject`` it indexed.
 
         The registry's ``Docker-Content-Digest`` must be the digest of ``raw``: anything else
         means it stored other bytes, and the image would not pull back as it was. A registry
@@ -164,10 +185,12 @@ class PushClient:
         headers = {"Content-Type": media_type, "Content-Length": str(len(raw))}
         async with self._send("PUT", repository, path, headers, body=raw) as response:
             said = _header_digest(response)
+            subject = response.headers.get("OCI-Subject")
         if said is None:
             said = await self.manifest_digest(repository, str(digest))
         if said is not None and said != digest:
             raise DigestMismatchError(f"{what} (Docker-Content-Digest)", str(digest), str(said))
+        return subject
 
     @asynccontextmanager
     async def _send(

@@ -1,0 +1,291 @@
+"""Signatures, SBOMs and attestations pushed with their images into the fake registry, from a
+bundle and by a copy: cosign's tags recreated, OCI referrers listed by a target with the
+Referrers API (``OCI-Subject``) or in a tag-schema index bulkpull merges into, with the
+source's digests throughout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from support import cosignfactory as cf
+from support import imagefactory as f
+from support.fakeregistry import FakeRegistry, Start
+from support.fakesigned import REPO, Signed, cosign_tag, signed_image
+from support.fakeupload import FakeUploads
+
+import bulkpull
+from bulkpull import Destination, PullOptions, PushOptions, PushReport, PushStatus, RetryPolicy
+
+TARGET_REPO = f"mirror/{REPO}"
+
+
+def push_options(tmp_path: Path, **fields: object) -> PushOptions:
+    values: dict[str, object] = {
+        "plain_http": True,
+        "retry": RetryPolicy(retries=0, delay=0.0),
+        "state_dir": tmp_path / "state",
+    }
+    return PushOptions(**{**values, **fields})  # type: ignore[arg-type]
+
+
+async def bundle_of(signed: Signed, options: PullOptions, tmp_path: Path) -> Path:
+    to = Destination.bundle(tmp_path / "offline.tar")
+    assert (await bulkpull.pull_images([signed.reference], to, options)).ok
+    return to.path
+
+
+async def target(start: Start, tmp_path: Path, *, api: bool) -> tuple[FakeUploads, str]:
+    uploads = FakeUploads(FakeRegistry(), tmp_path / "registry")
+    uploads.registry.referrers_api = api
+    return uploads, await start(uploads.app())
+
+
+def tag_schema(signed: Signed) -> str:
+    return "sha256-" + signed.image.digest.removeprefix("sha256:")
+
+
+def served(uploads: FakeUploads, reference: str) -> bytes | None:
+    found = uploads.registry.manifests.get((TARGET_REPO, reference))
+    return found[0] if found else None
+
+
+def listed(uploads: FakeUploads, signed: Signed) -> list[dict[str, object]]:
+    raw = served(uploads, tag_schema(signed))
+    assert raw is not None, "no referrers tag schema index"
+    manifests = json.loads(raw)["manifests"]
+    assert isinstance(manifests, list)
+    return manifests
+
+
+async def push(bundle: Path, host: str, tmp_path: Path, **fields: object) -> PushReport:
+    return await bulkpull.push_images([bundle], f"{host}/mirror", push_options(tmp_path, **fields))
+
+
+@pytest.mark.parametrize("api", [True, False])
+async def test_cosign_tags_and_the_sbom_arrive_with_the_source_digests(
+    start: Start, options: PullOptions, tmp_path: Path, api: bool
+) -> None:
+    signed = await signed_image(start, api=api)
+    bundle = await bundle_of(signed, options, tmp_path)
+    uploads, host = await target(start, tmp_path, api=api)
+
+    report = await push(bundle, host, tmp_path)
+
+    assert report.ok, [str(r.error) for r in report.failed]
+    assert served(uploads, cosign_tag(signed.image.digest, "sig")) == signed.signature.manifest
+    assert served(uploads, cosign_tag(signed.image.digest, "att")) == signed.attestation.manifest
+    assert served(uploads, signed.sbom.digest) == signed.sbom.manifest
+    for referrer in signed.referrers:
+        for digest in referrer.blobs:
+            assert uploads.holds(TARGET_REPO, digest), digest
+    (result,) = report.results
+    pushed = {str(r.digest): r for r in result.referrers}
+    assert set(pushed) == {r.digest for r in signed.referrers}
+    assert pushed[signed.signature.digest].type == cf.SIMPLE_SIGNING
+    assert pushed[signed.sbom.digest].type == cf.SPDX_JSON
+    sbom = result.to_json()["referrers"]
+    assert isinstance(sbom, list)
+    assert {r["digest"]: r["listed"] for r in sbom}[signed.sbom.digest] == (
+        "referrers API" if api else "referrers tag schema"
+    )
+
+
+async def test_a_target_with_the_referrers_api_gets_no_tag_schema_index(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    signed = await signed_image(start)
+    bundle = await bundle_of(signed, options, tmp_path)
+    uploads, host = await target(start, tmp_path, api=True)
+
+    report = await push(bundle, host, tmp_path)
+
+    assert report.ok, [str(r.error) for r in report.failed]
+    assert served(uploads, tag_schema(signed)) is None
+    assert not [s for s in uploads.registry.seen if s.path.endswith(f"/{tag_schema(signed)}")]
+
+
+async def test_without_the_api_the_sbom_is_listed_in_a_tag_schema_index(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    signed = await signed_image(start, api=False)
+    bundle = await bundle_of(signed, options, tmp_path)
+    uploads, host = await target(start, tmp_path, api=False)
+
+    assert (await push(bundle, host, tmp_path)).ok
+
+    (entry,) = listed(uploads, signed)
+    assert entry["digest"] == signed.sbom.digest
+    assert entry["artifactType"] == cf.SPDX_JSON
+    assert entry["size"] == len(signed.sbom.manifest)
+    media_type = uploads.registry.manifests[(TARGET_REPO, tag_schema(signed))][1]
+    assert media_type == f.OCI_INDEX
+
+
+async def test_a_tag_schema_index_keeps_what_others_listed_and_lists_nothing_twice(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    signed = await signed_image(start, api=False)
+    bundle = await bundle_of(signed, options, tmp_path)
+    uploads, host = await target(start, tmp_path, api=False)
+    other = {
+        "mediaType": f.OCI_MANIFEST,
+        "digest": "sha256:" + "f" * 64,
+        "size": 321,
+        "artifactType": "application/vnd.example.scan+json",
+    }
+    index = {"schemaVersion": 2, "mediaType": f.OCI_INDEX, "manifests": [other]}
+    uploads.registry.put_manifest(
+        TARGET_REPO, tag_schema(signed), json.dumps(index).encode(), f.OCI_INDEX
+    )
+
+    assert (await push(bundle, host, tmp_path)).ok
+    assert (await push(bundle, host, tmp_path)).ok
+
+    entries = listed(uploads, signed)
+    assert [e["digest"] for e in entries] == sorted([signed.sbom.digest, str(other["digest"])])
+    assert other in entries
+
+
+async def test_a_tag_that_holds_an_image_is_not_overwritten_and_the_image_fails(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    signed = await signed_image(start, api=False)
+    bundle = await bundle_of(signed, options, tmp_path)
+    uploads, host = await target(start, tmp_path, api=False)
+    squatter = f.make_image([f.random_layer(100)], label="squatter")
+    uploads.registry.put_manifest(
+        TARGET_REPO, tag_schema(signed), squatter.manifest, squatter.media_type
+    )
+
+    report = await push(bundle, host, tmp_path)
+
+    (result,) = report.results
+    assert result.status is PushStatus.FAILED
+    assert "a referrers list must be an OCI index" in str(result.error)
+    assert "left as it is" in str(result.error)
+    assert served(uploads, tag_schema(signed)) == squatter.manifest
+    assert served(uploads, "v1") == signed.image.manifest
+
+
+async def test_each_referrer_is_pushed_after_its_image_is_tagged(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    signed = await signed_image(start, api=False)
+    bundle = await bundle_of(signed, options, tmp_path)
+    uploads, host = await target(start, tmp_path, api=False)
+
+    assert (await push(bundle, host, tmp_path)).ok
+
+    references = [ref for repo, ref, _ in uploads.pushed_manifests if repo == TARGET_REPO]
+    tagged = references.index("v1")
+    for referrer in (
+        cosign_tag(signed.image.digest, "sig"),
+        cosign_tag(signed.image.digest, "att"),
+        signed.sbom.digest,
+        tag_schema(signed),
+    ):
+        assert references.index(referrer) > tagged, references
+
+
+async def test_a_second_push_uploads_nothing_and_leaves_cosign_tags_alone(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    signed = await signed_image(start, api=False)
+    bundle = await bundle_of(signed, options, tmp_path)
+    uploads, host = await target(start, tmp_path, api=False)
+    assert (await push(bundle, host, tmp_path)).ok
+    before = len(uploads.pushed_manifests)
+    index = served(uploads, tag_schema(signed))
+
+    again = await push(bundle, host, tmp_path)
+
+    assert again.ok
+    (result,) = again.results
+    assert result.status is PushStatus.UP_TO_DATE
+    assert {str(r.digest) for r in result.referrers if r.present} == {
+        r.digest for r in signed.referrers
+    }
+    assert again.blobs.uploaded == 0
+    # Only the SBOM's manifest is stored again, to learn how the registry lists it.
+    assert [ref for _, ref, _ in uploads.pushed_manifests[before:]] == [signed.sbom.digest]
+    assert served(uploads, tag_schema(signed)) == index
+
+
+async def test_a_newly_signed_image_already_in_the_target_gets_its_signature(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    signed = await signed_image(start)
+    bundle = await bundle_of(signed, options, tmp_path)
+    uploads, host = await target(start, tmp_path, api=True)
+    assert (await push(bundle, host, tmp_path, referrers=False)).ok
+    assert served(uploads, cosign_tag(signed.image.digest, "sig")) is None
+
+    report = await push(bundle, host, tmp_path)
+
+    (result,) = report.results
+    assert result.status is PushStatus.UP_TO_DATE
+    assert served(uploads, cosign_tag(signed.image.digest, "sig")) == signed.signature.manifest
+
+
+async def test_no_referrers_and_referrers_type_choose_what_is_pushed(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    signed = await signed_image(start)
+    bundle = await bundle_of(signed, options, tmp_path)
+    uploads, host = await target(start, tmp_path, api=True)
+
+    none = await push(bundle, host, tmp_path, referrers=False)
+    assert none.ok
+    assert [ref for repo, ref, _ in uploads.pushed_manifests if repo == TARGET_REPO] == ["v1"]
+    assert none.results[0].referrers == ()
+
+    only = await push(bundle, host, tmp_path, referrer_types=frozenset({cf.SIMPLE_SIGNING}))
+    assert only.ok
+    assert [str(r.digest) for r in only.results[0].referrers] == [signed.signature.digest]
+    assert served(uploads, signed.sbom.digest) is None
+
+
+async def test_a_dry_run_pushes_no_referrer(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    signed = await signed_image(start)
+    bundle = await bundle_of(signed, options, tmp_path)
+    uploads, host = await target(start, tmp_path, api=True)
+    assert (await push(bundle, host, tmp_path, referrers=False)).ok
+
+    report = await bulkpull.push_images(
+        [bundle], f"{host}/mirror", push_options(tmp_path), dry_run=True
+    )
+
+    assert report.results[0].status is PushStatus.UP_TO_DATE
+    assert served(uploads, cosign_tag(signed.image.digest, "sig")) is None
+
+
+@pytest.mark.parametrize("api", [True, False])
+async def test_a_copy_carries_the_referrers_it_finds_at_the_source(
+    start: Start, options: PullOptions, tmp_path: Path, api: bool
+) -> None:
+    signed = await signed_image(start, api=api)
+    uploads, host = await target(start, tmp_path, api=api)
+    pulling = PullOptions(
+        plain_http=True, retry=RetryPolicy(retries=0, delay=0.0), cache_dir=tmp_path / "store"
+    )
+
+    report = await bulkpull.copy_images(
+        [signed.reference], f"{host}/mirror", pulling, push=push_options(tmp_path)
+    )
+
+    assert report.ok, [str(r.error) for r in report.failed]
+    assert served(uploads, "v1") == signed.image.manifest
+    assert served(uploads, cosign_tag(signed.image.digest, "sig")) == signed.signature.manifest
+    assert served(uploads, cosign_tag(signed.image.digest, "att")) == signed.attestation.manifest
+    assert served(uploads, signed.sbom.digest) == signed.sbom.manifest
+    if api:
+        assert served(uploads, tag_schema(signed)) is None
+    else:
+        assert [e["digest"] for e in listed(uploads, signed)] == [signed.sbom.digest]
+    assert {str(r.digest) for r in report.results[0].referrers} == {
+        r.digest for r in signed.referrers
+    }
