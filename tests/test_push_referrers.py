@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from support import cosignfactory as cf
 from support import imagefactory as f
+from support.commandline import run_cli
 from support.fakeregistry import FakeRegistry, Start
 from support.fakesigned import REPO, Signed, cosign_tag, signed_image
 from support.fakeupload import FakeUploads
@@ -289,3 +290,41 @@ async def test_a_copy_carries_the_referrers_it_finds_at_the_source(
     assert {str(r.digest) for r in report.results[0].referrers} == {
         r.digest for r in signed.referrers
     }
+
+
+async def test_the_cli_pushes_referrers_says_so_and_reports_each(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    signed = await signed_image(start, api=False)
+    bundle = await bundle_of(signed, options, tmp_path)
+    _, host = await target(start, tmp_path, api=False)
+    report_file = tmp_path / "push.json"
+    args = ["push", str(bundle), "--to", f"{host}/mirror", "--plain-http"]
+    args += ["--state-dir", str(tmp_path / "state"), "--report", str(report_file)]
+
+    code, out, err = await run_cli(*args)
+
+    assert code == 0, err
+    assert (
+        "3 referrers pushed with 1 image: 1 application/spdx+json, 1 attestation, 1 signature"
+    ) in out
+    (image,) = json.loads(report_file.read_text())["images"]
+    records = {record["digest"]: record for record in image["referrers"]}
+    assert records[signed.sbom.digest] == {
+        "type": cf.SPDX_JSON,
+        "digest": signed.sbom.digest,
+        "size": len(signed.sbom.manifest) + sum(map(len, signed.sbom.blobs.values())),
+        "subject": signed.image.digest,
+        "tag": None,
+        "listed": "referrers tag schema",
+        "status": "pushed",
+    }
+    assert records[signed.signature.digest]["tag"] == cosign_tag(signed.image.digest, "sig")
+    assert records[signed.signature.digest]["listed"] is None
+    again, out_again, _ = await run_cli(*args)
+    assert again == 0
+    assert "3 referrers already in the target" in out_again
+    unsigned, out_unsigned, _ = await run_cli(*args, "--no-referrers")
+    assert unsigned == 0
+    assert "referrers pushed" not in out_unsigned
+    assert "already in the target" not in out_unsigned

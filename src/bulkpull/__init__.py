@@ -105,11 +105,13 @@ from bulkpull.pushreport import (
     BlobCounts,
     BytesSent,
     PushDone,
+    PushedReferrer,
     PushEvent,
     PushEventCallback,
     PushReport,
     PushResult,
     PushStatus,
+    ReferrerListing,
 )
 from bulkpull.reference import Reference, parse_reference
 from bulkpull.registry import Credentials, CredentialSource, Keychain, Mirror, Proxies
@@ -228,8 +230,10 @@ __all__ = [
     "PushResult",
     "PushStatus",
     "PushTarget",
+    "PushedReferrer",
     "RateLimitError",
     "Reference",
+    "ReferrerListing",
     "RegistryDiagnostic",
     "RegistryError",
     "RegistryUsage",

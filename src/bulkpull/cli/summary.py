@@ -53,7 +53,7 @@ def print_summary(
     columns: tuple[str, ...]
     if isinstance(report, PushReport):
         columns, last = PUSH_COLUMNS, "target or error"
-        totals = push_totals_lines(report)
+        totals = [*push_referrer_lines(report), *push_totals_lines(report)]
     else:
         columns, last = SUMMARY_COLUMNS, "error" if dry_run else "archive or error"
         totals = [*replaced_lines(report), *referrer_lines(report)]
@@ -106,16 +106,8 @@ def referrer_lines(report: PullReport) -> list[str]:
     verified = {r.spec for r in report.results if r.signature is not None and r.signature.verified}
     lines = []
     if carried:
-        kinds: dict[str, int] = {}
-        for referrer in carried.values():
-            kind = _REFERRER_KINDS.get(referrer.type, referrer.type)
-            kinds[kind] = kinds.get(kind, 0) + 1
-        shown = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
         images = len({result.spec for result in report.results if result.referrers})
-        lines.append(
-            f"{count_text(len(carried), 'referrer')} carried with "
-            f"{count_text(images, 'image')}: {shown}"
-        )
+        lines.append(_referrers_line("carried", [r.type for r in carried.values()], images))
     if skipped:
         lines.append(
             f"{count_text(len(skipped), 'listed referrer')} not carried; the report says why"
@@ -123,6 +115,30 @@ def referrer_lines(report: PullReport) -> list[str]:
     if signed:
         lines.append(f"signatures: {len(verified)} of {count_text(len(signed), 'image')} verified")
     return lines
+
+
+def push_referrer_lines(report: PushReport) -> list[str]:
+    """The referrers pushed after their images, by kind, and those the target had already."""
+    pushed = [r for result in report.results for r in result.referrers if not r.present]
+    present = sum(r.present for result in report.results for r in result.referrers)
+    images = len({r.spec for r in report.results if any(not c.present for c in r.referrers)})
+    if not pushed and not present:
+        return []
+    line = _referrers_line("pushed", [r.type for r in pushed], images) if pushed else ""
+    there = f"{count_text(present, 'referrer')} already in the target" if present else ""
+    return ["; ".join(part for part in (line, there) if part)]
+
+
+def _referrers_line(done: str, types: list[str], images: int) -> str:
+    """``3 referrers carried with 1 image: 1 application/spdx+json, 1 attestation, 1 signature``"""
+    kinds: dict[str, int] = {}
+    for type_ in types:
+        kind = _REFERRER_KINDS.get(type_, type_)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    shown = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+    return (
+        f"{count_text(len(types), 'referrer')} {done} with {count_text(images, 'image')}: {shown}"
+    )
 
 
 def _summary_table(
