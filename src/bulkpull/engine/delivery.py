@@ -153,33 +153,37 @@ class _Referrers:
 
     async def push(self, repository: str, referrer: ReferrerPush) -> PushedReferrer:
         """One referrer: its blobs and manifests unless its tag or digest names it already,
-        then, for an OCI referrer, its listing. An OCI referrer's manifest is stored again
-        even when present (a small ``PUT``): its answer says whether the registry lists it."""
+        then, for an OCI referrer, its listing; a referrer already there is only looked at."""
         content = referrer.content
         media_type, digest, raw = content.manifests[-1]
         reference = referrer.tag or str(digest)
         present = await self._client.manifest_digest(repository, reference) == digest
+        said = None
         if not present:
             await asyncio.gather(
                 *(self._uploads.place(repository, blob, where) for blob, where in content.blobs)
             )
             for kind, child, body in content.manifests[:-1]:
                 await self._client.put_manifest(repository, str(child), body, kind)
-        listed = None
-        if not present or referrer.indexed:
             said = await self._client.put_manifest(repository, reference, raw, media_type)
-            if referrer.indexed:
-                listed = await self._list(repository, referrer.subject, said, raw, media_type)
+        listed = None
+        if referrer.indexed:
+            subject = referrer.subject
+            if present:  # how it was listed then: the registry's API says whether it has one
+                api = await self._client.has_referrers_api(repository, subject)
+            else:
+                api = subject_indexed(said, subject)
+            listed = await self._list(repository, subject, api, raw, media_type)
         return PushedReferrer(
             referrer.subject, digest, referrer.kind, content.size, referrer.tag, listed, present
         )
 
     async def _list(
-        self, repository: str, subject: Digest, said: str | None, raw: bytes, media_type: str
+        self, repository: str, subject: Digest, api: bool, raw: bytes, media_type: str
     ) -> ReferrerListing:
         """Make the subject's referrers list show the referrer ``raw``: the registry's own
-        when it answered ``OCI-Subject``, else the tag-schema index, merged."""
-        if subject_indexed(said, subject):
+        (``api``), else the tag-schema index, merged and written when it lacks the referrer."""
+        if api:
             return ReferrerListing.REFERRERS_API
         tag = referrers_tag(subject)
         what = f"{self._client.registry}/{repository}:{tag}"

@@ -11,7 +11,8 @@ upload (with ``mount``/``from`` to cross-mount); ``PATCH`` with ``Content-Range`
 ``GET`` of the upload's location for what the registry holds; ``PUT ?digest=`` to close it, with
 the whole blob in it for a small one; ``PUT`` of a manifest, whose ``Docker-Content-Digest``
 must be the digest of the bytes sent (and whose ``OCI-Subject`` says whether the registry
-indexed a referrer itself); ``GET`` of a manifest (a referrers tag schema index, to merge into).
+indexed a referrer itself); ``GET`` of a manifest (a referrers tag schema index, to merge into)
+and of the Referrers API (whether there is one).
 What to do when one fails is the caller's decision (the push orchestration resumes or starts
 over). Imports ``transport``, ``session``, ``auth``, ``redirects``, ``routing`` and the value
 modules.
@@ -32,8 +33,10 @@ from bulkpull.errors import (
     DigestMismatchError,
     InvalidReferenceError,
     NotFoundError,
+    RegistryError,
 )
-from bulkpull.manifest import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES
+from bulkpull.manifest import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, OCI_INDEX
+from bulkpull.referrers import is_referrers_list
 from bulkpull.registry.auth import pull_scope, push_scope
 from bulkpull.registry.redirects import READS
 from bulkpull.registry.routing import redact
@@ -43,6 +46,8 @@ from bulkpull.registry.transport import Transport
 # distribution answers "0-<end>"; some registries put "bytes=" in front.
 _RANGE = re.compile(r"(?:bytes=)?0-(\d+)")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# What a registry without the Referrers API answers its route with (as for a pull).
+_NO_REFERRERS_API = frozenset({400, 404, 406})
 OCTET_STREAM = "application/octet-stream"
 
 
@@ -106,6 +111,18 @@ class PushClient:
                 f"{what} (Docker-Content-Digest)", str(said), str(Digest.of(raw))
             )
         return raw, content_type
+
+    async def has_referrers_api(self, repository: str, subject: Digest) -> bool:
+        """Whether the registry lists referrers itself: ``GET /v2/<name>/referrers/<subject>``
+        answers an OCI index (a 404, 400 or 406, or anything else, means it does not)."""
+        path = f"/v2/{repository}/referrers/{subject}"
+        try:
+            async with self._send("GET", repository, path, {"Accept": OCI_INDEX}) as response:
+                return is_referrers_list(response.headers.get("Content-Type", ""))
+        except RegistryError as exc:
+            if exc.status in _NO_REFERRERS_API:
+                return False
+            raise
 
     async def mount(self, repository: str, digest: Digest, source: str) -> UploadSession | None:
         """Ask to mount the blob from ``source`` (another repository of this registry): None
