@@ -338,3 +338,31 @@ async def test_the_cli_pushes_referrers_says_so_and_reports_each(
     assert unsigned == 0
     assert "referrers pushed" not in out_unsigned
     assert "already in the target" not in out_unsigned
+
+
+async def test_the_registry_is_checked_against_the_lock_with_the_signatures_it_holds(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    signed = await signed_image(start, api=False)
+    bundle = await bundle_of(signed, options, tmp_path)
+    _, host = await target(start, tmp_path, api=False)
+    lock = tmp_path / "site.lock"
+    lock.write_text(f"{signed.reference}@{signed.image.digest}\n")
+    pushed = await push(bundle, host, tmp_path, referrers=False)
+    assert pushed.ok
+    verifying = push_options(tmp_path)
+    right = bulkpull.load_public_key(signed.key.public_pem, "cosign.pub")
+    other = bulkpull.load_public_key(cf.ecdsa_key().public_pem, "other.pub")
+
+    unsigned = await bulkpull.verify_lock_in_registry(lock, f"{host}/mirror", verifying, key=right)
+    assert (await push(bundle, host, tmp_path)).ok
+    checked = await bulkpull.verify_lock_in_registry(lock, f"{host}/mirror", verifying, key=right)
+    refused = await bulkpull.verify_lock_in_registry(lock, f"{host}/mirror", verifying, key=other)
+
+    (problem,) = unsigned.problems
+    assert "no signature found" in problem
+    assert checked.ok, checked.problems
+    (found,) = checked.found
+    assert found.startswith(f"{host}/mirror/{REPO}:v1@{signed.image.digest} in {host}: ")
+    (problem,) = refused.problems
+    assert "signature does not verify with the ECDSA P-256 key" in problem

@@ -63,8 +63,9 @@ def verify(
     archive holds, layer counts and uncompressed layers against rootfs.diff_ids. With --lock,
     also check that every image the lock file pins is there under its name with the pinned
     digest; with --lock and --registry, that the registry holds each (HEAD only). With
-    --verify-key, also check each image's cosign signature (carried in bundles and layouts)
-    with that key, offline. Exit 1 if any check fails."""
+    --verify-key, also check each image's cosign signature with that key: the one carried in
+    bundles and layouts, offline, and with --registry the one the registry holds. Exit 1 if
+    any check fails."""
     _check_given(paths, lock, registry)
     key = inputs.verify_key(verify_key)
     checks = [bulkpull.verify_archive(path) for path in paths or []]
@@ -84,7 +85,8 @@ def verify(
                 credentials=login,
             )
             options = PushOptions.from_environment(pull=base)
-            matched.append(asyncio.run(bulkpull.verify_lock_in_registry(lock, registry, options)))
+            checking = bulkpull.verify_lock_in_registry(lock, registry, options, key=key)
+            matched.append(asyncio.run(checking))
     except (ImageListError, InvalidOptionError) as exc:
         usage_error(str(exc))
     for result in matched:

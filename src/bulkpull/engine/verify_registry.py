@@ -5,9 +5,12 @@ The far side of an air gap ends in its registry; this says whether what the clus
 what was pinned on the connected side. Each lock line is mapped by the push's naming rule
 (``targets``) and asked for with ``HEAD``: its tag must name the locked digest. An image pinned
 to an index that arrived as one platform's manifest does not pass: a reference pinned to the
-index would not pull from this registry (pull with ``platform=all`` to carry the index). Nothing
-is written. Imports ``registry``, ``pushoptions``, ``targets``, ``imagelist`` and ``output``
-(the lock check's result).
+index would not pull from this registry (pull with ``platform=all`` to carry the index). With a
+key, the image's cosign signature (``sha256-<hex>.sig`` of the locked digest, and its payloads)
+is read from the registry and must verify, as a pull with ``--verify-key`` checks it at the
+source: so the site knows the signatures arrived whole. Nothing is written. Imports
+``registry``, ``pushoptions``, ``targets``, ``imagelist``, ``signatures``, ``referrers`` and
+``output`` (the lock check's result).
 """
 
 from __future__ import annotations
@@ -21,27 +24,42 @@ from bulkpull.errors import BulkpullError
 from bulkpull.imagelist import ImageSpec, read_image_list
 from bulkpull.output import LockCheck
 from bulkpull.reference import Reference
+from bulkpull.referrers import CosignKind, cosign_tag
 from bulkpull.registry import PushClient
+from bulkpull.signatures import (
+    MAX_PAYLOAD_BYTES,
+    PublicKey,
+    SignatureCheck,
+    check_signatures,
+    payloads_to_fetch,
+)
 from bulkpull.targets import PushTarget, digest_tag
 
 
 async def verify_lock_in_registry(
-    lock: Path | str, registry: PushTarget | str, options: PushOptions | None = None
+    lock: Path | str,
+    registry: PushTarget | str,
+    options: PushOptions | None = None,
+    *,
+    key: PublicKey | None = None,
 ) -> LockCheck:
     """Check every image of the lock file ``lock`` against ``registry``
-    (``REGISTRY[/NAMESPACE]``, as given to a push); ``options`` say how to reach it. A lock
-    that is not a valid image list raises :class:`ImageListError`."""
+    (``REGISTRY[/NAMESPACE]``, as given to a push); ``options`` say how to reach it; with
+    ``key``, each image's cosign signature there too. A lock that is not a valid image list
+    raises :class:`ImageListError`."""
     specs = await asyncio.to_thread(read_image_list, lock)
     target = registry if isinstance(registry, PushTarget) else PushTarget.parse(registry)
     async with transport_for(options or PushOptions()) as transport:
         client = PushClient(transport, target.registry_host, read_only=True)
-        checked = await asyncio.gather(*(_check(client, spec, target) for spec in specs))
+        checked = await asyncio.gather(*(_check(client, spec, target, key) for spec in specs))
     found = tuple(text for problem, text in checked if not problem)
     problems = tuple(text for problem, text in checked if problem)
     return LockCheck(Path(lock), found, problems)
 
 
-async def _check(client: PushClient, spec: ImageSpec, target: PushTarget) -> tuple[bool, str]:
+async def _check(
+    client: PushClient, spec: ImageSpec, target: PushTarget, key: PublicKey | None
+) -> tuple[bool, str]:
     """(whether it is a problem, what to say) for one lock line."""
     name = target.name_for(spec.target)
     locked = spec.source.digest
@@ -53,12 +71,27 @@ async def _check(client: PushClient, spec: ImageSpec, target: PushTarget) -> tup
             return True, f"{name}: not in {where}"
         if locked is None:
             return False, f"{name}: in {where} as {digest} (the lock pins no digest for it)"
+        if digest == locked and key is not None:
+            verdict = await _signature(client, name, locked, key)
+            return not verdict.verified, f"{name}@{locked} in {where}: {verdict.message}"
         if digest == locked:
             return False, f"{name}@{locked} in {where}"
         why = await _why(client, name, locked)
         return True, f"{name}: is {digest}; the lock pins {locked}{why}"
     except BulkpullError as exc:
         return True, f"{name}: {exc}"
+
+
+async def _signature(
+    client: PushClient, name: Reference, image: Digest, key: PublicKey
+) -> SignatureCheck:
+    """The verdict on the cosign signature of ``image`` that the registry holds."""
+    found = await client.fetch_manifest(name.path, cosign_tag(image, CosignKind.SIGNATURE))
+    manifest = found[0] if found is not None else None
+    payloads = {}
+    for layer in payloads_to_fetch(manifest, image) if manifest is not None else ():
+        payloads[layer.digest] = await client.fetch_blob(name.path, layer.digest, MAX_PAYLOAD_BYTES)
+    return check_signatures(image, manifest, payloads, key)
 
 
 async def _why(client: PushClient, name: Reference, locked: Digest) -> str:

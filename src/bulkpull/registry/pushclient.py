@@ -12,7 +12,7 @@ upload (with ``mount``/``from`` to cross-mount); ``PATCH`` with ``Content-Range`
 the whole blob in it for a small one; ``PUT`` of a manifest, whose ``Docker-Content-Digest``
 must be the digest of the bytes sent (and whose ``OCI-Subject`` says whether the registry
 indexed a referrer itself); ``GET`` of a manifest (a referrers tag schema index, to merge into)
-and of the Referrers API (whether there is one).
+and of the Referrers API (whether there is one); ``GET`` of a small blob (a signature payload).
 What to do when one fails is the caller's decision (the push orchestration resumes or starts
 over). Imports ``transport``, ``session``, ``auth``, ``redirects``, ``routing`` and the value
 modules.
@@ -111,6 +111,16 @@ class PushClient:
                 f"{what} (Docker-Content-Digest)", str(said), str(Digest.of(raw))
             )
         return raw, content_type
+
+    async def fetch_blob(self, repository: str, digest: Digest, limit: int) -> bytes:
+        """A small blob's bytes (``GET``; a signature payload), checked against ``digest``."""
+        path = f"/v2/{repository}/blobs/{digest}"
+        async with self._send("GET", repository, path) as response:
+            data = await response.read(limit)
+        if Digest.of(data) != digest:
+            what = f"blob {digest} of {repository}"
+            raise DigestMismatchError(what, str(digest), str(Digest.of(data)), len(data))
+        return data
 
     async def has_referrers_api(self, repository: str, subject: Digest) -> bool:
         """Whether the registry lists referrers itself: ``GET /v2/<name>/referrers/<subject>``
