@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from support.services import DockerEngine, Registry, run, start_registry
 from support.testimages import PushedImages, check_pushed
-from support.testreferrers import SignedImages
+from support.testreferrers import SignedImages, cosign_tag
 
 pytestmark = pytest.mark.real
 
@@ -93,6 +93,14 @@ def test_the_offline_guide_runs_as_written(
     check_pushed(f"{host}/tools/busybox:1", images.busybox.image.digest)
     assert images.multi.index is not None
     check_pushed(f"{host}/mirror/bp/multi:2024", images.multi.index.digest)
+    # The signatures crossed with the images, under the source's digests.
+    for pushed, repository in (
+        (images.busybox, "tools/busybox"),
+        (images.multi, "mirror/bp/multi"),
+    ):
+        attached = signed_images.attached[pushed.reference]
+        signature = f"{host}/{repository}:{cosign_tag(attached.subject, 'sig')}"
+        check_pushed(signature, attached.signature.digest)
     writes = [
         r for r in pushed_images.registry.requests(since) if r.method in ("POST", "PATCH", "PUT")
     ]
