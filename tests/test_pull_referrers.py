@@ -332,6 +332,41 @@ async def test_an_image_whose_signature_fails_is_not_fetched_and_says_why(
     assert not to.path.exists()
 
 
+@pytest.mark.parametrize(
+    ("case", "message"), [*FAILURES, ("no signature", "no signature found (no sha256-")]
+)
+async def test_a_dry_run_with_a_key_fails_an_image_whose_signature_fails(
+    start: Start, options: PullOptions, case: str, message: str
+) -> None:
+    bad = await badly_signed(start, case)
+
+    report = await bulkpull.resolve_images(
+        [bad.reference], replace(options, verify_key=load(bad.key))
+    )
+
+    (result,) = report.failed
+    assert isinstance(result.error, SignatureError)
+    assert message in str(result.error)
+    assert bad.registry.count("GET", f"/blobs/{bad.image.layers[0].digest}") == 0
+
+
+async def test_a_dry_run_with_a_key_reports_the_verified_signature(
+    start: Start, options: PullOptions
+) -> None:
+    signed = await signed_image(start)
+
+    report = await bulkpull.resolve_images(
+        [signed.reference], replace(options, verify_key=load(signed.key))
+    )
+
+    assert report.ok, report.failed
+    (result,) = report.results
+    assert result.signature is not None
+    assert result.signature.outcome is Outcome.VERIFIED
+    assert result.referrers == ()
+    assert signed.registry.count("GET", f"/referrers/{signed.image.digest}") == 0
+
+
 @pytest.mark.parametrize(("case", "message"), FAILURES)
 async def test_verify_checks_carried_signatures_offline_and_says_why(
     start: Start, options: PullOptions, tmp_path: Path, case: str, message: str

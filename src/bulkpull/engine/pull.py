@@ -25,6 +25,7 @@ from bulkpull.engine.downloads import Downloads
 from bulkpull.engine.images import ImagePipeline
 from bulkpull.engine.options import PullOptions, registry_transport
 from bulkpull.engine.outputs import RunOutput, landing_store, make_outputs
+from bulkpull.engine.referrers import ImageReferrers
 from bulkpull.engine.results import result
 from bulkpull.errors import BulkpullError, InvalidOptionError
 from bulkpull.imagelist import ImageSpec, check_archive_names, distinct_targets, image_spec
@@ -159,7 +160,10 @@ async def resolve_images(
     destination: Destinations | None = None,
     on_event: EventCallback | None = None,
 ) -> PullReport:
-    """Resolve every image to its digests and sizes without downloading a blob (a dry run).
+    """Resolve every image to its digests and sizes without downloading a blob (a dry run);
+    with ``options.verify_key``, check each image's cosign signature as a pull would (its
+    ``.sig`` manifest and payloads are the only things fetched), so an image that would fail
+    fails here.
 
     The blob store a pull into ``destination`` would use (``options.cache_dir``, else an OCI
     layout's ``blobs``) is consulted: when it already holds manifests, tags are asked for with
@@ -176,8 +180,16 @@ async def resolve_images(
     store = BlobStore(store_dir) if store_dir is not None else None
     held = await _held(make_outputs(destinations))
     jobs = asyncio.Semaphore(options.jobs)
-    async with connect(options, store, held, _retry_listener(on_event)) as registry:
-        resolving = functools.partial(_resolve, registry, jobs, options, on_event)
+    on_retry, emit = _retry_listener(on_event), functools.partial(_emit, on_event)
+    async with (
+        connect(options, store, held, on_retry) as registry,
+        Downloads(registry, None, options.max_downloads, emit, options.retry, on_retry) as fetch,
+    ):
+        # No referrer is looked for; with a key, each image's signature is checked.
+        signed = ImageReferrers(
+            registry, fetch, carry=False, types=frozenset(), key=options.verify_key
+        )
+        resolving = functools.partial(_resolve, registry, signed, jobs, options, on_event)
         per_image = await all_of(resolving(spec) for spec in specs)
         registries = registry.transport.usage()
     results = tuple(item for results in per_image for item in results)
@@ -188,12 +200,14 @@ async def resolve_images(
 
 async def _resolve(
     registry: RegistryClient,
+    signed: ImageReferrers,
     jobs: asyncio.Semaphore,
     options: PullOptions,
     on_event: EventCallback | None,
     spec: ImageSpec,
 ) -> list[ImageResult]:
-    """One image of a dry run: its results, resolved or failed."""
+    """One image of a dry run: its results, resolved (and its signature checked, with a key)
+    or failed."""
     working_for(spec)
     wanted = spec.choosing(options.platforms, options.all_platforms)
     try:
@@ -202,7 +216,10 @@ async def _resolve(
             resolved = await registry.resolve(
                 spec.source, wanted.platforms, every=wanted.all_platforms
             )
-        results = [result(spec, item, Status.RESOLVED, wanted) for item in resolved]
+            checked = await signed.find(spec.source, resolved)
+        results = [
+            result(spec, item, Status.RESOLVED, wanted, companions=checked) for item in resolved
+        ]
     except BulkpullError as exc:
         results = [ImageResult(spec, Status.FAILED, error=exc)]
     for done in results:
