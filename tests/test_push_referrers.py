@@ -6,6 +6,7 @@ source's digests throughout."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -366,3 +367,55 @@ async def test_the_registry_is_checked_against_the_lock_with_the_signatures_it_h
     assert found.startswith(f"{host}/mirror/{REPO}:v1@{signed.image.digest} in {host}: ")
     (problem,) = refused.problems
     assert "signature does not verify with the ECDSA P-256 key" in problem
+
+
+@pytest.mark.parametrize("how", ["push", "copy"])
+async def test_an_index_referrer_arrives_after_its_manifests_and_a_signature_on_it_after_it(
+    start: Start, options: PullOptions, tmp_path: Path, how: str
+) -> None:
+    source = FakeRegistry()
+    source.referrers_api = False
+    image = f.make_image([f.random_layer(5_000)], label="with-index-referrer")
+    child = cf.make_signature(image.digest, cf.ecdsa_key())
+    subject = {"mediaType": image.media_type, "digest": image.digest, "size": len(image.manifest)}
+    entry = {"mediaType": child.media_type, "digest": child.digest, "size": len(child.manifest)}
+    document = {"schemaVersion": 2, "mediaType": f.OCI_INDEX, "manifests": [entry]}
+    document |= {"artifactType": "application/vnd.example.bundle", "subject": subject}
+    referrer = json.dumps(document).encode()
+    listing = {"mediaType": f.OCI_INDEX, "digest": f.sha256(referrer), "size": len(referrer)}
+    listing["artifactType"] = "application/vnd.example.bundle"
+    schema = {"schemaVersion": 2, "mediaType": f.OCI_INDEX, "manifests": [listing]}
+    # A cosign signature of the index referrer: a referrer of a referrer.
+    countersigned = cf.make_signature(f.sha256(referrer), cf.ecdsa_key())
+    source.add(REPO, "v1", image)
+    source.add(REPO, child.digest, child)
+    source.put_manifest(REPO, f.sha256(referrer), referrer, f.OCI_INDEX)
+    source.put_manifest(
+        REPO, "sha256-" + image.digest[7:], json.dumps(schema).encode(), f.OCI_INDEX
+    )
+    source.add(REPO, cosign_tag(f.sha256(referrer), "sig"), countersigned)
+    reference = f"{await start(source.app())}/{REPO}:v1"
+    uploads, host = await target(start, tmp_path, api=False)
+
+    if how == "push":
+        to = Destination.bundle(tmp_path / "offline.tar")
+        assert (await bulkpull.pull_images([reference], to, options)).ok
+        report = await bulkpull.push_images([to.path], f"{host}/mirror", push_options(tmp_path))
+    else:
+        pulling = replace(options, cache_dir=tmp_path / "store")
+        report = await bulkpull.copy_images(
+            [reference], f"{host}/mirror", pulling, push=push_options(tmp_path)
+        )
+
+    assert report.ok, [str(r.error) for r in report.failed]
+    references = [ref for repo, ref, _ in uploads.pushed_manifests if repo == TARGET_REPO]
+    signature_tag = cosign_tag(f.sha256(referrer), "sig")
+    assert references.index(child.digest) < references.index(f.sha256(referrer))
+    assert references.index(f.sha256(referrer)) < references.index(signature_tag)
+    assert served(uploads, f.sha256(referrer)) == referrer
+    assert served(uploads, child.digest) == child.manifest
+    assert served(uploads, signature_tag) == countersigned.manifest
+    for digest in child.blobs:
+        assert uploads.holds(TARGET_REPO, digest)
+    indexed = uploads.registry.manifests[(TARGET_REPO, "sha256-" + image.digest[7:])][0]
+    assert [e["digest"] for e in json.loads(indexed)["manifests"]] == [f.sha256(referrer)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,6 +134,16 @@ def test_a_pushed_bundle_brings_its_signatures_into_b_and_they_verify_there(
         listed = {r["listed"] for r in record["referrers"]}
         assert listed == {None, "referrers tag schema"}, record
     assert_referrers_in_b(registry_b, "site", signed_images)
+    since = registry_b.log_offset()
+    again = cli(
+        bulkpull_command, "push", str(bundle), "--to", f"{registry_b.host}/site",
+        "--plain-http", "--state-dir", str(tmp_path / "state"),
+    )  # fmt: skip
+    assert again.returncode == 0, transcript(again)
+    assert f"{3 * len(references)} referrers already in the target" in transcript(again)
+    time.sleep(0.3)  # the registry logs a request just after answering it
+    writes = [r for r in registry_b.requests(since) if r.method in ("POST", "PATCH", "PUT")]
+    assert writes == []
     in_site = [in_b(registry_b, "site", normalize_tagged(r)) for r in references]
     every = list(signed_images.attached.values())
     pull_back_verified(bulkpull_command, in_site, key, tmp_path, every)

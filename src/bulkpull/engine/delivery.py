@@ -33,7 +33,7 @@ from bulkpull.engine.pushplan import BlobSource, PushContent, ReferrerPush
 from bulkpull.engine.referrers import Companions
 from bulkpull.engine.uploads import Uploads
 from bulkpull.errors import ContentError
-from bulkpull.manifest import OCI_INDEX, Descriptor
+from bulkpull.manifest import OCI_INDEX, Descriptor, ImageIndex
 from bulkpull.pushreport import (
     BlobCounts,
     PushedReferrer,
@@ -222,8 +222,11 @@ def fetched_referrers(
     for referrer, children, blobs in companions.carried:
         manifest = referrer.manifest
         subject = manifest.subject.digest if manifest.subject else referrer.subject
+        # An index referrer's children go under the types its index gives them.
+        listed = manifest.manifests if isinstance(manifest, ImageIndex) else ()
+        types = {child.digest: child.media_type for child in listed}
         own = (manifest.media_type, referrer.digest, referrer.raw)
-        manifests = (*((c.media_type, c.digest, c.raw) for c in children), own)
+        manifests = (*((types.get(c.digest, c.media_type), c.digest, c.raw) for c in children), own)
         content = PushContent(manifests, tuple((blob, fetcher(blob)) for blob in blobs))
         kind = referrer_kind(manifest, referrer.entry.artifact_type)
         indexed = manifest.subject is not None
