@@ -40,10 +40,16 @@ def push_options(tmp_path: Path, **fields: object) -> PushOptions:
     return PushOptions(**{**values, **fields})  # type: ignore[arg-type]
 
 
-async def bundle_of(signed: Signed, options: PullOptions, tmp_path: Path) -> Path:
+async def signed_trip(
+    start: Start, options: PullOptions, tmp_path: Path, *, api: bool
+) -> tuple[Signed, Path, FakeUploads, str]:
+    """A signed image in one fake registry, pulled into a bundle, and an empty target; both
+    registries with the Referrers API or both without."""
+    signed = await signed_image(start, api=api)
     to = Destination.bundle(tmp_path / "offline.tar")
     assert (await bulkpull.pull_images([signed.reference], to, options)).ok
-    return to.path
+    uploads, host = await target(start, tmp_path, api=api)
+    return signed, to.path, uploads, host
 
 
 async def target(start: Start, tmp_path: Path, *, api: bool) -> tuple[FakeUploads, str]:
@@ -77,9 +83,7 @@ async def push(bundle: Path, host: str, tmp_path: Path, **fields: object) -> Pus
 async def test_cosign_tags_and_the_sbom_arrive_with_the_source_digests(
     start: Start, options: PullOptions, tmp_path: Path, api: bool
 ) -> None:
-    signed = await signed_image(start, api=api)
-    bundle = await bundle_of(signed, options, tmp_path)
-    uploads, host = await target(start, tmp_path, api=api)
+    signed, bundle, uploads, host = await signed_trip(start, options, tmp_path, api=api)
 
     report = await push(bundle, host, tmp_path)
 
@@ -105,9 +109,7 @@ async def test_cosign_tags_and_the_sbom_arrive_with_the_source_digests(
 async def test_a_target_with_the_referrers_api_gets_no_tag_schema_index(
     start: Start, options: PullOptions, tmp_path: Path
 ) -> None:
-    signed = await signed_image(start)
-    bundle = await bundle_of(signed, options, tmp_path)
-    uploads, host = await target(start, tmp_path, api=True)
+    signed, bundle, uploads, host = await signed_trip(start, options, tmp_path, api=True)
 
     report = await push(bundle, host, tmp_path)
 
@@ -119,9 +121,7 @@ async def test_a_target_with_the_referrers_api_gets_no_tag_schema_index(
 async def test_without_the_api_the_sbom_is_listed_in_a_tag_schema_index(
     start: Start, options: PullOptions, tmp_path: Path
 ) -> None:
-    signed = await signed_image(start, api=False)
-    bundle = await bundle_of(signed, options, tmp_path)
-    uploads, host = await target(start, tmp_path, api=False)
+    signed, bundle, uploads, host = await signed_trip(start, options, tmp_path, api=False)
 
     assert (await push(bundle, host, tmp_path)).ok
 
@@ -136,9 +136,7 @@ async def test_without_the_api_the_sbom_is_listed_in_a_tag_schema_index(
 async def test_a_tag_schema_index_keeps_what_others_listed_and_lists_nothing_twice(
     start: Start, options: PullOptions, tmp_path: Path
 ) -> None:
-    signed = await signed_image(start, api=False)
-    bundle = await bundle_of(signed, options, tmp_path)
-    uploads, host = await target(start, tmp_path, api=False)
+    signed, bundle, uploads, host = await signed_trip(start, options, tmp_path, api=False)
     other = {
         "mediaType": f.OCI_MANIFEST,
         "digest": "sha256:" + "f" * 64,
@@ -161,9 +159,7 @@ async def test_a_tag_schema_index_keeps_what_others_listed_and_lists_nothing_twi
 async def test_a_tag_that_holds_an_image_is_not_overwritten_and_the_image_fails(
     start: Start, options: PullOptions, tmp_path: Path
 ) -> None:
-    signed = await signed_image(start, api=False)
-    bundle = await bundle_of(signed, options, tmp_path)
-    uploads, host = await target(start, tmp_path, api=False)
+    signed, bundle, uploads, host = await signed_trip(start, options, tmp_path, api=False)
     squatter = f.make_image([f.random_layer(100)], label="squatter")
     uploads.registry.put_manifest(
         TARGET_REPO, tag_schema(signed), squatter.manifest, squatter.media_type
@@ -182,9 +178,7 @@ async def test_a_tag_that_holds_an_image_is_not_overwritten_and_the_image_fails(
 async def test_each_referrer_is_pushed_after_its_image_is_tagged(
     start: Start, options: PullOptions, tmp_path: Path
 ) -> None:
-    signed = await signed_image(start, api=False)
-    bundle = await bundle_of(signed, options, tmp_path)
-    uploads, host = await target(start, tmp_path, api=False)
+    signed, bundle, uploads, host = await signed_trip(start, options, tmp_path, api=False)
 
     assert (await push(bundle, host, tmp_path)).ok
 
@@ -203,9 +197,7 @@ async def test_each_referrer_is_pushed_after_its_image_is_tagged(
 async def test_a_second_push_writes_nothing_and_says_the_referrers_were_there(
     start: Start, options: PullOptions, tmp_path: Path, api: bool
 ) -> None:
-    signed = await signed_image(start, api=api)
-    bundle = await bundle_of(signed, options, tmp_path)
-    uploads, host = await target(start, tmp_path, api=api)
+    signed, bundle, uploads, host = await signed_trip(start, options, tmp_path, api=api)
     assert (await push(bundle, host, tmp_path)).ok
     before = len(uploads.pushed_manifests)
     index = served(uploads, tag_schema(signed))
@@ -228,9 +220,7 @@ async def test_a_second_push_writes_nothing_and_says_the_referrers_were_there(
 async def test_a_newly_signed_image_already_in_the_target_gets_its_signature(
     start: Start, options: PullOptions, tmp_path: Path
 ) -> None:
-    signed = await signed_image(start)
-    bundle = await bundle_of(signed, options, tmp_path)
-    uploads, host = await target(start, tmp_path, api=True)
+    signed, bundle, uploads, host = await signed_trip(start, options, tmp_path, api=True)
     assert (await push(bundle, host, tmp_path, referrers=False)).ok
     assert served(uploads, cosign_tag(signed.image.digest, "sig")) is None
 
@@ -244,9 +234,7 @@ async def test_a_newly_signed_image_already_in_the_target_gets_its_signature(
 async def test_no_referrers_and_referrers_type_choose_what_is_pushed(
     start: Start, options: PullOptions, tmp_path: Path
 ) -> None:
-    signed = await signed_image(start)
-    bundle = await bundle_of(signed, options, tmp_path)
-    uploads, host = await target(start, tmp_path, api=True)
+    signed, bundle, uploads, host = await signed_trip(start, options, tmp_path, api=True)
 
     none = await push(bundle, host, tmp_path, referrers=False)
     assert none.ok
@@ -262,9 +250,7 @@ async def test_no_referrers_and_referrers_type_choose_what_is_pushed(
 async def test_a_dry_run_pushes_no_referrer(
     start: Start, options: PullOptions, tmp_path: Path
 ) -> None:
-    signed = await signed_image(start)
-    bundle = await bundle_of(signed, options, tmp_path)
-    uploads, host = await target(start, tmp_path, api=True)
+    signed, bundle, uploads, host = await signed_trip(start, options, tmp_path, api=True)
     assert (await push(bundle, host, tmp_path, referrers=False)).ok
 
     report = await bulkpull.push_images(
@@ -306,9 +292,7 @@ async def test_a_copy_carries_the_referrers_it_finds_at_the_source(
 async def test_the_cli_pushes_referrers_says_so_and_reports_each(
     start: Start, options: PullOptions, tmp_path: Path
 ) -> None:
-    signed = await signed_image(start, api=False)
-    bundle = await bundle_of(signed, options, tmp_path)
-    _, host = await target(start, tmp_path, api=False)
+    signed, bundle, _, host = await signed_trip(start, options, tmp_path, api=False)
     report_file = tmp_path / "push.json"
     args = ["push", str(bundle), "--to", f"{host}/mirror", "--plain-http"]
     args += ["--state-dir", str(tmp_path / "state"), "--report", str(report_file)]
@@ -344,9 +328,7 @@ async def test_the_cli_pushes_referrers_says_so_and_reports_each(
 async def test_the_registry_is_checked_against_the_lock_with_the_signatures_it_holds(
     start: Start, options: PullOptions, tmp_path: Path
 ) -> None:
-    signed = await signed_image(start, api=False)
-    bundle = await bundle_of(signed, options, tmp_path)
-    _, host = await target(start, tmp_path, api=False)
+    signed, bundle, _, host = await signed_trip(start, options, tmp_path, api=False)
     lock = tmp_path / "site.lock"
     lock.write_text(f"{signed.reference}@{signed.image.digest}\n")
     pushed = await push(bundle, host, tmp_path, referrers=False)

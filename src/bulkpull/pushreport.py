@@ -16,7 +16,7 @@ from pathlib import Path
 from bulkpull.digest import Digest
 from bulkpull.errors import BulkpullError
 from bulkpull.imagelist import ImageSpec
-from bulkpull.report import Event, error_json, narrowed_json
+from bulkpull.report import Event, error_json, narrowed_json, referrer_json
 
 PUSH_REPORT_VERSION = 1
 
@@ -85,11 +85,7 @@ class PushedReferrer:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "type": self.type,
-            "digest": str(self.digest),
-            "size": self.size,
-            "subject": str(self.subject),
-            "tag": self.tag or None,
+            **referrer_json(self.type, self.digest, self.size, self.subject, self.tag),
             "listed": self.listed.value if self.listed else None,
             "status": PushStatus.UP_TO_DATE.value if self.present else PushStatus.PUSHED.value,
         }

@@ -51,14 +51,23 @@ class CarriedReferrer:
     tag: str = ""
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "type": self.type,
-            "digest": str(self.digest),
-            "size": self.size,
-            "subject": str(self.subject),
-            "source": self.source,
-            "tag": self.tag or None,
-        }
+        found = referrer_json(self.type, self.digest, self.size, self.subject, self.tag)
+        tag = found.pop("tag")  # after the source, where the report has always had it
+        return {**found, "source": self.source, "tag": tag}
+
+
+def referrer_json(
+    kind: str, digest: Digest, size: int, subject: Digest, tag: str
+) -> dict[str, object]:
+    """What a report says of any referrer: ``type``, ``digest``, ``size``, ``subject``,
+    ``tag`` (cosign's, or null)."""
+    return {
+        "type": kind,
+        "digest": str(digest),
+        "size": size,
+        "subject": str(subject),
+        "tag": tag or None,
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.archives import normalize_tagged
+from support.archives import Archive, blob_path, normalize_tagged
 from support.imagefactory import Image
 from support.services import Registry, child_env, run, start_registry
 from support.testreferrers import Attached, SignedImages, cosign_tag
@@ -74,18 +73,9 @@ def assert_referrers_in_b(registry_b: Registry, namespace: str, signed: SignedIm
         assert attached.sbom.digest in [entry["digest"] for entry in schema["manifests"]]
 
 
-def members(path: Path) -> dict[str, bytes]:
-    with tarfile.open(path) as tar:
-        return {
-            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
-            for m in tar.getmembers()
-            if m.isfile()
-        }
-
-
 def carried(files: dict[str, bytes], referrer: Image) -> bool:
     wanted = {referrer.digest: referrer.manifest, **referrer.blobs}
-    return all(files.get(f"blobs/sha256/{d[7:]}") == data for d, data in wanted.items())
+    return all(files.get(blob_path(digest)) == data for digest, data in wanted.items())
 
 
 def pull_back_verified(
@@ -101,7 +91,7 @@ def pull_back_verified(
     assert pulled.returncode == 0, transcript(pulled)
     records = json.loads(report.read_text())["images"]
     assert {r["signature"]["outcome"] for r in records} == {"verified"}, records
-    files = members(bundle)
+    files = Archive.read(bundle).files
     for attached in every:
         for referrer in attached.all:
             assert carried(files, referrer), referrer.digest
