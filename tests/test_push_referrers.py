@@ -70,13 +70,14 @@ def served(uploads: FakeUploads, reference: str) -> bytes | None:
 def listed(uploads: FakeUploads, signed: Signed) -> list[dict[str, object]]:
     raw = served(uploads, tag_schema(signed))
     assert raw is not None, "no referrers tag schema index"
-    manifests = json.loads(raw)["manifests"]
-    assert isinstance(manifests, list)
-    return manifests
+    return list(json.loads(raw)["manifests"])
 
 
-async def push(bundle: Path, host: str, tmp_path: Path, **fields: object) -> PushReport:
-    return await bulkpull.push_images([bundle], f"{host}/mirror", push_options(tmp_path, **fields))
+async def push(
+    bundle: Path, host: str, tmp_path: Path, *, dry_run: bool = False, **fields: object
+) -> PushReport:
+    options = push_options(tmp_path, **fields)
+    return await bulkpull.push_images([bundle], f"{host}/mirror", options, dry_run=dry_run)
 
 
 @pytest.mark.parametrize("api", [True, False])
@@ -99,11 +100,8 @@ async def test_cosign_tags_and_the_sbom_arrive_with_the_source_digests(
     assert set(pushed) == {r.digest for r in signed.referrers}
     assert pushed[signed.signature.digest].type == cf.SIMPLE_SIGNING
     assert pushed[signed.sbom.digest].type == cf.SPDX_JSON
-    sbom = result.to_json()["referrers"]
-    assert isinstance(sbom, list)
-    assert {r["digest"]: r["listed"] for r in sbom}[signed.sbom.digest] == (
-        "referrers API" if api else "referrers tag schema"
-    )
+    listing = ReferrerListing.REFERRERS_API if api else ReferrerListing.TAG_SCHEMA
+    assert pushed[signed.sbom.digest].listed is listing
 
 
 async def test_a_target_with_the_referrers_api_gets_no_tag_schema_index(
@@ -253,9 +251,7 @@ async def test_a_dry_run_pushes_no_referrer(
     signed, bundle, uploads, host = await signed_trip(start, options, tmp_path, api=True)
     assert (await push(bundle, host, tmp_path, referrers=False)).ok
 
-    report = await bulkpull.push_images(
-        [bundle], f"{host}/mirror", push_options(tmp_path), dry_run=True
-    )
+    report = await push(bundle, host, tmp_path, dry_run=True)
 
     assert report.results[0].status is PushStatus.UP_TO_DATE
     assert served(uploads, cosign_tag(signed.image.digest, "sig")) is None
@@ -267,9 +263,7 @@ async def test_a_copy_carries_the_referrers_it_finds_at_the_source(
 ) -> None:
     signed = await signed_image(start, api=api)
     uploads, host = await target(start, tmp_path, api=api)
-    pulling = PullOptions(
-        plain_http=True, retry=RetryPolicy(retries=0, delay=0.0), cache_dir=tmp_path / "store"
-    )
+    pulling = replace(options, cache_dir=tmp_path / "store")
 
     report = await bulkpull.copy_images(
         [signed.reference], f"{host}/mirror", pulling, push=push_options(tmp_path)
