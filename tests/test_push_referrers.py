@@ -1,7 +1,7 @@
-"""Signatures, SBOMs and attestations pushed with their images into the fake registry, from a
-bundle and by a copy: cosign's tags recreated, OCI referrers listed by a target with the
-Referrers API (``OCI-Subject``) or in a tag-schema index bulkpull merges into, with the
-source's digests throughout."""
+"""Signatures, SBOMs and attestations pushed with their images into the fake registry from a
+bundle (and, for index referrers, by a copy too): cosign's tags recreated, OCI referrers listed
+by a target with the Referrers API (``OCI-Subject``) or in a tag-schema index bulkpull merges
+into, with the source's digests throughout."""
 
 from __future__ import annotations
 
@@ -14,63 +14,26 @@ from support import cosignfactory as cf
 from support import imagefactory as f
 from support.commandline import run_cli
 from support.fakeregistry import FakeRegistry, Start
-from support.fakesigned import REPO, Signed, cosign_tag, signed_image
-from support.fakeupload import FakeUploads
+from support.fakesigned import (
+    REPO,
+    TARGET_REPO,
+    cosign_tag,
+    listed,
+    push_options,
+    served,
+    signed_trip,
+    tag_schema,
+    target,
+)
 
 import bulkpull
 from bulkpull import (
     Destination,
     PullOptions,
-    PushOptions,
     PushReport,
     PushStatus,
     ReferrerListing,
-    RetryPolicy,
 )
-
-TARGET_REPO = f"mirror/{REPO}"
-
-
-def push_options(tmp_path: Path, **fields: object) -> PushOptions:
-    values: dict[str, object] = {
-        "plain_http": True,
-        "retry": RetryPolicy(retries=0, delay=0.0),
-        "state_dir": tmp_path / "state",
-    }
-    return PushOptions(**{**values, **fields})  # type: ignore[arg-type]
-
-
-async def signed_trip(
-    start: Start, options: PullOptions, tmp_path: Path, *, api: bool
-) -> tuple[Signed, Path, FakeUploads, str]:
-    """A signed image in one fake registry, pulled into a bundle, and an empty target; both
-    registries with the Referrers API or both without."""
-    signed = await signed_image(start, api=api)
-    to = Destination.bundle(tmp_path / "offline.tar")
-    assert (await bulkpull.pull_images([signed.reference], to, options)).ok
-    uploads, host = await target(start, tmp_path, api=api)
-    return signed, to.path, uploads, host
-
-
-async def target(start: Start, tmp_path: Path, *, api: bool) -> tuple[FakeUploads, str]:
-    uploads = FakeUploads(FakeRegistry(), tmp_path / "registry")
-    uploads.registry.referrers_api = api
-    return uploads, await start(uploads.app())
-
-
-def tag_schema(signed: Signed) -> str:
-    return "sha256-" + signed.image.digest.removeprefix("sha256:")
-
-
-def served(uploads: FakeUploads, reference: str) -> bytes | None:
-    found = uploads.registry.manifests.get((TARGET_REPO, reference))
-    return found[0] if found else None
-
-
-def listed(uploads: FakeUploads, signed: Signed) -> list[dict[str, object]]:
-    raw = served(uploads, tag_schema(signed))
-    assert raw is not None, "no referrers tag schema index"
-    return list(json.loads(raw)["manifests"])
 
 
 async def push(
@@ -255,32 +218,6 @@ async def test_a_dry_run_pushes_no_referrer(
 
     assert report.results[0].status is PushStatus.UP_TO_DATE
     assert served(uploads, cosign_tag(signed.image.digest, "sig")) is None
-
-
-@pytest.mark.parametrize("api", [True, False])
-async def test_a_copy_carries_the_referrers_it_finds_at_the_source(
-    start: Start, options: PullOptions, tmp_path: Path, api: bool
-) -> None:
-    signed = await signed_image(start, api=api)
-    uploads, host = await target(start, tmp_path, api=api)
-    pulling = replace(options, cache_dir=tmp_path / "store")
-
-    report = await bulkpull.copy_images(
-        [signed.reference], f"{host}/mirror", pulling, push=push_options(tmp_path)
-    )
-
-    assert report.ok, [str(r.error) for r in report.failed]
-    assert served(uploads, "v1") == signed.image.manifest
-    assert served(uploads, cosign_tag(signed.image.digest, "sig")) == signed.signature.manifest
-    assert served(uploads, cosign_tag(signed.image.digest, "att")) == signed.attestation.manifest
-    assert served(uploads, signed.sbom.digest) == signed.sbom.manifest
-    if api:
-        assert served(uploads, tag_schema(signed)) is None
-    else:
-        assert [e["digest"] for e in listed(uploads, signed)] == [signed.sbom.digest]
-    assert {str(r.digest) for r in report.results[0].referrers} == {
-        r.digest for r in signed.referrers
-    }
 
 
 async def test_the_cli_pushes_referrers_says_so_and_reports_each(

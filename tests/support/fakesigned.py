@@ -1,16 +1,21 @@
 """An image in the fake registry with what cosign and oras attach to it: a cosign signature and
 an SBOM attestation under cosign's tags, and an oras SBOM with a ``subject``, listed by the
 Referrers API or (with ``api=False``) in the referrers tag schema index, as oras keeps it for
-a registry without the API."""
+a registry without the API; and the empty target a push or a copy takes it to, with what that
+target then serves."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
+import bulkpull
+from bulkpull import Destination, PullOptions, PushOptions, RetryPolicy
 from support import cosignfactory as cf
 from support import imagefactory as f
 from support.fakeregistry import FakeRegistry, Start
+from support.fakeupload import FakeUploads
 
 REPO = "team/app"
 
@@ -72,3 +77,48 @@ async def signed_image(
         registry.put_manifest(REPO, f"sha256-{image.digest[7:]}", raw, f.OCI_INDEX)
     host = await start(registry.app())
     return Signed(host, registry, image, signature, attestation, sbom, key)
+
+
+TARGET_REPO = f"mirror/{REPO}"
+
+
+def push_options(tmp_path: Path, **fields: object) -> PushOptions:
+    values: dict[str, object] = {
+        "plain_http": True,
+        "retry": RetryPolicy(retries=0, delay=0.0),
+        "state_dir": tmp_path / "state",
+    }
+    return PushOptions(**{**values, **fields})  # type: ignore[arg-type]
+
+
+async def signed_trip(
+    start: Start, options: PullOptions, tmp_path: Path, *, api: bool
+) -> tuple[Signed, Path, FakeUploads, str]:
+    """A signed image in one fake registry, pulled into a bundle, and an empty target; both
+    registries with the Referrers API or both without."""
+    signed = await signed_image(start, api=api)
+    to = Destination.bundle(tmp_path / "offline.tar")
+    assert (await bulkpull.pull_images([signed.reference], to, options)).ok
+    uploads, host = await target(start, tmp_path, api=api)
+    return signed, to.path, uploads, host
+
+
+async def target(start: Start, tmp_path: Path, *, api: bool) -> tuple[FakeUploads, str]:
+    uploads = FakeUploads(FakeRegistry(), tmp_path / "registry")
+    uploads.registry.referrers_api = api
+    return uploads, await start(uploads.app())
+
+
+def tag_schema(signed: Signed) -> str:
+    return "sha256-" + signed.image.digest.removeprefix("sha256:")
+
+
+def served(uploads: FakeUploads, reference: str) -> bytes | None:
+    found = uploads.registry.manifests.get((TARGET_REPO, reference))
+    return found[0] if found else None
+
+
+def listed(uploads: FakeUploads, signed: Signed) -> list[dict[str, object]]:
+    raw = served(uploads, tag_schema(signed))
+    assert raw is not None, "no referrers tag schema index"
+    return list(json.loads(raw)["manifests"])
