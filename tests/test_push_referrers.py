@@ -43,11 +43,13 @@ async def push(
     return await bulkpull.push_images([bundle], f"{host}/mirror", options, dry_run=dry_run)
 
 
-@pytest.mark.parametrize("api", [True, False])
+@pytest.mark.parametrize(("api", "layout"), [(True, False), (False, False), (False, True)])
 async def test_cosign_tags_and_the_sbom_arrive_with_the_source_digests(
-    start: Start, options: PullOptions, tmp_path: Path, api: bool
+    start: Start, options: PullOptions, tmp_path: Path, api: bool, layout: bool
 ) -> None:
-    signed, bundle, uploads, host = await signed_trip(start, options, tmp_path, api=api)
+    signed, bundle, uploads, host = await signed_trip(
+        start, options, tmp_path, api=api, layout=layout
+    )
 
     report = await push(bundle, host, tmp_path)
 

@@ -92,12 +92,15 @@ def push_options(tmp_path: Path, **fields: object) -> PushOptions:
 
 
 async def signed_trip(
-    start: Start, options: PullOptions, tmp_path: Path, *, api: bool
+    start: Start, options: PullOptions, tmp_path: Path, *, api: bool, layout: bool = False
 ) -> tuple[Signed, Path, FakeUploads, str]:
-    """A signed image in one fake registry, pulled into a bundle, and an empty target; both
-    registries with the Referrers API or both without."""
+    """A signed image in one fake registry, pulled into a bundle (or a layout), and an empty
+    target; both registries with the Referrers API or both without."""
     signed = await signed_image(start, api=api)
-    to = Destination.bundle(tmp_path / "offline.tar")
+    if layout:
+        to = Destination.oci_layout(tmp_path / "layout")
+    else:
+        to = Destination.bundle(tmp_path / "offline.tar")
     assert (await bulkpull.pull_images([signed.reference], to, options)).ok
     uploads, host = await target(start, tmp_path, api=api)
     return signed, to.path, uploads, host
