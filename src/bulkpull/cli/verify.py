@@ -61,10 +61,9 @@ def verify(
     """Check archives and OCI layout directories (bulkpull's, docker save's, skopeo's,
     containerd's): re-hash every blob, check index.json and manifest.json against what the
     archive holds, layer counts and uncompressed layers against rootfs.diff_ids. With --lock,
-    also check that every image the lock file pins is there under its name with the pinned
-    digest; with --lock and --registry, that the registry holds each. With --verify-key, also
-    check each image's cosign signature (carried in bundles and layouts; with --registry, in
-    the registry). Exit 1 if any check fails."""
+    also check that every image the lock pins is there under its name with the pinned digest
+    (with --registry: in the registry). With --verify-key, also check each image's cosign
+    signature (carried in bundles and layouts, or in the registry). Exit 1 if any fails."""
     _check_given(paths, lock, registry)
     key = inputs.verify_key(verify_key)
     checks = [bulkpull.verify_archive(path) for path in paths or []]
