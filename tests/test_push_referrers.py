@@ -77,6 +77,7 @@ async def test_a_target_with_the_referrers_api_gets_no_tag_schema_index(
     report = await push(bundle, host, tmp_path)
 
     assert report.ok, [str(r.error) for r in report.failed]
+    assert served(uploads, signed.sbom.digest) == signed.sbom.manifest
     assert served(uploads, tag_schema(signed)) is None
     assert not [s for s in uploads.registry.seen if s.path.endswith(f"/{tag_schema(signed)}")]
 
