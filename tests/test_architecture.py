@@ -97,6 +97,7 @@ ORDER: Mapping[str, tuple[str, ...]] = {
         "uploads",
         "delivery",
         "push",
+        "peers",
         "copy",
         "verify_registry",
     ),

@@ -10,6 +10,7 @@ processes each blob uploaded at most once into any repository.
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import time
@@ -25,6 +26,8 @@ from support import imagefactory
 from support.imagefactory import Layer
 from support.services import Registry, Request, child_env, run, start_registry
 from support.testimages import push_over_api
+
+import bulkpull
 
 pytestmark = pytest.mark.real
 
@@ -268,36 +271,105 @@ def test_a_dry_run_says_what_the_target_lacks_and_writes_nothing(
     assert [r for r in checked.at_source if r.blob] == []
 
 
-def test_three_shards_at_once_copy_every_image_once_into_one_registry(
-    source: SourceImages, bulkpull_command: list[str], workdir: Path
-) -> None:
-    with start_registry(workdir / "sharded") as shared:
-        since = shared.log_offset()
-        images = listing(source, workdir / "sharded.txt")
-        started = []
-        for part in range(3):
-            home = workdir / f"shard-{part}"
-            report = home / "report.json"
-            args = copy_command(
-                bulkpull_command, images, shared.host, report, "--shard", f"{part}/3", "-q"
-            )
-            process = subprocess.Popen(
-                args, env=environment(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-            )
-            started.append((report, process))
-        for _, process in started:
-            output, _ = process.communicate(timeout=300)
-            assert process.returncode == 0, output.decode(errors="replace")
-        time.sleep(0.3)
-        requests = shared.requests(since)
-        reports = [json.loads(report.read_text()) for report, _ in started]
+def retag(registry: Registry, repository: str, tag: str, new_tag: str) -> str:
+    """``repository:tag`` of ``registry`` tagged ``new_tag`` too (its manifest's own bytes)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    url = f"{registry.url}/v2/{repository}/manifests"
+    with opener.open(urllib.request.Request(f"{url}/{tag}", headers={"Accept": ACCEPT})) as got:
+        raw, media_type = got.read(), got.headers["Content-Type"]
+    put = urllib.request.Request(
+        f"{url}/{new_tag}", data=raw, method="PUT", headers={"Content-Type": media_type}
+    )
+    opener.open(put).close()
+    return f"{registry.host}/{repository}:{new_tag}"
 
-    names = [image["name"] for document in reports for image in document["images"]]
-    assert sorted(names) == sorted(source.digests), names
-    assert all(image["status"] == "pushed" for d in reports for image in d["images"])
-    uploaded = uploads(requests)
+
+def dealt(source: SourceImages, parts: int) -> dict[str, int]:
+    """The twelve app images, each under a tag that puts it in the shard ``number % parts``,
+    and the index: each shard has images with both shared layers (the second in odd ones)."""
+    dealt = {}
+    for number in range(12):
+        repository = f"src/app{number}"
+        tag = next(
+            f"part-{attempt}"
+            for attempt in itertools.count()
+            if part_of(f"{source.registry.host}/{repository}:part-{attempt}", parts)
+            == number % parts
+        )
+        dealt[retag(source.registry, repository, "1", tag)] = number % parts
+    (multi,) = (reference for reference in source.digests if "multi" in reference)
+    dealt[multi] = part_of(multi, parts)
+    return dealt
+
+
+def part_of(reference: str, parts: int) -> int:
+    """The shard of ``parts`` that takes the image ``reference`` names."""
+    found = bulkpull.parse_reference(reference)
+    return next(part for part in range(parts) if bulkpull.Shard(part, parts).takes(found))
+
+
+def copy_in_shards(
+    command: list[str], images: Path, shared: Registry, homes: list[Path]
+) -> tuple[list[dict[str, object]], list[Request]]:
+    """One ``--shard K/N`` process per home (its store and state), all started at once; the
+    images of their reports, and what the target was asked."""
+    since, started = shared.log_offset(), []
+    for part, home in enumerate(homes):
+        report = home / f"report-{part}.json"
+        args = copy_command(
+            command, images, shared.host, report, "--shard", f"{part}/{len(homes)}", "-q"
+        )
+        process = subprocess.Popen(
+            args, env=environment(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        started.append((report, process))
+    for _, process in started:
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output.decode(errors="replace")
+    time.sleep(0.3)  # a registry logs a request just after answering it
+    reports = [json.loads(report.read_text()) for report, _ in started]
+    return [image for document in reports for image in document["images"]], shared.requests(since)
+
+
+def mounts(requests: list[Request]) -> list[tuple[str, str]]:
+    """(repository, digest) of every blob the registry mounted (``POST ?mount=`` answered 201)."""
+    found = []
+    for request in requests:
+        split = urlsplit(request.path)
+        digest = parse_qs(split.query).get("mount")
+        if request.method == "POST" and digest and request.status == 201:
+            repository = split.path.removeprefix("/v2/").partition("/blobs/uploads/")[0]
+            found.append((repository, digest[0]))
+    return found
+
+
+@pytest.mark.parametrize("machines", ["one machine", "three machines"])
+def test_three_shards_at_once_copy_every_image_once_into_one_registry(
+    source: SourceImages, bulkpull_command: list[str], workdir: Path, machines: str
+) -> None:
+    images = dealt(source, 3)
+    assert set(images.values()) == {0, 1, 2}
+    path = workdir / f"dealt-{machines.replace(' ', '-')}.txt"
+    path.write_text("".join(f"{r} platform=all\n" if "multi" in r else f"{r}\n" for r in images))
+    # One machine: the three share a store and a state directory; else each has its own.
+    homes = [workdir / machines.replace(" ", "-") / str(part) for part in range(3)]
+    if machines == "one machine":
+        homes = [homes[0]] * 3
+    with start_registry(workdir / f"sharded-{machines.replace(' ', '-')}") as shared:
+        copied, requests = copy_in_shards(bulkpull_command, path, shared, homes)
+
+    assert sorted(str(image["name"]) for image in copied) == sorted(images)
+    assert {image["status"] for image in copied} == {"pushed"}
+    uploaded, mounted = uploads(requests), mounts(requests)
     assert [pair for pair, count in Counter(uploaded).items() if count > 1] == []
-    # A shared layer goes up at most once per process; everywhere else it is mounted or skipped.
-    assert [digest for _, digest in uploaded].count(source.base.digest) <= 3, uploaded
-    placed = [r for r in requests if source.base.digest in r.path and r.method in ("POST", "HEAD")]
-    assert any(r.status in (200, 201) for r in placed), placed
+    repositories = {str(image["target"]).partition("/")[2].rpartition(":")[0] for image in copied}
+    # Every repository got the base layer once, sent there or mounted from where it was.
+    placed = Counter(repo for repo, digest in uploaded + mounted if digest == source.base.digest)
+    assert placed == dict.fromkeys(repositories, 1), (uploaded, mounted)
+    sent = [repo for repo, digest in uploaded if digest == source.base.digest]
+    if machines == "one machine":
+        # They meet in the state directory: the base layer goes up once for all three.
+        assert len(sent) == 1, uploaded
+    else:
+        # Started at once with nothing shared, each may send it once, never more.
+        assert 1 <= len(sent) <= 3, uploaded

@@ -20,6 +20,7 @@ from bulkpull import (
     PushOptions,
     PushReport,
     PushTarget,
+    Shard,
 )
 from bulkpull.cli import results, runs
 from bulkpull.cli.commands import usage_error
@@ -39,15 +40,20 @@ class CopyRun(runs.Run[PushReport]):
         options: PullOptions,
         dry_run: bool,
         *,
+        part: Shard | None,
         verbose: bool,
         quiet: bool,
     ) -> None:
+        """``specs`` is the whole list: names are checked across it, and with ``part`` the
+        rest of it tells where the other shards put what they share with this one."""
         try:
             self.target = PushTarget.parse(to)
-            self.specs = bulkpull.copy_plan(specs, self.target)
+            self.plan = bulkpull.copy_plan(specs, self.target)
             self.push = PushOptions.from_environment(pull=options)
         except (ImageListError, InvalidOptionError) as exc:
             usage_error(str(exc))
+        self.part = part
+        self.specs = self.plan if part is None else part.select(self.plan)
         platforms = options.platforms
         super().__init__(self.specs, platforms, dry_run=dry_run, verbose=verbose, quiet=quiet)
         self.options = options
@@ -68,10 +74,11 @@ class CopyRun(runs.Run[PushReport]):
 
     async def work(self) -> PushReport:
         return await bulkpull.copy_images(
-            self.specs,
+            self.plan,
             self.target,
             self.options,
             push=self.push,
+            shard=self.part,
             dry_run=self.dry_run,
             on_event=self.display.handle,
         )

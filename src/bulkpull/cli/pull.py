@@ -122,11 +122,13 @@ def _run_for(
             "--to copies into a registry and writes no archive: drop -o/--bundle/--oci-layout"
         )
     part = inputs.shard_of(shard)
-    specs = listed if part is None else part.select(listed)
     run: _Run | CopyRun
     if to_registry is not None:
-        run = CopyRun(specs, to_registry, options, dry_run, verbose=verbose, quiet=quiet)
+        run = CopyRun(
+            listed, to_registry, options, dry_run, part=part, verbose=verbose, quiet=quiet
+        )
     else:
+        specs = listed if part is None else part.select(listed)
         to = inputs.destinations(*outputs)
         run = _Run(
             inputs.checked(specs, options, to), options, to, dry_run, verbose=verbose, quiet=quiet

@@ -38,6 +38,7 @@ from bulkpull.engine.delivery import Delivery, fetched_referrers
 from bulkpull.engine.downloads import Downloads
 from bulkpull.engine.entries import Entry, archive_entry
 from bulkpull.engine.options import PullOptions
+from bulkpull.engine.peers import mount_guesses
 from bulkpull.engine.pull import connect, specs_of
 from bulkpull.engine.pushoptions import PushOptions, transport_for
 from bulkpull.engine.pushplan import BlobSource, PushContent
@@ -52,6 +53,7 @@ from bulkpull.reference import Reference
 from bulkpull.registry import PushClient, RegistryClient
 from bulkpull.report import Event, ImageStage, Stage, retry_events, working_for
 from bulkpull.resolved import ResolvedImage
+from bulkpull.shard import Shard
 from bulkpull.store import BlobStore
 from bulkpull.targets import PushTarget
 from bulkpull.tasks import EXPECTED, all_of
@@ -68,6 +70,7 @@ async def copy_images(
     options: PullOptions | None = None,
     *,
     push: PushOptions | None = None,
+    shard: Shard | None = None,
     dry_run: bool = False,
     on_event: PushEventCallback | None = None,
 ) -> PushReport:
@@ -79,9 +82,12 @@ async def copy_images(
     settings). Two images claiming one target name are refused (:class:`ImageListError`)
     before any request. With ``dry_run`` nothing is downloaded or written: the target is
     asked what it lacks. ``on_event`` hears progress, including a :class:`PushDone` per image.
+    With ``shard`` only its part of the list is copied, and the rest of the list says where
+    the other shards likely put shared blobs (``peers``).
     """
     options = options or PullOptions()
-    specs = copy_plan(specs_of(images), to)
+    plan = copy_plan(specs_of(images), to)
+    specs = plan if shard is None else shard.select(plan)
     target = to if isinstance(to, PushTarget) else PushTarget.parse(to)
     push = push or PushOptions.from_pull(options)
     store = BlobStore(options.cache_dir or default_store())
@@ -93,7 +99,8 @@ async def copy_images(
         transport_for(push, on_retry) as transport,
         Downloads(registry, store, options.max_downloads, emit, options.retry, on_retry) as fetch,
     ):
-        delivery = Delivery(PushClient(transport, target.registry_host), push, on_event)
+        client = PushClient(transport, target.registry_host)
+        delivery = Delivery(client, push, on_event, mount_guesses(plan, shard))
         run = _Copy(registry, store, fetch, delivery, options, dry_run)
         try:
             results = await all_of(run.image(spec) for spec in specs)

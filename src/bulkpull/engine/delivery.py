@@ -24,7 +24,7 @@ Imports ``registry``, ``store``, ``uploads``, ``pushplan`` (what an image consis
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from bulkpull.digest import Digest
@@ -59,13 +59,15 @@ from bulkpull.targets import digest_tag
 
 class Delivery:
     """The target side of one run: its client, its uploads (``options`` says how many at
-    once, in what chunks, and where unfinished ones are kept), and what it tells the caller."""
+    once, in what chunks, and where unfinished ones are kept), and what it tells the caller.
+    ``guesses`` name, per repository, another where other processes likely put its blobs."""
 
     def __init__(
         self,
         client: PushClient,
         options: PushOptions,
         on_event: PushEventCallback | None,
+        guesses: Mapping[str, str] | None = None,
     ) -> None:
         self.client = client
         self._on_event = on_event
@@ -77,6 +79,7 @@ class Delivery:
             retry=options.retry,
             emit=self.emit,
             on_retry=retry_events(on_event) if on_event else None,
+            guesses=guesses,
         )
         self._referrers = _Referrers(client, self.uploads)
 

@@ -6,6 +6,22 @@ and then cross-mounts it from there, as it does from a repository found holding 
 already up to date). A registry that declines a mount opens an ordinary upload instead, which
 is used. One semaphore bounds the uploads of the whole run.
 
+Other processes pushing into the same registry (the shards of one list, ``--shard K/N``) are
+met in two ways, both free of extra requests. Processes that share a state directory (shards
+on one machine) place each blob's first copy under the blob's lock there, and record the
+repository it went to (``store.uploadstate``): a second process needing the blob waits for the
+lock, finds the blob in its own repository (``HEAD``: skipped) or mounts it from the one
+recorded. Processes that share nothing but the registry (pods of a Kubernetes Job) cannot know
+where another put a blob, so the ``POST`` that opens the first upload of a blob into a
+repository names a guess as its ``from`` (``guesses``: for a copy, the repository of a nearby
+image of the list that another shard copies, see ``engine.peers``). A mount needs ``from``:
+the distribution spec lets a registry mount without it, but distribution (the Debian
+``docker-registry`` included) only mounts when both ``mount`` and ``from`` are given, and Quay
+fails such a request; a registry that cannot mount from the guess opens an ordinary upload,
+which is used, so a wrong guess costs nothing but, with token auth, the token for its scope.
+Shards that start at once reach their first copy of a shared layer at about the same time, so
+across machines a layer may go up once per shard; never twice into one repository by one run.
+
 An upload goes as one ``PUT`` when the blob is small, else in ``PATCH`` chunks, each read from
 the archive or layout where the blob sits as it is sent. Every chunk the registry accepts moves
 the upload's location on, and the newest is kept in the state directory (``store.uploadstate``):
@@ -19,7 +35,7 @@ modules.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -85,8 +101,11 @@ class Uploads:
         retry: RetryPolicy,
         emit: Callable[[PushEvent], None],
         on_retry: RetryListener | None = None,
+        guesses: Mapping[str, str] | None = None,
     ) -> None:
         self._client = client
+        # Per repository, one where another process likely put the blobs it shares with it.
+        self._guesses = guesses or {}
         self._state = state
         self._slots = asyncio.Semaphore(max_uploads)
         self._chunk_size = chunk_size
@@ -131,26 +150,55 @@ class Uploads:
     ) -> Placed:
         working_for(blob.digest)  # its own task: retries are the blob's, not one image's
         first = self._first[blob.digest]
-        is_first = first is asyncio.current_task()
-        if await self._client.has_blob(repository, blob.digest):
-            self._needed(blob, True, needed_by, is_first)
-            return self._placed(repository, blob.digest, Placed(Outcome.SKIPPED))
-        if not is_first:
+        if first is not asyncio.current_task():
+            if await self._client.has_blob(repository, blob.digest):
+                return self._placed(repository, blob.digest, Placed(Outcome.SKIPPED))
             await asyncio.wait({first})  # its outcome is its images'; this one tries anyway
+            return await self._put(repository, blob, where, None)
+        registry = self._client.registry
+        # Another process sharing the state directory may be placing it: wait, then use that.
+        async with self._state.claim(registry, blob.digest):
+            if await self._client.has_blob(repository, blob.digest):
+                self._needed(blob, True, needed_by, True)
+                placed = self._placed(repository, blob.digest, Placed(Outcome.SKIPPED))
+            else:
+                recorded = await self._state.holder(registry, blob.digest)
+                placed = await self._put(repository, blob, where, recorded, needed_by, first=True)
+            await self._state.hold(registry, blob.digest, repository)
+        return placed
+
+    async def _put(
+        self,
+        repository: str,
+        blob: Descriptor,
+        where: BlobSource,
+        recorded: str | None,
+        needed_by: ImageSpec | None = None,
+        *,
+        first: bool = False,
+    ) -> Placed:
+        """Mount the blob into ``repository`` from where it likely is (this run's holders,
+        else the one ``recorded`` by another process, else the guess), else upload it. The
+        run's ``first`` placement of the blob (for the image ``needed_by``) tells the display."""
         declined: UploadSession | None = None
-        for source in self._holders.get(blob.digest, []):
-            if source != repository:
-                declined = await self._client.mount(repository, blob.digest, source)
-                if declined is None:
-                    self._needed(blob, True, needed_by, is_first)
-                    return self._placed(repository, blob.digest, Placed(Outcome.MOUNTED))
-                break  # declined: the registry opened an upload, which is used
-        self._needed(blob, False, needed_by, is_first)
+        source = self._mount_source(repository, blob.digest, recorded)
+        if source is not None:
+            declined = await self._client.mount(repository, blob.digest, source)
+            if declined is None:
+                self._needed(blob, True, needed_by, first)
+                return self._placed(repository, blob.digest, Placed(Outcome.MOUNTED))
+        self._needed(blob, False, needed_by, first)
         place = where if isinstance(where, BlobPlace) else await where()
         sent = await self._upload(repository, blob, place, declined)
-        if is_first:
+        if first:
             self._emit(BlobDone(blob.digest))
         return self._placed(repository, blob.digest, Placed(Outcome.UPLOADED, sent))
+
+    def _mount_source(self, repository: str, digest: Digest, recorded: str | None) -> str | None:
+        """The one repository a mount is tried from: one mount per blob, since a declined
+        mount opens the upload that is then used."""
+        candidates = [*self._holders.get(digest, []), recorded, self._guesses.get(repository)]
+        return next((c for c in candidates if c is not None and c != repository), None)
 
     def _needed(
         self, blob: Descriptor, present: bool, needed_by: ImageSpec | None, is_first: bool

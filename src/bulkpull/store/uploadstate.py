@@ -7,9 +7,19 @@ blob, so that a push killed part-way (SIGKILL, a power cut) resumes each blob wh
 holds it instead of sending it again. A file is removed once its blob is complete, and one that
 leads nowhere any more (the registry dropped the upload) is forgotten and the blob starts over.
 
+The same directory is where processes that share it (shards of one list on one machine) meet
+over blobs: each blob's first placement in a run is done under a lock of the blob
+(:meth:`UploadState.claim`, an ``flock`` as the store's), and records the repository that then
+holds it (:meth:`UploadState.holder`), so that another process needing the blob in another
+repository waits for that placement and mounts it from there instead of sending it again. A
+record is a hint, never trusted: a mount from a repository that lost the blob is declined by
+the registry (an ordinary upload opens instead), and a later placement records where it went.
+
 A location is a capability (distribution signs the upload's state into it), so the directory is
 made readable by its owner only. Writes are atomic (``files.write_atomically``), so a kill never
-leaves half a file; one that cannot be read back is ignored. Imports ``digest`` and ``files``.
+leaves half a file; one that cannot be read back is ignored. A state directory that cannot be
+used costs the resume and the meeting of processes, never the push. Imports ``digest``,
+``reference``, ``errors``, ``files`` and the store's ``locks``.
 """
 
 from __future__ import annotations
@@ -17,11 +27,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from bulkpull.digest import Digest
+from bulkpull.errors import InvalidReferenceError, OutputError
 from bulkpull.files import read_file, remove, write_atomically
+from bulkpull.reference import Reference
+from bulkpull.store.locks import exclusive
 
 _MAX_STATE_BYTES = 64 * 1024
 
@@ -43,14 +58,9 @@ class UploadState:
 
     async def load(self, registry: str, repository: str, digest: Digest) -> SavedUpload | None:
         """The upload of ``digest`` to ``registry/repository`` left by an earlier run."""
-        path = self._path(registry, repository, digest)
-        try:
-            raw = await read_file(path, _MAX_STATE_BYTES)
-            saved = json.loads(raw)
-        except (OSError, ValueError):
-            return None
-        key = saved.get("upload") if isinstance(saved, dict) else None
-        if key != _key(registry, repository, digest):
+        key = _key(registry, repository, digest)
+        saved = await self._read(self._path(registry, repository, digest), "upload", key)
+        if saved is None:
             return None
         location, offset = saved.get("location"), saved.get("offset")
         if not isinstance(location, str) or not isinstance(offset, int) or offset < 0:
@@ -67,15 +77,7 @@ class UploadState:
             "location": upload.location,
             "offset": upload.offset,
         }
-        try:
-            if not self._made:
-                await asyncio.to_thread(_make_private, self.directory)
-                self._made = True
-            await write_atomically(
-                self._path(registry, repository, digest), json.dumps(document).encode()
-            )
-        except OSError:
-            return
+        await self._write(self._path(registry, repository, digest), document)
 
     async def forget(self, registry: str, repository: str, digest: Digest) -> None:
         try:
@@ -83,9 +85,66 @@ class UploadState:
         except OSError:
             return
 
+    @asynccontextmanager
+    async def claim(self, registry: str, digest: Digest) -> AsyncIterator[None]:
+        """Hold the blob's lock while placing it, so that another process sharing this
+        directory waits, and then finds the blob's :meth:`holder`. Without a usable directory
+        the placement goes on unlocked."""
+        async with AsyncExitStack() as stack:
+            with suppress(OSError, OutputError):
+                await self._make()
+                lock = self.directory / f"{_blob_name(registry, digest)}.lock"
+                await stack.enter_async_context(exclusive(lock))
+            yield
+
+    async def holder(self, registry: str, digest: Digest) -> str | None:
+        """The repository of ``registry`` a process sharing this directory last placed the
+        blob in (a hint: the registry may have lost it since)."""
+        path = self.directory / f"{_blob_name(registry, digest)}.holder.json"
+        held = await self._read(path, "blob", f"{registry}@{digest}")
+        repository = held.get("repository") if held is not None else None
+        if not isinstance(repository, str):
+            return None
+        try:
+            Reference(registry, repository, "latest")
+        except InvalidReferenceError:
+            return None
+        return repository
+
+    async def hold(self, registry: str, digest: Digest, repository: str) -> None:
+        """Record that ``registry/repository`` now holds the blob."""
+        path = self.directory / f"{_blob_name(registry, digest)}.holder.json"
+        await self._write(path, {"blob": f"{registry}@{digest}", "repository": repository})
+
+    async def _read(self, path: Path, field: str, key: str) -> dict[str, object] | None:
+        """The document at ``path`` when it is one and its ``field`` is ``key``."""
+        try:
+            document = json.loads(await read_file(path, _MAX_STATE_BYTES))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(document, dict) or document.get(field) != key:
+            return None
+        return document
+
+    async def _write(self, path: Path, document: dict[str, object]) -> None:
+        try:
+            await self._make()
+            await write_atomically(path, json.dumps(document).encode())
+        except OSError:
+            return
+
+    async def _make(self) -> None:
+        if not self._made:
+            await asyncio.to_thread(_make_private, self.directory)
+            self._made = True
+
     def _path(self, registry: str, repository: str, digest: Digest) -> Path:
         name = hashlib.sha256(_key(registry, repository, digest).encode()).hexdigest()
         return self.directory / f"{name}.json"
+
+
+def _blob_name(registry: str, digest: Digest) -> str:
+    return hashlib.sha256(f"blob {registry}@{digest}".encode()).hexdigest()
 
 
 def _key(registry: str, repository: str, digest: Digest) -> str:
