@@ -226,3 +226,43 @@ async def test_lines_whose_archive_names_would_collide_are_both_copied_by_the_co
     assert code == 0, err
     assert uploads.registry.manifests[("team/one_1", "1")] == (ONE.manifest, f.OCI_MANIFEST)
     assert uploads.registry.manifests[("team/one/1", "1")] == (ONE.manifest, f.OCI_MANIFEST)
+
+
+async def test_the_upload_flags_are_refused_without_a_registry_to_copy_into(
+    tmp_path: Path,
+) -> None:
+    listing = tmp_path / "images.txt"
+    listing.write_text("alpine:3.20\n")
+
+    code, _, err = await run_cli(str(listing), "--max-uploads", "2", "--state-dir", "state")
+
+    assert code == 2
+    assert "--max-uploads and --state-dir" in err
+    assert "--to" in err
+
+
+async def test_a_copy_keeps_its_upload_state_where_the_state_dir_flag_says(
+    start: Start, tmp_path: Path
+) -> None:
+    _, source_host, uploads, target_host = await registries(start, tmp_path)
+    listing = tmp_path / "images.txt"
+    listing.write_text(f"{source_host}/team/one:1\n")
+    state = tmp_path / "elsewhere"
+
+    code, out, err = await run_cli(
+        str(listing),
+        "--to",
+        target_host,
+        "--plain-http",
+        "--cache",
+        str(tmp_path / "store"),
+        "--max-uploads",
+        "1",
+        "--state-dir",
+        str(state),
+    )
+
+    assert code == 0, out + err
+    assert uploads.registry.manifests[("team/one", "1")] == (ONE.manifest, f.OCI_MANIFEST)
+    # Where each blob went is recorded there, for other processes sharing the directory.
+    assert len(list(state.glob("*.holder.json"))) == len(ONE.blobs)

@@ -11,6 +11,8 @@ the public ``bulkpull`` API and its siblings.
 
 from __future__ import annotations
 
+from typing import Any
+
 import bulkpull
 from bulkpull import (
     ImageListError,
@@ -41,15 +43,17 @@ class CopyRun(runs.Run[PushReport]):
         dry_run: bool,
         *,
         part: Shard | None,
+        push: dict[str, Any] | None = None,
         verbose: bool,
         quiet: bool,
     ) -> None:
         """``specs`` is the whole list: names are checked across it, and with ``part`` the
-        rest of it tells where the other shards put what they share with this one."""
+        rest of it tells where the other shards put what they share with this one. ``push``:
+        the push's own options the flags gave (``max_uploads``, ``state_dir``)."""
         try:
             self.target = PushTarget.parse(to)
             self.plan = bulkpull.copy_plan(specs, self.target)
-            self.push = PushOptions.from_environment(pull=options)
+            self.push = PushOptions.from_environment(pull=options, **(push or {}))
         except (ImageListError, InvalidOptionError) as exc:
             usage_error(str(exc))
         self.part = part

@@ -276,6 +276,29 @@ ToRegistry = Annotated[
 ]
 
 # What the run leaves and shows.
+MaxUploads = Annotated[
+    int | None,
+    typer.Option(
+        "--max-uploads",
+        min=1,
+        metavar="N",
+        help=environment(
+            "Blob uploads at once, all images together (with --to).", "BULKPULL_MAX_UPLOADS", "8"
+        ),
+        show_default=False,
+    ),
+]
+StateDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        metavar="DIR",
+        help="Where unfinished uploads are kept for the next run to resume, and where "
+        "shards on one machine meet over shared blobs.  "
+        "[default: $XDG_STATE_HOME/bulkpull/uploads]",
+        show_default=False,
+    ),
+]
 Shard = Annotated[
     str | None,
     typer.Option(

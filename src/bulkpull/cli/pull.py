@@ -10,6 +10,7 @@ images were ``interrupted``. Imports the public ``bulkpull`` API, typer and its 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import typer
 
@@ -54,6 +55,8 @@ def pull(
     force: flags.Force = False,
     jobs: flags.Jobs = None,
     max_downloads: flags.MaxDownloads = None,
+    max_uploads: flags.MaxUploads = None,
+    state_dir: flags.StateDir = None,
     platform: flags.Platforms = None,
     no_referrers: flags.NoReferrers = False,
     referrers_type: flags.ReferrersType = None,
@@ -99,16 +102,25 @@ def pull(
         max_downloads=max_downloads,
         cache_dir=cache,
     )
+    uploads = {"max_uploads": max_uploads, "state_dir": state_dir}
+    target = _Target(to_registry, {name: value for name, value in uploads.items() if value})
     run = _run_for(
-        listed, shard, to_registry, (out_dir, bundle, oci_layout), options, dry_run, verbose, quiet
+        listed, shard, target, (out_dir, bundle, oci_layout), options, dry_run, verbose, quiet
     )
     raise typer.Exit(run.conclude(report_file, lock_file, inputs.list_source(images_file, image)))
+
+
+class _Target(NamedTuple):
+    """``--to`` and the push's own flags given with it (``--max-uploads``, ``--state-dir``)."""
+
+    registry: str | None
+    uploads: dict[str, Any]
 
 
 def _run_for(
     listed: list[ImageSpec],
     shard: str | None,
-    to_registry: str | None,
+    to: _Target,
     outputs: tuple[Path | None, Path | None, Path | None],
     options: PullOptions,
     dry_run: bool,
@@ -117,22 +129,31 @@ def _run_for(
 ) -> _Run | CopyRun:
     """A copy into the registry ``--to`` names, else a pull into the outputs the flags name,
     of the part of the list ``--shard`` names; started: its headline said."""
-    if to_registry is not None and any(outputs):
+    if to.registry is not None and any(outputs):
         usage_error(
             "--to copies into a registry and writes no archive: drop -o/--bundle/--oci-layout"
         )
+    if to.registry is None and to.uploads:
+        given = " and ".join(f"--{name.replace('_', '-')}" for name in to.uploads)
+        usage_error(f"{given}: only for a copy into a registry (--to REGISTRY)")
     part = inputs.shard_of(shard)
     run: _Run | CopyRun
-    if to_registry is not None:
+    if to.registry is not None:
         run = CopyRun(
-            listed, to_registry, options, dry_run, part=part, verbose=verbose, quiet=quiet
+            listed,
+            to.registry,
+            options,
+            dry_run,
+            part=part,
+            push=to.uploads,
+            verbose=verbose,
+            quiet=quiet,
         )
     else:
         specs = listed if part is None else part.select(listed)
-        to = inputs.destinations(*outputs)
-        run = _Run(
-            inputs.checked(specs, options, to), options, to, dry_run, verbose=verbose, quiet=quiet
-        )
+        into = inputs.destinations(*outputs)
+        checked = inputs.checked(specs, options, into)
+        run = _Run(checked, options, into, dry_run, verbose=verbose, quiet=quiet)
     if part is not None:
         run.shard = (part, len(listed))
     run.start()

@@ -52,28 +52,6 @@ To = Annotated[
         help="The registry to push to, and a namespace in it for images named elsewhere.",
     ),
 ]
-MaxUploads = Annotated[
-    int | None,
-    typer.Option(
-        "--max-uploads",
-        min=1,
-        metavar="N",
-        help=flags.environment(
-            "Blob uploads at once, all images together.", "BULKPULL_MAX_UPLOADS", "8"
-        ),
-        show_default=False,
-    ),
-]
-StateDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--state-dir",
-        metavar="DIR",
-        help="Where unfinished uploads are kept for the next run to resume.  "
-        "[default: $XDG_STATE_HOME/bulkpull/uploads]",
-        show_default=False,
-    ),
-]
 DryRun = Annotated[
     bool,
     typer.Option(
@@ -87,7 +65,7 @@ def push(
     sources: Sources,
     to: To,
     jobs: flags.Jobs = None,
-    max_uploads: MaxUploads = None,
+    max_uploads: flags.MaxUploads = None,
     plain_http: flags.PlainHttp = False,
     skip_tls_verify: flags.SkipTlsVerify = False,
     username: flags.Username = None,
@@ -100,7 +78,7 @@ def push(
     retries: flags.Retries = None,
     retry_delay: flags.RetryDelay = None,
     timeout: flags.Timeout = None,
-    state_dir: StateDir = None,
+    state_dir: flags.StateDir = None,
     no_referrers: flags.NoReferrers = False,
     referrers_type: flags.ReferrersType = None,
     dry_run: DryRun = False,
