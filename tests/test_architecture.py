@@ -98,6 +98,7 @@ ORDER: Mapping[str, tuple[str, ...]] = {
         "delivery",
         "push",
         "peers",
+        "footprint",
         "copy",
         "verify_registry",
     ),

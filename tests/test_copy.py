@@ -266,3 +266,20 @@ async def test_a_copy_keeps_its_upload_state_where_the_state_dir_flag_says(
     assert uploads.registry.manifests[("team/one", "1")] == (ONE.manifest, f.OCI_MANIFEST)
     # Where each blob went is recorded there, for other processes sharing the directory.
     assert len(list(state.glob("*.holder.json"))) == len(ONE.blobs)
+
+
+async def test_an_image_found_up_to_date_is_reported_with_the_size_and_type_of_its_copy(
+    start: Start, tmp_path: Path
+) -> None:
+    _, source_host, _, target_host = await registries(start, tmp_path)
+    lines = ("team/one:1", "team/multi:2 platform=all")
+
+    first = await copied(source_host, target_host, tmp_path, *lines)
+    second = await copied(source_host, target_host, tmp_path, *lines)
+
+    assert [r.status for r in second.results] == [PushStatus.UP_TO_DATE] * 2
+    assert [(r.media_type, r.size) for r in second.results] == [
+        (r.media_type, r.size) for r in first.results
+    ]
+    assert [r.media_type for r in second.results] == [f.OCI_MANIFEST, f.OCI_INDEX]
+    assert all(r.size > 200_000 for r in second.results)

@@ -37,6 +37,7 @@ from bulkpull.engine.configs import ImageBlobs
 from bulkpull.engine.delivery import Delivery, fetched_referrers
 from bulkpull.engine.downloads import Downloads
 from bulkpull.engine.entries import Entry, archive_entry
+from bulkpull.engine.footprint import stored_footprint
 from bulkpull.engine.options import PullOptions
 from bulkpull.engine.peers import mount_guesses
 from bulkpull.engine.pull import connect, specs_of
@@ -196,7 +197,9 @@ class _Copy:
         )
         if current is not None and current == source:
             pinned = (wanted if media_type in INDEX_TYPES else spec).pinned(source)
-            return replace(result, status=PushStatus.UP_TO_DATE, digest=current, pinned=pinned)
+            kind, size = await stored_footprint(self._store, current, media_type)
+            up_to_date = replace(result, status=PushStatus.UP_TO_DATE, media_type=kind, size=size)
+            return replace(up_to_date, digest=current, pinned=pinned)
         async with self._jobs:
             self.delivery.emit(ImageStage(spec, Stage.RESOLVING))
             at = spec.source if source is None else replace(spec.source, digest=source)
