@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 from support.fakeregistry import Start, serve
+from support.terminal import OpenPane, tmux_panes
 
 from bulkpull import PullOptions, RetryPolicy
 
@@ -27,3 +29,11 @@ async def start() -> AsyncIterator[Start]:
 def options() -> PullOptions:
     """Plain HTTP and retries without waiting, so fault tests take milliseconds."""
     return PullOptions(plain_http=True, retry=RetryPolicy(retries=2, delay=0.0))
+
+
+@pytest.fixture
+async def terminal(tmp_path: Path) -> AsyncIterator[OpenPane]:
+    """Start ``bulkpull ARGS`` in a tmux pane (160x40 unless ``size`` says), in ``tmp_path``;
+    the pane stays after the command ends."""
+    async with tmux_panes(tmp_path) as open_pane:
+        yield open_pane
