@@ -90,7 +90,11 @@ class Response:
         self._method = method
         self.status = response.status
         self.headers: Mapping[str, str] = response.headers
-        self.url = redact(str(response.url))
+
+    @functools.cached_property
+    def url(self) -> str:
+        """The URL answered, fit for messages (made only when one needs it)."""
+        return redact(str(self._response.url))
 
     @property
     def content_type(self) -> str:
@@ -150,6 +154,8 @@ class Sessions:
     :meth:`close`; :meth:`open` is the :class:`Opener` every other piece sends through.
 
     A CA file that cannot be read fails here, when the sessions are made, before any request.
+    Without one, the system's CAs are read only when a request first needs TLS: a run that
+    talks plain HTTP to its registries (a mirror on loopback) never pays for them.
     """
 
     def __init__(
@@ -169,7 +175,9 @@ class Sessions:
         self._connections = connections
         self._security = security
         self._proxies = proxies
-        self._verified_tls = _verified_tls(ca_cert)
+        self._ca_cert = ca_cert
+        if ca_cert is not None:
+            _verified_tls(ca_cert)
         self._sessions: dict[str | None, aiohttp.ClientSession] = {}
 
     async def close(self) -> None:
@@ -184,7 +192,9 @@ class Sessions:
         large body, by a deadline for the whole exchange."""
         method, url = request.method, request.url
         proxy = self._proxies.for_url(url)
-        tls = self._verified_tls if self._security.verifies_tls(urlsplit(url).netloc) else False
+        parts = urlsplit(url)
+        verifies = parts.scheme == "https" and self._security.verifies_tls(parts.netloc)
+        tls = _verified_tls(self._ca_cert) if verifies else False
         try:
             response = await self._session(proxy).request(
                 method,
@@ -200,7 +210,8 @@ class Sessions:
             kind = UnknownHostError if _is_unknown_host(exc) else TransportError
             raise kind(f"{method} {redact(url)}{through}: {_describe(exc)}") from exc
         # Request-level log for -v; redacted, since presigned CDN URLs carry signatures.
-        log.debug("%s %s: %d", method, redact(url), response.status)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s: %d", method, redact(url), response.status)
         return Response(response, method)
 
     def _session(self, proxy: str | None) -> aiohttp.ClientSession:
@@ -217,7 +228,7 @@ class Sessions:
                 connector = aiohttp.TCPConnector(limit=self._connections)
             else:
                 log.info("connecting through proxy %s", redact(proxy))
-                connector = _proxy_connector(proxy, self._verified_tls, self._connections)
+                connector = _proxy_connector(proxy, _verified_tls(self._ca_cert), self._connections)
             session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._silence,

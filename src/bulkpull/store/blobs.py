@@ -8,10 +8,11 @@ what is not a partial file or a lock (manifests) is written through a unique tem
 
 Which thread does what, and why: ``aiofiles.os`` for single metadata steps on the event loop's
 behalf (the ``stat`` of :meth:`BlobStore.has`, ``makedirs``, the ``replace`` that installs a
-blob), each one call, so one worker-thread hop is the whole cost; ``aiofiles.open`` (through
-``files.read_file``/``files.write_atomically``, guarded against the cancellation leak) to read
-manifests and configs and to store manifests: small files, a few calls each. Imports ``digest``,
-``errors``, ``files``, ``locks`` and ``partials``.
+blob), each one call, so one worker-thread hop is the whole cost; a manifest or config is read
+whole in one worker-thread call too (open, size, read, close), since a rerun reads one for each
+of hundreds of images at once; ``aiofiles.open`` (through ``files.write_atomically``, guarded
+against the cancellation leak) to store manifests. Imports ``digest``, ``errors``, ``files``,
+``locks`` and ``partials``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from pathlib import Path
 import aiofiles.os
 
 from bulkpull.digest import Digest
-from bulkpull.files import Temporary, output_error, read_file, write_atomically
+from bulkpull.files import (
+    NotRegularFileError,
+    Temporary,
+    open_regular,
+    output_error,
+    write_atomically,
+)
 from bulkpull.store.locks import exclusive
 from bulkpull.store.partials import BlobOpener, complete
 
@@ -88,15 +95,9 @@ class BlobStore:
         any stored blob, a layer of gigabytes too, as the manifest a tag points at."""
         path = self.path(digest)
         try:
-            found = await aiofiles.os.stat(path, follow_symlinks=False)
-            if not stat.S_ISREG(found.st_mode) or found.st_size > limit:
-                return None
-            data = await read_file(path, limit + 1)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+            return await asyncio.to_thread(_read_small, path, limit)
         except OSError as exc:
             raise output_error(exc, path, "read") from exc
-        return data if len(data) <= limit else None
 
     async def ingest(
         self,
@@ -126,6 +127,26 @@ class BlobStore:
         except OSError as exc:
             raise output_error(exc, final) from exc
         return final
+
+
+def _read_small(path: Path, limit: int) -> bytes | None:
+    """The regular file at ``path`` (never through a link) when it holds at most ``limit``
+    bytes; in a worker thread."""
+    try:
+        fd = open_regular(path)
+    except (FileNotFoundError, NotADirectoryError, NotRegularFileError):
+        return None
+    try:
+        if os.fstat(fd).st_size > limit:
+            return None
+        data = bytearray()
+        while chunk := os.read(fd, limit + 1 - len(data)):
+            data += chunk
+            if len(data) > limit:
+                return None
+        return bytes(data)
+    finally:
+        os.close(fd)
 
 
 def _copy_atomically(final: Path, copy: Callable[[int, int], None]) -> None:
