@@ -10,9 +10,11 @@ complete. Files read back (stored blobs, an archive already at a final name, an 
 opened with ``O_NOFOLLOW|O_NONBLOCK`` and used only when they are regular files, so a link or a
 FIFO at such a name is a clear error instead of a read of some other file or a hang.
 
-Async code reaches files through worker threads only. ``aiofiles`` serves single operations,
-one thread hop each (:func:`read_file`, :func:`write_atomically`, and ``aiofiles.os`` in the
-store); :func:`opened` guards every open in a thread against cancellation; :func:`run_stoppable`
+Async code reaches files through worker threads only. A small file is read or written whole
+in one worker-thread call (:func:`read_file`, :func:`write_atomically`: a run of hundreds of
+images does that for each, and the few threads are shared by every download and upload);
+``aiofiles`` serves streamed reads and single operations (``aiofiles.os`` in the store);
+:func:`opened` guards every open in a thread against cancellation; :func:`run_stoppable`
 runs long work (writing an archive) that a cancellation must stop before it installs anything.
 Imports only ``errors``.
 """
@@ -274,13 +276,20 @@ def _read_only(path: str, flags: int) -> int:
     return open_regular(Path(path), flags)
 
 
-def _new_only(path: str, flags: int) -> int:
-    return os.open(path, flags | _NEVER_FOLLOW, 0o666)
-
-
 async def read_file(path: Path, limit: int) -> bytes:
     """At most ``limit`` bytes of the regular file at ``path`` (a link or FIFO is refused)."""
-    return await _read_at(path, 0, limit)
+    return await asyncio.to_thread(_read_regular, path, limit)
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    fd = open_regular(path)
+    try:
+        data = bytearray()
+        while len(data) < limit and (chunk := os.read(fd, limit - len(data))):
+            data += chunk
+        return bytes(data)
+    finally:
+        os.close(fd)
 
 
 async def read_chunks(
@@ -323,16 +332,22 @@ async def write_atomically(path: Path | str, data: bytes) -> None:
     """Write ``data`` to ``path`` the way bulkpull writes its reports and lock files: into a new,
     unique temporary file next to it (never through a link), renamed over ``path`` once
     complete, so a reader sees the old file or the whole new one and a run racing this one
-    writes its own temporary. Nothing is left behind on failure."""
-    final = Path(path)
+    writes its own temporary. Nothing is left behind on failure; a cancellation waits for the
+    write to end (one worker-thread call), so the file is then either there whole or not."""
+    await shielded(asyncio.to_thread(_write_atomically, Path(path), data))
+
+
+def _write_atomically(final: Path, data: bytes) -> None:
     temporary = temporary_name(final)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NEVER_FOLLOW, 0o666)
     try:
-        handle = await opened(aiofiles.open(temporary, "xb", opener=_new_only), lambda f: f.close())
         try:
-            await handle.write(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
         finally:
-            await shielded(handle.close())
-        await aiofiles.os.replace(temporary, final)
+            os.close(fd)
+        os.replace(temporary, final)
     except BaseException:
-        await remove(temporary)
+        _unlink(temporary)
         raise

@@ -155,11 +155,22 @@ def served(registry: Registry, repository: str, tag: str) -> str:
 
 def uploads(requests: list[Request]) -> list[tuple[str, str]]:
     """(repository, digest) of every blob upload that completed (the PUT with ``digest=``)."""
+    return blob_answers(requests, "PUT", "digest")
+
+
+def mounts(requests: list[Request]) -> list[tuple[str, str]]:
+    """(repository, digest) of every blob the registry mounted (``POST ?mount=`` answered 201)."""
+    return blob_answers(requests, "POST", "mount")
+
+
+def blob_answers(requests: list[Request], method: str, parameter: str) -> list[tuple[str, str]]:
+    """(repository, digest) of each ``method`` to an upload URL whose ``parameter`` names the
+    digest, answered 201: a blob now in that repository."""
     found = []
     for request in requests:
         split = urlsplit(request.path)
-        digest = parse_qs(split.query).get("digest")
-        if request.method == "PUT" and digest and request.status == 201:
+        digest = parse_qs(split.query).get(parameter)
+        if request.method == method and digest and request.status == 201:
             repository = split.path.removeprefix("/v2/").partition("/blobs/uploads/")[0]
             found.append((repository, digest[0]))
     return found
@@ -329,18 +340,6 @@ def copy_in_shards(
     time.sleep(0.3)  # a registry logs a request just after answering it
     reports = [json.loads(report.read_text()) for report, _ in started]
     return [image for document in reports for image in document["images"]], shared.requests(since)
-
-
-def mounts(requests: list[Request]) -> list[tuple[str, str]]:
-    """(repository, digest) of every blob the registry mounted (``POST ?mount=`` answered 201)."""
-    found = []
-    for request in requests:
-        split = urlsplit(request.path)
-        digest = parse_qs(split.query).get("mount")
-        if request.method == "POST" and digest and request.status == 201:
-            repository = split.path.removeprefix("/v2/").partition("/blobs/uploads/")[0]
-            found.append((repository, digest[0]))
-    return found
 
 
 @pytest.mark.parametrize("machines", ["one machine", "three machines"])
