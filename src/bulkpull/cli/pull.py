@@ -91,37 +91,42 @@ def pull(
         **inputs.network_flags(
             plain_http, skip_tls_verify, proxy, ca_cert, insecure_registry, timeout
         ),
+        retries=retries,
+        retry_delay=retry_delay,
         **inputs.referrer_flags(no_referrers, referrers_type, inputs.verify_key(verify_key)),
         credentials=login,
         platforms=platform,
-        retries=retries,
-        retry_delay=retry_delay,
         mirrors=mirror,
         force=force,
         jobs=jobs,
         max_downloads=max_downloads,
         cache_dir=cache,
     )
-    uploads = {"max_uploads": max_uploads, "state_dir": state_dir}
-    target = _Target(to_registry, {name: value for name, value in uploads.items() if value})
-    run = _run_for(
-        listed, shard, target, (out_dir, bundle, oci_layout), options, dry_run, verbose, quiet
-    )
+    chosen = _Chosen(shard, to_registry, (out_dir, bundle, oci_layout), max_uploads, state_dir)
+    run = _run_for(listed, chosen, options, dry_run, verbose, quiet)
     raise typer.Exit(run.conclude(report_file, lock_file, inputs.list_source(images_file, image)))
 
 
-class _Target(NamedTuple):
-    """``--to`` and the push's own flags given with it (``--max-uploads``, ``--state-dir``)."""
+class _Chosen(NamedTuple):
+    """What the flags chose besides the options: the part of the list (``--shard``), and where
+    it goes: a registry (``--to``, with the push's own flags), else the outputs."""
 
-    registry: str | None
-    uploads: dict[str, Any]
+    shard: str | None
+    to_registry: str | None
+    outputs: tuple[Path | None, Path | None, Path | None]
+    max_uploads: int | None
+    state_dir: Path | None
+
+    @property
+    def uploads(self) -> dict[str, Any]:
+        """The push's own flags that were given, as :class:`PushOptions` fields."""
+        given = {"max_uploads": self.max_uploads, "state_dir": self.state_dir}
+        return {name: value for name, value in given.items() if value is not None}
 
 
 def _run_for(
     listed: list[ImageSpec],
-    shard: str | None,
-    to: _Target,
-    outputs: tuple[Path | None, Path | None, Path | None],
+    chosen: _Chosen,
     options: PullOptions,
     dry_run: bool,
     verbose: bool,
@@ -129,29 +134,29 @@ def _run_for(
 ) -> _Run | CopyRun:
     """A copy into the registry ``--to`` names, else a pull into the outputs the flags name,
     of the part of the list ``--shard`` names; started: its headline said."""
-    if to.registry is not None and any(outputs):
+    if chosen.to_registry is not None and any(chosen.outputs):
         usage_error(
             "--to copies into a registry and writes no archive: drop -o/--bundle/--oci-layout"
         )
-    if to.registry is None and to.uploads:
-        given = " and ".join(f"--{name.replace('_', '-')}" for name in to.uploads)
+    if chosen.to_registry is None and chosen.uploads:
+        given = " and ".join(f"--{name.replace('_', '-')}" for name in chosen.uploads)
         usage_error(f"{given}: only for a copy into a registry (--to REGISTRY)")
-    part = inputs.shard_of(shard)
+    part = inputs.shard_of(chosen.shard)
     run: _Run | CopyRun
-    if to.registry is not None:
+    if chosen.to_registry is not None:
         run = CopyRun(
             listed,
-            to.registry,
+            chosen.to_registry,
             options,
             dry_run,
             part=part,
-            push=to.uploads,
+            push=chosen.uploads,
             verbose=verbose,
             quiet=quiet,
         )
     else:
         specs = listed if part is None else part.select(listed)
-        into = inputs.destinations(*outputs)
+        into = inputs.destinations(*chosen.outputs)
         checked = inputs.checked(specs, options, into)
         run = _Run(checked, options, into, dry_run, verbose=verbose, quiet=quiet)
     if part is not None:
