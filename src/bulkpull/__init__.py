@@ -89,6 +89,7 @@ from bulkpull.manifest import Descriptor
 from bulkpull.output import (
     ArchiveCheck,
     ArchiveEntry,
+    HeldImage,
     LockCheck,
     verify_archive,
     verify_lock,
@@ -120,6 +121,7 @@ from bulkpull.report import (
     BlobNeeded,
     BytesReceived,
     CarriedReferrer,
+    DeltaTotals,
     Event,
     EventCallback,
     ImageDone,
@@ -142,12 +144,14 @@ __version__ = version("bulkpull")
 
 if TYPE_CHECKING:
     from bulkpull.engine import (
+        HaveFile,
         copy_images,
         copy_plan,
         default_store,
         pull_image,
         pull_images,
         push_images,
+        read_have,
         resolve_images,
         verify_lock_in_registry,
     )
@@ -158,12 +162,14 @@ _runs = _lazy.on_first_use(
     __name__,
     dict.fromkeys(
         [
+            "HaveFile",
             "copy_images",
             "copy_plan",
             "default_store",
             "pull_image",
             "pull_images",
             "push_images",
+            "read_have",
             "resolve_images",
             "verify_lock_in_registry",
         ],
@@ -192,6 +198,7 @@ __all__ = [
     "CredentialSource",
     "Credentials",
     "CredentialsError",
+    "DeltaTotals",
     "Descriptor",
     "Destination",
     "DestinationError",
@@ -200,6 +207,8 @@ __all__ = [
     "DigestMismatchError",
     "Event",
     "EventCallback",
+    "HaveFile",
+    "HeldImage",
     "ImageDone",
     "ImageListError",
     "ImageResult",
@@ -268,6 +277,7 @@ __all__ = [
     "pull_image",
     "pull_images",
     "push_images",
+    "read_have",
     "read_image_list",
     "resolve_images",
     "verify_archive",

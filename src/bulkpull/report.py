@@ -174,6 +174,23 @@ class ReplacedImage:
 
 
 @dataclass(frozen=True, slots=True)
+class DeltaTotals:
+    """What a delta (``--have``) left out: the blobs of the images written that the far side
+    holds already (``have`` images), each once, and their bytes."""
+
+    have: int
+    blobs: int
+    bytes: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "have_images": self.have,
+            "blobs_left_out": self.blobs,
+            "bytes_left_out": self.bytes,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class PullReport:
     """Every result, in the order of the list (platforms in the order asked for), and totals.
 
@@ -181,7 +198,7 @@ class PullReport:
     of blobs that were already in the store when the run first needed them. ``registries`` is
     what the run asked of each registry and mirror, with the pull limits they announced.
     ``replaced`` names what the archives, bundle or layout written held before and hold no
-    longer.
+    longer. ``delta`` is set when the bundle or layout is a delta (``--have``).
     """
 
     results: tuple[ImageResult, ...]
@@ -191,6 +208,7 @@ class PullReport:
     started: str = ""
     registries: tuple[RegistryUsage, ...] = ()
     replaced: tuple[ReplacedImage, ...] = ()
+    delta: DeltaTotals | None = None
 
     @property
     def ok(self) -> bool:
@@ -218,6 +236,7 @@ class PullReport:
             "images": [result.to_json() for result in self.results],
             "registries": [usage.to_json() for usage in self.registries],
             "replaced": [image.to_json() for image in self.replaced],
+            "delta": self.delta.to_json() if self.delta is not None else None,
         }
 
     def lock_lines(self) -> list[str]:

@@ -32,6 +32,7 @@ from bulkpull.output.contents import (
     ArchiveImage,
     referrer_key,
 )
+from bulkpull.output.delta import HeldImage, delta_of, held_delta
 from bulkpull.output.filling import ArchiveFile
 from bulkpull.output.layout import read_layout_index, update_layout
 from bulkpull.output.readback import held_images
@@ -53,6 +54,8 @@ class _Collecting(Output):
         super().__init__(directory)
         self.images: list[ArchiveImage] = []
         self.supplies: dict[str, BlobSupply] = {}
+        # The images the far side holds when this output is a delta (``--have``), else None.
+        self.have: tuple[HeldImage, ...] | None = None
 
     def split(self, resolved: list[ResolvedImage], whole: bool) -> list[list[ResolvedImage]]:
         return [resolved]
@@ -99,8 +102,7 @@ class Bundle(_Collecting):
         if not images:
             return results
         try:
-            held = await asyncio.to_thread(held_images, self.path)
-            if held == {key: d for image in images for key, d in image.held.items()}:
+            if await self._holds(images):
                 return [replace(r, status=Status.UP_TO_DATE) if r.ok else r for r in results]
             failed = await self._fill(images)
         except OutputError as exc:
@@ -110,6 +112,17 @@ class Bundle(_Collecting):
             for r in results
         ]
 
+    async def _holds(self, images: list[ArchiveImage]) -> bool:
+        """Whether the bundle there holds these images already, as whole or as delta as the
+        run would write it."""
+        held = await asyncio.to_thread(held_images, self.path)
+        if held != {key: d for image in images for key, d in image.held.items()}:
+            return False
+        return await asyncio.to_thread(held_delta, self.path) == self._delta(images)
+
+    def _delta(self, images: Sequence[ArchiveImage]) -> bytes | None:
+        return None if self.have is None else delta_of(images, self.have).to_bytes()
+
     async def _fill(self, images: list[ArchiveImage]) -> dict[str, BulkpullError]:
         """Write the bundle; an image whose blob cannot be had is left out (it fails alone)
         and the bundle is laid out again without it, its blobs copied from the first try."""
@@ -117,7 +130,7 @@ class Bundle(_Collecting):
         while images:
             supply = _Merged([self.supplies[image.name] for image in images])
             try:
-                await self._write(self.path, images, supply)
+                await self._write(self.path, images, supply, delta=self._delta(images))
                 break
             except BulkpullError as exc:
                 if supply.failed is None or isinstance(exc, OutputError):
@@ -170,7 +183,7 @@ class Layout(_Collecting):
         index = self.directory / "index.json"
         try:
             displaced = await run_stoppable(
-                functools.partial(update_layout, self.directory, self.images)
+                functools.partial(update_layout, self.directory, self.images, have=self.have)
             )
         except OutputError as exc:
             return _failed(results, exc)
