@@ -13,11 +13,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypedDict
 
+import bulkpull
 from bulkpull import (
     BulkpullError,
     Credentials,
     CredentialsError,
     Destination,
+    HaveFile,
     ImageListError,
     ImageSpec,
     InvalidOptionError,
@@ -117,6 +119,19 @@ def destinations(
     if oci_layout is not None:
         found.append(Destination.oci_layout(oci_layout))
     return found or [Destination.archives(DEFAULT_OUT_DIR)]
+
+
+def have_files(paths: list[Path], copying: bool, dry_run: bool) -> list[HaveFile]:
+    """The ``--have`` files, read before any request; a file that is none of a lock, a
+    report and an inventory is a usage error, and so is ``--have`` where no delta is written."""
+    if paths and copying:
+        usage_error("--have makes a delta bundle or layout; --to copies only what B lacks anyway")
+    if paths and dry_run:
+        usage_error("--have makes a delta bundle or layout; --dry-run writes nothing")
+    try:
+        return [bulkpull.read_have(path) for path in paths]
+    except BulkpullError as exc:
+        usage_error(str(exc))
 
 
 def checked(specs: list[ImageSpec], options: PullOptions, to: list[Destination]) -> list[ImageSpec]:

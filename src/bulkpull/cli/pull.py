@@ -14,7 +14,14 @@ from pathlib import Path
 import typer
 
 import bulkpull
-from bulkpull import Destination, DestinationError, ImageSpec, PullOptions, PullReport
+from bulkpull import (
+    Destination,
+    DestinationError,
+    HaveFile,
+    ImageSpec,
+    PullOptions,
+    PullReport,
+)
 from bulkpull.cli import flags, inputs, results, runs
 from bulkpull.cli.commands import usage_error
 from bulkpull.cli.copy import CopyRun
@@ -34,6 +41,7 @@ Examples:
   bulkpull images.txt --bundle offline.tar --verify-key cosign.pub   signed images only
   bulkpull images.txt --dry-run --lock images.lock   pin every tag, download nothing
   bulkpull images.lock --report report.json    the pinned images, and a JSON report
+  bulkpull new.txt --bundle delta.tar --have site.lock   leave out what the far side holds
   bulkpull images.txt --to registry.internal:5000/mirror   registry to registry, no archive
   bulkpull images.txt --to registry.internal:5000 --shard 0/3   one of three machines' part
   bulkpull verify bundles/*.tar                check archives
@@ -72,6 +80,7 @@ def pull(
     retry_delay: flags.RetryDelay = None,
     timeout: flags.Timeout = None,
     shard: flags.Shard = None,
+    have: flags.Have = None,
     dry_run: flags.DryRun = False,
     report_file: flags.ReportFile = None,
     lock_file: flags.LockFile = None,
@@ -99,9 +108,12 @@ def pull(
         max_downloads=max_downloads,
         cache_dir=cache,
     )
+    holding = inputs.have_files(have or [], to_registry is not None, dry_run)
     run = _run_for(
         listed, shard, to_registry, (out_dir, bundle, oci_layout), options, dry_run, verbose, quiet
     )
+    if isinstance(run, _Run):
+        run.have = holding
     raise typer.Exit(run.conclude(report_file, lock_file, inputs.list_source(images_file, image)))
 
 
@@ -157,6 +169,7 @@ class _Run(runs.Run[PullReport]):
         self.specs = specs
         self.options = options
         self.to = to
+        self.have: list[HaveFile] = []
 
     def headline(self) -> str:
         """``pulling 100 images from 127.0.0.1:5000/team/ (linux/amd64) into bundles``: the
@@ -189,5 +202,5 @@ class _Run(runs.Run[PullReport]):
                 self.specs, self.options, destination=self.to, on_event=self.display.handle
             )
         return await bulkpull.pull_images(
-            self.specs, self.to, self.options, on_event=self.display.handle
+            self.specs, self.to, self.options, on_event=self.display.handle, have=self.have
         )

@@ -1,0 +1,140 @@
+"""Delta bundles and layouts (``--have``): what they leave out, what they record, what verify
+and push make of them. Against the in-process fake registry; the real registries' turn is in
+``tests/real/test_delta.py``."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from support import imagefactory as f
+from support.commandline import run_cli
+from support.fakeregistry import FakeRegistry, Start
+
+import bulkpull
+from bulkpull import Destination, DestinationError, PullOptions
+
+
+class Lists:
+    """List 1: ``app/one``. List 2 adds ``app/two`` over one's base layer, and ``app/one``
+    again under another tag."""
+
+    def __init__(self) -> None:
+        self.base = f.random_layer(30_000)
+        self.one = f.make_image([self.base, f.random_layer(1000)], label="one")
+        self.two = f.make_image([self.base, f.random_layer(2000)], label="two")
+
+    def serve(self, registry: FakeRegistry) -> None:
+        registry.add("app/one", "1", self.one)
+        registry.add("app/one", "stable", self.one)
+        registry.add("app/two", "1", self.two)
+
+
+@pytest.fixture
+async def served(start: Start) -> tuple[FakeRegistry, str, Lists]:
+    registry = FakeRegistry()
+    lists = Lists()
+    lists.serve(registry)
+    return registry, await start(registry.app()), lists
+
+
+def tar_blobs(archive: Path) -> set[str]:
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    return {"sha256:" + name.rsplit("/", 1)[1] for name in names if name.startswith("blobs/sha256/")}
+
+
+def tar_json(archive: Path, member: str) -> dict[str, object]:
+    with tarfile.open(archive) as tar:
+        handle = tar.extractfile(member)
+        assert handle is not None
+        document = json.loads(handle.read())
+    assert isinstance(document, dict)
+    return document
+
+
+async def first_run(host: str, options: PullOptions, tmp_path: Path) -> Path:
+    """List 1 pulled into a bundle; its lock file."""
+    report = await bulkpull.pull_images(
+        [f"{host}/app/one:1"], Destination.bundle(tmp_path / "one.tar"), options
+    )
+    assert report.ok
+    lock = tmp_path / "one.lock"
+    lock.write_text("\n".join(report.lock_lines()) + "\n")
+    return lock
+
+
+async def test_a_delta_bundle_leaves_out_every_blob_the_far_side_holds(
+    served: tuple[FakeRegistry, str, Lists], options: PullOptions, tmp_path: Path
+) -> None:
+    registry, host, lists = served
+    lock = await first_run(host, options, tmp_path)
+    registry.seen.clear()
+    delta = tmp_path / "delta.tar"
+    refs = [f"{host}/app/one:1", f"{host}/app/one:stable", f"{host}/app/two:1"]
+
+    report = await bulkpull.pull_images(refs, Destination.bundle(delta), options, have=[lock])
+
+    assert report.ok
+    held = tar_blobs(delta)
+    assert not held & set(lists.one.blobs)
+    assert held >= {lists.two.config_digest, lists.two.layers[1].digest}
+    assert {lists.one.digest, lists.two.digest} <= held  # manifests stay in
+    record = tar_json(delta, "bulkpull-delta.json")
+    images = {item["name"]: item for item in record["images"]}  # type: ignore[union-attr,index]
+    two = images[f"{host}/app/two:1"]
+    assert [blob["digest"] for blob in two["expected"]] == [lists.base.digest]
+    assert two["expected"][0]["in"] == [f"{host}/app/one:1"]
+    one = images[f"{host}/app/one:stable"]
+    assert {blob["digest"] for blob in one["expected"]} == set(lists.one.blobs)
+    assert report.delta is not None
+    assert report.delta.blobs == len(lists.one.blobs)
+    assert report.delta.bytes == sum(len(data) for data in lists.one.blobs.values())
+    assert not [s for s in registry.seen if s.path.split("/")[-2:-1] == ["blobs"]
+                and s.path.rsplit("/", 1)[1] in lists.one.blobs]
+
+
+async def test_a_report_file_says_what_the_far_side_holds_without_asking_the_registry(
+    served: tuple[FakeRegistry, str, Lists], options: PullOptions, tmp_path: Path
+) -> None:
+    registry, host, lists = served
+    report = await bulkpull.pull_images(
+        [f"{host}/app/one:1"], Destination.oci_layout(tmp_path / "one"), options
+    )
+    report_file = tmp_path / "one.json"
+    report_file.write_text(json.dumps(report.to_json()))
+    registry.seen.clear()
+    layout = tmp_path / "delta"
+
+    report = await bulkpull.pull_images(
+        [f"{host}/app/two:1"], Destination.oci_layout(layout), options, have=[report_file]
+    )
+
+    assert report.ok
+    assert not (layout / "blobs" / "sha256" / lists.base.digest.removeprefix("sha256:")).exists()
+    assert (layout / "blobs" / "sha256" / lists.two.config_digest.removeprefix("sha256:")).exists()
+    assert not any("app/one" in seen.path for seen in registry.seen)
+    record = json.loads((layout / "bulkpull-delta.json").read_text())
+    assert record["images"][0]["expected"][0]["digest"] == lists.base.digest
+
+
+async def test_per_image_archives_cannot_be_a_delta(
+    served: tuple[FakeRegistry, str, Lists], options: PullOptions, tmp_path: Path
+) -> None:
+    _, host, _ = served
+    lock = await first_run(host, options, tmp_path)
+    with pytest.raises(DestinationError, match="only a bundle or an OCI layout"):
+        await bulkpull.pull_images([f"{host}/app/two:1"], tmp_path / "out", options, have=[lock])
+
+
+async def test_a_file_that_says_nothing_of_what_the_far_side_holds_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    push_report = tmp_path / "push.json"
+    push_report.write_text(json.dumps({"version": 1, "target": "b:5000", "images": []}))
+    bundle = str(tmp_path / "d.tar")
+    code, _, err = await run_cli("-i", "alpine", "--bundle", bundle, "--have", str(push_report))
+    assert code == 2
+    assert "push report lists no blobs" in err
