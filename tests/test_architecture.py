@@ -97,6 +97,7 @@ ORDER: Mapping[str, tuple[str, ...]] = {
         "pushoptions",
         "pushplan",
         "uploads",
+        "expected",
         "delivery",
         "push",
         "copy",

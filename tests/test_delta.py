@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import imagefactory as f
@@ -43,16 +44,16 @@ async def served(start: Start) -> tuple[FakeRegistry, str, Lists]:
 def tar_blobs(archive: Path) -> set[str]:
     with tarfile.open(archive) as tar:
         names = tar.getnames()
-    return {"sha256:" + name.rsplit("/", 1)[1] for name in names if name.startswith("blobs/sha256/")}
+    return {
+        "sha256:" + name.rsplit("/", 1)[1] for name in names if name.startswith("blobs/sha256/")
+    }
 
 
-def tar_json(archive: Path, member: str) -> dict[str, object]:
+def tar_json(archive: Path, member: str) -> Any:
     with tarfile.open(archive) as tar:
         handle = tar.extractfile(member)
         assert handle is not None
-        document = json.loads(handle.read())
-    assert isinstance(document, dict)
-    return document
+        return json.loads(handle.read())
 
 
 async def first_run(host: str, options: PullOptions, tmp_path: Path) -> Path:
@@ -83,7 +84,7 @@ async def test_a_delta_bundle_leaves_out_every_blob_the_far_side_holds(
     assert held >= {lists.two.config_digest, lists.two.layers[1].digest}
     assert {lists.one.digest, lists.two.digest} <= held  # manifests stay in
     record = tar_json(delta, "bulkpull-delta.json")
-    images = {item["name"]: item for item in record["images"]}  # type: ignore[union-attr,index]
+    images = {item["name"]: item for item in record["images"]}
     two = images[f"{host}/app/two:1"]
     assert [blob["digest"] for blob in two["expected"]] == [lists.base.digest]
     assert two["expected"][0]["in"] == [f"{host}/app/one:1"]
@@ -92,8 +93,8 @@ async def test_a_delta_bundle_leaves_out_every_blob_the_far_side_holds(
     assert report.delta is not None
     assert report.delta.blobs == len(lists.one.blobs)
     assert report.delta.bytes == sum(len(data) for data in lists.one.blobs.values())
-    assert not [s for s in registry.seen if s.path.split("/")[-2:-1] == ["blobs"]
-                and s.path.rsplit("/", 1)[1] in lists.one.blobs]
+    asked = [seen.path for seen in registry.seen if "/blobs/" in seen.path]
+    assert not [path for path in asked if path.rsplit("/", 1)[1] in lists.one.blobs]
 
 
 async def test_a_report_file_says_what_the_far_side_holds_without_asking_the_registry(
@@ -138,3 +139,25 @@ async def test_a_file_that_says_nothing_of_what_the_far_side_holds_is_a_usage_er
     code, _, err = await run_cli("-i", "alpine", "--bundle", bundle, "--have", str(push_report))
     assert code == 2
     assert "push report lists no blobs" in err
+
+
+async def test_verify_of_a_delta_checks_what_it_carries_and_lists_what_it_expects(
+    served: tuple[FakeRegistry, str, Lists], options: PullOptions, tmp_path: Path
+) -> None:
+    _, host, lists = served
+    lock = await first_run(host, options, tmp_path)
+    delta = tmp_path / "delta.tar"
+    refs = [f"{host}/app/one:1", f"{host}/app/two:1"]
+    await bulkpull.pull_images(refs, Destination.bundle(delta), options, have=[lock])
+
+    check = bulkpull.verify_archive(delta)
+    code, out, _ = await run_cli("verify", str(delta))
+
+    assert check.ok, check.problems
+    assert check.expected is not None
+    assert {blob.digest for blob in check.expected} == {
+        bulkpull.Digest.parse(digest) for digest in lists.one.blobs
+    }
+    assert code == 0
+    assert f"expects {lists.base.digest} (held by {host}/app/one:1)" in out
+    assert "a delta for bulkpull push" in out

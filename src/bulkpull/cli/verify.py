@@ -18,6 +18,7 @@ import bulkpull
 from bulkpull import ImageListError, InvalidOptionError, LockCheck, PushOptions
 from bulkpull.cli import display, flags, inputs
 from bulkpull.cli.commands import EXIT_OK, EXIT_SOME_FAILED, usage_error
+from bulkpull.cli.text import count_text, size_text
 
 SUMMARY = "Check archives and layouts (and a registry) against what they should hold."
 Registry = Annotated[
@@ -118,6 +119,16 @@ def _show_check(check: bulkpull.ArchiveCheck) -> bool:
         display.stdout.print(f"note    {check.path}: {note}", soft_wrap=True)
     for problem in check.problems:
         display.stdout.print(f"FAILED  {check.path}: {problem}", soft_wrap=True)
+    if check.expected is not None:
+        size = size_text(sum(blob.size for blob in check.expected))
+        display.stdout.print(
+            f"delta   {check.path}: a delta for bulkpull push; it expects "
+            f"{count_text(len(check.expected), 'blob')} ({size}) at the target:",
+            soft_wrap=True,
+        )
+        for blob in check.expected:
+            held = f" (held by {', '.join(blob.holders)})" if blob.holders else ""
+            display.stdout.print(f"expects {blob.digest}{held}", soft_wrap=True)
     if check.ok:
         names = ", ".join(check.names)
         display.stdout.print(
