@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import bulkpull
 from bulkpull import (
@@ -19,7 +19,6 @@ from bulkpull import (
     Credentials,
     CredentialsError,
     Destination,
-    HaveFile,
     ImageListError,
     ImageSpec,
     InvalidOptionError,
@@ -40,6 +39,9 @@ from bulkpull import (
     read_image_list,
 )
 from bulkpull.cli.commands import usage_error
+
+if TYPE_CHECKING:  # a run that needs it imports it: it brings the HTTP stack
+    from bulkpull import HaveFile
 
 STDIN = "-"
 DEFAULT_OUT_DIR = Path("bundles")

@@ -10,6 +10,7 @@ images were ``interrupted``. Imports the public ``bulkpull`` API, typer and its 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -17,13 +18,15 @@ import bulkpull
 from bulkpull import (
     Destination,
     DestinationError,
-    HaveFile,
     ImageSpec,
     PullOptions,
     PullReport,
 )
 from bulkpull.cli import flags, inputs, results, runs
 from bulkpull.cli.commands import usage_error
+
+if TYPE_CHECKING:  # a run that needs it imports it: it brings the HTTP stack
+    from bulkpull import HaveFile
 from bulkpull.cli.copy import CopyRun
 from bulkpull.cli.tally import Tally
 
