@@ -186,3 +186,26 @@ def test_a_delta_layout_against_a_report_carries_only_what_is_new_and_completes_
         f"{world.a.host}/bp/app:stable",
     }
     push_delta(world, bulkpull_command, layout)
+
+
+def test_an_inventory_of_the_far_registry_makes_a_delta_that_completes_it(
+    world: World, bulkpull_command: list[str]
+) -> None:
+    inventory = world.workdir / "inventory.json"
+    since = world.b.log_offset()
+    code, out = cli(
+        bulkpull_command, "verify", "--lock", str(world.workdir / "one.lock"),
+        "--registry", f"{world.b.host}/mirror", "--plain-http", "--inventory", str(inventory),
+    )  # fmt: skip
+    time.sleep(0.3)
+    assert code == 0, out
+    assert world.b.blob_downloads(since) == []
+    document = json.loads(inventory.read_text())
+    app = next(item for item in document["images"] if item["name"].endswith("/bp/app:1"))
+    assert set(app["blobs"]) == set(world.list1["bp/app:1"].blobs)
+    delta = world.workdir / "delta-inventory.tar"
+
+    pull_delta(world, bulkpull_command, ["--bundle", str(delta)], inventory)
+
+    assert not tar_blobs(delta) & world.old_blobs
+    push_delta(world, bulkpull_command, delta)

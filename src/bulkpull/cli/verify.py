@@ -47,6 +47,15 @@ def verify(
         typer.Option("--lock", metavar="FILE", help="A lock file the PATHs must match."),
     ] = None,
     registry: Registry = None,
+    inventory: Annotated[
+        Path | None,
+        typer.Option(
+            "--inventory",
+            metavar="OUT.json",
+            help="With --lock and --registry: write what the registry holds of each image "
+            "(manifests read, no blob): a --have file for the next delta.",
+        ),
+    ] = None,
     plain_http: flags.PlainHttp = False,
     skip_tls_verify: flags.SkipTlsVerify = False,
     username: flags.Username = None,
@@ -63,9 +72,12 @@ def verify(
     containerd's): re-hash every blob, check index.json and manifest.json against what the
     archive holds, layer counts and uncompressed layers against rootfs.diff_ids. With --lock,
     also check that every image the lock pins is there under its name with the pinned digest
-    (with --registry: in the registry). With --verify-key, also check each image's cosign
-    signature (carried in bundles and layouts, or in the registry). Exit 1 if any fails."""
+    (with --registry: in the registry; --inventory writes down what it holds). With
+    --verify-key, also check each image's cosign signature (carried in bundles and layouts,
+    or in the registry). Exit 1 if any fails."""
     _check_given(paths, lock, registry)
+    if inventory is not None and registry is None:
+        usage_error("--inventory writes what a registry holds: give --lock and --registry too")
     key = inputs.verify_key(verify_key)
     checks = [bulkpull.verify_archive(path) for path in paths or []]
     failed = sum(not _show_check(check) for check in checks)
@@ -84,7 +96,9 @@ def verify(
                 credentials=login,
             )
             options = PushOptions.from_environment(pull=base)
-            checking = bulkpull.verify_lock_in_registry(lock, registry, options, key=key)
+            checking = bulkpull.verify_lock_in_registry(
+                lock, registry, options, key=key, inventory=inventory
+            )
             matched.append(asyncio.run(checking))
     except (ImageListError, InvalidOptionError) as exc:
         usage_error(str(exc))
