@@ -13,9 +13,10 @@ import pytest
 from support import imagefactory as f
 from support.commandline import run_cli
 from support.fakeregistry import FakeRegistry, Start
+from support.fakeupload import FakeUploads
 
 import bulkpull
-from bulkpull import Destination, DestinationError, PullOptions
+from bulkpull import Destination, DestinationError, PullOptions, PushOptions, PushStatus
 
 
 class Lists:
@@ -161,3 +162,78 @@ async def test_verify_of_a_delta_checks_what_it_carries_and_lists_what_it_expect
     assert code == 0
     assert f"expects {lists.base.digest} (held by {host}/app/one:1)" in out
     assert "a delta for bulkpull push" in out
+
+
+class Lonely(Lists):
+    """Lists, and an image of its own that shares nothing with list 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lonely = f.make_image([f.random_layer(3000)], label="lonely")
+
+    def serve(self, registry: FakeRegistry) -> None:
+        super().serve(registry)
+        registry.add("app/lonely", "1", self.lonely)
+
+
+async def delta_and_target(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> tuple[Path, FakeUploads, str, Lonely]:
+    """A delta of list 2 (and the lonely image) against list 1's lock, and an empty target."""
+    source = FakeRegistry()
+    lists = Lonely()
+    lists.serve(source)
+    host = await start(source.app())
+    lock = await first_run(host, options, tmp_path)
+    delta = tmp_path / "delta.tar"
+    refs = [f"{host}/app/two:1", f"{host}/app/lonely:1"]
+    assert (await bulkpull.pull_images(refs, Destination.bundle(delta), options, have=[lock])).ok
+    uploads = FakeUploads(FakeRegistry(), tmp_path / "target")
+    return delta, uploads, await start(uploads.app()), lists
+
+
+def push_options(tmp_path: Path) -> PushOptions:
+    return PushOptions(plain_http=True, state_dir=tmp_path / "state")
+
+
+async def test_an_image_whose_expected_blob_is_nowhere_fails_alone_and_writes_nothing(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    delta, uploads, target, lists = await delta_and_target(start, options, tmp_path)
+
+    report = await bulkpull.push_images([delta], target, push_options(tmp_path))
+
+    by_name = {result.spec.source.path: result for result in report.results}
+    assert by_name["app/lonely"].status is PushStatus.PUSHED
+    failed = by_name["app/two"]
+    assert failed.status is PushStatus.FAILED
+    assert lists.base.digest in str(failed.error)
+    assert "the delta expects 1 blob" in str(failed.error)
+    two_writes = [s for s in uploads.registry.seen if "app/two" in s.path and s.method != "HEAD"]
+    assert two_writes == []
+
+
+async def test_a_blob_held_by_the_have_image_is_mounted_from_its_repository(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    delta, uploads, target, lists = await delta_and_target(start, options, tmp_path)
+    one = await bulkpull.push_images([tmp_path / "one.tar"], target, push_options(tmp_path))
+    assert one.ok
+    uploads.registry.seen.clear()
+
+    dry = await bulkpull.push_images([delta], target, push_options(tmp_path), dry_run=True)
+    report = await bulkpull.push_images([delta], target, push_options(tmp_path))
+
+    assert dry.ok
+    assert report.ok, [result.error for result in report.results]
+    mounts = [s for s in uploads.registry.seen if "mount" in s.query]
+    assert [(s.path, s.query["mount"], s.query["from"]) for s in mounts] == [
+        ("/v2/app/two/blobs/uploads/", [lists.base.digest], ["app/one"])
+    ]
+    assert not [
+        s
+        for s in uploads.registry.seen
+        if s.method in ("PATCH", "PUT") and lists.base.digest in str(s.query)
+    ]
+    mounted = next(result for result in report.results if result.spec.source.path == "app/two")
+    assert mounted.blobs.mounted == 1
