@@ -237,3 +237,43 @@ async def test_a_blob_held_by_the_have_image_is_mounted_from_its_repository(
     ]
     mounted = next(result for result in report.results if result.spec.source.path == "app/two")
     assert mounted.blobs.mounted == 1
+
+
+async def test_a_rerun_leaves_the_same_delta_alone_and_a_full_run_completes_it(
+    served: tuple[FakeRegistry, str, Lists], options: PullOptions, tmp_path: Path
+) -> None:
+    _, host, lists = served
+    lock = await first_run(host, options, tmp_path)
+    delta = tmp_path / "delta.tar"
+    refs = [f"{host}/app/two:1"]
+    await bulkpull.pull_images(refs, Destination.bundle(delta), options, have=[lock])
+
+    again = await bulkpull.pull_images(refs, Destination.bundle(delta), options, have=[lock])
+    full = await bulkpull.pull_images(refs, Destination.bundle(delta), options)
+
+    assert [result.status.value for result in again.results] == ["up-to-date"]
+    assert [result.status.value for result in full.results] == ["pulled"]
+    assert full.delta is None
+    assert lists.base.digest in tar_blobs(delta)
+    assert bulkpull.verify_archive(delta).expected is None
+    with tarfile.open(delta) as tar:
+        assert "manifest.json" in tar.getnames()
+
+
+async def test_a_layout_keeps_the_record_of_each_image_as_later_runs_add_to_it(
+    served: tuple[FakeRegistry, str, Lists], options: PullOptions, tmp_path: Path
+) -> None:
+    _, host, lists = served
+    lock = await first_run(host, options, tmp_path)
+    layout = Destination.oci_layout(tmp_path / "layout")
+    await bulkpull.pull_images([f"{host}/app/two:1"], layout, options, have=[lock])
+
+    await bulkpull.pull_images([f"{host}/app/one:stable"], layout, options, have=[lock])
+
+    record = json.loads((tmp_path / "layout" / "bulkpull-delta.json").read_text())
+    names = [item["name"] for item in record["images"]]
+    assert names == [f"{host}/app/one:stable", f"{host}/app/two:1"]
+    check = bulkpull.verify_archive(tmp_path / "layout")
+    assert check.ok, check.problems
+    assert check.expected is not None
+    assert {str(blob.digest) for blob in check.expected} == set(lists.one.blobs)
