@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import tarfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from support import imagefactory as f
@@ -34,12 +34,19 @@ class Lists:
         registry.add("app/two", "1", self.two)
 
 
-@pytest.fixture
-async def served(start: Start) -> tuple[FakeRegistry, str, Lists]:
+L = TypeVar("L", bound=Lists)
+
+
+async def serving(start: Start, lists: L) -> tuple[FakeRegistry, str, L]:
+    """A source registry serving ``lists``, its address, and the lists."""
     registry = FakeRegistry()
-    lists = Lists()
     lists.serve(registry)
     return registry, await start(registry.app()), lists
+
+
+@pytest.fixture
+async def served(start: Start) -> tuple[FakeRegistry, str, Lists]:
+    return await serving(start, Lists())
 
 
 def tar_blobs(archive: Path) -> set[str]:
@@ -66,6 +73,15 @@ async def first_run(host: str, options: PullOptions, tmp_path: Path) -> Path:
     lock = tmp_path / "one.lock"
     lock.write_text("\n".join(report.lock_lines()) + "\n")
     return lock
+
+
+async def delta_bundle(host: str, refs: list[str], options: PullOptions, tmp_path: Path) -> Path:
+    """``refs`` pulled into a delta bundle against list 1's lock."""
+    lock = await first_run(host, options, tmp_path)
+    delta = tmp_path / "delta.tar"
+    report = await bulkpull.pull_images(refs, Destination.bundle(delta), options, have=[lock])
+    assert report.ok
+    return delta
 
 
 async def test_a_delta_bundle_leaves_out_every_blob_the_far_side_holds(
@@ -146,10 +162,7 @@ async def test_verify_of_a_delta_checks_what_it_carries_and_lists_what_it_expect
     served: tuple[FakeRegistry, str, Lists], options: PullOptions, tmp_path: Path
 ) -> None:
     _, host, lists = served
-    lock = await first_run(host, options, tmp_path)
-    delta = tmp_path / "delta.tar"
-    refs = [f"{host}/app/one:1", f"{host}/app/two:1"]
-    await bulkpull.pull_images(refs, Destination.bundle(delta), options, have=[lock])
+    delta = await delta_bundle(host, [f"{host}/app/one:1", f"{host}/app/two:1"], options, tmp_path)
 
     check = bulkpull.verify_archive(delta)
     code, out, _ = await run_cli("verify", str(delta))
@@ -180,14 +193,10 @@ async def delta_and_target(
     start: Start, options: PullOptions, tmp_path: Path
 ) -> tuple[Path, FakeUploads, str, Lonely]:
     """A delta of list 2 (and the lonely image) against list 1's lock, and an empty target."""
-    source = FakeRegistry()
-    lists = Lonely()
-    lists.serve(source)
-    host = await start(source.app())
-    lock = await first_run(host, options, tmp_path)
-    delta = tmp_path / "delta.tar"
-    refs = [f"{host}/app/two:1", f"{host}/app/lonely:1"]
-    assert (await bulkpull.pull_images(refs, Destination.bundle(delta), options, have=[lock])).ok
+    _, host, lists = await serving(start, Lonely())
+    delta = await delta_bundle(
+        host, [f"{host}/app/two:1", f"{host}/app/lonely:1"], options, tmp_path
+    )
     uploads = FakeUploads(FakeRegistry(), tmp_path / "target")
     return delta, uploads, await start(uploads.app()), lists
 
@@ -243,10 +252,9 @@ async def test_a_rerun_leaves_the_same_delta_alone_and_a_full_run_completes_it(
     served: tuple[FakeRegistry, str, Lists], options: PullOptions, tmp_path: Path
 ) -> None:
     _, host, lists = served
-    lock = await first_run(host, options, tmp_path)
-    delta = tmp_path / "delta.tar"
     refs = [f"{host}/app/two:1"]
-    await bulkpull.pull_images(refs, Destination.bundle(delta), options, have=[lock])
+    delta = await delta_bundle(host, refs, options, tmp_path)
+    lock = tmp_path / "one.lock"
 
     again = await bulkpull.pull_images(refs, Destination.bundle(delta), options, have=[lock])
     full = await bulkpull.pull_images(refs, Destination.bundle(delta), options)
