@@ -89,6 +89,7 @@ from bulkpull.manifest import Descriptor
 from bulkpull.output import (
     ArchiveCheck,
     ArchiveEntry,
+    ExpectedBlob,
     HeldImage,
     LockCheck,
     verify_archive,
@@ -207,6 +208,7 @@ __all__ = [
     "DigestMismatchError",
     "Event",
     "EventCallback",
+    "ExpectedBlob",
     "HaveFile",
     "HeldImage",
     "ImageDone",

@@ -111,12 +111,8 @@ def pull(
         max_downloads=max_downloads,
         cache_dir=cache,
     )
-    holding = inputs.have_files(have or [], to_registry is not None, dry_run)
-    run = _run_for(
-        listed, shard, to_registry, (out_dir, bundle, oci_layout), options, dry_run, verbose, quiet
-    )
-    if isinstance(run, _Run):
-        run.have = holding
+    outputs = (out_dir, bundle, oci_layout)
+    run = _run_for(listed, shard, to_registry, outputs, have, options, dry_run, verbose, quiet)
     raise typer.Exit(run.conclude(report_file, lock_file, inputs.list_source(images_file, image)))
 
 
@@ -125,13 +121,16 @@ def _run_for(
     shard: str | None,
     to_registry: str | None,
     outputs: tuple[Path | None, Path | None, Path | None],
+    have: list[Path] | None,
     options: PullOptions,
     dry_run: bool,
     verbose: bool,
     quiet: bool,
 ) -> _Run | CopyRun:
     """A copy into the registry ``--to`` names, else a pull into the outputs the flags name,
-    of the part of the list ``--shard`` names; started: its headline said."""
+    of the part of the list ``--shard`` names, a delta against the ``--have`` files;
+    started: its headline said."""
+    holding = inputs.have_files(have or [], to_registry is not None, dry_run)
     if to_registry is not None and any(outputs):
         usage_error(
             "--to copies into a registry and writes no archive: drop -o/--bundle/--oci-layout"
@@ -146,6 +145,7 @@ def _run_for(
         run = _Run(
             inputs.checked(specs, options, to), options, to, dry_run, verbose=verbose, quiet=quiet
         )
+        run.have = holding
     if part is not None:
         run.shard = (part, len(listed))
     run.start()

@@ -97,10 +97,15 @@ class ImageBlobs:
             for reference, blob in supply.blobs.values()
         )
 
-    async def require_platform(self, item: ResolvedImage, wanted: tuple[Platform, ...]) -> None:
+    async def require_platform(
+        self, item: ResolvedImage, wanted: tuple[Platform, ...], skip: Container[Digest] = ()
+    ) -> None:
         """Docker's rule for an image that is no index: its config must name a platform that
         was asked for, or the image would reach hosts that cannot run it. Only the (small)
-        config is downloaded to tell."""
+        config is downloaded to tell; not one in ``skip``, which a delta leaves out (its
+        image was checked when it was pulled)."""
+        if item.content.config.digest in skip:
+            return
         config, _ = await self.config(item)
         if not config.architecture:
             return  # the config names no platform to hold against the request

@@ -150,20 +150,18 @@ class ImagePipeline:
                 result(spec, item, status, wanted, written=written, companions=companions)
                 for item in resolved
             ]
-        # The blobs it waits for: manifests are already in hand, and never BlobDone; what a
-        # delta leaves out is never downloaded (its config was checked when it was pulled).
+        # The blobs it waits for: not manifests (in hand, never BlobDone), nor a delta's left out.
         carried = companions.blobs if entry.image.referrers else ()
         skip = {blob.digest for blob in entry.image.expected}
+        self.left_out[entry.image.name] = {blob.digest: blob.size for blob in entry.image.expected}
         needed = [blob.digest for item in resolved for blob in (*item.blobs, *carried)]
         blobs = tuple(digest for digest in dict.fromkeys(needed) if digest not in skip)
         platforms = tuple(item.platform.normalized() for item in resolved if item.platform)
         if shown:
             self._emit(ImageStage(spec, Stage.DOWNLOADING, blobs, platforms))
-            self.left_out[entry.image.name] = {b.digest: b.size for b in entry.image.expected}
-        single = resolved[0].index is None and not wanted.all_platforms
-        if single and resolved[0].content.config.digest not in skip:
+        if resolved[0].index is None and not wanted.all_platforms:
             # Only for an archive to write: one already there was checked when it was.
-            await self._blobs.require_platform(resolved[0], wanted.platforms)
+            await self._blobs.require_platform(resolved[0], wanted.platforms, skip)
         configs = await self._blobs.configs(resolved, skip)
         supply = self._blobs.supply(resolved, entry, configs)
         if entry.image.referrers:

@@ -73,11 +73,9 @@ async def pull_images(
     pulled once, and two images under one name are refused (:class:`ImageListError`), as are,
     into archives, two that would write the same archive, all before any network I/O; so is
     a destination that cannot be one (:class:`DestinationError`). ``on_event`` hears progress
-    as it happens, including an :class:`ImageDone` per result.
-
-    ``have``: lock files, reports or inventories (:func:`read_have`) of images the far side
-    holds; the bundle or layout is then a delta, without their configs and layers (which are
-    not downloaded), and records what it expects at the target.
+    as it happens, including an :class:`ImageDone` per result. ``have``: files of images the
+    far side holds (:func:`read_have`); the bundle or layout is then a delta without their
+    configs and layers, which are not downloaded.
     """
     specs = specs_of(images)
     options = options or PullOptions()
