@@ -74,11 +74,9 @@ async def pull_images(
     into archives, two that would write the same archive, all before any network I/O; so is
     a destination that cannot be one (:class:`DestinationError`). ``on_event`` hears progress
     as it happens, including an :class:`ImageDone` per result. ``have``: files of images the
-    far side holds (:func:`read_have`); the bundle or layout is then a delta without their
-    configs and layers, which are not downloaded.
+    far side holds (:func:`read_have`), whose blobs a delta leaves out, never downloaded.
     """
-    specs = specs_of(images)
-    options = options or PullOptions()
+    specs, options = specs_of(images), options or PullOptions()
     destinations = _destinations(destination)
     have_files = _have_files(have, destinations)
     if any(one.kind == "archives" for one in destinations):
@@ -86,8 +84,7 @@ async def pull_images(
     specs = distinct_targets(specs)
     started, clock = _now(), time.monotonic()
     cache = BlobStore(options.cache_dir) if options.cache_dir is not None else None
-    outputs = await _prepared(destinations, specs, options)
-    held = await _held(outputs)
+    outputs, held = await _prepared(destinations, specs, options)
     on_retry = _retry_listener(on_event)
     emit = functools.partial(_emit, on_event)
     landing = landing_store(outputs, cache)
@@ -164,15 +161,15 @@ def _delta_totals(
 
 async def _prepared(
     destinations: Sequence[Destination], specs: Sequence[ImageSpec], options: PullOptions
-) -> list[RunOutput]:
+) -> tuple[list[RunOutput], HeldBlobs]:
     """The outputs of ``destinations``, their names checked (all of them before any is
-    created) and their directories made."""
+    created) and their directories made; and what the archives already in them hold."""
     outputs = make_outputs(destinations)
     for run in outputs:
         run.output.check_names(specs, options.platforms, options.all_platforms)
     for run in outputs:
         await run.output.prepare()
-    return outputs
+    return outputs, await _held(outputs)
 
 
 async def _held(outputs: Sequence[RunOutput]) -> HeldBlobs:
