@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from bulkpull.digest import Digest
 from bulkpull.engine.uploads import Uploads
-from bulkpull.errors import ContentError, InvalidReferenceError
+from bulkpull.errors import AuthenticationError, ContentError, InvalidReferenceError
 from bulkpull.output import ExpectedBlob
 from bulkpull.pushreport import BlobCounts
 from bulkpull.reference import Reference, parse_reference
@@ -71,9 +71,17 @@ class ExpectedBlobs:
         if await self._client.has_blob(repository, blob.digest):
             return ""
         for candidate in self._candidates(blob):
-            if candidate != repository and await self._client.has_blob(candidate, blob.digest):
+            if candidate != repository and await self._held_in(candidate, blob.digest):
                 return candidate
         return None
+
+    async def _held_in(self, repository: str, digest: Digest) -> bool:
+        """Whether another repository holds the blob; one this login may not read holds
+        nothing it could mount from."""
+        try:
+            return await self._client.has_blob(repository, digest)
+        except AuthenticationError:
+            return False
 
     def _candidates(self, blob: ExpectedBlob) -> list[str]:
         """The target's repositories that may hold ``blob``: where its ``--have`` images
