@@ -290,9 +290,9 @@ async def test_a_layout_keeps_the_record_of_each_image_as_later_runs_add_to_it(
 @pytest.mark.parametrize(
     ("flags", "said"),
     [
-        (["-o", "out"], "only a bundle or an OCI layout"),
+        (["-o", "{tmp}/out"], "only a bundle or an OCI layout"),
         ([], "only a bundle or an OCI layout"),  # -o bundles, the default
-        (["--bundle", "d.tar", "--dry-run"], "--dry-run writes nothing"),
+        (["--bundle", "{tmp}/d.tar", "--dry-run"], "--dry-run writes nothing"),
     ],
 )
 async def test_have_where_no_delta_can_be_written_is_a_usage_error(
@@ -306,9 +306,7 @@ async def test_have_where_no_delta_can_be_written_is_a_usage_error(
     lock = await first_run(host, options, tmp_path)
     args = ["-i", f"{host}/app/two:1", "--plain-http", "--have", str(lock)]
 
-    code, _, err = await run_cli(
-        *args, *[str(tmp_path / flag) if "." in flag or flag == "out" else flag for flag in flags]
-    )
+    code, _, err = await run_cli(*args, *[flag.format(tmp=tmp_path) for flag in flags])
 
     assert code == 2, err
     assert said in err
