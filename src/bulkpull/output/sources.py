@@ -21,7 +21,6 @@ import os
 import posixpath
 import stat
 import tarfile
-from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,18 +117,13 @@ def read_source(path: Path) -> Source:
     try:
         if path.is_dir():
             raw = _read_file(path / "index.json", path)
-            return Source(path, _entries(raw, path), delta=_delta(read_layout_delta, path))
+            return Source(path, _entries(raw, path), delta=read_layout_delta(path))
         members, index, delta = _read_tar(path)
     except OSError as exc:
         raise SourceError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
-    return Source(path, _entries(index, path), members, delta)
-
-
-def _delta(read: Callable[[Path], Delta | None], path: Path) -> Delta | None:
-    try:
-        return read(path)
-    except ContentError as exc:
+    except ContentError as exc:  # a delta's record that is not one
         raise SourceError(str(exc)) from None
+    return Source(path, _entries(index, path), members, delta)
 
 
 def _read_file(path: Path, source: Path) -> bytes:
@@ -157,14 +151,15 @@ def _read_tar(path: Path) -> tuple[dict[str, BlobPlace], bytes, Delta | None]:
         handle.seek(index.offset)
         raw = handle.read(min(index.size, MAX_INDEX_BYTES + 1))
         record = places.get(DELTA_MEMBER)
+        delta = None
         if record is not None:
             handle.seek(record.offset)
             data = handle.read(min(record.size, MAX_DELTA_BYTES + 1))
+            delta = parse_delta(data, f"{path}: {DELTA_MEMBER}")
     for name, target in links.items():
         resolved = _follow(target, places, links)
         if resolved is not None:
             places[name] = resolved
-    delta = _delta(lambda _: parse_delta(data, f"{path}: {DELTA_MEMBER}"), path) if record else None
     return {name: place for name, place in places.items() if _is_blob(name)}, raw, delta
 
 
