@@ -310,3 +310,21 @@ async def test_have_where_no_delta_can_be_written_is_a_usage_error(
 
     assert code == 2, err
     assert said in err
+
+
+async def test_a_layout_whose_delta_record_is_broken_fails_its_images_and_keeps_the_file(
+    served: tuple[FakeRegistry, str, Lists], options: PullOptions, tmp_path: Path
+) -> None:
+    _, host, _ = served
+    lock = await first_run(host, options, tmp_path)
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    (layout / "bulkpull-delta.json").write_text('{"version": 7}')
+
+    report = await bulkpull.pull_images(
+        [f"{host}/app/two:1"], Destination.oci_layout(layout), options, have=[lock]
+    )
+
+    assert [result.status.value for result in report.results] == ["failed"]
+    assert "bulkpull-delta.json" in str(report.results[0].error)
+    assert (layout / "bulkpull-delta.json").read_text() == '{"version": 7}'

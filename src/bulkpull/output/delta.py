@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bulkpull.digest import Digest
-from bulkpull.errors import BulkpullError, ContentError
+from bulkpull.errors import BulkpullError, ContentError, OutputError
 from bulkpull.files import Temporary, open_regular
 from bulkpull.jsondoc import load_object
 from bulkpull.output.archive import write_all
@@ -128,7 +128,10 @@ def update_layout_delta(
     """Rewrite the record of the OCI layout in ``directory`` for ``images`` added to it: when
     they were pulled as a delta (against ``have``), or the layout is one already. Called under
     the layout's lock."""
-    earlier = read_layout_delta(directory)
+    try:
+        earlier = read_layout_delta(directory)
+    except ContentError as exc:  # the layout's images fail with it; the file is left as it is
+        raise OutputError(f"{exc}; remove it, or write the delta into another layout") from None
     if have is None and earlier is None:
         return
     record = merged(earlier, images, have or ())
