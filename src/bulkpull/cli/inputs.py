@@ -127,7 +127,7 @@ def have_files(paths: list[Path], copying: bool, dry_run: bool) -> list[HaveFile
     """The ``--have`` files, read before any request; a file that is none of a lock, a
     report and an inventory is a usage error, and so is ``--have`` where no delta is written."""
     if paths and copying:
-        usage_error("--have makes a delta bundle or layout; --to copies only what B lacks anyway")
+        usage_error("--have makes a delta bundle or layout; --to copies only what a registry lacks")
     if paths and dry_run:
         usage_error("--have makes a delta bundle or layout; --dry-run writes nothing")
     try:

@@ -101,8 +101,9 @@ def _missing_text(image: Reference, missing: Sequence[ExpectedBlob]) -> str:
         for blob in missing[:_NAMED]
     )
     more = f", and {len(missing) - _NAMED} more" if len(missing) > _NAMED else ""
+    blobs, are = ("1 blob", "is") if len(missing) == 1 else (f"{len(missing)} blobs", "are")
     return (
-        f"the delta expects {len(missing)} blob{'s' if len(missing) != 1 else ''} at "
-        f"{image.registry_host} that are not there, in {image.path} or a repository to mount "
-        f"them from: {named}{more}; push the images --have named first (or a full bundle)"
+        f"the delta expects {blobs} at {image.registry_host} that {are} not there, in "
+        f"{image.path} or a repository to mount from: {named}{more}; push the images --have "
+        "named first (or a full bundle)"
     )
