@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -176,18 +176,11 @@ class ReplacedImage:
 @dataclass(frozen=True, slots=True)
 class DeltaTotals:
     """What a delta (``--have``) left out: the blobs of the images written that the far side
-    holds already (``have`` images), each once, and their bytes."""
+    holds already (in ``have_images`` images), each once, and their bytes."""
 
-    have: int
-    blobs: int
-    bytes: int
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "have_images": self.have,
-            "blobs_left_out": self.blobs,
-            "bytes_left_out": self.bytes,
-        }
+    have_images: int
+    blobs_left_out: int
+    bytes_left_out: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +229,7 @@ class PullReport:
             "images": [result.to_json() for result in self.results],
             "registries": [usage.to_json() for usage in self.registries],
             "replaced": [image.to_json() for image in self.replaced],
-            "delta": self.delta.to_json() if self.delta is not None else None,
+            "delta": asdict(self.delta) if self.delta is not None else None,
         }
 
     def lock_lines(self) -> list[str]:

@@ -91,9 +91,10 @@ def delta_lines(report: PullReport) -> list[str]:
     if report.delta is None:
         return []
     delta = report.delta
+    blobs = f"{count_text(delta.blobs_left_out, 'blob')} ({size_text(delta.bytes_left_out)})"
+    held = count_text(delta.have_images, "--have image")
     return [
-        f"delta: {count_text(delta.blobs, 'blob')} ({size_text(delta.bytes)}) left out, "
-        f"expected at the target (held by {count_text(delta.have, '--have image')}); "
+        f"delta: {blobs} left out, expected at the target (held by {held}); "
         "for bulkpull push, not docker load"
     ]
 

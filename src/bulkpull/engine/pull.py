@@ -113,7 +113,7 @@ async def pull_images(
         started,
         registries,
         tuple(replaced for run in outputs for replaced in run.output.replaced),
-        _delta_totals(holding, pipeline.left_out, results),
+        delta=_delta_totals(holding, pipeline.left_out, results),
     )
 
 
