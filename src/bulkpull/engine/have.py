@@ -12,11 +12,13 @@ A ``--have`` file is one of three things, told apart by what it holds:
   reached the far side and is passed over.
 
 Files are read before any request; a file that is none of these is an
-:class:`InvalidOptionError` naming it. Imports ``registry``, ``output`` and the value modules.
+:class:`InvalidOptionError` naming it. Imports ``options``, ``registry``, ``output`` and the
+value modules.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -24,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bulkpull.digest import Digest
+from bulkpull.engine.options import PullOptions
 from bulkpull.errors import BulkpullError, InvalidOptionError
 from bulkpull.imagelist import ImageSpec, parse_image_list
 from bulkpull.jsondoc import load_object
 from bulkpull.output import ExpectedBlob, HeldImage
-from bulkpull.platform import Platform
 from bulkpull.registry import RegistryClient
 from bulkpull.resolved import ResolvedImage
 from bulkpull.tasks import all_of
@@ -148,26 +150,28 @@ class HaveSet:
 
 
 async def have_set(
-    files: Sequence[HaveFile],
-    registry: RegistryClient,
-    platforms: tuple[Platform, ...],
-    every: bool,
+    files: Sequence[HaveFile], registry: RegistryClient, options: PullOptions
 ) -> HaveSet:
-    """What the far side holds, by every file: the locks' images resolved (manifests from the
-    store or the registry, by digest; no blob). An image of a lock that cannot be resolved
-    raises its error, naming the lock's line: without its blobs known, the delta could not
-    say what it leaves out."""
+    """What the far side holds, by every file: the locks' images resolved as a pull with
+    ``options`` would resolve them (manifests from the store or the registry, by digest, no
+    blob; ``jobs`` at a time). An image of a lock that cannot be resolved raises its error,
+    naming the lock's line: without its blobs known, the delta could not say what it leaves
+    out."""
+    jobs = asyncio.Semaphore(options.jobs)
     pinned = [spec for file in files for spec in file.pinned]
-    resolved = await all_of(_resolve(registry, spec, platforms, every) for spec in pinned)
+    resolved = await all_of(_resolve(registry, spec, options, jobs) for spec in pinned)
     return HaveSet([*(held for file in files for held in file.held), *resolved])
 
 
 async def _resolve(
-    registry: RegistryClient, spec: ImageSpec, platforms: tuple[Platform, ...], every: bool
+    registry: RegistryClient, spec: ImageSpec, options: PullOptions, jobs: asyncio.Semaphore
 ) -> HeldImage:
-    wanted = spec.choosing(platforms, every)
+    wanted = spec.choosing(options.platforms, options.all_platforms)
     try:
-        resolved = await registry.resolve(spec.source, wanted.platforms, every=wanted.all_platforms)
+        async with jobs:
+            resolved = await registry.resolve(
+                spec.source, wanted.platforms, every=wanted.all_platforms
+            )
     except BulkpullError as exc:
         raise BulkpullError(f"--have {spec.origin}: {spec.source}: {exc}") from exc
     blobs = frozenset(blob.digest for item in resolved for blob in item.blobs)

@@ -141,7 +141,7 @@ async def _holding(
     nothing was said to be there."""
     if not files:
         return None
-    holding = await have_set(files, registry, options.platforms, options.all_platforms)
+    holding = await have_set(files, registry, options)
     for run in outputs:
         if isinstance(run.output, Bundle | Layout):
             run.output.have = holding.images
