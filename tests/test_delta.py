@@ -4,6 +4,7 @@ and push make of them. Against the in-process fake registry; the real registries
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tarfile
 from pathlib import Path
@@ -328,3 +329,19 @@ async def test_a_layout_whose_delta_record_is_broken_fails_its_images_and_keeps_
     assert [result.status.value for result in report.results] == ["failed"]
     assert "bulkpull-delta.json" in str(report.results[0].error)
     assert (layout / "bulkpull-delta.json").read_text() == '{"version": 7}'
+
+
+async def test_with_a_cache_the_lock_is_resolved_from_the_manifests_kept_there(
+    served: tuple[FakeRegistry, str, Lists], options: PullOptions, tmp_path: Path
+) -> None:
+    registry, host, _ = served
+    cached = dataclasses.replace(options, cache_dir=tmp_path / "cache")
+    lock = await first_run(host, cached, tmp_path)
+    registry.seen.clear()
+
+    report = await bulkpull.pull_images(
+        [f"{host}/app/two:1"], Destination.bundle(tmp_path / "d.tar"), cached, have=[lock]
+    )
+
+    assert report.ok
+    assert not [seen for seen in registry.seen if "/app/one/" in seen.path]
