@@ -65,10 +65,10 @@ def tar_json(archive: Path, member: str) -> Any:
         return json.loads(handle.read())
 
 
-async def first_run(host: str, options: PullOptions, tmp_path: Path) -> Path:
-    """List 1 pulled into a bundle; its lock file."""
+async def first_run(host: str, options: PullOptions, tmp_path: Path, image: str = "") -> Path:
+    """List 1 (``app/one:1``, or ``image``) pulled into a bundle; its lock file."""
     report = await bulkpull.pull_images(
-        [f"{host}/app/one:1"], Destination.bundle(tmp_path / "one.tar"), options
+        [image or f"{host}/app/one:1"], Destination.bundle(tmp_path / "one.tar"), options
     )
     assert report.ok
     lock = tmp_path / "one.lock"
@@ -345,3 +345,29 @@ async def test_with_a_cache_the_lock_is_resolved_from_the_manifests_kept_there(
 
     assert report.ok
     assert not [seen for seen in registry.seen if "/app/one/" in seen.path]
+
+
+async def test_an_index_kept_whole_is_left_out_to_its_manifests(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    registry = FakeRegistry()
+    amd64 = f.make_image([f.random_layer(1000)], label="amd64")
+    arm64 = f.make_image([f.random_layer(1000)], arch="arm64", label="arm64")
+    index = f.make_index([amd64, arm64])
+    registry.add("app/multi", "1", index)
+    registry.add("app/multi", "latest", index)
+    host = await start(registry.app())
+    every = dataclasses.replace(options, all_platforms=True)
+    lock = await first_run(host, every, tmp_path, f"{host}/app/multi:1")
+    delta = tmp_path / "delta.tar"
+
+    report = await bulkpull.pull_images(
+        [f"{host}/app/multi:latest"], Destination.bundle(delta), every, have=[lock]
+    )
+
+    assert report.ok
+    held = tar_blobs(delta)
+    assert {index.digest, amd64.digest, arm64.digest} <= held
+    assert not held & (set(amd64.blobs) | set(arm64.blobs))
+    check = bulkpull.verify_archive(delta)
+    assert check.ok, check.problems
