@@ -73,9 +73,8 @@ def verify(
     containerd's): re-hash every blob, check index.json and manifest.json against what the
     archive holds, layer counts and uncompressed layers against rootfs.diff_ids. With --lock,
     also check that every image the lock pins is there under its name with the pinned digest
-    (with --registry: in the registry; --inventory writes down what it holds). With
-    --verify-key, also check each image's cosign signature (carried in bundles and layouts,
-    or in the registry). Exit 1 if any fails."""
+    (with --registry: in the registry, --inventory OUT writing what it holds). With --verify-key,
+    check each image's cosign signature (carried, or in the registry). Exit 1 if any fails."""
     _check_given(paths, lock, registry, inventory)
     key = inputs.verify_key(verify_key)
     checks = [bulkpull.verify_archive(path) for path in paths or []]
@@ -94,10 +93,9 @@ def verify(
                 credentials=inputs.keychain(username, password, password_stdin, creds or [], False),
             )
             options = PushOptions.from_environment(pull=base)
-            in_registry = bulkpull.verify_lock_in_registry(
-                lock, registry, options, key=key, inventory=inventory
-            )
-            matched.append(asyncio.run(in_registry))
+            in_registry = bulkpull.verify_lock_in_registry
+            found = asyncio.run(in_registry(lock, registry, options, key=key, inventory=inventory))
+            matched.append(found)
     except (ImageListError, InvalidOptionError) as exc:
         usage_error(str(exc))
     for result in matched:
