@@ -131,6 +131,7 @@ async def test_version_needs_no_image_list() -> None:
 VERIFY_FLAGS = [
     "--lock",
     "--registry",
+    "--inventory",
     "--plain-http",
     "--skip-tls-verify",
     "--username",

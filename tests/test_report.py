@@ -133,6 +133,10 @@ REPORT_SCHEMA = strict_object(
         "images": {"type": "array", "items": IMAGE},
         "registries": {"type": "array", "items": REGISTRY},
         "replaced": {"type": "array", "items": REPLACED},
+        "delta": strict_object(
+            {"have_images": COUNT, "blobs_left_out": COUNT, "bytes_left_out": COUNT},
+            nullable=True,
+        ),
     }
 )
 JSON_TYPES: dict[str, type | tuple[type, ...]] = {

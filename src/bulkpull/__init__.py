@@ -89,6 +89,8 @@ from bulkpull.manifest import Descriptor
 from bulkpull.output import (
     ArchiveCheck,
     ArchiveEntry,
+    ExpectedBlob,
+    HeldImage,
     LockCheck,
     verify_archive,
     verify_lock,
@@ -120,6 +122,7 @@ from bulkpull.report import (
     BlobNeeded,
     BytesReceived,
     CarriedReferrer,
+    DeltaTotals,
     Event,
     EventCallback,
     ImageDone,
@@ -142,12 +145,14 @@ __version__ = version("bulkpull")
 
 if TYPE_CHECKING:
     from bulkpull.engine import (
+        HaveFile,
         copy_images,
         copy_plan,
         default_store,
         pull_image,
         pull_images,
         push_images,
+        read_have,
         resolve_images,
         verify_lock_in_registry,
     )
@@ -158,12 +163,14 @@ _runs = _lazy.on_first_use(
     __name__,
     dict.fromkeys(
         [
+            "HaveFile",
             "copy_images",
             "copy_plan",
             "default_store",
             "pull_image",
             "pull_images",
             "push_images",
+            "read_have",
             "resolve_images",
             "verify_lock_in_registry",
         ],
@@ -192,6 +199,7 @@ __all__ = [
     "CredentialSource",
     "Credentials",
     "CredentialsError",
+    "DeltaTotals",
     "Descriptor",
     "Destination",
     "DestinationError",
@@ -200,6 +208,9 @@ __all__ = [
     "DigestMismatchError",
     "Event",
     "EventCallback",
+    "ExpectedBlob",
+    "HaveFile",
+    "HeldImage",
     "ImageDone",
     "ImageListError",
     "ImageResult",
@@ -268,6 +279,7 @@ __all__ = [
     "pull_image",
     "pull_images",
     "push_images",
+    "read_have",
     "read_image_list",
     "resolve_images",
     "verify_archive",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -174,6 +174,16 @@ class ReplacedImage:
 
 
 @dataclass(frozen=True, slots=True)
+class DeltaTotals:
+    """What a delta (``--have``) left out: the blobs of the images written that the far side
+    holds already (in ``have_images`` images), each once, and their bytes."""
+
+    have_images: int
+    blobs_left_out: int
+    bytes_left_out: int
+
+
+@dataclass(frozen=True, slots=True)
 class PullReport:
     """Every result, in the order of the list (platforms in the order asked for), and totals.
 
@@ -181,7 +191,7 @@ class PullReport:
     of blobs that were already in the store when the run first needed them. ``registries`` is
     what the run asked of each registry and mirror, with the pull limits they announced.
     ``replaced`` names what the archives, bundle or layout written held before and hold no
-    longer.
+    longer. ``delta`` is set when the bundle or layout is a delta (``--have``).
     """
 
     results: tuple[ImageResult, ...]
@@ -191,6 +201,7 @@ class PullReport:
     started: str = ""
     registries: tuple[RegistryUsage, ...] = ()
     replaced: tuple[ReplacedImage, ...] = ()
+    delta: DeltaTotals | None = None
 
     @property
     def ok(self) -> bool:
@@ -218,6 +229,7 @@ class PullReport:
             "images": [result.to_json() for result in self.results],
             "registries": [usage.to_json() for usage in self.registries],
             "replaced": [image.to_json() for image in self.replaced],
+            "delta": asdict(self.delta) if self.delta is not None else None,
         }
 
     def lock_lines(self) -> list[str]:

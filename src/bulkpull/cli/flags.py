@@ -325,6 +325,18 @@ ReportFile = Annotated[
         help="Write every result and the totals as JSON (also when interrupted).",
     ),
 ]
+Have = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--have",
+        metavar="FILE",
+        help=(
+            "The far side holds these images (a lock file, a --report, or an inventory of "
+            "verify --inventory); the bundle or layout leaves out their blobs: a delta for "
+            "bulkpull push. Repeatable."
+        ),
+    ),
+]
 LockFile = Annotated[
     Path | None,
     typer.Option(

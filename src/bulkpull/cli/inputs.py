@@ -11,8 +11,9 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
+import bulkpull
 from bulkpull import (
     BulkpullError,
     Credentials,
@@ -38,6 +39,9 @@ from bulkpull import (
     read_image_list,
 )
 from bulkpull.cli.commands import usage_error
+
+if TYPE_CHECKING:  # a run that needs it imports it: it brings the HTTP stack
+    from bulkpull import HaveFile
 
 STDIN = "-"
 DEFAULT_OUT_DIR = Path("bundles")
@@ -119,6 +123,19 @@ def destinations(
     return found or [Destination.archives(DEFAULT_OUT_DIR)]
 
 
+def have_files(paths: list[Path], copying: bool, dry_run: bool) -> list[HaveFile]:
+    """The ``--have`` files, read before any request; a file that is none of a lock, a
+    report and an inventory is a usage error, and so is ``--have`` where no delta is written."""
+    if paths and copying:
+        usage_error("--have makes a delta bundle or layout; --to copies only what a registry lacks")
+    if paths and dry_run:
+        usage_error("--have makes a delta bundle or layout; --dry-run writes nothing")
+    try:
+        return [bulkpull.read_have(path) for path in paths]
+    except BulkpullError as exc:
+        usage_error(str(exc))
+
+
 def checked(specs: list[ImageSpec], options: PullOptions, to: list[Destination]) -> list[ImageSpec]:
     """``specs`` with each image once, unless two images take one name, or two would write
     the same archive with the run's platforms (only archives are named after their images)."""
@@ -175,6 +192,22 @@ def referrer_flags(
     return ReferrerFlags(
         referrers=not no_referrers, referrer_types=frozenset(referrers_type or ()), verify_key=key
     )
+
+
+class WorkFlags(TypedDict):
+    """How much a pull does at once, whether it rewrites, and where it keeps blobs."""
+
+    force: bool
+    jobs: int | None
+    max_downloads: int | None
+    cache_dir: Path | None
+
+
+def work_flags(
+    force: bool, jobs: int | None, max_downloads: int | None, cache: Path | None
+) -> WorkFlags:
+    """``--force``, ``--jobs``, ``--max-downloads`` and ``--cache`` for ``pull_options``."""
+    return WorkFlags(force=force, jobs=jobs, max_downloads=max_downloads, cache_dir=cache)
 
 
 def pull_options(

@@ -10,14 +10,23 @@ images were ``interrupted``. Imports the public ``bulkpull`` API, typer and its 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import typer
 
 import bulkpull
-from bulkpull import Destination, DestinationError, ImageSpec, PullOptions, PullReport
+from bulkpull import (
+    Destination,
+    DestinationError,
+    ImageSpec,
+    PullOptions,
+    PullReport,
+)
 from bulkpull.cli import flags, inputs, results, runs
 from bulkpull.cli.commands import usage_error
+
+if TYPE_CHECKING:  # a run that needs it imports it: it brings the HTTP stack
+    from bulkpull import HaveFile
 from bulkpull.cli.copy import CopyRun
 from bulkpull.cli.tally import Tally
 
@@ -35,6 +44,7 @@ Examples:
   bulkpull images.txt --bundle offline.tar --verify-key cosign.pub   signed images only
   bulkpull images.txt --dry-run --lock images.lock   pin every tag, download nothing
   bulkpull images.lock --report report.json    the pinned images, and a JSON report
+  bulkpull new.txt --bundle delta.tar --have site.lock   leave out what the far side holds
   bulkpull images.txt --to registry.internal:5000/mirror   registry to registry, no archive
   bulkpull images.txt --to registry.internal:5000 --shard 0/3   one of three machines' part
   bulkpull verify bundles/*.tar                check archives
@@ -75,6 +85,7 @@ def pull(
     retry_delay: flags.RetryDelay = None,
     timeout: flags.Timeout = None,
     shard: flags.Shard = None,
+    have: flags.Have = None,
     dry_run: flags.DryRun = False,
     report_file: flags.ReportFile = None,
     lock_file: flags.LockFile = None,
@@ -97,23 +108,23 @@ def pull(
         credentials=login,
         platforms=platform,
         mirrors=mirror,
-        force=force,
-        jobs=jobs,
-        max_downloads=max_downloads,
-        cache_dir=cache,
+        **inputs.work_flags(force, jobs, max_downloads, cache),
     )
-    chosen = _Chosen(shard, to_registry, (out_dir, bundle, oci_layout), max_uploads, state_dir)
+    outputs = (out_dir, bundle, oci_layout)
+    chosen = _Chosen(shard, to_registry, outputs, have, max_uploads, state_dir)
     run = _run_for(listed, chosen, options, dry_run, verbose, quiet)
     raise typer.Exit(run.conclude(report_file, lock_file, inputs.list_source(images_file, image)))
 
 
 class _Chosen(NamedTuple):
     """What the flags chose besides the options: the part of the list (``--shard``), and where
-    it goes: a registry (``--to``, with the push's own flags), else the outputs."""
+    it goes: a registry (``--to``, with the push's own flags), else the outputs (a delta
+    against the ``--have`` files)."""
 
     shard: str | None
     to_registry: str | None
     outputs: tuple[Path | None, Path | None, Path | None]
+    have: list[Path] | None
     max_uploads: int | None
     state_dir: Path | None
 
@@ -133,7 +144,9 @@ def _run_for(
     quiet: bool,
 ) -> _Run | CopyRun:
     """A copy into the registry ``--to`` names, else a pull into the outputs the flags name,
-    of the part of the list ``--shard`` names; started: its headline said."""
+    of the part of the list ``--shard`` names, a delta against the ``--have`` files;
+    started: its headline said."""
+    holding = inputs.have_files(chosen.have or [], chosen.to_registry is not None, dry_run)
     if chosen.to_registry is not None and any(chosen.outputs):
         usage_error(
             "--to copies into a registry and writes no archive: drop -o/--bundle/--oci-layout"
@@ -159,6 +172,7 @@ def _run_for(
         into = inputs.destinations(*chosen.outputs)
         checked = inputs.checked(specs, options, into)
         run = _Run(checked, options, into, dry_run, verbose=verbose, quiet=quiet)
+        run.have = holding
     if part is not None:
         run.shard = (part, len(listed))
     run.start()
@@ -185,6 +199,7 @@ class _Run(runs.Run[PullReport]):
         self.specs = specs
         self.options = options
         self.to = to
+        self.have: list[HaveFile] = []
 
     def headline(self) -> str:
         """``pulling 100 images from 127.0.0.1:5000/team/ (linux/amd64) into bundles``: the
@@ -217,5 +232,5 @@ class _Run(runs.Run[PullReport]):
                 self.specs, self.options, destination=self.to, on_event=self.display.handle
             )
         return await bulkpull.pull_images(
-            self.specs, self.to, self.options, on_event=self.display.handle
+            self.specs, self.to, self.options, on_event=self.display.handle, have=self.have
         )

@@ -56,7 +56,7 @@ def print_summary(
         totals = [*push_referrer_lines(report), *push_totals_lines(report)]
     else:
         columns, last = SUMMARY_COLUMNS, "error" if dry_run else "archive or error"
-        totals = [*replaced_lines(report), *referrer_lines(report)]
+        totals = [*replaced_lines(report), *referrer_lines(report), *delta_lines(report)]
         totals += totals_lines(report, dry_run=dry_run)
     table = None
     if interactive and listed:
@@ -84,6 +84,19 @@ def replaced_lines(report: PullReport) -> list[str]:
         named = f"{image.name} (sha256:{image.digest.short})"
         by_archive.setdefault(str(image.archive), []).append(named)
     return [f"replaced in {archive}: {', '.join(names)}" for archive, names in by_archive.items()]
+
+
+def delta_lines(report: PullReport) -> list[str]:
+    """What a delta (``--have``) left out, and what that means for the far side."""
+    if report.delta is None:
+        return []
+    delta = report.delta
+    blobs = f"{count_text(delta.blobs_left_out, 'blob')} ({size_text(delta.bytes_left_out)})"
+    held = count_text(delta.have_images, "--have image")
+    return [
+        f"delta: {blobs} left out, expected at the target (held by {held}); "
+        "for bulkpull push, not docker load"
+    ]
 
 
 # What the summary calls a referrer of these types; others go by their type.

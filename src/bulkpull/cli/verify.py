@@ -18,8 +18,18 @@ import bulkpull
 from bulkpull import ImageListError, InvalidOptionError, LockCheck, PushOptions
 from bulkpull.cli import display, flags, inputs
 from bulkpull.cli.commands import EXIT_OK, EXIT_SOME_FAILED, usage_error
+from bulkpull.cli.text import count_text, size_text
 
 SUMMARY = "Check archives and layouts (and a registry) against what they should hold."
+Inventory = Annotated[
+    Path | None,
+    typer.Option(
+        "--inventory",
+        metavar="OUT.json",
+        help="With --lock and --registry: write what the registry holds of each image "
+        "(manifests read, no blob): a --have file for the next delta.",
+    ),
+]
 Registry = Annotated[
     str | None,
     typer.Option(
@@ -46,6 +56,7 @@ def verify(
         typer.Option("--lock", metavar="FILE", help="A lock file the PATHs must match."),
     ] = None,
     registry: Registry = None,
+    inventory: Inventory = None,
     plain_http: flags.PlainHttp = False,
     skip_tls_verify: flags.SkipTlsVerify = False,
     username: flags.Username = None,
@@ -62,9 +73,9 @@ def verify(
     containerd's): re-hash every blob, check index.json and manifest.json against what the
     archive holds, layer counts and uncompressed layers against rootfs.diff_ids. With --lock,
     also check that every image the lock pins is there under its name with the pinned digest
-    (with --registry: in the registry). With --verify-key, also check each image's cosign
-    signature (carried in bundles and layouts, or in the registry). Exit 1 if any fails."""
-    _check_given(paths, lock, registry)
+    (with --registry: in the registry, --inventory OUT writing what it holds). With --verify-key,
+    check each image's cosign signature (carried, or in the registry). Exit 1 if any fails."""
+    _check_given(paths, lock, registry, inventory)
     key = inputs.verify_key(verify_key)
     checks = [bulkpull.verify_archive(path) for path in paths or []]
     failed = sum(not _show_check(check) for check in checks)
@@ -75,16 +86,16 @@ def verify(
         if lock is not None and paths:
             matched.append(bulkpull.verify_lock(lock, checks))
         if lock is not None and registry is not None:
-            login = inputs.keychain(username, password, password_stdin, creds or [], False)
             base = inputs.pull_options(
                 **inputs.network_flags(
                     plain_http, skip_tls_verify, proxy, ca_cert, insecure_registry, timeout
                 ),
-                credentials=login,
+                credentials=inputs.keychain(username, password, password_stdin, creds or [], False),
             )
             options = PushOptions.from_environment(pull=base)
-            checking = bulkpull.verify_lock_in_registry(lock, registry, options, key=key)
-            matched.append(asyncio.run(checking))
+            in_registry = bulkpull.verify_lock_in_registry
+            found = asyncio.run(in_registry(lock, registry, options, key=key, inventory=inventory))
+            matched.append(found)
     except (ImageListError, InvalidOptionError) as exc:
         usage_error(str(exc))
     for result in matched:
@@ -92,9 +103,13 @@ def verify(
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
 
 
-def _check_given(paths: list[Path] | None, lock: Path | None, registry: str | None) -> None:
+def _check_given(
+    paths: list[Path] | None, lock: Path | None, registry: str | None, inventory: Path | None
+) -> None:
     """Stop with a usage error when the flags given check nothing, or a registry against
-    nothing."""
+    nothing, or ask for an inventory of no registry."""
+    if inventory is not None and registry is None:
+        usage_error("--inventory writes what a registry holds: give --lock and --registry too")
     if registry is not None and lock is None:
         usage_error("--registry checks a registry against a lock file: give --lock FILE too")
     if not paths and registry is None:
@@ -118,6 +133,16 @@ def _show_check(check: bulkpull.ArchiveCheck) -> bool:
         display.stdout.print(f"note    {check.path}: {note}", soft_wrap=True)
     for problem in check.problems:
         display.stdout.print(f"FAILED  {check.path}: {problem}", soft_wrap=True)
+    if check.expected is not None:
+        size = size_text(sum(blob.size for blob in check.expected))
+        display.stdout.print(
+            f"delta   {check.path}: a delta for bulkpull push; it expects "
+            f"{count_text(len(check.expected), 'blob')} ({size}) at the target:",
+            soft_wrap=True,
+        )
+        for blob in check.expected:
+            held = f" (held by {', '.join(blob.holders)})" if blob.holders else ""
+            display.stdout.print(f"expects {blob.digest}{held}", soft_wrap=True)
     if check.ok:
         names = ", ".join(check.names)
         display.stdout.print(

@@ -16,6 +16,7 @@ from bulkpull.lazy import on_first_use
 
 if TYPE_CHECKING:
     from bulkpull.engine.copy import copy_images, copy_plan, default_store
+    from bulkpull.engine.have import HaveFile, read_have
     from bulkpull.engine.pull import pull_image, pull_images, resolve_images
     from bulkpull.engine.push import push_images
     from bulkpull.engine.verify_registry import verify_lock_in_registry
@@ -25,18 +26,21 @@ if TYPE_CHECKING:
 __getattr__ = on_first_use(
     __name__,
     {
+        "HaveFile": ".have",
         "copy_images": ".copy",
         "copy_plan": ".copy",
         "default_store": ".copy",
         "pull_image": ".pull",
         "pull_images": ".pull",
         "push_images": ".push",
+        "read_have": ".have",
         "resolve_images": ".pull",
         "verify_lock_in_registry": ".verify_registry",
     },
 )
 
 __all__ = [
+    "HaveFile",
     "PullOptions",
     "PushOptions",
     "PushPlan",
@@ -47,6 +51,7 @@ __all__ = [
     "pull_image",
     "pull_images",
     "push_images",
+    "read_have",
     "resolve_images",
     "verify_lock_in_registry",
 ]

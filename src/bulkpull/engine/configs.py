@@ -6,7 +6,7 @@ and its blobs put into a layout's store. Imports ``errors``, ``manifest``, ``pla
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 
 from bulkpull.digest import Digest
@@ -55,14 +55,19 @@ class ImageBlobs:
         self._downloads = downloads
 
     async def configs(
-        self, resolved: list[ResolvedImage]
+        self, resolved: list[ResolvedImage], skip: Container[Digest] = ()
     ) -> list[tuple[ImageConfig, bytes] | None]:
-        """Each platform's config, read and checked (None for an artifact that is no image):
-        they are small, and they decide whether the layers are of any use."""
-        return await all_of(self._config_of(item) for item in resolved)
+        """Each platform's config, read and checked (None for an artifact that is no image,
+        and for a config in ``skip``, which a delta leaves out): they are small, and they
+        decide whether the layers are of any use."""
+        return await all_of(self._config_of(item, skip) for item in resolved)
 
-    async def _config_of(self, resolved: ResolvedImage) -> tuple[ImageConfig, bytes] | None:
-        return await self.config(resolved) if resolved.is_image else None
+    async def _config_of(
+        self, resolved: ResolvedImage, skip: Container[Digest]
+    ) -> tuple[ImageConfig, bytes] | None:
+        if not resolved.is_image or resolved.content.config.digest in skip:
+            return None
+        return await self.config(resolved)
 
     def supply(
         self,
@@ -74,11 +79,12 @@ class ImageBlobs:
         for item, config in zip(resolved, configs, strict=True):
             if config is not None:
                 inline[item.content.config.digest] = config[1]
+        left_out = {blob.digest for blob in entry.image.expected}
         blobs = {
             blob.digest: (item.reference, blob)
             for item in resolved
             for blob in item.blobs
-            if blob.digest not in inline
+            if blob.digest not in inline and blob.digest not in left_out
         }
         return ImageSupply(self._downloads, blobs, inline)
 
@@ -91,10 +97,15 @@ class ImageBlobs:
             for reference, blob in supply.blobs.values()
         )
 
-    async def require_platform(self, item: ResolvedImage, wanted: tuple[Platform, ...]) -> None:
+    async def require_platform(
+        self, item: ResolvedImage, wanted: tuple[Platform, ...], skip: Container[Digest] = ()
+    ) -> None:
         """Docker's rule for an image that is no index: its config must name a platform that
         was asked for, or the image would reach hosts that cannot run it. Only the (small)
-        config is downloaded to tell."""
+        config is downloaded to tell; not one in ``skip``, which a delta leaves out (its
+        image was checked when it was pulled)."""
+        if item.content.config.digest in skip:
+            return
         config, _ = await self.config(item)
         if not config.architecture:
             return  # the config names no platform to hold against the request

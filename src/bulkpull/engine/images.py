@@ -16,9 +16,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
+from bulkpull.digest import Digest
 from bulkpull.engine.configs import ImageBlobs
 from bulkpull.engine.downloads import Downloads
 from bulkpull.engine.entries import Entry, archive_entry
+from bulkpull.engine.have import HaveSet
 from bulkpull.engine.options import PullOptions
 from bulkpull.engine.outputs import RunOutput
 from bulkpull.engine.referrers import Companions, ImageReferrers
@@ -60,8 +62,12 @@ class ImagePipeline:
         downloads: Downloads,
         options: PullOptions,
         on_event: EventCallback | None,
+        have: HaveSet | None = None,
     ) -> None:
         self._registry = registry
+        self._have = have
+        # What a delta left out of each image written (by name): digests and sizes.
+        self.left_out: dict[str, dict[Digest, int]] = {}
         self._outputs = outputs
         self._cache = cache
         self._blobs = ImageBlobs(downloads)
@@ -144,17 +150,19 @@ class ImagePipeline:
                 result(spec, item, status, wanted, written=written, companions=companions)
                 for item in resolved
             ]
-        # The blobs it waits for: manifests are already in hand, and never BlobDone.
+        # The blobs it waits for: not manifests (in hand, never BlobDone), nor a delta's left out.
         carried = companions.blobs if entry.image.referrers else ()
+        skip = {blob.digest for blob in entry.image.expected}
+        self.left_out[entry.image.name] = {blob.digest: blob.size for blob in entry.image.expected}
         needed = [blob.digest for item in resolved for blob in (*item.blobs, *carried)]
-        blobs = tuple(dict.fromkeys(needed))
+        blobs = tuple(digest for digest in dict.fromkeys(needed) if digest not in skip)
         platforms = tuple(item.platform.normalized() for item in resolved if item.platform)
         if shown:
             self._emit(ImageStage(spec, Stage.DOWNLOADING, blobs, platforms))
         if resolved[0].index is None and not wanted.all_platforms:
             # Only for an archive to write: one already there was checked when it was.
-            await self._blobs.require_platform(resolved[0], wanted.platforms)
-        configs = await self._blobs.configs(resolved)
+            await self._blobs.require_platform(resolved[0], wanted.platforms, skip)
+        configs = await self._blobs.configs(resolved, skip)
         supply = self._blobs.supply(resolved, entry, configs)
         if entry.image.referrers:
             supply = supply.carrying(spec.source, companions.manifests, companions.blobs)
@@ -186,9 +194,9 @@ class ImagePipeline:
         resolved: list[ResolvedImage],
         companions: Companions,
     ) -> Entry:
-        """The archive entry, with the referrers the output carries; with a cache, every
-        manifest it needs goes there, so a rerun asks for tags with ``HEAD`` and reads the
-        manifests from disk."""
+        """The archive entry, with the referrers the output carries and the blobs a delta
+        leaves out; with a cache, every manifest it needs goes there, so a rerun asks for tags
+        with ``HEAD`` and reads the manifests from disk."""
         entry = archive_entry(
             str(spec.target),
             output.ref_name(spec),
@@ -198,6 +206,9 @@ class ImagePipeline:
         )
         if companions.contents and output.carries_referrers:
             entry = replace(entry, image=replace(entry.image, referrers=companions.contents))
+        if self._have is not None:
+            expected = self._have.expected(resolved)
+            entry = replace(entry, image=replace(entry.image, expected=expected))
         if self._cache is not None:
             for manifest in entry.manifests:
                 await self._cache.put_bytes(manifest.digest, manifest.raw)

@@ -22,17 +22,19 @@ from datetime import UTC, datetime
 from bulkpull.destination import Destination
 from bulkpull.digest import Digest
 from bulkpull.engine.downloads import Downloads
+from bulkpull.engine.have import HaveFile, HaveSet, have_set, read_have
 from bulkpull.engine.images import ImagePipeline
 from bulkpull.engine.options import PullOptions, registry_transport
 from bulkpull.engine.outputs import RunOutput, landing_store, make_outputs
 from bulkpull.engine.referrers import ImageReferrers
 from bulkpull.engine.results import result
-from bulkpull.errors import BulkpullError, InvalidOptionError
+from bulkpull.errors import BulkpullError, DestinationError, InvalidOptionError
 from bulkpull.imagelist import ImageSpec, check_archive_names, distinct_targets, image_spec
 from bulkpull.manifest import MAX_MANIFEST_BYTES
-from bulkpull.output import HeldBlobs
+from bulkpull.output import Bundle, HeldBlobs, Layout
 from bulkpull.registry import RegistryClient, Transport
 from bulkpull.report import (
+    DeltaTotals,
     Event,
     EventCallback,
     ImageDone,
@@ -60,6 +62,7 @@ async def pull_images(
     options: PullOptions | None = None,
     *,
     on_event: EventCallback | None = None,
+    have: Sequence[HaveFile | str | os.PathLike[str]] = (),
 ) -> PullReport:
     """Pull every image into ``destination`` and report on each.
 
@@ -70,18 +73,18 @@ async def pull_images(
     pulled once, and two images under one name are refused (:class:`ImageListError`), as are,
     into archives, two that would write the same archive, all before any network I/O; so is
     a destination that cannot be one (:class:`DestinationError`). ``on_event`` hears progress
-    as it happens, including an :class:`ImageDone` per result.
+    as it happens, including an :class:`ImageDone` per result. ``have``: files of images the
+    far side holds (:func:`read_have`), whose blobs a delta leaves out, never downloaded.
     """
-    specs = specs_of(images)
-    options = options or PullOptions()
+    specs, options = specs_of(images), options or PullOptions()
     destinations = _destinations(destination)
+    have_files = _have_files(have, destinations)
     if any(one.kind == "archives" for one in destinations):
         check_archive_names(specs, options.platforms, options.all_platforms)
     specs = distinct_targets(specs)
     started, clock = _now(), time.monotonic()
     cache = BlobStore(options.cache_dir) if options.cache_dir is not None else None
-    outputs = await _prepared(destinations, specs, options)
-    held = await _held(outputs)
+    outputs, held = await _prepared(destinations, specs, options)
     on_retry = _retry_listener(on_event)
     emit = functools.partial(_emit, on_event)
     landing = landing_store(outputs, cache)
@@ -92,7 +95,8 @@ async def pull_images(
         ) as downloads,
     ):
         downloads.offer(held.found)
-        pipeline = ImagePipeline(registry, outputs, cache, downloads, options, on_event)
+        holding = await _holding(have_files, registry, outputs, options)
+        pipeline = ImagePipeline(registry, outputs, cache, downloads, options, on_event, holding)
         per_image = await all_of(pipeline.image(spec) for spec in specs)
         results = [item for results in per_image for item in results]
         for run in outputs:
@@ -109,20 +113,63 @@ async def pull_images(
         started,
         registries,
         tuple(replaced for run in outputs for replaced in run.output.replaced),
+        delta=_delta_totals(holding, pipeline.left_out, results),
     )
+
+
+def _have_files(
+    have: Sequence[HaveFile | str | os.PathLike[str]], destinations: Sequence[Destination]
+) -> list[HaveFile]:
+    """The ``have`` files read; refused with per-image archives, which ``docker load`` reads
+    and which a delta could not be."""
+    files = [one if isinstance(one, HaveFile) else read_have(one) for one in have]
+    if files and any(one.kind == "archives" for one in destinations):
+        raise DestinationError(
+            "--have makes a delta, which only a bundle or an OCI layout can be (per-image "
+            "archives are for docker load, which cannot use one): use --bundle or --oci-layout"
+        )
+    return files
+
+
+async def _holding(
+    files: Sequence[HaveFile],
+    registry: RegistryClient,
+    outputs: Sequence[RunOutput],
+    options: PullOptions,
+) -> HaveSet | None:
+    """What the far side holds, told to the outputs (which then write a delta); None when
+    nothing was said to be there."""
+    if not files:
+        return None
+    holding = await have_set(files, registry, options)
+    for run in outputs:
+        if isinstance(run.output, Bundle | Layout):
+            run.output.have = holding.images
+    return holding
+
+
+def _delta_totals(
+    holding: HaveSet | None, left_out: dict[str, dict[Digest, int]], results: list[ImageResult]
+) -> DeltaTotals | None:
+    """What the delta left out of the images it holds, each blob once."""
+    if holding is None:
+        return None
+    written = {str(result.spec.target) for result in results if result.ok}
+    blobs = {d: size for name, of in left_out.items() if name in written for d, size in of.items()}
+    return DeltaTotals(len(holding.images), len(blobs), sum(blobs.values()))
 
 
 async def _prepared(
     destinations: Sequence[Destination], specs: Sequence[ImageSpec], options: PullOptions
-) -> list[RunOutput]:
+) -> tuple[list[RunOutput], HeldBlobs]:
     """The outputs of ``destinations``, their names checked (all of them before any is
-    created) and their directories made."""
+    created) and their directories made; and what the archives already in them hold."""
     outputs = make_outputs(destinations)
     for run in outputs:
         run.output.check_names(specs, options.platforms, options.all_platforms)
     for run in outputs:
         await run.output.prepare()
-    return outputs
+    return outputs, await _held(outputs)
 
 
 async def _held(outputs: Sequence[RunOutput]) -> HeldBlobs:

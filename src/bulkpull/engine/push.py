@@ -6,11 +6,12 @@ its digest it is ``up-to-date`` and nothing is sent; otherwise its blobs are pla
 repository (``uploads``: skipped, mounted or uploaded, each once per repository), then its
 manifests are stored byte for byte under their own media types, children by digest before the
 index that lists them, and the tag last; then the signatures, SBOMs and attestations carried
-with it (``delivery``), also when the image was up to date. Every write goes through one
-:class:`PushClient`, bound to the target registry. A dry run asks the target what it lacks
-(``HEAD`` only) and writes nothing. A :class:`BulkpullError` (or a file that cannot be read)
-ends only its own image. Imports ``registry``, ``store``, ``uploads``, ``pushplan``,
-``pushoptions`` and the value modules.
+with it (``delivery``), also when the image was up to date. A delta's image first has what it
+expects at the target found there (``expected``), or fails with nothing written. Every write
+goes through one :class:`PushClient`, bound to the target registry. A dry run asks the target
+what it lacks (``HEAD`` only) and writes nothing. A :class:`BulkpullError` (or a file that
+cannot be read) ends only its own image. Imports ``registry``, ``store``, ``uploads``,
+``expected``, ``pushplan``, ``pushoptions`` and the value modules.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bulkpull.engine.delivery import Delivery
+from bulkpull.engine.expected import ExpectedBlobs
 from bulkpull.engine.pushoptions import PushOptions, transport_for
 from bulkpull.engine.pushplan import (
     PlannedImage,
@@ -109,6 +111,7 @@ class _Push:
         self._keep = ReferrerFilter(options.referrer_types) if options.referrers else None
         self._jobs = asyncio.Semaphore(options.jobs)
         self.delivery = Delivery(client, options, on_event)
+        self._expected = ExpectedBlobs(client, plan.target, self.delivery.uploads)
 
     async def image(self, image: PlannedImage) -> PushResult:
         working_for(image.spec)
@@ -136,11 +139,16 @@ class _Push:
         if current:
             self.delivery.held(target, blobs)
             result = replace(result, status=PushStatus.UP_TO_DATE)
+        # What a delta left out must be at the target before anything of the image is written.
+        expected = () if current else content.expected
+        found = await self._expected.find(target, expected) if expected else {}
         if self._dry_run:
             return result if current else await self.delivery.missing(target, blobs, result)
         if not current:
+            mounted = await self._expected.mount(target, found)
             by_digest = image.spec.source.tag is None  # pushed by digest, then tagged
             result = await self.delivery.deliver(target, by_digest, content, result)
+            result = replace(result, blobs=result.blobs + mounted)
         return await self.delivery.deliver_referrers(target, referrers, result)
 
     def _referrers(self, image: PlannedImage) -> tuple[ReferrerPush, ...]:

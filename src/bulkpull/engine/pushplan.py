@@ -15,7 +15,7 @@ SBOM or attestation a pull carried with it (an entry marked ``REFERRER_OF`` its 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,7 +23,15 @@ from bulkpull.digest import Digest
 from bulkpull.errors import ContentError, InvalidReferenceError, SourceError
 from bulkpull.imagelist import ImageSpec
 from bulkpull.manifest import MAX_MANIFEST_BYTES, Descriptor, ImageIndex, parse_manifest
-from bulkpull.output import REFERRER_OF, REFERRER_TAG, BlobPlace, Source, SourceEntry, read_source
+from bulkpull.output import (
+    REFERRER_OF,
+    REFERRER_TAG,
+    BlobPlace,
+    ExpectedBlob,
+    Source,
+    SourceEntry,
+    read_source,
+)
 from bulkpull.reference import Reference, parse_reference
 from bulkpull.referrers import ReferrerFilter, cosign_link, referrer_kind, referrer_link
 from bulkpull.targets import PushTarget
@@ -72,6 +80,8 @@ class PushContent:
 
     manifests: tuple[tuple[str, Digest, bytes], ...]
     blobs: tuple[tuple[Descriptor, BlobSource], ...]
+    expected: tuple[ExpectedBlob, ...] = ()
+    """What a delta left out: blobs the target must hold already."""
 
     @property
     def size(self) -> int:
@@ -185,9 +195,12 @@ def planned_images(plan: PushPlan) -> tuple[PlannedImage, ...]:
 
 def read_content(image: PlannedImage, plan: PushPlan) -> PushContent:
     """Read the image's manifests from its source, checked against their digests and sizes,
-    and find the blobs they name: in the image's own source, else in any of the push's.
-    Runs in a worker thread."""
-    return _content(image.source, image.descriptor, str(image.spec.source), plan)
+    and find the blobs they name: in the image's own source, else in any of the push's; a
+    blob a delta left out, which the target must hold, is ``expected``. Runs in a worker
+    thread."""
+    delta = image.source.delta
+    left_out = delta.expected(str(image.spec.source), image.descriptor.digest) if delta else ()
+    return _content(image.source, image.descriptor, str(image.spec.source), plan, left_out)
 
 
 def read_referrers(
@@ -213,17 +226,27 @@ def read_referrers(
     return tuple(found)
 
 
-def _content(source: Source, descriptor: Descriptor, what: str, plan: PushPlan) -> PushContent:
+def _content(
+    source: Source,
+    descriptor: Descriptor,
+    what: str,
+    plan: PushPlan,
+    left_out: Sequence[ExpectedBlob] = (),
+) -> PushContent:
     """The manifests under ``descriptor`` in ``source`` and the blobs they name, found in
-    ``source`` else in any of the push's sources."""
+    ``source`` else in any of the push's sources; those of ``left_out`` (what a delta expects
+    at the target) that are in none are ``expected``."""
     manifests: dict[Digest, tuple[str, Digest, bytes]] = {}
     blobs: dict[Digest, Descriptor] = {}
     _collect(source, descriptor, what, 0, manifests, blobs)
-    placed = []
+    expected = {blob.digest: blob for blob in left_out}
+    placed, absent = [], []
     for blob in blobs.values():
         where = _place(blob.digest, (source, *plan._sources))
         if where is None:
-            if not blob.urls:  # a foreign layer may stay out: registries allow it
+            if blob.digest in expected:
+                absent.append(expected[blob.digest])
+            elif not blob.urls:  # a foreign layer may stay out: registries allow it
                 raise ContentError(f"{what}: blob {blob.digest} is not in the sources")
             continue
         if where.size != blob.size:
@@ -231,7 +254,7 @@ def _content(source: Source, descriptor: Descriptor, what: str, plan: PushPlan) 
                 f"{what}: blob {blob.digest} is {where.size} bytes in {where.path}, not {blob.size}"
             )
         placed.append((blob, where))
-    return PushContent(tuple(manifests.values()), tuple(placed))
+    return PushContent(tuple(manifests.values()), tuple(placed), tuple(absent))
 
 
 def _place(digest: Digest, sources: tuple[Source, ...]) -> BlobPlace | None:

@@ -120,6 +120,10 @@ class Uploads:
         self.totals = BlobCounts()
         self.sent = 0
 
+    def holders(self, digest: Digest) -> list[str]:
+        """The repositories of the target known to hold ``digest`` (or to get it this run)."""
+        return list(self._holders.get(digest, []))
+
     def held(self, repository: str, digests: list[Digest]) -> None:
         """``repository`` holds these blobs (an image there is up to date): mount from it."""
         for digest in digests:

@@ -11,9 +11,11 @@ from bulkpull.output.contents import (
     REFERRER_OF,
     REFERRER_TAG,
     ArchiveImage,
+    ExpectedBlob,
     ImageContent,
     ReferrerContent,
 )
+from bulkpull.output.delta import Delta, HeldImage
 from bulkpull.output.filling import ArchiveFile
 from bulkpull.output.readback import HeldBlobs
 from bulkpull.output.signed import verify_signatures
@@ -33,7 +35,10 @@ __all__ = [
     "BlobPlace",
     "BlobSupply",
     "Bundle",
+    "Delta",
+    "ExpectedBlob",
     "HeldBlobs",
+    "HeldImage",
     "ImageContent",
     "Layout",
     "LockCheck",

@@ -31,6 +31,7 @@ from typing import BinaryIO
 from bulkpull.digest import Digest
 from bulkpull.files import Temporary, check, open_regular
 from bulkpull.output.contents import (
+    DELTA_MEMBER,
     OCI_LAYOUT,
     ArchiveImage,
     blob_member,
@@ -76,12 +77,16 @@ class ArchivePlan:
 
 
 def plan_archive(
-    images: Sequence[ArchiveImage], sizes: Mapping[Digest, int], inline: Mapping[Digest, bytes]
+    images: Sequence[ArchiveImage],
+    sizes: Mapping[Digest, int],
+    inline: Mapping[Digest, bytes],
+    delta: bytes | None = None,
 ) -> ArchivePlan:
     """The layout of the archive holding ``images``: blobs in manifest order, each once;
     those of ``inline`` (manifests, configs) written from memory, the others (``sizes``) left
     as slots to fill. Member order and headers are fixed, so the same images give the same
-    bytes however the blobs arrive."""
+    bytes however the blobs arrive. A delta (its record is ``delta``) has no
+    ``manifest.json``: ``docker load`` could not use it, and should say so at once."""
     plan = _Planner()
     plan.add_bytes("oci-layout", OCI_LAYOUT)
     plan.add_directory("blobs/")
@@ -91,8 +96,11 @@ def plan_archive(
             plan.add_bytes(blob_member(digest), inline[digest])
         else:
             plan.add_slot(digest, sizes[digest])
+    if delta is not None:
+        plan.add_bytes(DELTA_MEMBER, delta)
     plan.add_bytes("index.json", json_bytes(index_document(images)))
-    plan.add_bytes("manifest.json", json_bytes(docker_manifest(images)))
+    if delta is None:
+        plan.add_bytes("manifest.json", json_bytes(docker_manifest(images)))
     return plan.finish()
 
 

@@ -32,6 +32,7 @@ from bulkpull.output.contents import (
     ArchiveImage,
     referrer_key,
 )
+from bulkpull.output.delta import HeldImage, delta_of, held_delta
 from bulkpull.output.filling import ArchiveFile
 from bulkpull.output.layout import read_layout_index, update_layout
 from bulkpull.output.readback import held_images
@@ -53,6 +54,8 @@ class _Collecting(Output):
         super().__init__(directory)
         self.images: list[ArchiveImage] = []
         self.supplies: dict[str, BlobSupply] = {}
+        # The images the far side holds when this output is a delta (``--have``), else None.
+        self.have: tuple[HeldImage, ...] | None = None
 
     def split(self, resolved: list[ResolvedImage], whole: bool) -> list[list[ResolvedImage]]:
         return [resolved]
@@ -99,10 +102,12 @@ class Bundle(_Collecting):
         if not images:
             return results
         try:
-            held = await asyncio.to_thread(held_images, self.path)
-            if held == {key: d for image in images for key, d in image.held.items()}:
+            same_images, same_delta = await asyncio.to_thread(self._holds, images)
+            if same_images and same_delta:
                 return [replace(r, status=Status.UP_TO_DATE) if r.ok else r for r in results]
-            failed = await self._fill(images)
+            # The same images as a delta where a whole bundle is wanted, or the other way
+            # round: written anew, though a rerun would take the images as there already.
+            failed = await self._fill(images, rewrite=same_images)
         except OutputError as exc:
             return _failed(results, exc)
         return [
@@ -110,14 +115,26 @@ class Bundle(_Collecting):
             for r in results
         ]
 
-    async def _fill(self, images: list[ArchiveImage]) -> dict[str, BulkpullError]:
+    def _holds(self, images: list[ArchiveImage]) -> tuple[bool, bool]:
+        """Whether the bundle there holds these images already, and whether it is a delta
+        (with the same record) exactly when this run writes one (in a worker thread)."""
+        held = held_images(self.path)
+        same = held == {key: d for image in images for key, d in image.held.items()}
+        return same, held_delta(self.path) == self._delta(images)
+
+    def _delta(self, images: Sequence[ArchiveImage]) -> bytes | None:
+        return None if self.have is None else delta_of(images, self.have).to_bytes()
+
+    async def _fill(self, images: list[ArchiveImage], *, rewrite: bool) -> dict[str, BulkpullError]:
         """Write the bundle; an image whose blob cannot be had is left out (it fails alone)
-        and the bundle is laid out again without it, its blobs copied from the first try."""
+        and the bundle is laid out again without it, its blobs copied from the first try.
+        ``rewrite``: even if it holds these images already."""
         failed: dict[str, BulkpullError] = {}
         while images:
             supply = _Merged([self.supplies[image.name] for image in images])
             try:
-                await self._write(self.path, images, supply)
+                delta = self._delta(images)
+                await self._write(self.path, images, supply, rewrite=rewrite, delta=delta)
                 break
             except BulkpullError as exc:
                 if supply.failed is None or isinstance(exc, OutputError):
@@ -170,7 +187,7 @@ class Layout(_Collecting):
         index = self.directory / "index.json"
         try:
             displaced = await run_stoppable(
-                functools.partial(update_layout, self.directory, self.images)
+                functools.partial(update_layout, self.directory, self.images, have=self.have)
             )
         except OutputError as exc:
             return _failed(results, exc)

@@ -13,6 +13,9 @@ from bulkpull.digest import Digest
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
+# A delta's record (``delta``), beside index.json.
+DELTA_MEMBER = "bulkpull-delta.json"
+
 
 OCI_INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 
@@ -74,6 +77,16 @@ class ReferrerContent:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpectedBlob:
+    """A blob an image needs that a delta leaves out: the far side already holds it, in the
+    images named ``holders`` (those of ``--have``)."""
+
+    digest: Digest
+    size: int
+    holders: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ImageContent:
     """One platform's image: the manifest and the blobs it names, config first."""
 
@@ -93,7 +106,8 @@ class ArchiveImage:
     ``docker load`` sees only the first of ``contents``: it can tag one image per name.
     ``source`` is the registry's index when the name points at something else (one platform's
     manifest, or the index narrowed): carried as a blob nothing refers to, so that the far
-    side can check the entry against the index a lock file pins.
+    side can check the entry against the index a lock file pins. ``expected``: the configs and
+    layers a delta leaves out, since the far side holds them already.
     """
 
     name: str
@@ -104,15 +118,18 @@ class ArchiveImage:
     contents: tuple[ImageContent, ...]
     source: Digest | None = None
     referrers: tuple[ReferrerContent, ...] = ()
+    expected: tuple[ExpectedBlob, ...] = ()
 
     @property
     def blobs(self) -> tuple[Digest, ...]:
+        """What the output carries of the image: all it names but what a delta leaves out."""
         found = [self.digest] if self.source is None else [self.digest, self.source]
         for content in self.contents:
             found += [content.manifest, content.config, *content.layers]
         for referrer in self.referrers:
             found += [referrer.digest, *referrer.blobs]
-        return tuple(dict.fromkeys(found))
+        left_out = {blob.digest for blob in self.expected}
+        return tuple(digest for digest in dict.fromkeys(found) if digest not in left_out)
 
     @property
     def held(self) -> dict[str, Digest]:

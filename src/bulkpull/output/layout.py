@@ -25,13 +25,18 @@ from bulkpull.output.contents import (
     index_of,
     json_bytes,
 )
+from bulkpull.output.delta import HeldImage, update_layout_delta
 
 # An index.json beyond this is not one bulkpull wrote or could rewrite (containerd's limit).
 MAX_INDEX_BYTES = 20 * 1024 * 1024
 
 
 def update_layout(
-    directory: Path, images: Sequence[ArchiveImage], stop: threading.Event | None = None
+    directory: Path,
+    images: Sequence[ArchiveImage],
+    stop: threading.Event | None = None,
+    *,
+    have: Sequence[HeldImage] | None = None,
 ) -> list[dict[str, object]]:
     """Add ``images`` to the OCI image layout in ``directory``, whose blobs are in place; returns
     the entries they displaced (same ref name, another digest).
@@ -40,11 +45,13 @@ def update_layout(
     them, and the index's other fields are kept. ``index.json`` is replaced atomically, so a
     reader sees the old or the new one, and under a lock on the directory, so two runs adding
     to one layout at once both find their images in it afterwards. An ``index.json`` that is
-    not an OCI index is an :class:`OutputError`, and is left as it is.
+    not an OCI index is an :class:`OutputError`, and is left as it is. A delta (made against
+    ``have``), or a layout that is one already, gets its record rewritten first.
     """
     with locked_directory(directory, stop):
         _ensure_oci_layout(directory)
         document, entries = read_layout_index(directory)
+        update_layout_delta(directory, images, have)
         new = [image.descriptor for image in images]
         new += [entry for image in images for entry in image.referrer_descriptors]
         names = {_slot(entry) for entry in new} - {None}

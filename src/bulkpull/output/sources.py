@@ -11,8 +11,8 @@ as is a docker archive without ``index.json`` (``docker save`` before 25, skopeo
 digests could not be kept.
 
 Everything here reads files and is meant for a worker thread. Imports ``digest``, ``errors``,
-``jsondoc``, ``manifest``, ``files``, ``contents`` (the annotations that name an image) and
-``layout`` (the largest index).
+``jsondoc``, ``manifest``, ``files``, ``contents`` (the annotations that name an image),
+``delta`` (a delta's record) and ``layout`` (the largest index).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from bulkpull.errors import BulkpullError, ContentError, InvalidReferenceError, 
 from bulkpull.files import open_regular
 from bulkpull.jsondoc import load_object
 from bulkpull.manifest import Descriptor, parse_descriptor
-from bulkpull.output.contents import CONTAINERD_NAME, OCI_REF_NAME
+from bulkpull.output.contents import CONTAINERD_NAME, DELTA_MEMBER, OCI_REF_NAME
+from bulkpull.output.delta import MAX_DELTA_BYTES, Delta, parse_delta, read_layout_delta
 from bulkpull.output.layout import MAX_INDEX_BYTES
 
 _BLOB_DIRECTORY = "blobs/sha256/"
@@ -74,6 +75,8 @@ class Source:
     path: Path
     entries: tuple[SourceEntry, ...]
     _members: dict[str, BlobPlace] = field(default_factory=dict, repr=False)
+    delta: Delta | None = None
+    """A delta's record (``bulkpull-delta.json``): the blobs it expects at the target."""
 
     def place(self, digest: Digest) -> BlobPlace | None:
         """Where the blob is in this source, or None when it is not here."""
@@ -114,11 +117,13 @@ def read_source(path: Path) -> Source:
     try:
         if path.is_dir():
             raw = _read_file(path / "index.json", path)
-            return Source(path, _entries(raw, path))
-        members, index = _read_tar(path)
+            return Source(path, _entries(raw, path), delta=read_layout_delta(path))
+        members, index, delta = _read_tar(path)
     except OSError as exc:
         raise SourceError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
-    return Source(path, _entries(index, path), members)
+    except ContentError as exc:  # a delta's record that is not one
+        raise SourceError(str(exc)) from None
+    return Source(path, _entries(index, path), members, delta)
 
 
 def _read_file(path: Path, source: Path) -> bytes:
@@ -134,8 +139,8 @@ def _read_file(path: Path, source: Path) -> bytes:
     return data
 
 
-def _read_tar(path: Path) -> tuple[dict[str, BlobPlace], bytes]:
-    """Every blob's place in the tar, and its ``index.json``."""
+def _read_tar(path: Path) -> tuple[dict[str, BlobPlace], bytes, Delta | None]:
+    """Every blob's place in the tar, its ``index.json``, and a delta's record."""
     with os.fdopen(open_regular(path), "rb") as handle:
         _refuse_compressed(handle.read(8), path)
         handle.seek(0)
@@ -145,11 +150,17 @@ def _read_tar(path: Path) -> tuple[dict[str, BlobPlace], bytes]:
             raise SourceError(_no_index(path, docker="manifest.json" in places))
         handle.seek(index.offset)
         raw = handle.read(min(index.size, MAX_INDEX_BYTES + 1))
+        record = places.get(DELTA_MEMBER)
+        delta = None
+        if record is not None:
+            handle.seek(record.offset)
+            data = handle.read(min(record.size, MAX_DELTA_BYTES + 1))
+            delta = parse_delta(data, f"{path}: {DELTA_MEMBER}")
     for name, target in links.items():
         resolved = _follow(target, places, links)
         if resolved is not None:
             places[name] = resolved
-    return {name: place for name, place in places.items() if _is_blob(name)}, raw
+    return {name: place for name, place in places.items() if _is_blob(name)}, raw, delta
 
 
 def _scan(handle: BinaryIO, path: Path) -> tuple[dict[str, BlobPlace], dict[str, str]]:

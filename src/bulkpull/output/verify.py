@@ -33,7 +33,15 @@ from bulkpull.manifest import (
     parse_descriptor,
     parse_manifest,
 )
-from bulkpull.output.contents import CONTAINERD_NAME, OCI_REF_NAME, REFERRER_OF, referrer_key
+from bulkpull.output.contents import (
+    CONTAINERD_NAME,
+    DELTA_MEMBER,
+    OCI_REF_NAME,
+    REFERRER_OF,
+    ExpectedBlob,
+    referrer_key,
+)
+from bulkpull.output.delta import Delta, parse_delta
 from bulkpull.output.verify_docker import check_docker_manifest, check_repositories
 from bulkpull.output.verify_files import (
     MAX_KEPT_TOTAL,
@@ -78,6 +86,9 @@ class ArchiveCheck:
     notes: tuple[str, ...] = ()
     entries: tuple[ArchiveEntry, ...] = ()
     _files: ArchiveFiles = field(default_factory=ArchiveFiles, repr=False, compare=False)
+    expected: tuple[ExpectedBlob, ...] | None = None
+    """For a delta (``bulkpull-delta.json``): the blobs it leaves out, which the target of a
+    push must hold; None for an archive that carries everything."""
 
     @property
     def ok(self) -> bool:
@@ -146,6 +157,21 @@ class _Checker:
         self.files = files
         self.found = Findings()
         self.checked: set[Digest] = set()
+        self.delta = self._delta()
+        self.expected = self.delta.left_out if self.delta is not None else {}
+
+    def _delta(self) -> Delta | None:
+        record = self.files.get(DELTA_MEMBER)
+        if record is None:
+            return None
+        if record.data is None:
+            self.problem(f"{DELTA_MEMBER}: not JSON, or too large to check")
+            return None
+        try:
+            return parse_delta(record.data, DELTA_MEMBER)
+        except ContentError as exc:
+            self.problem(str(exc))
+            return None
 
     def problem(self, text: str) -> None:
         self.found.problems.append(text)
@@ -173,6 +199,7 @@ class _Checker:
             tuple(dict.fromkeys(self.found.notes)),
             tuple(entries),
             self.files,
+            tuple(self.expected.values()) if self.delta is not None else None,
         )
 
     def _check_blob_names(self) -> int:
@@ -300,6 +327,8 @@ class _Checker:
 
     def _blob(self, descriptor: Descriptor, where: str, kind: str) -> FileEntry | None:
         blob = self.files.blob(descriptor.digest)
+        if blob is None and kind != "manifest" and descriptor.digest in self.expected:
+            return None  # left out of a delta: the target holds it
         if blob is None:
             self.problem(f"{where}: {kind} {descriptor.digest} is missing")
         elif blob.size != descriptor.size:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from bulkpull.digest import Digest
+from bulkpull.output.contents import DELTA_MEMBER
 
 CHUNK = 1024 * 1024
 # As large as a manifest or config may be (containers/image's limit); containerd allows 20 MiB
@@ -31,7 +32,7 @@ MAX_KEPT_TOTAL = 256 * 1024 * 1024
 _MAX_LINK_HOPS = 8
 # What a compressed layer starts with: gzip, zstd, bzip2, xz. Anything else is read as a tar.
 _COMPRESSION_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ\x00")
-_LAYOUT_FILES = ("oci-layout", "index.json")
+_LAYOUT_FILES = ("oci-layout", "index.json", DELTA_MEMBER)
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,12 +137,14 @@ class Output:
         supply: BlobSupply,
         *,
         rewrite: bool = False,
+        delta: bytes | None = None,
     ) -> bool:
-        """Lay the archive out, fill its slots, and install it once every one is verified.
+        """Lay the archive out, fill its slots, and install it once every one is verified;
+        ``delta``: the record of a delta (``delta``), which the archive then carries.
 
         A partial that cannot be written (a full disk) is removed; one stopped otherwise is kept
         for the next run to resume."""
-        plan = plan_archive(images, supply.sizes, supply.inline)
+        plan = plan_archive(images, supply.sizes, supply.inline, delta)
         held = await asyncio.to_thread(held_images, path)
         archive = await self._open(path, plan, images, rewrite)
         if archive is None:
