@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from bulkpull import (
     Digest,
     ImageStage,
     Platform,
+    PushResult,
+    PushStatus,
     Retrying,
     Stage,
     TransportError,
@@ -17,6 +21,7 @@ from bulkpull.cli.text import (
     Labels,
     fit,
     overall_layout,
+    push_fields,
     reason_text,
     retry_text,
     row_layout,
@@ -165,3 +170,15 @@ def test_a_retry_says_when_which_try_and_why_without_the_url() -> None:
 
     assert reason_text(error) == "timed out"
     assert retry_text(event, 1.5, reason_text(error)) == "in 1.5 s (try 1 of 4 failed): timed out"
+
+
+@pytest.mark.parametrize(("size", "shown"), [(1536, "1.5 KiB"), (0, "-")])
+def test_an_up_to_date_copy_shows_its_size_only_when_the_store_could_tell_it(
+    size: int, shown: str
+) -> None:
+    digest = Digest.parse("sha256:" + "a" * 64)
+    result = PushResult(image_spec("alpine:3.20"), PushStatus.UP_TO_DATE, "alpine:3.20")
+
+    fields = push_fields(replace(result, digest=digest, size=size), full_digest=False)
+
+    assert fields[3] == shown

@@ -146,7 +146,7 @@ def push_fields(result: PushResult, *, full_digest: bool) -> list[str]:
         result.status.value,
         image_text(result.spec),
         digest_text(result.digest, full=full_digest),
-        size_text(result.size) if result.digest else "-",
+        size_text(result.size) if result.digest and result.size else "-",
         outcome,
     ]
 
