@@ -68,6 +68,8 @@ ORDER: Mapping[str, tuple[str, ...]] = {
     "output": (
         "contents",
         "archive",
+        "volumes",
+        "leftovers",
         "filling",
         "verify_files",
         "verify_tar",

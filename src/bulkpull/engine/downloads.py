@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from bulkpull.files import shielded
 from bulkpull.imagelist import ImageSpec
 from bulkpull.manifest import Descriptor
 from bulkpull.output import ArchiveFile, BlobPlace, Slot
+from bulkpull.ranges import close, duplicate
 from bulkpull.reference import Reference
 from bulkpull.registry import RegistryClient
 from bulkpull.report import (
@@ -313,14 +313,14 @@ async def _copy(landing: Landing, archive: ArchiveFile, slot: Slot) -> None:
     the image goes on, and never writes into a file the image has closed."""
     if landing.archive is archive and landing.offset == slot.offset:
         return
-    fd = os.dup(archive.fd)
+    fd = duplicate(archive.fd)
 
     def copy() -> None:
         try:
             landing.copy_into(fd, slot.offset)
             archive.record(slot, slot.size)
         finally:
-            os.close(fd)
+            close(fd)
 
     await shielded(asyncio.to_thread(copy))
 

@@ -4,7 +4,6 @@ the network twice. Imports ``files``, ``ranges``, ``store`` and ``output``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ from pathlib import Path
 from bulkpull.digest import DigestVerifier
 from bulkpull.files import open_regular, read_chunks
 from bulkpull.output import ArchiveFile, Slot
-from bulkpull.ranges import copy_range, write_at
+from bulkpull.ranges import Positional, close, copy_range, duplicate, read_at, write_at
 from bulkpull.store import BlobOpener, BlobStore, Region
 
 
@@ -29,13 +28,13 @@ class Landing:
     archive: ArchiveFile | None = None
     offset: int = 0
 
-    def _open(self) -> int:
+    def _open(self) -> Positional:
         if self.archive is not None:
             return self.archive.reader()
         assert self.path is not None
         return open_regular(self.path)
 
-    def copy_into(self, fd: int, offset: int) -> None:
+    def copy_into(self, fd: Positional, offset: int) -> None:
         """Copy the blob to ``offset`` of the file open as ``fd`` (in a worker thread)."""
         if self.data is not None:
             write_at(fd, offset, [self.data], self.size)
@@ -44,7 +43,7 @@ class Landing:
         try:
             copy_range(source, self.offset, fd, offset, self.size)
         finally:
-            os.close(source)
+            close(source)
 
     def read(self) -> bytes:
         """The blob's bytes (a small one: a config), in a worker thread."""
@@ -52,9 +51,9 @@ class Landing:
             return self.data
         source = self._open()
         try:
-            return os.pread(source, self.size, self.offset)
+            return read_at(source, self.offset, self.size)
         finally:
-            os.close(source)
+            close(source)
 
 
 @dataclass(slots=True)
@@ -77,14 +76,14 @@ class Target:
         if self.archive is None or self.slot is None:
             return self
         archive, slot = self.archive, self.slot
-        region = Region(os.dup(archive.fd), slot.offset, slot.size, archive.path)
+        region = Region(duplicate(archive.fd), slot.offset, slot.size, archive.path)
         complete = archive.complete(slot)
         return Target(archive, slot, None, region, archive.held(slot), complete)
 
     def close(self) -> None:
         if self.region is not None and not self._closed:
             self._closed = True
-            os.close(self.region.fd)
+            close(self.region.fd)
 
     def restart(self) -> None:
         """What the slot held is of no use: the next attempt starts from its first byte."""

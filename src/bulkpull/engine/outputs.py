@@ -31,7 +31,7 @@ def make_outputs(destinations: Sequence[Destination]) -> list[RunOutput]:
             store = BlobStore(destination.path / "blobs")
             outputs.append(RunOutput(Layout(store, destination.path), store))
         elif destination.kind == "bundle":
-            outputs.append(RunOutput(Bundle(destination.path)))
+            outputs.append(RunOutput(Bundle(destination.path, destination.split)))
         else:
             outputs.append(RunOutput(Output(destination.path)))
     return outputs

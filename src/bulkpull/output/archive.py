@@ -39,7 +39,7 @@ from bulkpull.output.contents import (
     index_document,
     json_bytes,
 )
-from bulkpull.ranges import copy_range, write_at
+from bulkpull.ranges import Positional, copy_range, write_at
 
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
@@ -132,8 +132,8 @@ class _Planner:
         return ArchivePlan(tuple(self.pieces), tuple(self.slots), end + (-end % RECORD))
 
 
-def write_pieces(fd: int, plan: ArchivePlan) -> None:
-    """Everything of ``plan`` that is in hand, at its place in the file open as ``fd``."""
+def write_pieces(fd: Positional, plan: ArchivePlan) -> None:
+    """Everything of ``plan`` that is in hand, at its place in the file (or volumes) ``fd``."""
     for offset, data in plan.pieces:
         write_at(fd, offset, [data], len(data))
 

@@ -36,6 +36,7 @@ from bulkpull.output.delta import HeldImage, delta_of, held_delta
 from bulkpull.output.filling import ArchiveFile
 from bulkpull.output.layout import read_layout_index, update_layout
 from bulkpull.output.readback import held_images
+from bulkpull.output.volumes import LIST_SUFFIX
 from bulkpull.output.writers import BlobFiles, BlobSupply, Output, check_length, make_directory
 from bulkpull.platform import Platform
 from bulkpull.report import ImageResult, ReplacedImage, Status
@@ -77,11 +78,13 @@ class _Collecting(Output):
 
 
 class Bundle(_Collecting):
-    """Every image in one archive: one index.json and one manifest.json entry per image."""
+    """Every image in one archive: one index.json and one manifest.json entry per image;
+    with ``volume``, written as volumes of at most that many bytes (``volumes``)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, volume: int | None = None) -> None:
         super().__init__(path.parent)
         self.path = path
+        self.volume = volume
 
     def target(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
         return self.path
@@ -91,7 +94,7 @@ class Bundle(_Collecting):
 
     async def prepare(self) -> None:
         """Refuse a bundle name that is not, or cannot be, a regular file; make its directory."""
-        await asyncio.to_thread(_check_bundle, self.path)
+        await asyncio.to_thread(_check_bundle, self.path, self.volume is not None)
         await asyncio.to_thread(make_directory, self.path.parent, "output directory")
 
     async def is_current(self, path: Path, image: ArchiveImage) -> bool:
@@ -118,7 +121,7 @@ class Bundle(_Collecting):
     def _holds(self, images: list[ArchiveImage]) -> tuple[bool, bool]:
         """Whether the bundle there holds these images already, and whether it is a delta
         (with the same record) exactly when this run writes one (in a worker thread)."""
-        held = held_images(self.path)
+        held = held_images(self.path, self.volume)
         same = held == {key: d for image in images for key, d in image.held.items()}
         return same, held_delta(self.path) == self._delta(images)
 
@@ -242,8 +245,8 @@ def _replaced_entries(entries: list[dict[str, object]], directory: Path) -> list
     return replaced
 
 
-def _check_bundle(path: Path) -> None:
-    check_length(path.name, f"bundle {path}")
+def _check_bundle(path: Path, split: bool) -> None:
+    check_length(path.name + LIST_SUFFIX if split else path.name, f"bundle {path}")
     try:
         found = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:

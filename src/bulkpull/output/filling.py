@@ -12,8 +12,14 @@ leftover of another layout (a tag that moved) is removed once the new archive is
 
 A partial is held with an ``flock`` while it is written. A second run writing the same archive
 waits for it, then finds the archive installed instead of downloading the same blobs at once.
+A bundle split into volumes (``--split``) is one partial file per volume, each allocated at its
+own size and written as one file through a ``ranges.Spread`` (a blob may span two volumes):
+volume 1 is the partial above (locked, resumed, its progress recording the volume size too),
+volume N beside it as ``NAME.<random>.partial.00N``. It is resumed only whole; its final names
+and sha256 list are given by ``volumes.install_volumes``.
+
 Runs in worker threads (the engine calls it through ``files``' helpers). Imports ``digest``,
-``errors``, ``files``, ``ranges`` and ``archive``.
+``errors``, ``files``, ``ranges``, ``archive`` and ``volumes``.
 """
 
 from __future__ import annotations
@@ -21,42 +27,44 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
-import stat
 import threading
-import time
 from collections.abc import Callable
-from contextlib import suppress
 from pathlib import Path
 
 from bulkpull.digest import Digest, DigestVerifier
-from bulkpull.errors import OutputError
 from bulkpull.files import (
-    check,
     locked_directory,
-    names_file,
     open_regular,
     temporary_name,
     try_lock,
 )
 from bulkpull.output.archive import ArchivePlan, Slot, write_pieces
-from bulkpull.ranges import held_verifier, write_at
+from bulkpull.output.leftovers import (
+    claim_all,
+    close_all,
+    drop,
+    progress,
+    progress_path,
+    reopened,
+    unlink,
+    wait_for,
+)
+from bulkpull.output.volumes import install_volumes, partial_paths, volume_path, volume_sizes
+from bulkpull.ranges import Positional, Spread, close, held_verifier, write_at
 
-PROGRESS_SUFFIX = ".progress"
 # How often a slot's progress is recorded: at most this many bytes are fetched again after a
 # SIGKILL, per download under way.
 PROGRESS_EVERY_BYTES = 4 * 1024 * 1024
-MAX_PROGRESS_BYTES = 1024 * 1024
-_WAIT_SECONDS = 0.05
 
 
 class ArchiveFile:
-    """One archive being filled: its open partial file, and what each slot already holds."""
+    """One archive being filled: its open partial file (or volumes: ``paths``, ``fd`` a
+    spread of them), and what each slot already holds."""
 
-    def __init__(self, final: Path, plan: ArchivePlan, path: Path, fd: int) -> None:
+    def __init__(self, final: Path, plan: ArchivePlan, paths: list[Path], fd: Positional) -> None:
         self.final = final
         self.plan = plan
-        self.path = path
+        self.paths = paths
         self.fd = fd
         self._held: dict[Digest, DigestVerifier] = {}
         self._written: dict[str, int] = {}
@@ -64,6 +72,16 @@ class ArchiveFile:
         self._lock = threading.Lock()
         self._open = True
         self._stale: list[tuple[Path, int]] = []
+
+    @property
+    def path(self) -> Path:
+        """The file the archive is in now (a split one's first volume)."""
+        return self.paths[0]
+
+    @property
+    def volume(self) -> int | None:
+        """The size of its volumes; None when it is one file."""
+        return self.fd.sizes[0] if isinstance(self.fd, Spread) else None
 
     @classmethod
     def open(
@@ -73,10 +91,12 @@ class ArchiveFile:
         stop: threading.Event | None = None,
         *,
         done: Callable[[], bool] | None = None,
+        volume: int | None = None,
     ) -> ArchiveFile | None:
         """The partial archive for ``final``: a leftover of this layout resumed, else a new one.
         None when another run was writing ``final`` and has installed it meanwhile, or when
-        ``done`` says what ``final`` holds already is what is to be written.
+        ``done`` says what ``final`` holds already is what is to be written. With ``volume``,
+        it is written in volumes of at most that many bytes.
 
         Leftovers are looked at, and a new partial made, under a lock on the directory, so two
         runs never both start the same archive (``done`` is asked there too: another run may
@@ -86,39 +106,50 @@ class ArchiveFile:
             with locked_directory(final.parent, stop):
                 if done is not None and done():
                     return None
-                busy, claimed = _claim_all(final)
+                busy, claimed = claim_all(final)
                 if busy is None:
-                    return cls._take(final, plan, claimed)
-            _drop(claimed, remove=False)
-            if _wait_for(busy, stop):
+                    return cls._take(final, plan, claimed, volume)
+            drop(claimed, remove=False)
+            if wait_for(busy, stop):
                 return None
 
     @classmethod
-    def _take(cls, final: Path, plan: ArchivePlan, claimed: list[tuple[Path, int]]) -> ArchiveFile:
+    def _take(
+        cls, final: Path, plan: ArchivePlan, claimed: list[tuple[Path, int]], volume: int | None
+    ) -> ArchiveFile:
         """The leftover of this layout among ``claimed`` resumed, else a new partial; the
         other leftovers go once the archive is installed."""
         try:
             for number, (path, fd) in enumerate(claimed):
-                resumed = cls._resumed(final, plan, path, fd)
+                resumed = cls._resumed(final, plan, path, fd, volume)
                 if resumed is not None:
                     resumed._stale = claimed[:number] + claimed[number + 1 :]
                     return resumed
-            made = cls._new(final, plan)
+            made = cls._new(final, plan, volume)
         except BaseException:
-            _drop(claimed, remove=False)
+            drop(claimed, remove=False)
             raise
         made._stale = claimed
         return made
 
     @classmethod
-    def _new(cls, final: Path, plan: ArchivePlan) -> ArchiveFile:
-        path = temporary_name(final)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-        made = cls(final, plan, path, fd)
+    def _new(cls, final: Path, plan: ArchivePlan, volume: int | None) -> ArchiveFile:
+        sizes = (plan.size,) if volume is None else volume_sizes(plan.size, volume, final)
+        paths = partial_paths(temporary_name(final), len(sizes))
+        fds: list[int] = []
         try:
-            try_lock(fd)  # new: no other process knows it yet
-            _allocate(fd, plan.size)
-            write_pieces(fd, plan)
+            for path in paths:
+                flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                fds.append(os.open(path, flags, 0o666))
+        except BaseException:
+            close_all(paths[: len(fds)], fds)
+            raise
+        made = cls(final, plan, paths, fds[0] if volume is None else Spread(tuple(fds), sizes))
+        try:
+            try_lock(fds[0])  # new: no other process knows it yet
+            for fd, size in zip(fds, sizes, strict=True):
+                _allocate(fd, size)
+            write_pieces(made.fd, plan)
             made._save()
         except BaseException:
             made.abandon(remove=True)
@@ -126,13 +157,18 @@ class ArchiveFile:
         return made
 
     @classmethod
-    def _resumed(cls, final: Path, plan: ArchivePlan, path: Path, fd: int) -> ArchiveFile | None:
-        """The leftover at ``path`` (locked, open as ``fd``) when it has this very layout, its
-        slots re-hashed as far as they were written; else None."""
-        written = _progress(path, plan.key)
-        if written is None or os.fstat(fd).st_size != plan.size:
+    def _resumed(
+        cls, final: Path, plan: ArchivePlan, path: Path, fd: int, volume: int | None
+    ) -> ArchiveFile | None:
+        """The leftover at ``path`` (locked, open as ``fd``) when it has this very layout and
+        volumes, its slots re-hashed as far as they were written; else None."""
+        written = progress(path, plan.key, volume)
+        if written is None:
             return None
-        resumed = cls(final, plan, path, fd)
+        opened = reopened(final, plan, path, fd, volume)
+        if opened is None:
+            return None
+        resumed = cls(final, plan, *opened)
         for slot in plan.slots:
             held = min(written.get(slot.digest.hex, 0), slot.size)
             verifier = held_verifier(fd, slot.offset, held, slot.digest, slot.size)
@@ -164,20 +200,35 @@ class ArchiveFile:
             if written - last >= PROGRESS_EVERY_BYTES or written == slot.size:
                 self._save()
 
-    def reader(self) -> int:
+    def reader(self) -> Positional:
         """A new descriptor of the file for reading, wherever it now is (partial or final)."""
         with self._lock:
-            return open_regular(self.path)
+            if not isinstance(self.fd, Spread):
+                return open_regular(self.path)
+            fds: list[int] = []
+            try:
+                for path in self.paths:
+                    fds.append(open_regular(path))
+            except BaseException:
+                close_all([], fds)
+                raise
+            return Spread(tuple(fds), self.fd.sizes)
 
-    def install(self) -> None:
-        """Rename the partial to the final name (every slot is verified); release it."""
+    def install(self, stop: threading.Event | None = None) -> None:
+        """Rename the partial to the final name, or the volumes to theirs with their list
+        (every slot is verified; ``stop`` is looked at while volumes are hashed); release it."""
         with self._lock:
-            os.replace(self.path, self.final)
-            _unlink(_progress_path(self.path))
-            self.path = self.final
+            if isinstance(self.fd, Spread):
+                install_volumes(self.final, self.paths, self.fd, stop or threading.Event())
+                finals = [volume_path(self.final, n) for n in range(1, len(self.paths) + 1)]
+            else:
+                os.replace(self.path, self.final)
+                finals = [self.final]
+            unlink(progress_path(self.paths[0]))
+            self.paths = finals
             self._open = False
-            os.close(self.fd)
-        _drop(self._stale, remove=True)
+            close(self.fd)
+        drop(self._stale, remove=True)
 
     def abandon(self, *, remove: bool) -> None:
         """Give the partial up: kept (with its progress) for the next run to resume, or
@@ -187,17 +238,22 @@ class ArchiveFile:
                 return
             self._open = False
             if remove or not any(self._written.values()):
-                _unlink(self.path)
-                _unlink(_progress_path(self.path))
+                for path in self.paths:
+                    unlink(path)
+                unlink(progress_path(self.path))
             else:
                 self._save()
-            os.close(self.fd)
-        _drop(self._stale, remove=False)
+            close(self.fd)
+        drop(self._stale, remove=False)
 
     def _save(self) -> None:
         """Write the progress file anew (the caller holds the lock, or is alone)."""
-        document = {"layout": self.plan.key, "written": dict(self._written)}
-        target = _progress_path(self.path)
+        document = {
+            "layout": self.plan.key,
+            "volume": self.volume,
+            "written": dict(self._written),
+        }
+        target = progress_path(self.path)
         temporary = temporary_name(target)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
         try:
@@ -217,87 +273,3 @@ def _allocate(fd: int, size: int) -> None:
         if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
             raise
         os.ftruncate(fd, size)
-
-
-def _leftovers(final: Path) -> list[Path]:
-    """The partial archives earlier runs left for ``final``: names ``temporary_name`` makes
-    for it, and nothing else."""
-    pattern = re.compile(re.escape(temporary_name(final).name[:-21]) + r"\.[0-9a-f]{12}\.partial")
-    try:
-        with os.scandir(final.parent) as entries:
-            names = [entry.name for entry in entries if pattern.fullmatch(entry.name)]
-    except FileNotFoundError:
-        return []
-    return [final.with_name(name) for name in sorted(names)]
-
-
-def _claim_all(final: Path) -> tuple[Path | None, list[tuple[Path, int]]]:
-    """Lock every leftover partial of ``final``; the first that another run holds stops it
-    (with what was locked so far). A leftover that is not a regular file of this user's with
-    one name is left alone, never written through."""
-    claimed: list[tuple[Path, int]] = []
-    for path in _leftovers(final):
-        try:
-            fd = open_regular(path, os.O_RDWR)
-        except (OSError, OutputError):  # gone, or not a regular file
-            continue
-        found = os.fstat(fd)
-        if found.st_nlink != 1 or found.st_uid != os.geteuid() or not stat.S_ISREG(found.st_mode):
-            os.close(fd)
-            continue
-        if not try_lock(fd):
-            os.close(fd)
-            return path, claimed
-        claimed.append((path, fd))
-    return None, claimed
-
-
-def _wait_for(path: Path, stop: threading.Event | None) -> bool:
-    """Wait until no run holds the partial at ``path``; whether it was installed (or removed)
-    meanwhile, rather than given up for a later run to resume."""
-    try:
-        fd = open_regular(path)
-    except (OSError, OutputError):
-        return True
-    try:
-        while not try_lock(fd):
-            check(stop)
-            time.sleep(_WAIT_SECONDS)
-        return not names_file(path, fd)
-    finally:
-        os.close(fd)
-
-
-def _progress_path(partial: Path) -> Path:
-    return partial.with_name(partial.name + PROGRESS_SUFFIX)
-
-
-def _progress(partial: Path, key: str) -> dict[str, int] | None:
-    """The bytes written per slot that the leftover's progress file records for layout
-    ``key``; None when it has none, or records another layout."""
-    try:
-        with os.fdopen(open_regular(_progress_path(partial)), "rb") as handle:
-            document = json.loads(handle.read(MAX_PROGRESS_BYTES))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(document, dict) or document.get("layout") != key:
-        return None
-    written = document.get("written")
-    if not isinstance(written, dict):
-        return None
-    return {k: v for k, v in written.items() if isinstance(k, str) and type(v) is int and v >= 0}
-
-
-def _drop(leftovers: list[tuple[Path, int]], *, remove: bool) -> None:
-    """Release leftovers of other layouts; removed once the archive they were is replaced."""
-    for path, fd in leftovers:
-        if remove:
-            _unlink(path)
-            _unlink(_progress_path(path))
-        os.close(fd)
-    leftovers.clear()
-
-
-def _unlink(path: Path) -> None:
-    with suppress(FileNotFoundError):
-        os.unlink(path)

@@ -31,6 +31,7 @@ import asyncio
 import errno
 import functools
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -83,6 +84,8 @@ class Output:
     """
 
     final_on_add = True
+    # The size of the volumes it is written in (a split bundle); None: one file.
+    volume: int | None = None
     # Whether the images' referrers go in too. Not into a per-image archive: skopeo's and
     # podman's oci-archive:FILE (no ref name) takes an index.json of exactly one entry.
     carries_referrers = False
@@ -145,13 +148,13 @@ class Output:
         A partial that cannot be written (a full disk) is removed; one stopped otherwise is kept
         for the next run to resume."""
         plan = plan_archive(images, supply.sizes, supply.inline, delta)
-        held = await asyncio.to_thread(held_images, path)
+        held = await asyncio.to_thread(held_images, path, self.volume)
         archive = await self._open(path, plan, images, rewrite)
         if archive is None:
             return False
         try:
             await all_of(supply.fill(archive, slot) for slot in plan.slots)
-            await run_stoppable(lambda stop: _install(archive))
+            await run_stoppable(functools.partial(_install, archive))
         except BaseException as exc:
             drop = functools.partial(archive.abandon, remove=isinstance(exc, OutputError))
             await shielded(asyncio.to_thread(drop))
@@ -165,17 +168,17 @@ class Output:
     ) -> ArchiveFile | None:
         """The partial archive to fill; None once another run has installed these images
         (looked at again under the directory's lock, unless ``rewrite``)."""
-        done = None if rewrite else functools.partial(_holds, path, images)
+        done = None if rewrite else functools.partial(_holds, path, images, self.volume)
         while True:
             try:
                 archive = await run_stoppable(
-                    functools.partial(ArchiveFile.open, path, plan, done=done)
+                    functools.partial(ArchiveFile.open, path, plan, done=done, volume=self.volume)
                 )
             except OSError as exc:
                 raise output_error(exc, path) from exc
             if archive is not None:
                 return archive
-            if await asyncio.to_thread(_holds, path, images):
+            if await asyncio.to_thread(_holds, path, images, self.volume):
                 return None
 
     async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
@@ -194,16 +197,16 @@ class Output:
             return []
 
 
-def _holds(path: Path, images: Sequence[ArchiveImage]) -> bool:
-    """Whether the archive at ``path`` holds every one of ``images``, and the referrers they
-    carry (in a worker thread)."""
-    found = held_images(path)
+def _holds(path: Path, images: Sequence[ArchiveImage], volume: int | None) -> bool:
+    """Whether the archive at ``path`` (its volumes of ``volume``) holds every one of
+    ``images``, and the referrers they carry (in a worker thread)."""
+    found = held_images(path, volume)
     return all(found.get(key) == d for image in images for key, d in image.held.items())
 
 
-def _install(archive: ArchiveFile) -> None:
+def _install(archive: ArchiveFile, stop: threading.Event) -> None:
     try:
-        archive.install()
+        archive.install(stop)
     except OSError as exc:
         raise output_error(exc, archive.final) from exc
 

@@ -33,7 +33,7 @@ import aiofiles.os
 from bulkpull.digest import Digest, DigestVerifier
 from bulkpull.errors import DigestMismatchError, OutputError
 from bulkpull.files import open_own, opened, output_error, remove, shielded
-from bulkpull.ranges import held_verifier, write_at
+from bulkpull.ranges import Positional, held_verifier, write_at
 
 # Bytes gathered before one hash-and-write in a worker thread: a thread hand-off per network
 # chunk (often a few KiB) would cost more than the work itself.
@@ -52,7 +52,7 @@ class Region:
     (``path`` in messages). A partial file of the store is one region of its own; a member of
     an archive being filled in place is a region of that archive."""
 
-    fd: int
+    fd: Positional
     offset: int
     size: int
     path: Path
