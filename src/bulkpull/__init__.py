@@ -48,7 +48,7 @@ from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
 from bulkpull import lazy as _lazy
-from bulkpull.destination import Destination, DestinationKind
+from bulkpull.destination import Destination, DestinationKind, parse_size
 from bulkpull.digest import Digest
 from bulkpull.engine import PullOptions, PushOptions, PushPlan, plan_push
 from bulkpull.errors import (
@@ -275,6 +275,7 @@ __all__ = [
     "parse_platform_choice",
     "parse_platforms",
     "parse_reference",
+    "parse_size",
     "plan_push",
     "pull_image",
     "pull_images",

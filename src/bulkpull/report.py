@@ -191,7 +191,8 @@ class PullReport:
     of blobs that were already in the store when the run first needed them. ``registries`` is
     what the run asked of each registry and mirror, with the pull limits they announced.
     ``replaced`` names what the archives, bundle or layout written held before and hold no
-    longer. ``delta`` is set when the bundle or layout is a delta (``--have``).
+    longer; ``volumes``, the volumes of a bundle written split (``--split``), in order, and
+    their sha256 list last. ``delta`` is set when the bundle or layout is a delta (``--have``).
     """
 
     results: tuple[ImageResult, ...]
@@ -202,6 +203,7 @@ class PullReport:
     registries: tuple[RegistryUsage, ...] = ()
     replaced: tuple[ReplacedImage, ...] = ()
     delta: DeltaTotals | None = None
+    volumes: tuple[Path, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -230,6 +232,7 @@ class PullReport:
             "registries": [usage.to_json() for usage in self.registries],
             "replaced": [image.to_json() for image in self.replaced],
             "delta": asdict(self.delta) if self.delta is not None else None,
+            "volumes": [str(volume) for volume in self.volumes],
         }
 
     def lock_lines(self) -> list[str]:

@@ -65,6 +65,17 @@ Bundle = Annotated[
     Path | None,
     typer.Option("--bundle", metavar="FILE", help="Write every image into this one archive."),
 ]
+Split = Annotated[
+    str | None,
+    typer.Option(
+        "--split",
+        metavar="SIZE",
+        help="Write the --bundle as volumes FILE.001, FILE.002, … of at most SIZE each (4GiB, "
+        "700MB, 10MiB: SI and IEC units; at least 1MiB) and their sha256 list FILE.sha256; "
+        "cat FILE.0* > FILE joins them. push and verify read the volumes as they are.",
+        show_default=False,
+    ),
+]
 OciLayout = Annotated[
     Path | None,
     typer.Option(

@@ -36,6 +36,7 @@ from bulkpull import (
     load_public_key,
     parse_platform_choice,
     parse_reference,
+    parse_size,
     read_image_list,
 )
 from bulkpull.cli.commands import usage_error
@@ -109,15 +110,18 @@ def list_source(images_file: str | None, images: list[str] | None) -> str:
 
 
 def destinations(
-    out_dir: Path | None, bundle: Path | None, oci_layout: Path | None
+    out_dir: Path | None, bundle: Path | None, oci_layout: Path | None, split: str | None = None
 ) -> list[Destination]:
-    """Where the flags say to write, in that order: archives in ``out_dir``, the bundle, the
-    layout (any of them together, one download for all); archives in ``bundles`` when none."""
+    """Where the flags say to write, in that order: archives in ``out_dir``, the bundle (in
+    volumes of ``split``), the layout (any of them together, one download for all); archives
+    in ``bundles`` when none."""
     found = []
     if out_dir is not None:
         found.append(Destination.archives(out_dir))
     if bundle is not None:
-        found.append(Destination.bundle(bundle))
+        found.append(_bundle(bundle, split))
+    elif split is not None:
+        usage_error("--split writes the --bundle in volumes: give --bundle FILE")
     if oci_layout is not None:
         found.append(Destination.oci_layout(oci_layout))
     return found or [Destination.archives(DEFAULT_OUT_DIR)]
@@ -134,6 +138,13 @@ def have_files(paths: list[Path], copying: bool, dry_run: bool) -> list[HaveFile
         return [bulkpull.read_have(path) for path in paths]
     except BulkpullError as exc:
         usage_error(str(exc))
+
+
+def _bundle(path: Path, split: str | None) -> Destination:
+    try:
+        return Destination.bundle(path, split=None if split is None else parse_size(split))
+    except InvalidOptionError as exc:
+        usage_error(f"--split: {exc}")
 
 
 def checked(specs: list[ImageSpec], options: PullOptions, to: list[Destination]) -> list[ImageSpec]:

@@ -42,6 +42,7 @@ Examples:
   bulkpull images.txt --platform linux/arm64 --platform linux/amd64
   bulkpull images.txt --bundle offline.tar --platform all   every platform, exact digests
   bulkpull images.txt --bundle offline.tar --verify-key cosign.pub   signed images only
+  bulkpull images.txt --bundle offline.tar --split 4GiB   volumes for a FAT32 stick
   bulkpull images.txt --dry-run --lock images.lock   pin every tag, download nothing
   bulkpull images.lock --report report.json    the pinned images, and a JSON report
   bulkpull new.txt --bundle delta.tar --have site.lock   leave out what the far side holds
@@ -59,6 +60,7 @@ def pull(
     image: flags.Images = None,
     out_dir: flags.OutDir = None,
     bundle: flags.Bundle = None,
+    split: flags.Split = None,
     oci_layout: flags.OciLayout = None,
     to_registry: flags.ToRegistry = None,
     cache: flags.Cache = None,
@@ -110,7 +112,7 @@ def pull(
         mirrors=mirror,
         **inputs.work_flags(force, jobs, max_downloads, cache),
     )
-    outputs = (out_dir, bundle, oci_layout)
+    outputs = (out_dir, bundle, oci_layout, split)
     chosen = _Chosen(shard, to_registry, outputs, have, max_uploads, state_dir)
     run = _run_for(listed, chosen, options, dry_run, verbose, quiet)
     raise typer.Exit(run.conclude(report_file, lock_file, inputs.list_source(images_file, image)))
@@ -123,7 +125,7 @@ class _Chosen(NamedTuple):
 
     shard: str | None
     to_registry: str | None
-    outputs: tuple[Path | None, Path | None, Path | None]
+    outputs: tuple[Path | None, Path | None, Path | None, str | None]
     have: list[Path] | None
     max_uploads: int | None
     state_dir: Path | None
@@ -149,8 +151,12 @@ def _run_for(
     holding = inputs.have_files(chosen.have or [], chosen.to_registry is not None, dry_run)
     if chosen.to_registry is not None and any(chosen.outputs):
         usage_error(
-            "--to copies into a registry and writes no archive: drop -o/--bundle/--oci-layout"
+            "--to copies into a registry and writes no archive: drop "
+            "-o/--bundle/--oci-layout/--split"
         )
+    out_dir, _, oci_layout, split = chosen.outputs
+    if split is not None and (out_dir is not None or oci_layout is not None):
+        usage_error("--split writes the --bundle alone in volumes: drop -o/--oci-layout")
     if chosen.to_registry is None and chosen.uploads:
         given = " and ".join(f"--{name.replace('_', '-')}" for name in chosen.uploads)
         usage_error(f"{given}: only for a copy into a registry (--to REGISTRY)")

@@ -56,7 +56,8 @@ def print_summary(
         totals = [*push_referrer_lines(report), *push_totals_lines(report)]
     else:
         columns, last = SUMMARY_COLUMNS, "error" if dry_run else "archive or error"
-        totals = [*replaced_lines(report), *referrer_lines(report), *delta_lines(report)]
+        totals = [*replaced_lines(report), *volume_lines(report), *referrer_lines(report)]
+        totals += delta_lines(report)
         totals += totals_lines(report, dry_run=dry_run)
     table = None
     if interactive and listed:
@@ -75,6 +76,18 @@ def print_summary(
         stdout.print(f"{count_text(left_out, 'more image')} not listed here; {where} every image")
     for total in totals:
         stdout.print(total, soft_wrap=True)
+
+
+def volume_lines(report: PullReport) -> list[str]:
+    """Where a split bundle went: its volumes, and the list of their sha256 sums."""
+    if not report.volumes:
+        return []
+    *volumes, listed = report.volumes
+    named = str(volumes[0]) if len(volumes) == 1 else f"{volumes[0]} … {volumes[-1].name}"
+    return [
+        f"bundle in {count_text(len(volumes), 'volume')}: {named}; their sha256 in {listed} "
+        f"(sha256sum -c {listed.name} checks them; cat joins them)"
+    ]
 
 
 def replaced_lines(report: PullReport) -> list[str]:

@@ -111,10 +111,11 @@ class Downloads:
     def offer(self, held: Mapping[Digest, BlobPlace]) -> None:
         """Blobs that archives of earlier runs hold: taken from there, verified, before the
         registry is asked for them."""
-        for digest, place in held.items():
-            self._found.setdefault(
-                digest, Landing(place.size, path=place.path, offset=place.offset)
-            )
+        for digest, spread in held.items():
+            place = spread.in_one_file()  # one of two volumes' is fetched instead
+            if place is not None:
+                landing = Landing(place.size, path=place.path, offset=place.offset)
+                self._found.setdefault(digest, landing)
 
     async def fill(
         self, reference: Reference, blob: Descriptor, archive: ArchiveFile, slot: Slot

@@ -114,6 +114,7 @@ async def pull_images(
         registries,
         tuple(replaced for run in outputs for replaced in run.output.replaced),
         delta=_delta_totals(holding, pipeline.left_out, results),
+        volumes=tuple(volume for run in outputs for volume in run.output.volumes),
     )
 
 

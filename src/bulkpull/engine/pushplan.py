@@ -7,10 +7,12 @@ reference (a bare tag such as ``latest`` names no repository). The target name f
 rule of ``targets``. The same image named twice (a bundle and a per-image archive of it) is
 pushed once; two different images claiming one target name, an entry without a name or a source
 that is no OCI archive or layout stop the push with :class:`SourceError` before any network
-I/O. An image's content is read from its source when it is pushed: its manifests (children
-before the index that lists them) and the blobs they name; then, the same way, each signature,
-SBOM or attestation a pull carried with it (an entry marked ``REFERRER_OF`` its name). Imports
-``output``, ``targets``, ``manifest``, ``referrers`` and the value modules.
+I/O; so does a split bundle with a volume missing or not hashing to its line in the sha256 list
+(each such volume named, so that only it is carried again). An image's content is read from its
+source when it is pushed: its manifests (children before the index that lists them) and the
+blobs they name; then, the same way, each signature, SBOM or attestation a pull carried with it
+(an entry marked ``REFERRER_OF`` its name). Imports ``output``, ``targets``, ``manifest``,
+``referrers`` and the value modules.
 """
 
 from __future__ import annotations
@@ -116,7 +118,12 @@ def plan_push(sources: Iterable[Path | str], to: PushTarget | str) -> PushPlan:
     opened: dict[Path, Source] = {}
     for path in map(Path, sources):
         opened.setdefault(path.resolve(), read_source(path))
-    problems: list[str] = []
+    problems = [
+        f"{source.path}: {problem}"
+        for source in opened.values()
+        if source.volumes is not None
+        for problem in source.volumes.problems()
+    ]
     claimed: dict[str, PlannedImage] = {}
     for source in opened.values():
         carried = _referrer_entries(source)

@@ -42,10 +42,9 @@ from enum import StrEnum
 from bulkpull.digest import Digest
 from bulkpull.engine.pushplan import BlobSource
 from bulkpull.errors import BulkpullError, RegistryError, is_temporary
-from bulkpull.files import read_chunks
 from bulkpull.imagelist import ImageSpec
 from bulkpull.manifest import Descriptor
-from bulkpull.output import BlobPlace
+from bulkpull.output import BlobPlace, read_place
 from bulkpull.pushreport import BlobCounts, BytesSent, PushEvent
 from bulkpull.registry import PushClient, UploadSession
 from bulkpull.report import BlobDone, BlobNeeded, image_worked_for, working_for
@@ -299,7 +298,7 @@ class Uploads:
         sent again reads them again."""
 
         async def chunks() -> AsyncIterator[bytes]:
-            async for data in read_chunks(where.path, where.offset + start, length):
+            async for data in read_place(where, start, length):
                 self.sent += len(data)
                 progress.sent += len(data)
                 self._emit(BytesSent(digest, len(data)))

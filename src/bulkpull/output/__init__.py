@@ -17,7 +17,7 @@ from bulkpull.output.contents import (
 )
 from bulkpull.output.delta import Delta, HeldImage
 from bulkpull.output.filling import ArchiveFile
-from bulkpull.output.readback import HeldBlobs
+from bulkpull.output.readback import HeldBlobs, read_place
 from bulkpull.output.signed import verify_signatures
 from bulkpull.output.sources import BlobPlace, Source, SourceEntry, read_source
 from bulkpull.output.verify import ArchiveCheck, ArchiveEntry, verify_archive
@@ -47,6 +47,7 @@ __all__ = [
     "Slot",
     "Source",
     "SourceEntry",
+    "read_place",
     "read_source",
     "verify_archive",
     "verify_lock",

@@ -7,7 +7,7 @@ takes them from there. (A push reads blobs back out of archives and layouts thro
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 from bulkpull.digest import Digest
@@ -44,10 +44,19 @@ class HeldBlobs:
         if place is None or place.size > limit:
             return None
         try:
-            chunks = read_chunks(place.path, place.offset, place.size)
-            return b"".join([chunk async for chunk in chunks])
+            return b"".join([chunk async for chunk in read_place(place)])
         except (OSError, OutputError):
             return None
+
+
+async def read_place(
+    place: BlobPlace, start: int = 0, length: int | None = None
+) -> AsyncIterator[bytes]:
+    """``length`` bytes of a blob from ``start`` (all the rest when None), in chunks, read from
+    the files that hold them (a blob of a split bundle may be in two volumes)."""
+    for path, offset, size in place.extents(start, length):
+        async for chunk in read_chunks(path, offset, size):
+            yield chunk
 
 
 def held_images(path: Path, volume: int | None = None) -> dict[str, Digest]:

@@ -8,11 +8,12 @@ in place: its headers are read once to learn where each blob's bytes start, and 
 them from there (nothing is extracted). A compressed tar cannot be read that way and is refused,
 as is a docker archive without ``index.json`` (``docker save`` before 25, skopeo's
 ``docker-archive:``): it holds no registry manifest, only one a loader would make up, so its
-digests could not be kept.
+digests could not be kept. A bundle split into volumes is read across them where they sit, from
+any of its names (``volumes.find_volumes``): a blob's place may then span two volumes.
 
 Everything here reads files and is meant for a worker thread. Imports ``digest``, ``errors``,
 ``jsondoc``, ``manifest``, ``files``, ``contents`` (the annotations that name an image),
-``delta`` (a delta's record) and ``layout`` (the largest index).
+``delta`` (a delta's record), ``layout`` (the largest index) and ``volumes``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import posixpath
 import stat
 import tarfile
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,6 +35,7 @@ from bulkpull.manifest import Descriptor, parse_descriptor
 from bulkpull.output.contents import CONTAINERD_NAME, DELTA_MEMBER, OCI_REF_NAME
 from bulkpull.output.delta import MAX_DELTA_BYTES, Delta, parse_delta, read_layout_delta
 from bulkpull.output.layout import MAX_INDEX_BYTES
+from bulkpull.output.volumes import VolumeSet, extents, find_volumes, joined
 
 _BLOB_DIRECTORY = "blobs/sha256/"
 _COMPRESSED = {
@@ -47,11 +49,31 @@ _MAX_LINK_HOPS = 8
 
 @dataclass(frozen=True, slots=True)
 class BlobPlace:
-    """Where a blob's bytes are: ``size`` of them in ``path`` from ``offset``."""
+    """Where a blob's bytes are: ``size`` of them in ``path`` from ``offset``. In a split
+    bundle ``path`` is the bundle's name, ``offset`` counts over its ``volumes`` (each volume's
+    path and size), and :meth:`extents` says which files hold the bytes."""
 
     path: Path
     offset: int
     size: int
+    volumes: tuple[tuple[Path, int], ...] = ()
+
+    def extents(self, start: int = 0, length: int | None = None) -> list[tuple[Path, int, int]]:
+        """Where ``length`` bytes of the blob from ``start`` are (all the rest when None):
+        (file, offset in it, length), one per file they are in."""
+        size = self.size - start if length is None else length
+        if not self.volumes:
+            return [(self.path, self.offset + start, size)]
+        paths, sizes = zip(*self.volumes, strict=True)
+        return extents(sizes, paths, self.offset + start, size)
+
+    def in_one_file(self) -> BlobPlace | None:
+        """The same place as one file's (``path`` that file), when one file holds it all."""
+        found = self.extents()
+        if len(found) != 1:
+            return None
+        path, offset, size = found[0]
+        return BlobPlace(path, offset, size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +97,7 @@ class Source:
     path: Path
     entries: tuple[SourceEntry, ...]
     _members: dict[str, BlobPlace] = field(default_factory=dict, repr=False)
+    volumes: VolumeSet | None = None
     delta: Delta | None = None
     """A delta's record (``bulkpull-delta.json``): the blobs it expects at the target."""
 
@@ -118,12 +141,16 @@ def read_source(path: Path) -> Source:
         if path.is_dir():
             raw = _read_file(path / "index.json", path)
             return Source(path, _entries(raw, path), delta=read_layout_delta(path))
-        members, index, delta = _read_tar(path)
+        volumes = find_volumes(path)
+        if volumes is not None:
+            return _read_volumes(volumes, path)
+        with os.fdopen(open_regular(path), "rb") as handle:
+            members, index, delta = _read_tar(handle, path)
     except OSError as exc:
         raise SourceError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
     except ContentError as exc:  # a delta's record that is not one
         raise SourceError(str(exc)) from None
-    return Source(path, _entries(index, path), members, delta)
+    return Source(path, _entries(index, path), members, delta=delta)
 
 
 def _read_file(path: Path, source: Path) -> bytes:
@@ -139,23 +166,33 @@ def _read_file(path: Path, source: Path) -> bytes:
     return data
 
 
-def _read_tar(path: Path) -> tuple[dict[str, BlobPlace], bytes, Delta | None]:
-    """Every blob's place in the tar, its ``index.json``, and a delta's record."""
-    with os.fdopen(open_regular(path), "rb") as handle:
-        _refuse_compressed(handle.read(8), path)
-        handle.seek(0)
-        places, links = _scan(handle, path)
-        index = places.get("index.json")
-        if index is None:
-            raise SourceError(_no_index(path, docker="manifest.json" in places))
-        handle.seek(index.offset)
-        raw = handle.read(min(index.size, MAX_INDEX_BYTES + 1))
-        record = places.get(DELTA_MEMBER)
-        delta = None
-        if record is not None:
-            handle.seek(record.offset)
-            data = handle.read(min(record.size, MAX_DELTA_BYTES + 1))
-            delta = parse_delta(data, f"{path}: {DELTA_MEMBER}")
+def _read_volumes(volumes: VolumeSet, path: Path) -> Source:
+    """A split bundle read across its volumes: each blob's place counted over them."""
+    spread = volumes.open()
+    with joined(spread) as handle:
+        members, index, delta = _read_tar(handle, volumes.final)
+    held = tuple(zip(volumes.paths, spread.sizes, strict=True))
+    placed = {name: replace(place, volumes=held) for name, place in members.items()}
+    return Source(path, _entries(index, path), placed, volumes, delta)
+
+
+def _read_tar(handle: BinaryIO, path: Path) -> tuple[dict[str, BlobPlace], bytes, Delta | None]:
+    """Every blob's place in the tar open as ``handle``, its ``index.json``, and a delta's
+    record."""
+    _refuse_compressed(handle.read(8), path)
+    handle.seek(0)
+    places, links = _scan(handle, path)
+    index = places.get("index.json")
+    if index is None:
+        raise SourceError(_no_index(path, docker="manifest.json" in places))
+    handle.seek(index.offset)
+    raw = handle.read(min(index.size, MAX_INDEX_BYTES + 1))
+    record = places.get(DELTA_MEMBER)
+    delta = None
+    if record is not None:
+        handle.seek(record.offset)
+        data = handle.read(min(record.size, MAX_DELTA_BYTES + 1))
+        delta = parse_delta(data, f"{path}: {DELTA_MEMBER}")
     for name, target in links.items():
         resolved = _follow(target, places, links)
         if resolved is not None:
@@ -233,9 +270,12 @@ def _entries(raw: bytes, path: Path) -> tuple[SourceEntry, ...]:
 
 
 def _read_at(place: BlobPlace) -> bytes:
-    with os.fdopen(open_regular(place.path), "rb") as handle:
-        handle.seek(place.offset)
-        return handle.read(place.size)
+    parts = []
+    for path, offset, size in place.extents():
+        with os.fdopen(open_regular(path), "rb") as handle:
+            handle.seek(offset)
+            parts.append(handle.read(size))
+    return b"".join(parts)
 
 
 def _normalize(name: str) -> str:

@@ -7,19 +7,21 @@ It reads what other tools write as well as bulkpull's own: OCI layout directorie
 (skopeo, containerd, Docker 25+ ``docker save``, which is also a docker archive), the older
 ``docker save`` tars and skopeo's ``docker-archive:`` (see ``verify_docker``). Problems are what
 breaks a loader; notes are what is unusual but legal, such as an index whose other platforms
-were left behind (``ctr export`` writes those). Imports ``digest``, ``errors``, ``manifest``,
-``archive`` and the ``verify_`` modules.
+were left behind (``ctr export`` writes those). A bundle split into volumes is checked volume by
+volume against its sha256 list first (so that a damaged or missing one is named, and only it
+carried again), then read across the volumes like a plain bundle. Imports ``digest``,
+``errors``, ``manifest``, ``archive``, ``volumes`` and the ``verify_`` modules.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
 from bulkpull.digest import Digest
-from bulkpull.errors import BulkpullError, ContentError, UnsupportedMediaTypeError
+from bulkpull.errors import BulkpullError, ContentError, SourceError, UnsupportedMediaTypeError
 from bulkpull.manifest import (
     DOCKER_FOREIGN_LAYER,
     DOCKER_LAYER,
@@ -51,6 +53,7 @@ from bulkpull.output.verify_files import (
     read_directory,
 )
 from bulkpull.output.verify_tar import READ_ERRORS, read_member, read_tar
+from bulkpull.output.volumes import VolumeSet, find_volumes, joined
 
 _HEX = re.compile(r"[a-f0-9]{64}")
 # Layers stored as plain tars: their digest is their diff_id.
@@ -146,10 +149,26 @@ def verify_archive(path: Path | str, *, max_json_bytes: int = MAX_KEPT_TOTAL) ->
         if path.is_dir():
             files = read_directory(path, max_json_bytes)
         else:
+            volumes = find_volumes(path)
+            if volumes is not None:
+                return _verify_volumes(path, volumes, max_json_bytes)
             files = read_tar(path, max_json_bytes)
+    except SourceError as exc:
+        return ArchiveCheck(path, (), 0, (str(exc),))
     except READ_ERRORS as exc:
         return ArchiveCheck(path, (), 0, (f"cannot read archive: {exc}",))
     return _Checker(files).run(path)
+
+
+def _verify_volumes(path: Path, volumes: VolumeSet, max_json_bytes: int) -> ArchiveCheck:
+    """A split bundle: every volume against its sha256 line first (each damaged or missing
+    one named), then what the volumes hold together, as for a plain bundle."""
+    damaged = tuple(volumes.problems())
+    if any(problem.endswith(" is missing") for problem in damaged):
+        return ArchiveCheck(path, (), 0, damaged)
+    with joined(volumes.open()) as archive:
+        check = _Checker(read_tar(archive, max_json_bytes)).run(path)
+    return replace(check, problems=damaged + check.problems)
 
 
 class _Checker:

@@ -20,12 +20,14 @@ from bulkpull.output.verify_files import MAX_KEPT_FILE, MAX_KEPT_TOTAL, ArchiveF
 READ_ERRORS = (OSError, EOFError, tarfile.TarError)
 
 
-def read_tar(path: Path, budget: int = MAX_KEPT_TOTAL) -> ArchiveFiles:
-    """Every regular file of the tar at ``path`` hashed, links recorded; raises READ_ERRORS.
+def read_tar(archive: Path | IO[bytes], budget: int = MAX_KEPT_TOTAL) -> ArchiveFiles:
+    """Every regular file of the tar at ``archive`` (a path, or the archive open) hashed, links
+    recorded; raises READ_ERRORS.
 
     ``budget`` bounds the bytes of small JSON files kept for the checks."""
     found = ArchiveFiles(budget)
-    with tarfile.open(path, "r|*") as tar:
+    name, stream = (archive, None) if isinstance(archive, Path) else (None, archive)
+    with tarfile.open(name, "r|*", fileobj=stream) as tar:
         for member in tar:
             if member.isfile():
                 stream = tar.extractfile(member)

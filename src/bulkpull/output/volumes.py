@@ -109,6 +109,19 @@ def _hash(fd: int, size: int) -> str:
     return digest.hexdigest()
 
 
+_HASHED: dict[tuple[int, int, int, int, int], str] = {}
+
+
+def _hash_once(fd: int) -> str:
+    """A volume's sha256, hashed once per process while the file is unchanged: a push checks
+    its volumes when the command line names its images, and again when it starts."""
+    found = os.fstat(fd)
+    key = (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
+    if key not in _HASHED:
+        _HASHED[key] = _hash(fd, found.st_size)
+    return _HASHED[key]
+
+
 def _remove_beyond(final: Path, count: int) -> None:
     """Remove volumes numbered past ``count`` that an earlier set of more volumes left: ``cat
     NAME.tar.0*`` would join them too."""
@@ -146,7 +159,7 @@ class VolumeSet:
                 found.append(f"{path.name}: cannot read it: {exc}")
                 continue
             try:
-                actual = _hash(fd, os.fstat(fd).st_size)
+                actual = _hash_once(fd)
             finally:
                 os.close(fd)
             if actual != expected:
@@ -157,22 +170,31 @@ class VolumeSet:
         return found
 
     def open(self) -> Spread:
-        """Every volume open for reading, as one file; a missing one is a :class:`SourceError`
-        that names it."""
+        """Every volume open for reading, as one file; a volume missing is a
+        :class:`SourceError` that names each volume missing or damaged."""
         fds: list[int] = []
         try:
             for path in self.paths:
                 try:
                     fds.append(open_regular(path))
                 except FileNotFoundError:
-                    raise SourceError(
-                        f"{path} is missing (listed in {self.final.name}{LIST_SUFFIX})"
-                    ) from None
+                    found = self.problems()
+                    raise SourceError("\n".join(f"{self.final}: {p}" for p in found)) from None
         except BaseException:
             for fd in fds:
                 os.close(fd)
             raise
         return Spread(tuple(fds), tuple(os.fstat(fd).st_size for fd in fds))
+
+
+def listed_volumes(final: Path, volume: int | None) -> list[Path]:
+    """The volumes the list of the bundle ``final`` names, and the list last; none when it
+    is not split (``volume`` None) or its list cannot be read."""
+    try:
+        found = find_volumes(list_path(final)) if volume is not None else None
+    except SourceError:
+        return []
+    return [*found.paths, list_path(final)] if found is not None else []
 
 
 def find_volumes(path: Path) -> VolumeSet | None:

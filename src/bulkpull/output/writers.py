@@ -46,6 +46,7 @@ from bulkpull.output.contents import (
 )
 from bulkpull.output.filling import ArchiveFile
 from bulkpull.output.readback import held_images
+from bulkpull.output.volumes import list_path
 from bulkpull.platform import Platform
 from bulkpull.report import ImageResult, ReplacedImage
 from bulkpull.resolved import ResolvedImage
@@ -93,6 +94,8 @@ class Output:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.replaced: list[ReplacedImage] = []
+        # The volumes a split bundle is in once written (or found current), its list last.
+        self.volumes: list[Path] = []
 
     def split(self, resolved: list[ResolvedImage], whole: bool) -> list[list[ResolvedImage]]:
         """Which resolved platforms share one archive entry: for per-image archives each its
@@ -155,6 +158,8 @@ class Output:
         try:
             await all_of(supply.fill(archive, slot) for slot in plan.slots)
             await run_stoppable(functools.partial(_install, archive))
+            if self.volume is not None:
+                self.volumes = [*archive.paths, list_path(path)]
         except BaseException as exc:
             drop = functools.partial(archive.abandon, remove=isinstance(exc, OutputError))
             await shielded(asyncio.to_thread(drop))
