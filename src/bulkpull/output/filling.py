@@ -171,7 +171,7 @@ class ArchiveFile:
         resumed = cls(final, plan, *opened)
         for slot in plan.slots:
             held = min(written.get(slot.digest.hex, 0), slot.size)
-            verifier = held_verifier(fd, slot.offset, held, slot.digest, slot.size)
+            verifier = held_verifier(resumed.fd, slot.offset, held, slot.digest, slot.size)
             if verifier.size == slot.size and verifier.actual != slot.digest:
                 verifier = DigestVerifier(slot.digest, slot.size)
             resumed._held[slot.digest] = verifier
