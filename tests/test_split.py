@@ -218,9 +218,22 @@ def test_sizes_are_read_in_si_and_iec_units(text: str, size: int) -> None:
     assert bulkpull.parse_size(text) == size
 
 
-async def test_a_split_pull_killed_mid_blob_resumes_its_volumes(
-    start: Start, tmp_path: Path
-) -> None:
+@dataclasses.dataclass
+class Killed:
+    """A split pull killed mid-blob: the partial volumes it left, and how to run it again."""
+
+    registry: FakeRegistry
+    layer: f.Layer
+    bundle: Path
+    args: tuple[str, ...]
+    partials: list[str]
+
+    def sent(self) -> int:
+        return self.registry.bytes_sent[self.layer.digest]
+
+
+@pytest.fixture
+async def killed(start: Start, tmp_path: Path) -> Killed:
     registry = FakeRegistry()
     layer = f.random_layer(6 * MiB)
     registry.add("big/image", "1", f.make_image([layer]))
@@ -228,32 +241,55 @@ async def test_a_split_pull_killed_mid_blob_resumes_its_volumes(
     host = await start(registry.app())
     bundle = tmp_path / "out" / "b.tar"
     args = ("-i", f"{host}/big/image:1", "--plain-http", "-q", "--bundle", str(bundle))
-    flags = (*args, "--split", "1MiB")
-
-    killed = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bulkpull", *flags, stderr=asyncio.subprocess.DEVNULL
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bulkpull",
+        *args,
+        "--split",
+        "1MiB",
+        stderr=asyncio.subprocess.DEVNULL,
     )
     while written(bundle.parent, layer.digest) < 3 * MiB:
-        assert killed.returncode is None, "the pull ended before it could be killed"
+        assert process.returncode is None, "the pull ended before it could be killed"
         await asyncio.sleep(0.05)
-    killed.kill()
-    await killed.wait()
-    partials = sorted(path.name for path in bundle.parent.glob("*.partial*"))
+    process.kill()
+    await process.wait()
+    partials = sorted(path.name for path in bundle.parent.glob("b.tar.volumes.*.partial*"))
     registry.bytes_sent.clear()
     registry.faults.clear()
-    code, out, err = await run_cli(*flags)
+    return Killed(registry, layer, bundle, args, partials)
+
+
+async def test_a_split_pull_killed_mid_blob_resumes_its_volumes(
+    killed: Killed, tmp_path: Path
+) -> None:
+    code, out, err = await run_cli(*killed.args, "--split", "1MiB")
 
     assert code == 0, out + err
-    volumes = sorted(bundle.parent.glob("b.tar.0*"))
-    head = partials[0]
+    volumes = sorted(killed.bundle.parent.glob("b.tar.0*"))
+    head = killed.partials[0]
     others = [f"{head}.{number:03d}" for number in range(2, len(volumes) + 1)]
-    assert partials == [head, *others, f"{head}.progress"]  # every volume, and its progress
-    assert registry.bytes_sent[layer.digest] < 3.5 * MiB
-    assert not list(bundle.parent.glob("*.partial*"))
-    assert bulkpull.verify_archive(bundle.with_name("b.tar.sha256")).ok
+    assert killed.partials == [head, *others, f"{head}.progress"]  # every volume, its progress
+    assert killed.sent() < 3.5 * MiB
+    assert not list(killed.bundle.parent.glob("*.partial*"))
+    assert bulkpull.verify_archive(killed.bundle.with_name("b.tar.sha256")).ok
     plain = tmp_path / "plain.tar"
-    assert (await run_cli(*args[:-1], str(plain)))[0] == 0
-    assert joined(bundle) == plain.read_bytes()
+    assert (await run_cli(*killed.args[:-1], str(plain)))[0] == 0
+    assert joined(killed.bundle) == plain.read_bytes()
+
+
+@pytest.mark.parametrize("split", [["--split", "2MiB"], []], ids=["other volumes", "unsplit"])
+async def test_a_rerun_of_other_volumes_or_none_removes_the_partial_volumes_once_done(
+    killed: Killed, split: list[str]
+) -> None:
+    code, out, err = await run_cli(*killed.args, *split)
+
+    assert code == 0, out + err
+    assert killed.sent() == len(killed.layer.compressed)  # started anew
+    assert not list(killed.bundle.parent.glob("*.partial*"))
+    written_now = sorted(path.name for path in killed.bundle.parent.iterdir())
+    assert bulkpull.verify_archive(killed.bundle.parent / written_now[-1]).ok
 
 
 def written(directory: Path, digest: str) -> int:

@@ -40,7 +40,8 @@ Sources = Annotated[
         metavar="SOURCE...",
         show_default=False,
         help="Archives (per-image or bundles), OCI archives and OCI layout directories: "
-        "anything with an index.json.",
+        "anything with an index.json; a bundle split with --split as FILE.001 or "
+        "FILE.sha256 (its volumes are read as they are, checked against the list first).",
     ),
 ]
 To = Annotated[

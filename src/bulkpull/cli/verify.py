@@ -48,7 +48,8 @@ def verify(
             metavar="PATH...",
             show_default=False,
             help="Archives (per-image or bundles, docker save's or OCI) and OCI layout "
-            "directories.",
+            "directories; a bundle split with --split as FILE.001 or FILE.sha256 (every "
+            "volume checked against the list, then the content).",
         ),
     ] = None,
     lock: Annotated[

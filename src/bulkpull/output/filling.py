@@ -14,8 +14,9 @@ A partial is held with an ``flock`` while it is written. A second run writing th
 waits for it, then finds the archive installed instead of downloading the same blobs at once.
 A bundle split into volumes (``--split``) is one partial file per volume, each allocated at its
 own size and written as one file through a ``ranges.Spread`` (a blob may span two volumes):
-volume 1 is the partial above (locked, resumed, its progress recording the volume size too),
-volume N beside it as ``NAME.<random>.partial.00N``. It is resumed only whole; its final names
+volume 1 is a partial as above, named ``NAME.volumes.<random>.partial`` so that ``cat NAME.0*``
+never joins it (locked, resumed, its progress recording the volume size too), volume N beside
+it as ``NAME.volumes.<random>.partial.00N``. It is resumed only whole; its final names
 and sha256 list are given by ``volumes.install_volumes``.
 
 Runs in worker threads (the engine calls it through ``files``' helpers). Imports ``digest``,
@@ -49,7 +50,13 @@ from bulkpull.output.leftovers import (
     unlink,
     wait_for,
 )
-from bulkpull.output.volumes import install_volumes, partial_paths, volume_path, volume_sizes
+from bulkpull.output.volumes import (
+    install_volumes,
+    partial_base,
+    partial_paths,
+    volume_path,
+    volume_sizes,
+)
 from bulkpull.ranges import Positional, Spread, close, held_verifier, write_at
 
 # How often a slot's progress is recorded: at most this many bytes are fetched again after a
@@ -135,7 +142,8 @@ class ArchiveFile:
     @classmethod
     def _new(cls, final: Path, plan: ArchivePlan, volume: int | None) -> ArchiveFile:
         sizes = (plan.size,) if volume is None else volume_sizes(plan.size, volume, final)
-        paths = partial_paths(temporary_name(final), len(sizes))
+        base = final if volume is None else partial_base(final)
+        paths = partial_paths(temporary_name(base), len(sizes))
         fds: list[int] = []
         try:
             for path in paths:

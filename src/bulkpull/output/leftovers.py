@@ -20,7 +20,7 @@ from pathlib import Path
 from bulkpull.errors import OutputError
 from bulkpull.files import check, names_file, open_regular, temporary_name, try_lock
 from bulkpull.output.archive import ArchivePlan
-from bulkpull.output.volumes import partial_paths, partial_siblings, volume_sizes
+from bulkpull.output.volumes import partial_base, partial_paths, partial_siblings, volume_sizes
 from bulkpull.ranges import Positional, Spread
 
 PROGRESS_SUFFIX = ".progress"
@@ -41,11 +41,11 @@ def leftovers(final: Path) -> list[Path]:
 
 
 def claim_all(final: Path) -> tuple[Path | None, list[tuple[Path, int]]]:
-    """Lock every leftover partial of ``final``; the first that another run holds stops it
-    (with what was locked so far). A leftover that is not a regular file of this user's with
-    one name is left alone, never written through."""
+    """Lock every leftover partial of ``final``, written whole or in volumes; the first that
+    another run holds stops it (with what was locked so far). A leftover that is not a regular
+    file of this user's with one name is left alone, never written through."""
     claimed: list[tuple[Path, int]] = []
-    for path in leftovers(final):
+    for path in leftovers(final) + leftovers(partial_base(final)):
         fd = _open_own(path)
         if fd is None:
             continue

@@ -59,6 +59,12 @@ def volume_sizes(total: int, volume: int, final: Path) -> tuple[int, ...]:
     return (volume,) * (count - 1) + (total - volume * (count - 1),)
 
 
+def partial_base(final: Path) -> Path:
+    """The name the partial volumes of ``final`` are made for (``NAME.tar.volumes``, made
+    unique as any temporary is): never one that ``cat NAME.tar.0*`` would join."""
+    return final.with_name(final.name + ".volumes")
+
+
 def partial_paths(head: Path, count: int) -> list[Path]:
     """The partial files of a set being written: volume 1 is ``head`` (the partial that is
     locked and resumed, as an unsplit archive's is), volume N beside it as ``head.00N``."""
