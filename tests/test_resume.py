@@ -4,13 +4,14 @@ it left on disk: the partial archive (and its progress file), or the cache's par
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from support import imagefactory as f
+from support.archives import recorded_progress
 from support.fakeregistry import FakeRegistry, Faults, Start
 
 import bulkpull
@@ -39,16 +40,7 @@ async def start_cli(listing: Path, out: Path, *flags: str) -> asyncio.subprocess
 def archive_progress(out: Path) -> Progress:
     """How many bytes of a blob the partial archive in ``out`` records as written."""
 
-    def written(digest: str) -> int:
-        for progress in out.glob("*.partial.progress"):
-            try:
-                recorded = json.loads(progress.read_bytes())["written"]
-            except (OSError, ValueError):
-                continue  # replaced while read
-            return int(recorded.get(digest.removeprefix("sha256:"), 0))
-        return 0
-
-    return written
+    return functools.partial(recorded_progress, out)
 
 
 def cache_progress(cache: Path) -> Progress:

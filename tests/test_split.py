@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from support import imagefactory as f
+from support.archives import recorded_progress
 from support.commandline import run_cli
 from support.fakeregistry import FakeRegistry, Faults, Start
 
@@ -250,7 +250,7 @@ async def killed(start: Start, tmp_path: Path) -> Killed:
         "1MiB",
         stderr=asyncio.subprocess.DEVNULL,
     )
-    while written(bundle.parent, layer.digest) < 3 * MiB:
+    while recorded_progress(bundle.parent, layer.digest) < 3 * MiB:
         assert process.returncode is None, "the pull ended before it could be killed"
         await asyncio.sleep(0.05)
     process.kill()
@@ -290,14 +290,3 @@ async def test_a_rerun_of_other_volumes_or_none_removes_the_partial_volumes_once
     assert not list(killed.bundle.parent.glob("*.partial*"))
     written_now = sorted(path.name for path in killed.bundle.parent.iterdir())
     assert bulkpull.verify_archive(killed.bundle.parent / written_now[-1]).ok
-
-
-def written(directory: Path, digest: str) -> int:
-    """How many bytes of a blob the partial bundle's progress file records as written."""
-    for progress in directory.glob("*.partial.progress"):
-        try:
-            recorded = json.loads(progress.read_bytes())["written"]
-        except (OSError, ValueError):
-            continue  # replaced while read
-        return int(recorded.get(digest.removeprefix("sha256:"), 0))
-    return 0

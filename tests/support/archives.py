@@ -101,3 +101,15 @@ def read_archives(out_dir: Path) -> list[Archive]:
 
 def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def recorded_progress(directory: Path, digest: str) -> int:
+    """How many bytes of a blob the progress file of a partial archive (or bundle) in
+    ``directory`` records as written."""
+    for progress in directory.glob("*.partial.progress"):
+        try:
+            recorded = json.loads(progress.read_bytes())["written"]
+        except (OSError, ValueError):
+            continue  # replaced while read
+        return int(recorded.get(digest.removeprefix("sha256:"), 0))
+    return 0

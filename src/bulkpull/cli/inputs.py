@@ -158,6 +158,18 @@ def checked(specs: list[ImageSpec], options: PullOptions, to: list[Destination])
         usage_error(str(exc))
 
 
+class RetryFlags(TypedDict):
+    """How often, and after how long, a failed request is tried again."""
+
+    retries: int | None
+    retry_delay: float | None
+
+
+def retry_flags(retries: int | None, retry_delay: float | None) -> RetryFlags:
+    """``--retries`` and ``--retry-delay``, for ``pull_options(**...)``."""
+    return RetryFlags(retries=retries, retry_delay=retry_delay)
+
+
 class NetworkFlags(TypedDict):
     """The flags every command that talks to registries has, as ``pull_options`` takes them."""
 

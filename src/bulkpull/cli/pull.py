@@ -104,8 +104,7 @@ def pull(
         **inputs.network_flags(
             plain_http, skip_tls_verify, proxy, ca_cert, insecure_registry, timeout
         ),
-        retries=retries,
-        retry_delay=retry_delay,
+        **inputs.retry_flags(retries, retry_delay),
         **inputs.referrer_flags(no_referrers, referrers_type, inputs.verify_key(verify_key)),
         credentials=login,
         platforms=platform,

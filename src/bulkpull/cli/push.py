@@ -98,8 +98,7 @@ def push(
             plain_http, skip_tls_verify, proxy, ca_cert, insecure_registry, timeout
         ),
         **inputs.referrer_flags(no_referrers, referrers_type, None),
-        retries=retries,
-        retry_delay=retry_delay,
+        **inputs.retry_flags(retries, retry_delay),
         credentials=login,
         jobs=jobs,
     )

@@ -41,17 +41,20 @@ Registry = Annotated[
 ]
 
 
+Paths = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        metavar="PATH...",
+        show_default=False,
+        help="Archives (per-image or bundles, docker save's or OCI) and OCI layout "
+        "directories; a bundle split with --split as FILE.001 or FILE.sha256 (every "
+        "volume checked against the list, then the content).",
+    ),
+]
+
+
 def verify(
-    paths: Annotated[
-        list[Path] | None,
-        typer.Argument(
-            metavar="PATH...",
-            show_default=False,
-            help="Archives (per-image or bundles, docker save's or OCI) and OCI layout "
-            "directories; a bundle split with --split as FILE.001 or FILE.sha256 (every "
-            "volume checked against the list, then the content).",
-        ),
-    ] = None,
+    paths: Paths = None,
     lock: Annotated[
         Path | None,
         typer.Option("--lock", metavar="FILE", help="A lock file the PATHs must match."),
