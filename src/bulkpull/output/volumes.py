@@ -93,8 +93,10 @@ def install_volumes(
     listed = list_path(final)
     with suppress(FileNotFoundError):
         os.unlink(listed)
-    for number, partial in enumerate(partials, 1):
-        os.replace(partial, volume_path(final, number))
+    # Last to first: until volume 1 (the partial a rerun finds) is renamed, the partials not
+    # yet renamed are still found with it, and removed.
+    for number in range(len(partials), 0, -1):
+        os.replace(partials[number - 1], volume_path(final, number))
     _remove_beyond(final, len(partials))
     temporary = temporary_name(listed)
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
