@@ -4,11 +4,12 @@ an OCI layout directory.
 All platforms of an image share one entry, named by the image's full reference (tags alone
 collide between images), and the images' referrers are carried beside them. A bundle is laid
 out and filled like any archive (``writers``), once, in :meth:`Bundle.finish`; an image whose
-blob cannot be had is left out and the bundle laid out again without it. A layout's blobs are
-already in place (its ``blobs`` directory is the run's store), so finishing it is rewriting
-``index.json``, in a worker thread through ``files.run_stoppable``. Imports ``writers``,
-``layout``, ``readback``, ``contents``, ``filling``, ``archive``, ``files`` and the value
-modules.
+blob cannot be had is left out and the bundle laid out again without it; with a volume size
+(``--split``) it is written as volumes (``volumes``) and current when the whole set is. A
+layout's blobs are already in place (its ``blobs`` directory is the run's store), so finishing
+it is rewriting ``index.json``, in a worker thread through ``files.run_stoppable``. Imports
+``writers``, ``layout``, ``readback``, ``contents``, ``filling``, ``archive``, ``volumes``,
+``files`` and the value modules.
 """
 
 from __future__ import annotations
