@@ -85,7 +85,7 @@ class Bundle(_Collecting):
     def __init__(self, path: Path, volume: int | None = None) -> None:
         super().__init__(path.parent)
         self.path = path
-        self.volume = volume
+        self.volume_size = volume
 
     def target(self, spec: ImageSpec, resolved: list[ResolvedImage]) -> Path:
         return self.path
@@ -95,7 +95,7 @@ class Bundle(_Collecting):
 
     async def prepare(self) -> None:
         """Refuse a bundle name that is not, or cannot be, a regular file; make its directory."""
-        await asyncio.to_thread(_check_bundle, self.path, self.volume is not None)
+        await asyncio.to_thread(_check_bundle, self.path, self.volume_size is not None)
         await asyncio.to_thread(make_directory, self.path.parent, "output directory")
 
     async def is_current(self, path: Path, image: ArchiveImage) -> bool:
@@ -108,7 +108,7 @@ class Bundle(_Collecting):
         try:
             same_images, same_delta = await asyncio.to_thread(self._holds, images)
             if same_images and same_delta:
-                self.volumes = await asyncio.to_thread(listed_volumes, self.path, self.volume)
+                self.volumes = await asyncio.to_thread(listed_volumes, self.path, self.volume_size)
                 return [replace(r, status=Status.UP_TO_DATE) if r.ok else r for r in results]
             # The same images as a delta where a whole bundle is wanted, or the other way
             # round: written anew, though a rerun would take the images as there already.
@@ -123,7 +123,7 @@ class Bundle(_Collecting):
     def _holds(self, images: list[ArchiveImage]) -> tuple[bool, bool]:
         """Whether the bundle there holds these images already, and whether it is a delta
         (with the same record) exactly when this run writes one (in a worker thread)."""
-        held = held_images(self.path, self.volume)
+        held = held_images(self.path, self.volume_size)
         same = held == {key: d for image in images for key, d in image.held.items()}
         return same, held_delta(self.path) == self._delta(images)
 

@@ -86,7 +86,7 @@ class Output:
 
     final_on_add = True
     # The size of the volumes it is written in (a split bundle); None: one file.
-    volume: int | None = None
+    volume_size: int | None = None
     # Whether the images' referrers go in too. Not into a per-image archive: skopeo's and
     # podman's oci-archive:FILE (no ref name) takes an index.json of exactly one entry.
     carries_referrers = False
@@ -151,14 +151,14 @@ class Output:
         A partial that cannot be written (a full disk) is removed; one stopped otherwise is kept
         for the next run to resume."""
         plan = plan_archive(images, supply.sizes, supply.inline, delta)
-        held = await asyncio.to_thread(held_images, path, self.volume)
+        held = await asyncio.to_thread(held_images, path, self.volume_size)
         archive = await self._open(path, plan, images, rewrite)
         if archive is None:
             return False
         try:
             await all_of(supply.fill(archive, slot) for slot in plan.slots)
             await run_stoppable(functools.partial(_install, archive))
-            if self.volume is not None:
+            if self.volume_size is not None:
                 self.volumes = [*archive.paths, list_path(path)]
         except BaseException as exc:
             drop = functools.partial(archive.abandon, remove=isinstance(exc, OutputError))
@@ -173,17 +173,17 @@ class Output:
     ) -> ArchiveFile | None:
         """The partial archive to fill; None once another run has installed these images
         (looked at again under the directory's lock, unless ``rewrite``)."""
-        done = None if rewrite else functools.partial(_holds, path, images, self.volume)
+        size = self.volume_size
+        done = None if rewrite else functools.partial(_holds, path, images, size)
+        opening = functools.partial(ArchiveFile.open, path, plan, done=done, volume=size)
         while True:
             try:
-                archive = await run_stoppable(
-                    functools.partial(ArchiveFile.open, path, plan, done=done, volume=self.volume)
-                )
+                archive = await run_stoppable(opening)
             except OSError as exc:
                 raise output_error(exc, path) from exc
             if archive is not None:
                 return archive
-            if await asyncio.to_thread(_holds, path, images, self.volume):
+            if await asyncio.to_thread(_holds, path, images, size):
                 return None
 
     async def finish(self, results: list[ImageResult]) -> list[ImageResult]:
