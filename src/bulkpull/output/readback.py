@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 from bulkpull.digest import Digest
-from bulkpull.errors import BulkpullError, OutputError, SourceError
+from bulkpull.errors import BulkpullError, OutputError
 from bulkpull.files import open_regular, read_chunks
 from bulkpull.output.sources import BlobPlace, read_source
 from bulkpull.output.verify import archive_digests
-from bulkpull.output.volumes import find_volumes, joined, volume_path
+from bulkpull.output.volumes import whole_set
 
 
 class HeldBlobs:
@@ -65,27 +65,14 @@ def held_images(path: Path, volume: int | None = None) -> dict[str, Digest]:
     a regular file at ``path`` is an :class:`OutputError`. With ``volume``, what the volumes
     of ``path`` hold, when they are a whole set of volumes of that size."""
     if volume is not None:
-        return _held_in_volumes(path, volume)
+        whole = whole_set(path, volume)
+        if whole is None:
+            return {}
+        with whole as archive:
+            return archive_digests(archive)
     try:
         fd = open_regular(path)
     except OSError:
         return {}
     with os.fdopen(fd, "rb") as archive:
-        return archive_digests(archive)
-
-
-def _held_in_volumes(path: Path, volume: int) -> dict[str, Digest]:
-    """What a whole set of volumes of ``volume`` bytes holds: each but the last that size, and
-    none missing (a set of another size is written anew). The volumes are not re-hashed here:
-    ``verify`` does that."""
-    try:
-        found = find_volumes(volume_path(path, 1))
-        spread = found.open() if found is not None else None
-    except (SourceError, OSError, OutputError):
-        return {}
-    if spread is None:
-        return {}
-    with joined(spread) as archive:
-        if any(size != volume for size in spread.sizes[:-1]) or spread.sizes[-1] > volume:
-            return {}
         return archive_digests(archive)

@@ -195,6 +195,24 @@ class VolumeSet:
         return Spread(tuple(fds), tuple(os.fstat(fd).st_size for fd in fds))
 
 
+def whole_set(final: Path, volume: int) -> BinaryIO | None:
+    """The volumes of ``final`` open as one file, when they are a whole set of volumes of
+    ``volume`` bytes: each but the last that size, the last no larger, none missing (a set of
+    another size is written anew); else None. Not re-hashed here: ``verify`` does that."""
+    try:
+        found = find_volumes(volume_path(final, 1))
+        spread = found.open() if found is not None else None
+    except (SourceError, OSError, OutputError):
+        return None
+    if spread is None:
+        return None
+    if any(size != volume for size in spread.sizes[:-1]) or spread.sizes[-1] > volume:
+        for fd in spread.fds:
+            os.close(fd)
+        return None
+    return joined(spread)
+
+
 def listed_volumes(final: Path, volume: int | None) -> list[Path]:
     """The volumes the list of the bundle ``final`` names, and the list last; none when it
     is not split (``volume`` None) or its list cannot be read."""
