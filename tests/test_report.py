@@ -137,6 +137,7 @@ REPORT_SCHEMA = strict_object(
             {"have_images": COUNT, "blobs_left_out": COUNT, "bytes_left_out": COUNT},
             nullable=True,
         ),
+        "volumes": {"type": "array", "items": TEXT},
     }
 )
 JSON_TYPES: dict[str, type | tuple[type, ...]] = {
