@@ -162,8 +162,7 @@ class ImageResult:
 
 @dataclass(frozen=True, slots=True)
 class ReplacedImage:
-    """An image an output held before the run and holds no longer: another digest took its
-    name (a moved tag), or a rewritten bundle left it out."""
+    """An image an output held before and holds no longer (a moved tag; left out of a bundle)."""
 
     name: str
     digest: Digest
@@ -187,12 +186,10 @@ class DeltaTotals:
 class PullReport:
     """Every result, in the order of the list (platforms in the order asked for), and totals.
 
-    ``bytes_downloaded`` counts blob bytes received from registries; ``bytes_reused`` the sizes
-    of blobs that were already in the store when the run first needed them. ``registries`` is
-    what the run asked of each registry and mirror, with the pull limits they announced.
-    ``replaced`` names what the archives, bundle or layout written held before and hold no
-    longer; ``volumes``, the volumes of a bundle written split (``--split``), in order, and
-    their sha256 list last. ``delta`` is set when the bundle or layout is a delta (``--have``).
+    ``bytes_downloaded`` counts blob bytes received from registries, ``bytes_reused`` the sizes
+    of blobs already in the store when first needed; ``registries`` what the run asked of each
+    registry and mirror, with the limits they announced; ``replaced`` what the outputs held and
+    hold no longer; ``volumes`` a split bundle's volumes and list; ``delta`` is set for a delta.
     """
 
     results: tuple[ImageResult, ...]

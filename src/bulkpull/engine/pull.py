@@ -18,6 +18,8 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypedDict
 
 from bulkpull.destination import Destination
 from bulkpull.digest import Digest
@@ -41,6 +43,7 @@ from bulkpull.report import (
     ImageResult,
     ImageStage,
     PullReport,
+    ReplacedImage,
     Stage,
     Status,
     retry_events,
@@ -112,9 +115,8 @@ async def pull_images(
         time.monotonic() - clock,
         started,
         registries,
-        tuple(replaced for run in outputs for replaced in run.output.replaced),
         delta=_delta_totals(holding, pipeline.left_out, results),
-        volumes=tuple(volume for run in outputs for volume in run.output.volumes),
+        **_written(outputs),
     )
 
 
@@ -327,4 +329,18 @@ def _transport(options: PullOptions, on_retry: RetryListener | None) -> Transpor
     connections = options.max_downloads + options.jobs
     return registry_transport(
         options, connections=connections, on_retry=on_retry, mirrors=options.mirrors
+    )
+
+
+class _Written(TypedDict):
+    replaced: tuple[ReplacedImage, ...]
+    volumes: tuple[Path, ...]
+
+
+def _written(outputs: Sequence[RunOutput]) -> _Written:
+    """What the outputs say they wrote, as :class:`PullReport` fields: the images they held
+    before and hold no longer, and the volumes of a split bundle."""
+    return _Written(
+        replaced=tuple(replaced for run in outputs for replaced in run.output.replaced),
+        volumes=tuple(volume for run in outputs for volume in run.output.volumes),
     )

@@ -125,7 +125,7 @@ class Bundle(_Collecting):
         (with the same record) exactly when this run writes one (in a worker thread)."""
         held = held_images(self.path, self.volume_size)
         same = held == {key: d for image in images for key, d in image.held.items()}
-        return same, held_delta(self.path) == self._delta(images)
+        return same, held_delta(self.path, self.volume_size) == self._delta(images)
 
     def _delta(self, images: Sequence[ArchiveImage]) -> bytes | None:
         return None if self.have is None else delta_of(images, self.have).to_bytes()

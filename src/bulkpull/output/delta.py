@@ -6,8 +6,8 @@ manifests and indexes stay in. So that a push can tell, before it writes a manif
 the target holds everything the images need, the record names per image each blob left out
 (with its size, and the ``--have`` images that hold it, whose repositories a push may mount it
 from), and the images the delta was made against. Parsing is strict: a record that is not one
-is an error, never a full bundle. Imports ``digest``, ``errors``, ``jsondoc``, ``files`` and
-``contents``.
+is an error, never a full bundle. Imports ``digest``, ``errors``, ``jsondoc``, ``files``,
+``contents`` and ``volumes`` (a bundle split into volumes).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from bulkpull.digest import Digest
 from bulkpull.errors import BulkpullError, ContentError, OutputError
@@ -25,6 +26,7 @@ from bulkpull.jsondoc import load_object
 from bulkpull.output.archive import write_all
 from bulkpull.output.contents import DELTA_MEMBER, ArchiveImage, ExpectedBlob, json_bytes
 from bulkpull.output.verify_tar import READ_ERRORS, read_member
+from bulkpull.output.volumes import whole_set
 
 DELTA_VERSION = 1
 # A delta of thousands of images names a few hundred thousand digests at most.
@@ -112,11 +114,18 @@ def parse_delta(raw: bytes, where: str) -> Delta:
     return Delta(images, have)
 
 
-def held_delta(path: Path) -> bytes | None:
-    """The record the bundle at ``path`` carries, as it is; None when it carries none (or
-    nothing readable is there). Never follows a link (in a worker thread)."""
+def held_delta(path: Path, volume: int | None = None) -> bytes | None:
+    """The record the bundle at ``path`` (its volumes of ``volume``) carries, as it is; None
+    when it carries none (or nothing readable is there). Never follows a link (in a worker
+    thread)."""
     try:
-        with os.fdopen(open_regular(path), "rb") as archive:
+        if volume is None:
+            opened: BinaryIO | None = os.fdopen(open_regular(path), "rb")
+        else:
+            opened = whole_set(path, volume)
+        if opened is None:
+            return None
+        with opened as archive:
             return read_member(archive, DELTA_MEMBER)
     except READ_ERRORS:
         return None
