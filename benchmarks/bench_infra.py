@@ -56,8 +56,16 @@ def require_tool(name: str) -> str:
 
 
 def child_env(tmpdir: Path) -> dict[str, str]:
-    """Our environment without proxy settings, with temporary files kept below ``tmpdir``."""
-    env = {key: value for key, value in os.environ.items() if key.lower() not in _PROXY_VARIABLES}
+    """Our environment without proxy settings, with temporary files kept below ``tmpdir``.
+
+    ``PYTHONDONTWRITEBYTECODE`` is dropped too: an installed package has its bytecode compiled,
+    and without it every timed bulkpull run would compile its own modules again.
+    """
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key.lower() not in _PROXY_VARIABLES and key != "PYTHONDONTWRITEBYTECODE"
+    }
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost,::1"
     env["TMPDIR"] = str(tmpdir)
     return env

@@ -136,6 +136,7 @@ GROUP_OF: Mapping[str, str] = {
             "manifest",
             "referrers",
             "discovery",
+            "keys",
             "signatures",
             "resolved",
             "imagelist",
@@ -169,8 +170,8 @@ OWNERS: Mapping[str, frozenset[str]] = {
     "rich": frozenset({"cli.display", "cli.summary"}),
     # Archives are written and read back by the output stage only.
     "tarfile": frozenset({"output"}),
-    # Signatures are checked with keys in one place.
-    "cryptography": frozenset({"signatures"}),
+    # Keys are read, and signatures checked with them, in one place.
+    "cryptography": frozenset({"keys"}),
 }
 
 

@@ -362,3 +362,18 @@ def test_help_and_version_start_without_the_http_stack(flag: str) -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
 
     assert done.stdout.splitlines()[-1] == "loaded: []"
+
+
+def test_only_a_run_given_a_key_loads_the_cryptography_library() -> None:
+    probe = (
+        "import sys\n"
+        "import bulkpull.cli, bulkpull.engine.copy, bulkpull.engine.push\n"
+        "import bulkpull.engine.verify_registry\n"
+        "print('before a key:', 'cryptography' in sys.modules)\n"
+        "import bulkpull\n"
+        "bulkpull.load_public_key\n"
+        "print('with a key:', 'cryptography' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+
+    assert done.stdout.splitlines() == ["before a key: False", "with a key: True"]

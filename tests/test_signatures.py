@@ -14,13 +14,12 @@ from support import cosignfactory, imagefactory
 
 from bulkpull.digest import Digest
 from bulkpull.errors import ContentError, DigestMismatchError, SignatureError, VerifyKeyError
+from bulkpull.keys import PublicKey, load_public_key
 from bulkpull.signatures import (
     MAX_PAYLOAD_BYTES,
     Outcome,
-    PublicKey,
     SignatureCheck,
     check_signatures,
-    load_public_key,
     payloads_to_fetch,
 )
 

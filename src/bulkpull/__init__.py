@@ -137,7 +137,7 @@ from bulkpull.report import (
 )
 from bulkpull.retry import RetryPolicy
 from bulkpull.shard import Shard
-from bulkpull.signatures import Outcome, PublicKey, SignatureCheck, load_public_key
+from bulkpull.signatures import Outcome, SignatureCheck
 from bulkpull.targets import PushTarget
 from bulkpull.usage import PullLimit, RegistryUsage
 
@@ -156,26 +156,30 @@ if TYPE_CHECKING:
         resolve_images,
         verify_lock_in_registry,
     )
+    from bulkpull.keys import PublicKey, load_public_key
 
-# The runs bring the HTTP stack; imported when first used, so ``bulkpull --help`` and
-# ``--version`` start without it.
+# The runs bring the HTTP stack and keys the cryptography library; imported when first used,
+# so ``bulkpull --help``, ``--version`` and runs without ``--verify-key`` start without them.
 _runs = _lazy.on_first_use(
     __name__,
-    dict.fromkeys(
-        [
-            "HaveFile",
-            "copy_images",
-            "copy_plan",
-            "default_store",
-            "pull_image",
-            "pull_images",
-            "push_images",
-            "read_have",
-            "resolve_images",
-            "verify_lock_in_registry",
-        ],
-        ".engine",
-    ),
+    {
+        **dict.fromkeys(["PublicKey", "load_public_key"], ".keys"),
+        **dict.fromkeys(
+            [
+                "HaveFile",
+                "copy_images",
+                "copy_plan",
+                "default_store",
+                "pull_image",
+                "pull_images",
+                "push_images",
+                "read_have",
+                "resolve_images",
+                "verify_lock_in_registry",
+            ],
+            ".engine",
+        ),
+    },
 )
 
 

@@ -17,32 +17,29 @@ the two. Keyless signatures (a Fulcio certificate in ``dev.sigstore.cosign/certi
 would need the sigstore trust root and Rekor; they are carried, and reported as not verified.
 
 The I/O side fetches the ``.sig`` manifest and the payloads :func:`payloads_to_fetch` names,
-then :func:`check_signatures` decides. The cryptography is the ``cryptography`` library's,
-and this is its only importer. Imports ``errors``, ``jsondoc``, ``digest``, ``manifest`` and
-``referrers``.
+then :func:`check_signatures` decides with a key that ``keys`` loaded (the ``cryptography``
+library stays out of runs without ``--verify-key``). Imports ``errors``, ``jsondoc``,
+``digest``, ``manifest`` and ``referrers``; ``keys`` only for its types.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from typing import TYPE_CHECKING, Final
 
 from bulkpull.digest import Digest, DigestVerifier
-from bulkpull.errors import ContentError, InvalidReferenceError, SignatureError, VerifyKeyError
+from bulkpull.errors import ContentError, InvalidReferenceError, SignatureError
 from bulkpull.jsondoc import load_object, required
 from bulkpull.manifest import Descriptor, ImageManifest, parse_manifest
 from bulkpull.referrers import COSIGN_SIMPLE_SIGNING, CosignKind, cosign_tag
+
+if TYPE_CHECKING:
+    from bulkpull.keys import PublicKey
 
 SIGNATURE_ANNOTATION: Final = "dev.cosignproject.cosign/signature"
 CERTIFICATE_ANNOTATION: Final = "dev.sigstore.cosign/certificate"
@@ -50,110 +47,6 @@ BUNDLE_ANNOTATION: Final = "dev.sigstore.cosign/bundle"
 # A simple-signing payload is a few hundred bytes; a "signature" layer far larger than this is
 # not one, and is not fetched.
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
-# A public key PEM is under 1 KiB (RSA-4096 included); a larger file is not one.
-MAX_KEY_FILE_BYTES: Final = 64 * 1024
-# sigstore refuses RSA keys below this size (cryptoutils.ValidatePubKey).
-MIN_RSA_BITS: Final = 2048
-_PEM_BLOCK: Final = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
-
-VerifyingKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
-
-
-@dataclass(frozen=True, slots=True)
-class PublicKey:
-    """A cosign public key, ready to verify: ``algorithm`` names it for messages,
-    ``fingerprint`` is the digest of its DER SubjectPublicKeyInfo (what tells keys apart)."""
-
-    algorithm: str
-    fingerprint: Digest
-    key: VerifyingKey = field(repr=False)
-
-    def __str__(self) -> str:
-        return f"{self.algorithm} key {self.fingerprint.short}"
-
-    def verifies(self, signature: bytes, payload: bytes) -> bool:
-        """Whether ``signature`` is this key's over exactly ``payload``, as sigstore signs."""
-        try:
-            if isinstance(self.key, ec.EllipticCurvePublicKey):
-                self.key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
-            elif isinstance(self.key, rsa.RSAPublicKey):
-                self.key.verify(signature, payload, padding.PKCS1v15(), hashes.SHA256())
-            else:
-                self.key.verify(signature, payload)
-        except (InvalidSignature, ValueError):  # a wrong signature, or one that is no DER
-            return False
-        return True
-
-    def signed_digest(self, signature: bytes) -> Digest | None:
-        """The SHA-256 digest an RSA ``signature`` of this key signs, None when it is not one
-        of this key's (PKCS#1 v1.5 makes the signed digest recoverable with the public key)."""
-        if not isinstance(self.key, rsa.RSAPublicKey):
-            return None
-        try:
-            signed = self.key.recover_data_from_signature(
-                signature, padding.PKCS1v15(), hashes.SHA256()
-            )
-        except (InvalidSignature, ValueError):
-            return None
-        return Digest(signed.hex())
-
-
-def load_public_key(data: bytes, source: str) -> PublicKey:
-    """The cosign public key in ``data`` (PKIX PEM, as ``cosign.pub``), read from ``source``.
-
-    Each way a file can be the wrong one has its own message: not PEM at all, a private key
-    (``cosign.key``, encrypted or not), another PEM (a certificate), a key type or curve that
-    cosign does not sign with, an RSA key too small to trust.
-    """
-    if len(data) > MAX_KEY_FILE_BYTES:
-        raise VerifyKeyError(f"{source}: {len(data)} bytes is too large for a public key file")
-    block = _PEM_BLOCK.search(data)
-    if block is None:
-        raise VerifyKeyError(
-            f"{source}: not a PEM file; a cosign public key begins with -----BEGIN PUBLIC KEY-----"
-        )
-    label = block[1].decode("ascii")
-    if "PRIVATE KEY" in label:
-        raise VerifyKeyError(
-            f"{source}: holds a private key ({label}); --verify-key takes the public key, "
-            "cosign.pub"
-        )
-    if label != "PUBLIC KEY":
-        raise VerifyKeyError(f"{source}: holds a {label}, not a PUBLIC KEY")
-    try:
-        key = serialization.load_pem_public_key(block[0])
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise VerifyKeyError(f"{source}: the public key cannot be read: {exc}") from exc
-    if isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
-        return PublicKey(_algorithm(key, source), _fingerprint(key), key)
-    raise VerifyKeyError(
-        f"{source}: a {type(key).__name__.removeprefix('_')}; cosign keys are ECDSA P-256, "
-        "RSA or Ed25519"
-    )
-
-
-def _algorithm(key: VerifyingKey, source: str) -> str:
-    """The name of a key cosign verifies with; a curve or size it does not use is refused."""
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        if not isinstance(key.curve, ec.SECP256R1):
-            raise VerifyKeyError(
-                f"{source}: an ECDSA key on {key.curve.name}; cosign keys are P-256 (secp256r1)"
-            )
-        return "ECDSA P-256"
-    if isinstance(key, rsa.RSAPublicKey):
-        if key.key_size < MIN_RSA_BITS:
-            raise VerifyKeyError(
-                f"{source}: an RSA key of {key.key_size} bits; at least {MIN_RSA_BITS} are needed"
-            )
-        return f"RSA-{key.key_size}"
-    return "Ed25519"
-
-
-def _fingerprint(key: VerifyingKey) -> Digest:
-    der = key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return Digest(hashlib.sha256(der).hexdigest())
 
 
 class Outcome(StrEnum):
@@ -289,7 +182,7 @@ def _why_not(
             "and bulkpull checks signatures made with a key"
         )
     altered = f"payload {layer.digest} was altered after signing"
-    if signature is not None and isinstance(key.key, rsa.RSAPublicKey):
+    if signature is not None and key.recovers_signed_digest:
         if key.signed_digest(signature) is not None:
             return Outcome.TAMPERED, f"{altered}: {tag} holds the {key}'s signature of other bytes"
         return Outcome.OTHER_KEY, f"signed with another key: {tag} holds no signature of the {key}"
@@ -317,6 +210,8 @@ def _logged(layer: Descriptor) -> tuple[Digest | None, Digest | None]:
         signer = spec["signature"]["publicKey"]["content"]
     except (ValueError, KeyError, TypeError, InvalidReferenceError):
         return None, None
+    from bulkpull.keys import load_public_key  # loaded already: a check is given a key
+
     try:
         return recorded, load_public_key(base64.b64decode(signer), "log entry").fingerprint
     except (ValueError, TypeError):  # a certificate, or no key at all

@@ -26,14 +26,12 @@ from bulkpull import (
     Keychain,
     Mirror,
     Proxies,
-    PublicKey,
     PullOptions,
     Shard,
     VerifyKeyError,
     check_archive_names,
     distinct_targets,
     image_spec,
-    load_public_key,
     parse_platform_choice,
     parse_reference,
     parse_size,
@@ -41,8 +39,8 @@ from bulkpull import (
 )
 from bulkpull.cli.commands import usage_error
 
-if TYPE_CHECKING:  # a run that needs it imports it: it brings the HTTP stack
-    from bulkpull import HaveFile
+if TYPE_CHECKING:  # a run that needs them imports them: the HTTP stack, cryptography
+    from bulkpull import HaveFile, PublicKey
 
 STDIN = "-"
 DEFAULT_OUT_DIR = Path("bundles")
@@ -332,6 +330,6 @@ def verify_key(path: Path | None) -> PublicKey | None:
     except OSError as exc:
         usage_error(f"--verify-key {path}: cannot read it: {exc.strerror or exc}")
     try:
-        return load_public_key(data, f"--verify-key {path}")
+        return bulkpull.load_public_key(data, f"--verify-key {path}")
     except VerifyKeyError as exc:
         usage_error(str(exc))
