@@ -275,6 +275,27 @@ async def test_pulled_archives_and_bundles_push_back_to_the_same_digests(
     assert not any(s.method in ("POST", "PATCH", "PUT") for s in origin.seen)
 
 
+async def test_a_bundle_named_through_a_link_is_pushed_from_the_file_it_leads_to(
+    start: Start, tmp_path: Path
+) -> None:
+    origin = FakeRegistry()
+    origin.add("team/oci", "1", OCI)
+    source_host = await start(origin.app())
+    bundle = Destination.bundle(tmp_path / "2026-12.tar")
+    await bulkpull.pull_images(
+        [f"{source_host}/team/oci:1"], bundle, bulkpull.PullOptions(plain_http=True)
+    )
+    (tmp_path / "current.tar").symlink_to("2026-12.tar")
+    uploads, host = await target(start, tmp_path)
+
+    report = await bulkpull.push_images(
+        [tmp_path / "current.tar"], f"{host}/site", push_options(tmp_path)
+    )
+
+    assert report.ok, [str(r.error) for r in report.failed]
+    assert uploads.registry.manifests[("site/team/oci", "1")][0] == OCI.manifest
+
+
 async def test_one_platform_pulled_from_an_index_is_pushed_as_that_platforms_manifest(
     start: Start, tmp_path: Path
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -425,6 +426,25 @@ def test_what_is_unusual_but_legal_is_a_note(tmp_path: Path, files: Files, note:
 
     assert check.ok, check.problems
     assert any(note in text for text in check.notes), check.notes
+
+
+def test_a_fifo_named_for_verify_is_refused_at_once_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "x.tar"
+    os.mkfifo(fifo)
+
+    check = bulkpull.verify_archive(fifo)  # no writer: an open that waited would never return
+
+    assert check.problems == (f"{fifo} is a FIFO, not a regular file",)
+
+
+def test_an_archive_named_through_a_link_is_verified(tmp_path: Path) -> None:
+    real = write_tar(tmp_path / "2026-12.tar", combined_files(IMAGE))
+    (tmp_path / "current.tar").symlink_to(real.name)
+
+    check = bulkpull.verify_archive(tmp_path / "current.tar")
+
+    assert check.ok, check.problems
+    assert check.names == (NAME,)
 
 
 @pytest.mark.parametrize(

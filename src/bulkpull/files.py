@@ -103,6 +103,18 @@ def open_regular(path: Path, flags: int = os.O_RDONLY) -> int:
     return fd
 
 
+def open_named(path: Path) -> int:
+    """Open a file the user named to be read (an archive to verify): a link is followed, as
+    ``tar`` and ``docker load`` follow it, but a FIFO, device or directory at its end is a
+    :class:`NotRegularFileError` at once, where a plain open would wait on a FIFO's writer."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    kind = kind_of(os.fstat(fd).st_mode)
+    if kind is not None:
+        os.close(fd)
+        raise NotRegularFileError(path, kind)
+    return fd
+
+
 def open_own(
     path: Path, flags: int, usable: Callable[[os.stat_result], bool], *, take_over: bool = False
 ) -> int:

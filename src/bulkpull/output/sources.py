@@ -137,6 +137,7 @@ class Source:
 def read_source(path: Path) -> Source:
     """Open ``path`` for a push: an OCI layout directory or an uncompressed tar with an
     ``index.json``. :class:`SourceError` names what is wrong with anything else."""
+    path = _followed(path)
     try:
         if path.is_dir():
             raw = _read_file(path / "index.json", path)
@@ -151,6 +152,13 @@ def read_source(path: Path) -> Source:
     except ContentError as exc:  # a delta's record that is not one
         raise SourceError(str(exc)) from None
     return Source(path, _entries(index, path), members, delta=delta)
+
+
+def _followed(path: Path) -> Path:
+    """The file a named link leads to (``current.tar`` -> this month's bundle), as ``docker
+    load`` and ``skopeo`` follow it: what the user named is read from where it is, and only
+    the files inside it (a layout's blobs) are refused as links."""
+    return path.resolve() if path.is_symlink() else path
 
 
 def _read_file(path: Path, source: Path) -> bytes:

@@ -22,6 +22,7 @@ from typing import IO
 
 from bulkpull.digest import Digest
 from bulkpull.errors import BulkpullError, ContentError, SourceError, UnsupportedMediaTypeError
+from bulkpull.files import NotRegularFileError
 from bulkpull.manifest import (
     DOCKER_FOREIGN_LAYER,
     DOCKER_LAYER,
@@ -153,7 +154,7 @@ def verify_archive(path: Path | str, *, max_json_bytes: int = MAX_KEPT_TOTAL) ->
             if volumes is not None:
                 return _verify_volumes(path, volumes, max_json_bytes)
             files = read_tar(path, max_json_bytes)
-    except SourceError as exc:
+    except (SourceError, NotRegularFileError) as exc:
         return ArchiveCheck(path, (), 0, (str(exc),))
     except READ_ERRORS as exc:
         return ArchiveCheck(path, (), 0, (f"cannot read archive: {exc}",))

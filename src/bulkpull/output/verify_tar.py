@@ -2,17 +2,19 @@
 
 An archive is read in one pass as a stream, so a ``docker save | gzip`` file (gzip, bzip2 or xz
 around the tar, which ``docker load`` accepts too) costs one decompression, and member order
-does not matter. Nothing is extracted to disk. Imports ``verify_files``; with ``archive``, the
-only modules that import ``tarfile``.
+does not matter. Nothing is extracted to disk. Imports ``files`` and ``verify_files``; with
+``archive``, the only modules that import ``tarfile``.
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
 import tarfile
 from pathlib import Path
 from typing import IO
 
+from bulkpull.files import open_named
 from bulkpull.output.verify_files import MAX_KEPT_FILE, MAX_KEPT_TOTAL, ArchiveFiles
 
 # What reading a broken or foreign file can raise besides OSError: a tar that is not one,
@@ -26,8 +28,10 @@ def read_tar(archive: Path | IO[bytes], budget: int = MAX_KEPT_TOTAL) -> Archive
 
     ``budget`` bounds the bytes of small JSON files kept for the checks."""
     found = ArchiveFiles(budget)
-    name, stream = (archive, None) if isinstance(archive, Path) else (None, archive)
-    with tarfile.open(name, "r|*", fileobj=stream) as tar:
+    if isinstance(archive, Path):
+        with os.fdopen(open_named(archive), "rb") as opened:
+            return read_tar(opened, budget)
+    with tarfile.open(None, "r|*", fileobj=archive) as tar:
         for member in tar:
             if member.isfile():
                 stream = tar.extractfile(member)
