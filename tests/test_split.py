@@ -128,6 +128,58 @@ async def test_a_rerun_with_larger_volumes_leaves_none_of_the_old_set(
     assert sorted(tmp_path.iterdir()) == [*volumes, tmp_path / "b.tar.sha256"]
 
 
+async def test_a_split_run_removes_the_older_unsplit_bundle_under_its_name(
+    served: Served, options: PullOptions, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "b.tar"
+    await bulkpull.pull_images(served.names()[:2], Destination.bundle(bundle), options)
+
+    report = await pull_split(served, bundle, options, MiB)
+
+    assert report.ok, report.failed
+    assert sorted(tmp_path.iterdir()) == list(report.volumes)
+    assert len(bulkpull.verify_archive(bundle).names) == 3  # the volumes, not the old bundle
+
+
+async def test_an_unsplit_run_removes_the_older_volumes_under_its_name(
+    served: Served, options: PullOptions, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "b.tar"
+    await pull_split(served, bundle, options, MiB)
+
+    report = await bulkpull.pull_images(served.names(), Destination.bundle(bundle), options)
+
+    assert report.ok, report.failed
+    assert sorted(tmp_path.iterdir()) == [bundle]
+
+
+async def test_a_current_split_rerun_removes_a_plain_bundle_left_beside_it(
+    served: Served, options: PullOptions, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "b.tar"
+    first = await pull_split(served, bundle, options, MiB)
+    bundle.write_bytes(b"an older bundle")
+
+    again = await pull_split(served, bundle, options, MiB)
+
+    assert {result.status for result in again.results} == {Status.UP_TO_DATE}
+    assert sorted(tmp_path.iterdir()) == list(first.volumes)
+
+
+async def test_a_checksum_the_user_wrote_beside_a_plain_bundle_stays(
+    served: Served, options: PullOptions, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "b.tar"
+    await bulkpull.pull_images(served.names(), Destination.bundle(bundle), options)
+    checksum = tmp_path / "b.tar.sha256"
+    checksum.write_text(f"{Digest.of(bundle.read_bytes()).hex}  b.tar\n")
+
+    again = await bulkpull.pull_images(served.names(), Destination.bundle(bundle), options)
+
+    assert {result.status for result in again.results} == {Status.UP_TO_DATE}
+    assert checksum.read_text().endswith("  b.tar\n")
+
+
 async def test_verify_names_a_damaged_volume_and_a_missing_one(
     served: Served, options: PullOptions, tmp_path: Path
 ) -> None:

@@ -37,7 +37,7 @@ from bulkpull.output.delta import HeldImage, delta_of, held_delta
 from bulkpull.output.filling import ArchiveFile
 from bulkpull.output.layout import read_layout_index, update_layout
 from bulkpull.output.readback import held_images
-from bulkpull.output.volumes import LIST_SUFFIX, listed_volumes
+from bulkpull.output.volumes import LIST_SUFFIX, listed_volumes, remove_other_form
 from bulkpull.output.writers import BlobFiles, BlobSupply, Output, check_length, make_directory
 from bulkpull.platform import Platform
 from bulkpull.report import ImageResult, ReplacedImage, Status
@@ -108,6 +108,8 @@ class Bundle(_Collecting):
         try:
             same_images, same_delta = await asyncio.to_thread(self._holds, images)
             if same_images and same_delta:
+                split = self.volume_size is not None
+                await asyncio.to_thread(remove_other_form, self.path, split=split)
                 self.volumes = await asyncio.to_thread(listed_volumes, self.path, self.volume_size)
                 return [replace(r, status=Status.UP_TO_DATE) if r.ok else r for r in results]
             # The same images as a delta where a whole bundle is wanted, or the other way

@@ -54,6 +54,7 @@ from bulkpull.output.volumes import (
     install_volumes,
     partial_base,
     partial_paths,
+    remove_other_form,
     volume_path,
     volume_sizes,
 )
@@ -226,12 +227,14 @@ class ArchiveFile:
         """Rename the partial to the final name, or the volumes to theirs with their list
         (every slot is verified; ``stop`` is looked at while volumes are hashed); release it."""
         with self._lock:
+            split = isinstance(self.fd, Spread)
             if isinstance(self.fd, Spread):
                 install_volumes(self.final, self.paths, self.fd, stop or threading.Event())
                 finals = [volume_path(self.final, n) for n in range(1, len(self.paths) + 1)]
             else:
                 os.replace(self.path, self.final)
                 finals = [self.final]
+            remove_other_form(self.final, split=split)
             unlink(progress_path(self.paths[0]))
             self.paths = finals
             self._open = False

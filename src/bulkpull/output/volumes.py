@@ -5,7 +5,9 @@ The writer (``filling``) lays the bundle out as usual and gives each volume a pa
 its own, so the disk never holds the bundle twice and a volume may be written to a medium that
 limits the size of a file (FAT32: 4 GiB). When every slot is verified, :func:`install_volumes`
 hashes each volume, removes the old list, renames every volume into place, removes volumes an
-earlier, larger set left past the new last one, and writes the list last. The list is what
+earlier, larger set left past the new last one, and writes the list last; an unsplit bundle an
+earlier run left under ``NAME.tar`` goes then, as a set does when a plain bundle is written
+(:func:`remove_other_form`). The list is what
 makes a set whole: volumes without one are an unfinished set (a run stopped while installing),
 which a rerun writes anew, and a volume that does not hash to its line is damaged, and named.
 
@@ -21,6 +23,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 import threading
 from collections.abc import Sequence
 from contextlib import suppress
@@ -128,6 +131,29 @@ def _hash_once(fd: int) -> str:
     if key not in _HASHED:
         _HASHED[key] = _hash(fd, found.st_size)
     return _HASHED[key]
+
+
+def remove_other_form(final: Path, *, split: bool) -> None:
+    """Remove what an earlier run left of the bundle in its other form: the plain ``NAME.tar``
+    beside a set of volumes, or a set beside a plain bundle (its list first, so that it is
+    never taken for a whole set). Left there, it is what ``push NAME.tar`` or ``cat
+    NAME.tar.0*`` would read: an older bundle under the name just written. A ``NAME.tar.sha256``
+    that is not a list of volumes (``sha256sum NAME.tar``'s) is the user's, and stays."""
+    if split:
+        with suppress(FileNotFoundError):
+            if not stat.S_ISDIR(os.lstat(final).st_mode):
+                os.unlink(final)
+        return
+    try:
+        found = find_volumes(list_path(final))
+    except SourceError:
+        return
+    if found is not None:
+        with suppress(FileNotFoundError):
+            os.unlink(list_path(final))
+        for volume in found.paths:
+            with suppress(FileNotFoundError):
+                os.unlink(volume)
 
 
 def _remove_beyond(final: Path, count: int) -> None:
