@@ -296,6 +296,20 @@ async def test_a_bundle_named_through_a_link_is_pushed_from_the_file_it_leads_to
     assert uploads.registry.manifests[("site/team/oci", "1")][0] == OCI.manifest
 
 
+async def test_an_image_that_fails_is_reported_with_the_digest_its_source_names(
+    tmp_path: Path,
+) -> None:
+    options = push_options(tmp_path, retry=RetryPolicy(retries=0, delay=0.0))
+
+    report = await bulkpull.push_images([layout(tmp_path)], "127.0.0.1:1/site", options)
+
+    failed = {str(r.spec.target): r for r in report.failed}
+    assert len(failed) == len(SET)
+    assert str(failed["127.0.0.1:1/site/library/oci:1"].digest) == OCI.digest
+    assert str(failed["127.0.0.1:1/site/multi/arch:3"].digest) == INDEX.digest
+    assert report.to_json()["images"][0]["digest"] is not None
+
+
 async def test_one_platform_pulled_from_an_index_is_pushed_as_that_platforms_manifest(
     start: Start, tmp_path: Path
 ) -> None:

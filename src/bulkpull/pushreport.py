@@ -97,10 +97,11 @@ class PushResult:
     layout, or for a copy the registry reference) and the name it gets at the target
     (``target``); ``digest`` what the target's tag names (the source's own, byte for byte,
     unless ``narrowed``: an index bulkpull narrowed to the platforms chosen, as (entries
-    kept, entries listed)), ``size`` the bytes of its blobs and manifests; ``missing`` in a
-    dry run the bytes the target lacks of it. ``pinned`` is the list line that copies the
-    same image again, its source pinned to the digest it resolved to (for ``--lock``).
-    ``referrers`` are the signatures, SBOMs and attestations pushed after it."""
+    kept, entries listed); for an image that failed, the one its source names), ``size``
+    the bytes of its blobs and manifests; ``missing`` in a dry run the bytes the target
+    lacks of it. ``pinned`` is the list line that copies the same image again, its source
+    pinned to the digest it resolved to (for ``--lock``). ``referrers`` are the signatures,
+    SBOMs and attestations pushed after it."""
 
     spec: ImageSpec
     status: PushStatus

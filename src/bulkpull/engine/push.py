@@ -115,7 +115,11 @@ class _Push:
 
     async def image(self, image: PlannedImage) -> PushResult:
         working_for(image.spec)
-        result = PushResult(image.spec, PushStatus.PUSHED, image.source.path)
+        # The digest its source names is known before anything is read: a failed row shows it.
+        named = image.descriptor
+        result = PushResult(
+            image.spec, PushStatus.PUSHED, image.source.path, named.digest, named.media_type
+        )
         try:
             async with self._jobs:
                 result = await self._push(image, result)
