@@ -211,7 +211,7 @@ async def test_no_referrers_and_referrers_type_choose_what_is_pushed(
     assert served(uploads, signed.sbom.digest) is None
 
 
-async def test_a_dry_run_pushes_no_referrer(
+async def test_a_dry_run_says_which_referrers_the_target_lacks_and_pushes_none(
     start: Start, options: PullOptions, tmp_path: Path
 ) -> None:
     signed, bundle, uploads, host = await signed_trip(start, options, tmp_path, api=True)
@@ -219,8 +219,36 @@ async def test_a_dry_run_pushes_no_referrer(
 
     report = await push(bundle, host, tmp_path, dry_run=True)
 
-    assert report.results[0].status is PushStatus.UP_TO_DATE
+    (image,) = report.results
+    assert image.status is PushStatus.UP_TO_DATE
+    assert {r.status for r in image.referrers} == {PushStatus.MISSING}
+    assert len(image.referrers) == 3
+    assert all(r.missing for r in image.referrers)  # each carries a blob the target lacks
     assert served(uploads, cosign_tag(signed.image.digest, "sig")) is None
+    assert (await push(bundle, host, tmp_path)).ok
+    again = await push(bundle, host, tmp_path, dry_run=True)
+    assert {r.status for r in again.results[0].referrers} == {PushStatus.UP_TO_DATE}
+
+
+async def test_the_cli_dry_run_counts_the_referrers_missing_and_their_bytes(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    _, bundle, _, host = await signed_trip(start, options, tmp_path, api=False)
+    assert (await push(bundle, host, tmp_path, referrers=False)).ok
+    args = ["push", str(bundle), "--to", f"{host}/mirror", "--plain-http", "--dry-run"]
+    report_file = tmp_path / "dry.json"
+
+    code, out, err = await run_cli(*args, "--report", str(report_file))
+
+    assert code == 0, err
+    assert "3 referrers missing at the target with 1 image: " in out
+    (image,) = json.loads(report_file.read_text())["images"]
+    assert [r["status"] for r in image["referrers"]] == ["missing"] * 3
+    missing = sum(r["bytes_missing"] for r in image["referrers"])
+    assert missing > 0
+    assert json.loads(report_file.read_text())["totals"]["bytes_missing"] == missing
+    assert "of blobs missing" in out
+    assert "dry run: 0 B of blobs missing" not in out
 
 
 async def test_the_cli_pushes_referrers_says_so_and_reports_each(
@@ -247,6 +275,7 @@ async def test_the_cli_pushes_referrers_says_so_and_reports_each(
         "tag": None,
         "listed": "referrers tag schema",
         "status": "pushed",
+        "bytes_missing": 0,
     }
     assert records[signed.signature.digest]["tag"] == cosign_tag(signed.image.digest, "sig")
     assert records[signed.signature.digest]["listed"] is None

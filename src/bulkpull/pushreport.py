@@ -73,7 +73,8 @@ class PushedReferrer:
     (``subject``), its manifest's digest (the source's), its type, its size with every blob it
     carries, the cosign ``tag`` it went under ("" for none), how the target lists it
     (``listed``: None for one known only by its tag), and whether it was there already
-    (``present``: nothing of it was sent)."""
+    (``present``: nothing of it was sent). In a dry run ``missing`` is how many bytes of its
+    blobs the target lacks (and ``listed`` None: the listing is not looked at)."""
 
     subject: Digest
     digest: Digest
@@ -82,12 +83,20 @@ class PushedReferrer:
     tag: str = ""
     listed: ReferrerListing | None = None
     present: bool = False
+    missing: int | None = None
+
+    @property
+    def status(self) -> PushStatus:
+        if self.present:
+            return PushStatus.UP_TO_DATE
+        return PushStatus.PUSHED if self.missing is None else PushStatus.MISSING
 
     def to_json(self) -> dict[str, object]:
         return {
             **referrer_json(self.type, self.digest, self.size, self.subject, self.tag),
             "listed": self.listed.value if self.listed else None,
-            "status": PushStatus.UP_TO_DATE.value if self.present else PushStatus.PUSHED.value,
+            "status": self.status.value,
+            "bytes_missing": self.missing or 0,
         }
 
 
@@ -167,6 +176,15 @@ class PushReport:
     def count(self, status: PushStatus) -> int:
         return sum(result.status is status for result in self.results)
 
+    @property
+    def bytes_missing(self) -> int:
+        """A dry run's answer: the bytes the target lacks of the images' blobs and of their
+        referrers'."""
+        return sum(
+            result.missing + sum(referrer.missing or 0 for referrer in result.referrers)
+            for result in self.results
+        )
+
     def lock_lines(self) -> list[str]:
         """The list again, every image pinned to the digest its source resolved to; an image
         that failed stays unpinned, so the lock still lists it."""
@@ -185,7 +203,7 @@ class PushReport:
                 **{status.value: self.count(status) for status in PushStatus},
                 **self.blobs.to_json(),
                 "bytes_sent": self.bytes_sent,
-                "bytes_missing": sum(result.missing for result in self.results),
+                "bytes_missing": self.bytes_missing,
             },
             "images": [result.to_json() for result in self.results],
         }

@@ -144,13 +144,15 @@ def referrer_lines(report: PullReport) -> list[str]:
 
 
 def push_referrer_lines(report: PushReport) -> list[str]:
-    """The referrers pushed after their images, by kind, and those the target had already."""
+    """The referrers pushed after their images (a dry run: missing at the target), by kind,
+    and those the target had already."""
     pushed = [r for result in report.results for r in result.referrers if not r.present]
     present = sum(r.present for result in report.results for r in result.referrers)
     images = len({r.spec for r in report.results if any(not c.present for c in r.referrers)})
     if not pushed and not present:
         return []
-    line = _referrers_line("pushed", [r.type for r in pushed], images) if pushed else ""
+    done = "missing at the target" if report.dry_run else "pushed"
+    line = _referrers_line(done, [r.type for r in pushed], images) if pushed else ""
     there = f"{count_text(present, 'referrer')} already in the target" if present else ""
     return ["; ".join(part for part in (line, there) if part)]
 
@@ -232,10 +234,9 @@ def push_totals_lines(report: PushReport) -> list[str]:
     first = _outcomes(len(report.results), report.count, PushStatus, PushStatus.FAILED)
     seconds = f"in {duration_text(report.seconds)}"
     if report.dry_run:
-        missing = sum(result.missing for result in report.results)
         return [
             first,
-            f"dry run: {size_text(missing)} of blobs missing at {report.target}, "
+            f"dry run: {size_text(report.bytes_missing)} of blobs missing at {report.target}, "
             f"nothing written; {seconds}",
         ]
     blobs = blob_counts_text(report.blobs) or "no blobs needed"

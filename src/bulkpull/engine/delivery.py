@@ -141,6 +141,14 @@ class Delivery:
         pushed = [await self._referrers.push(target.path, r) for r in _subjects_first(referrers)]
         return replace(result, referrers=tuple(pushed))
 
+    async def missing_referrers(
+        self, target: Reference, referrers: Sequence[ReferrerPush], result: PushResult
+    ) -> PushResult:
+        """A dry run's answer for the image's referrers: which the target has, and what it
+        lacks of the others' blobs (by ``HEAD``); nothing is written."""
+        looked = [await self._referrers.look(target.path, r) for r in _subjects_first(referrers)]
+        return replace(result, referrers=tuple(looked)) if looked else result
+
     async def close(self) -> None:
         await self.uploads.close()
 
@@ -153,6 +161,29 @@ class _Referrers:
         self._client = client
         self._uploads = uploads
         self._merging: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def look(self, repository: str, referrer: ReferrerPush) -> PushedReferrer:
+        """What a push of the referrer would find: there already (its tag or digest names
+        it), or how many bytes of its blobs the target lacks."""
+        content = referrer.content
+        digest = content.manifests[-1][1]
+        present = await self._client.manifest_digest(repository, referrer.tag or str(digest))
+        missing = 0
+        if present != digest:
+            blobs = [blob for blob, _ in content.blobs]
+            held = await asyncio.gather(
+                *(self._client.has_blob(repository, blob.digest) for blob in blobs)
+            )
+            missing = sum(blob.size for blob, has in zip(blobs, held, strict=True) if not has)
+        return PushedReferrer(
+            referrer.subject,
+            digest,
+            referrer.kind,
+            content.size,
+            referrer.tag,
+            present=present == digest,
+            missing=None if present == digest else missing,
+        )
 
     async def push(self, repository: str, referrer: ReferrerPush) -> PushedReferrer:
         """One referrer: its blobs and manifests unless its tag or digest names it already,

@@ -147,7 +147,8 @@ class _Push:
         expected = () if current else content.expected
         found = await self._expected.find(target, expected) if expected else {}
         if self._dry_run:
-            return result if current else await self.delivery.missing(target, blobs, result)
+            looked = result if current else await self.delivery.missing(target, blobs, result)
+            return await self.delivery.missing_referrers(target, referrers, looked)
         if not current:
             mounted = await self._expected.mount(target, found)
             by_digest = image.spec.source.tag is None  # pushed by digest, then tagged
