@@ -249,6 +249,25 @@ async def test_a_blob_held_by_the_have_image_is_mounted_from_its_repository(
     assert mounted.blobs.mounted == 1
 
 
+async def test_a_declined_mount_of_an_expected_blob_fails_and_closes_the_upload_it_opened(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    delta, uploads, target, _ = await delta_and_target(start, options, tmp_path)
+    assert (await bulkpull.push_images([tmp_path / "one.tar"], target, push_options(tmp_path))).ok
+    uploads.faults.decline_mounts = True
+    uploads.registry.seen.clear()
+
+    report = await bulkpull.push_images([delta], target, push_options(tmp_path))
+
+    failed = next(result for result in report.results if result.spec.source.path == "app/two")
+    assert "declined to mount" in str(failed.error)
+    two = [
+        s.method for s in uploads.registry.seen if s.path.startswith("/v2/app/two/blobs/uploads/")
+    ]
+    assert two == ["POST", "DELETE"]
+    assert uploads.sessions == {}
+
+
 async def test_a_rerun_leaves_the_same_delta_alone_and_a_full_run_completes_it(
     served: tuple[FakeRegistry, str, Lists], options: PullOptions, tmp_path: Path
 ) -> None:

@@ -58,6 +58,7 @@ class ExpectedBlobs:
                 continue
             declined = await self._client.mount(image.path, digest, source)
             if declined is not None:
+                await self._client.cancel(declined)
                 raise ContentError(
                     f"{self._target.registry} declined to mount {digest} from {source} into "
                     f"{image.path}, and the delta does not carry it"

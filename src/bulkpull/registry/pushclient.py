@@ -20,6 +20,7 @@ modules.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +30,7 @@ from urllib.parse import quote, urljoin, urlsplit
 from bulkpull.digest import Digest
 from bulkpull.errors import (
     AuthenticationError,
+    BulkpullError,
     ContentError,
     DigestMismatchError,
     InvalidReferenceError,
@@ -44,6 +46,8 @@ from bulkpull.registry.session import Body, Response
 from bulkpull.registry.transport import Transport
 
 # distribution answers "0-<end>"; some registries put "bytes=" in front.
+log = logging.getLogger("bulkpull")
+
 _RANGE = re.compile(r"(?:bytes=)?0-(\d+)")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # What a registry without the Referrers API answers its route with (as for a pull).
@@ -163,6 +167,18 @@ class PushClient:
         path = f"/v2/{repository}/blobs/uploads/"
         async with self._send("POST", repository, path, {"Content-Length": "0"}) as response:
             return await self._session(repository, response)
+
+    async def cancel(self, upload: UploadSession) -> None:
+        """Close an upload that will not be used (``DELETE`` of its location), so that the
+        registry need not keep it until it expires; one that cannot be closed is left to."""
+        try:
+            async with self._send("DELETE", upload.repository, self._path(upload.location)):
+                return
+        except BulkpullError as exc:
+            # Not the location itself: it is a capability (distribution signs its state in).
+            log.info(
+                "%s/%s: %s; the upload is left to expire", self.registry, upload.repository, exc
+            )
 
     async def status(self, upload: UploadSession) -> UploadSession:
         """What the registry holds of an upload (``GET`` of its location): its ``Range``, and
