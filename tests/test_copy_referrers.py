@@ -20,7 +20,7 @@ from support.fakesigned import (
 )
 
 import bulkpull
-from bulkpull import PullOptions, SignatureError
+from bulkpull import PullOptions, PushStatus, SignatureError
 
 
 @pytest.mark.parametrize("api", [True, False])
@@ -66,3 +66,24 @@ async def test_a_copy_with_a_key_copies_only_an_image_whose_signature_verifies(
     assert "signature does not verify with the ECDSA P-256 key" in str(result.error)
     assert served(uploads, "v1") is None
     assert uploads.pushed_manifests == []
+
+
+async def test_a_copy_dry_run_says_which_referrers_the_target_lacks_and_writes_nothing(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    signed = await signed_image(start)
+    uploads, host = await target(start, tmp_path, api=True)
+    pulling = replace(options, cache_dir=tmp_path / "store")
+
+    report = await bulkpull.copy_images(
+        [signed.reference], f"{host}/mirror", pulling, push=push_options(tmp_path), dry_run=True
+    )
+
+    (result,) = report.results
+    assert result.status is PushStatus.MISSING
+    assert {str(r.digest): r.status for r in result.referrers} == {
+        r.digest: PushStatus.MISSING for r in signed.referrers
+    }
+    assert report.bytes_missing > result.missing > 0
+    assert uploads.pushed_manifests == []
+    assert not [s for s in uploads.registry.seen if s.method in ("POST", "PATCH", "PUT")]

@@ -81,10 +81,11 @@ async def copy_images(
     ``options`` is the pull side (platforms, mirrors, logins, the store: ``cache_dir``, else
     :func:`default_store`), ``push`` the target side (by default the same logins and TLS
     settings). Two images claiming one target name are refused (:class:`ImageListError`)
-    before any request. With ``dry_run`` nothing is downloaded or written: the target is
-    asked what it lacks. ``on_event`` hears progress, including a :class:`PushDone` per image.
-    With ``shard`` only its part of the list is copied, and the rest of the list says where
-    the other shards likely put shared blobs (``peers``).
+    before any request. With ``dry_run`` no blob is downloaded and nothing is written: the
+    target is asked what it lacks of each image and of its referrers. ``on_event`` hears
+    progress, including a :class:`PushDone` per image. With ``shard`` only its part of the
+    list is copied, and the rest of the list says where the other shards likely put shared
+    blobs (``peers``).
     """
     options = options or PullOptions()
     plan = copy_plan(specs_of(images), to)
@@ -160,10 +161,9 @@ class _Copy:
         self._store = store
         self._downloads = downloads
         self._blobs = ImageBlobs(downloads)
-        carry = options.referrers and not dry_run
         key = options.verify_key
         self._referrers = ImageReferrers(
-            registry, downloads, carry=carry, types=options.referrer_types, key=key
+            registry, downloads, carry=options.referrers, types=options.referrer_types, key=key
         )
         self.delivery = delivery
         self._options = options
@@ -221,7 +221,7 @@ class _Copy:
             self.delivery.held(spec.target, _blobs(resolved))
             result = replace(result, status=PushStatus.UP_TO_DATE)
         elif self._dry_run:
-            return await self.delivery.missing(spec.target, _blobs(resolved), result)
+            result = await self.delivery.missing(spec.target, _blobs(resolved), result)
         else:
             content = await self._prepare(wanted, resolved, entry)
             by_digest = spec.source.tag is None
@@ -235,9 +235,12 @@ class _Copy:
         companions: Companions,
         result: PushResult,
     ) -> PushResult:
-        """The referrers found at the source, after their image (none in a dry run)."""
+        """The referrers found at the source, after their image; a dry run only looks at
+        what the target lacks of them."""
         fetcher = functools.partial(self._fetcher, resolved[0].reference)
         pushes = fetched_referrers(companions, fetcher)
+        if self._dry_run:
+            return await self.delivery.missing_referrers(spec.target, pushes, result)
         return await self.delivery.deliver_referrers(spec.target, pushes, result)
 
     async def _source_digest(self, source: Reference) -> tuple[Digest | None, str]:
