@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -309,6 +311,28 @@ async def test_an_image_that_fails_is_reported_with_the_digest_its_source_names(
     assert str(failed["127.0.0.1:1/site/multi/arch:3"].digest) == INDEX.digest
     images = json.loads(json.dumps(report.to_json()))["images"]
     assert all(image["digest"] is not None for image in images)
+
+
+async def test_a_push_drops_state_records_a_week_old_at_most_once_a_day(
+    start: Start, tmp_path: Path
+) -> None:
+    _, host = await target(start, tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    week_ago = time.time() - 8 * 24 * 3600
+    old, new = state / "old.holder.json", state / "new.holder.json"
+    for record in (old, new):
+        record.write_text("{}")
+    os.utime(old, (week_ago, week_ago))
+    source = [layout(tmp_path)]
+
+    assert (await bulkpull.push_images(source, f"{host}/site", push_options(tmp_path))).ok
+    assert not old.exists()
+    assert new.exists()
+    old.write_text("{}")
+    os.utime(old, (week_ago, week_ago))
+    assert (await bulkpull.push_images(source, f"{host}/site", push_options(tmp_path))).ok
+    assert old.exists()  # pruned less than a day ago
 
 
 async def test_one_platform_pulled_from_an_index_is_pushed_as_that_platforms_manifest(

@@ -129,11 +129,13 @@ class Uploads:
             self._hold(digest, repository)
 
     async def close(self) -> None:
-        """Stop placements no image waits for any more (their state stays for resume)."""
+        """Stop placements no image waits for any more (their state stays for resume), and
+        let the state directory drop what is a week old."""
         pending = [task for task in self._placing.values() if not task.done()]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        await self._state.prune()
 
     async def place(self, repository: str, blob: Descriptor, where: BlobSource) -> Placed:
         """Make sure ``repository`` holds ``blob``; the work is shared by every image that

@@ -15,6 +15,11 @@ repository waits for that placement and mounts it from there instead of sending 
 record is a hint, never trusted: a mount from a repository that lost the blob is declined by
 the registry (an ordinary upload opens instead), and a later placement records where it went.
 
+Records older than a week are removed at the end of a run, at most once a day
+(:meth:`UploadState.prune`): distribution drops an unfinished upload after a week by default,
+and a holder record that old is a stale hint (the registry may have collected the blob), so the
+directory does not grow by a file per blob for ever.
+
 A location is a capability (distribution signs the upload's state into it), so the directory is
 made readable by its owner only. Writes are atomic (``files.write_atomically``), so a kill never
 leaves half a file; one that cannot be read back is ignored. A state directory that cannot be
@@ -27,6 +32,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import stat
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -39,6 +47,10 @@ from bulkpull.reference import Reference
 from bulkpull.store.locks import exclusive
 
 _MAX_STATE_BYTES = 64 * 1024
+# distribution's default for dropping unfinished uploads (uploadpurging age: 168h).
+STALE_AFTER = 7 * 24 * 3600
+_PRUNE_EVERY = 24 * 3600
+_PRUNED = ".pruned"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +128,12 @@ class UploadState:
         path = self.directory / f"{_blob_name(registry, digest)}.holder.json"
         await self._write(path, {"blob": f"{registry}@{digest}", "repository": repository})
 
+    async def prune(self) -> None:
+        """Remove the records older than :data:`STALE_AFTER`, when no run sharing this
+        directory did so in the last day (its ``.pruned`` file says when); a directory that
+        cannot be read or written is left as it is."""
+        await asyncio.to_thread(_prune, self.directory, time.time())
+
     async def _read(self, path: Path, field: str, key: str) -> dict[str, object] | None:
         """The document at ``path`` when it is one and its ``field`` is ``key``."""
         try:
@@ -141,6 +159,36 @@ class UploadState:
     def _path(self, registry: str, repository: str, digest: Digest) -> Path:
         name = hashlib.sha256(_key(registry, repository, digest).encode()).hexdigest()
         return self.directory / f"{name}.json"
+
+
+def _prune(directory: Path, now: float) -> None:
+    marker = directory / _PRUNED
+    try:
+        if now - os.stat(marker, follow_symlinks=False).st_mtime < _PRUNE_EVERY:
+            return
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return
+    try:
+        with os.scandir(directory) as entries:
+            old = [e.path for e in entries if e.name.endswith(".json") and _older(e, now)]
+        for path in old:
+            with suppress(FileNotFoundError):
+                os.unlink(path)
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        os.utime(marker, (now, now), follow_symlinks=False)
+    except OSError:
+        return
+
+
+def _older(entry: os.DirEntry[str], now: float) -> bool:
+    """Whether the entry is a regular file last written more than a week before ``now``."""
+    try:
+        found = entry.stat(follow_symlinks=False)
+    except OSError:
+        return False
+    return stat.S_ISREG(found.st_mode) and now - found.st_mtime > STALE_AFTER
 
 
 def _blob_name(registry: str, digest: Digest) -> str:
