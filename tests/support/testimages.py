@@ -16,6 +16,7 @@ import tarfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from support import imagefactory
 from support.imagefactory import Image, Index, Layer
@@ -155,8 +156,45 @@ class PushedImages:
         ]
 
 
+# Where each image of the set goes in the registry, by its tag in the OCI layout.
+DESTINATIONS: Final = {
+    "shared-oci-a": "bp/shared-oci-a:1.0",
+    "shared-oci-b": "bp/shared/oci-b:latest",
+    "shared-docker": "bp/shared-docker:v2",
+    "pinned": "bp/pinned:gone-soon",
+    "busybox": "bp/busybox:1",
+    "multi": "bp/multi:2024",
+}
+
+
 def build_and_push(registry: Registry, workdir: Path) -> PushedImages:
     """Build the test images, push them to ``registry`` and check the registry's digests."""
+    tagged, children = _build_set()
+    _push_set(registry, workdir, tagged)
+
+    def pushed(tag: str, index: Index | None = None) -> PushedImage:
+        image = tagged[tag]
+        assert isinstance(image, Image)
+        return PushedImage(f"{registry.host}/{DESTINATIONS[tag]}", image, index)
+
+    multi = tagged["multi"]
+    assert isinstance(multi, Index)
+    return PushedImages(
+        registry=registry,
+        shared_oci_a=pushed("shared-oci-a"),
+        shared_oci_b=pushed("shared-oci-b"),
+        shared_docker=pushed("shared-docker"),
+        pinned=pushed("pinned"),
+        busybox=pushed("busybox"),
+        multi=PushedImage(
+            f"{registry.host}/{DESTINATIONS['multi']}", children[DEFAULT_PLATFORM_ARCH], multi
+        ),
+    )
+
+
+def _build_set() -> tuple[dict[str, Image | Index], dict[str, Image]]:
+    """The images by tag (layers shared among them, one Docker-typed, a runnable busybox,
+    a two-platform index), and the index's children by architecture."""
     arch = host_arch()
     base = imagefactory.random_layer(256 * 1024, name="base/one.bin")
     base_two = imagefactory.random_layer(160 * 1024, name="base/two.bin")
@@ -164,50 +202,40 @@ def build_and_push(registry: Registry, workdir: Path) -> PushedImages:
     def top(name: str) -> Layer:
         return imagefactory.random_layer(48 * 1024, name=f"top/{name}.bin")
 
-    shared_oci_a = imagefactory.make_image([base, top("a")], arch=arch, label="shared-oci-a")
-    shared_oci_b = imagefactory.make_image(
-        [base, base_two, top("b")], arch=arch, label="shared-oci-b"
-    )
-    shared_docker = imagefactory.make_image(
-        [base, base_two, top("c")], arch=arch, docker_types=True, label="shared-docker"
-    )
-    pinned = imagefactory.make_image([base_two, top("d")], arch=arch, label="pinned")
-    busybox = imagefactory.make_image(
-        [busybox_layer(static_busybox())],
-        arch=arch,
-        cmd=["/bin/busybox", "echo", BUSYBOX_GREETING],
-        label="busybox",
-    )
     children = {
         child_arch: imagefactory.make_image(
             [base, top(f"multi-{child_arch}")], arch=child_arch, label=f"multi-{child_arch}"
         )
         for child_arch in ("amd64", "arm64")
     }
-    index = imagefactory.make_index(list(children.values()), attestation=False)
-
     tagged: dict[str, Image | Index] = {
-        "shared-oci-a": shared_oci_a,
-        "shared-oci-b": shared_oci_b,
-        "shared-docker": shared_docker,
-        "pinned": pinned,
-        "busybox": busybox,
-        "multi": index,
+        "shared-oci-a": imagefactory.make_image([base, top("a")], arch=arch, label="shared-oci-a"),
+        "shared-oci-b": imagefactory.make_image(
+            [base, base_two, top("b")], arch=arch, label="shared-oci-b"
+        ),
+        "shared-docker": imagefactory.make_image(
+            [base, base_two, top("c")], arch=arch, docker_types=True, label="shared-docker"
+        ),
+        "pinned": imagefactory.make_image([base_two, top("d")], arch=arch, label="pinned"),
+        "busybox": imagefactory.make_image(
+            [busybox_layer(static_busybox())],
+            arch=arch,
+            cmd=["/bin/busybox", "echo", BUSYBOX_GREETING],
+            label="busybox",
+        ),
+        "multi": imagefactory.make_index(list(children.values()), attestation=False),
     }
-    destinations = {
-        "shared-oci-a": "bp/shared-oci-a:1.0",
-        "shared-oci-b": "bp/shared/oci-b:latest",
-        "shared-docker": "bp/shared-docker:v2",
-        "pinned": "bp/pinned:gone-soon",
-        "busybox": "bp/busybox:1",
-        "multi": "bp/multi:2024",
-    }
+    return tagged, children
+
+
+def _push_set(registry: Registry, workdir: Path, tagged: dict[str, Image | Index]) -> None:
+    """Push every image with skopeo and check the digest the registry serves."""
     # skopeo reads only OCI-typed manifests from an OCI layout; Docker-typed ones go via dir:.
     oci_tagged = {tag: item for tag, item in tagged.items() if item.media_type in _OCI_TYPES}
     layout = workdir / "layout"
     imagefactory.write_oci_layout(layout, oci_tagged)
     for tag, item in tagged.items():
-        destination = f"{registry.host}/{destinations[tag]}"
+        destination = f"{registry.host}/{DESTINATIONS[tag]}"
         if tag in oci_tagged:
             source = f"oci:{layout}:{tag}"
         else:
@@ -215,19 +243,6 @@ def build_and_push(registry: Registry, workdir: Path) -> PushedImages:
             source = f"dir:{write_dir_layout(workdir / tag, item)}"
         push(source, destination, all_images=isinstance(item, Index))
         check_pushed(destination, item.digest)
-
-    def pushed(tag: str, image: Image, index: Index | None = None) -> PushedImage:
-        return PushedImage(f"{registry.host}/{destinations[tag]}", image, index)
-
-    return PushedImages(
-        registry=registry,
-        shared_oci_a=pushed("shared-oci-a", shared_oci_a),
-        shared_oci_b=pushed("shared-oci-b", shared_oci_b),
-        shared_docker=pushed("shared-docker", shared_docker),
-        pinned=pushed("pinned", pinned),
-        busybox=pushed("busybox", busybox),
-        multi=pushed("multi", children[DEFAULT_PLATFORM_ARCH], index),
-    )
 
 
 def write_dir_layout(directory: Path, image: Image) -> Path:
