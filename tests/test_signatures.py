@@ -14,10 +14,11 @@ from support import cosignfactory, imagefactory
 
 from bulkpull.digest import Digest
 from bulkpull.errors import ContentError, DigestMismatchError, SignatureError, VerifyKeyError
-from bulkpull.keys import PublicKey, load_public_key
+from bulkpull.keys import load_public_key
 from bulkpull.signatures import (
     MAX_PAYLOAD_BYTES,
     Outcome,
+    PublicKey,
     SignatureCheck,
     check_signatures,
     payloads_to_fetch,

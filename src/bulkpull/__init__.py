@@ -137,7 +137,7 @@ from bulkpull.report import (
 )
 from bulkpull.retry import RetryPolicy
 from bulkpull.shard import Shard
-from bulkpull.signatures import Outcome, SignatureCheck
+from bulkpull.signatures import KeyVerifier, Outcome, PublicKey, SignatureCheck
 from bulkpull.targets import PushTarget
 from bulkpull.usage import PullLimit, RegistryUsage
 
@@ -156,14 +156,14 @@ if TYPE_CHECKING:
         resolve_images,
         verify_lock_in_registry,
     )
-    from bulkpull.keys import PublicKey, load_public_key
+    from bulkpull.keys import load_public_key
 
 # The runs bring the HTTP stack and keys the cryptography library; imported when first used,
 # so ``bulkpull --help``, ``--version`` and runs without ``--verify-key`` start without them.
 _runs = _lazy.on_first_use(
     __name__,
     {
-        **dict.fromkeys(["PublicKey", "load_public_key"], ".keys"),
+        "load_public_key": ".keys",
         **dict.fromkeys(
             [
                 "HaveFile",
@@ -223,6 +223,7 @@ __all__ = [
     "InvalidOptionError",
     "InvalidPlatformError",
     "InvalidReferenceError",
+    "KeyVerifier",
     "Keychain",
     "LockCheck",
     "Mirror",

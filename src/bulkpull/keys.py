@@ -6,14 +6,16 @@ sigstore's for each kind of key: ECDSA P-256 (ASN.1 DER signature over SHA-256),
 v1.5 over SHA-256) and Ed25519 (over the payload itself).
 
 This is the ``cryptography`` library's only importer, and only runs that load a key import
-it: its import is a noticeable part of bulkpull's start-up. Imports ``errors`` and ``digest``.
+it: its import is a noticeable part of bulkpull's start-up. What it loads is a
+``signatures.PublicKey``, its cryptography behind the key's verifier, so that everything else
+names keys without the library. Imports ``errors``, ``digest`` and ``signatures``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -22,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from bulkpull.digest import Digest
 from bulkpull.errors import VerifyKeyError
+from bulkpull.signatures import PublicKey
 
 # A public key PEM is under 1 KiB (RSA-4096 included); a larger file is not one.
 MAX_KEY_FILE_BYTES: Final = 64 * 1024
@@ -33,19 +36,16 @@ VerifyingKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519Pub
 
 
 @dataclass(frozen=True, slots=True)
-class PublicKey:
-    """A cosign public key, ready to verify: ``algorithm`` names it for messages,
-    ``fingerprint`` is the digest of its DER SubjectPublicKeyInfo (what tells keys apart)."""
+class _Verifier:
+    """A key of the cryptography library, verifying as sigstore signs (see the module)."""
 
-    algorithm: str
-    fingerprint: Digest
-    key: VerifyingKey = field(repr=False)
+    key: VerifyingKey
 
-    def __str__(self) -> str:
-        return f"{self.algorithm} key {self.fingerprint.short}"
+    @property
+    def recovers_signed_digest(self) -> bool:
+        return isinstance(self.key, rsa.RSAPublicKey)
 
     def verifies(self, signature: bytes, payload: bytes) -> bool:
-        """Whether ``signature`` is this key's over exactly ``payload``, as sigstore signs."""
         try:
             if isinstance(self.key, ec.EllipticCurvePublicKey):
                 self.key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
@@ -57,15 +57,7 @@ class PublicKey:
             return False
         return True
 
-    @property
-    def recovers_signed_digest(self) -> bool:
-        """Whether :meth:`signed_digest` can tell what a signature of this key signs: RSA's
-        can, so a wrong key and an altered payload are told apart for RSA keys only."""
-        return isinstance(self.key, rsa.RSAPublicKey)
-
     def signed_digest(self, signature: bytes) -> Digest | None:
-        """The SHA-256 digest an RSA ``signature`` of this key signs, None when it is not one
-        of this key's (PKCS#1 v1.5 makes the signed digest recoverable with the public key)."""
         if not isinstance(self.key, rsa.RSAPublicKey):
             return None
         try:
@@ -75,6 +67,9 @@ class PublicKey:
         except (InvalidSignature, ValueError):
             return None
         return Digest(signed.hex())
+
+    def fingerprint_of(self, pem: bytes) -> Digest:
+        return load_public_key(pem, "log entry").fingerprint
 
 
 def load_public_key(data: bytes, source: str) -> PublicKey:
@@ -104,7 +99,7 @@ def load_public_key(data: bytes, source: str) -> PublicKey:
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise VerifyKeyError(f"{source}: the public key cannot be read: {exc}") from exc
     if isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
-        return PublicKey(_algorithm(key, source), _fingerprint(key), key)
+        return PublicKey(_algorithm(key, source), _fingerprint(key), _Verifier(key))
     raise VerifyKeyError(
         f"{source}: a {type(key).__name__.removeprefix('_')}; cosign keys are ECDSA P-256, "
         "RSA or Ed25519"

@@ -28,9 +28,9 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from bulkpull.digest import Digest, DigestVerifier
 from bulkpull.errors import ContentError, InvalidReferenceError, SignatureError
@@ -38,15 +38,54 @@ from bulkpull.jsondoc import load_object, required
 from bulkpull.manifest import Descriptor, ImageManifest, parse_manifest
 from bulkpull.referrers import COSIGN_SIMPLE_SIGNING, CosignKind, cosign_tag
 
-if TYPE_CHECKING:
-    from bulkpull.keys import PublicKey
-
 SIGNATURE_ANNOTATION: Final = "dev.cosignproject.cosign/signature"
 CERTIFICATE_ANNOTATION: Final = "dev.sigstore.cosign/certificate"
 BUNDLE_ANNOTATION: Final = "dev.sigstore.cosign/bundle"
 # A simple-signing payload is a few hundred bytes; a "signature" layer far larger than this is
 # not one, and is not fetched.
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
+
+
+class KeyVerifier(Protocol):
+    """The cryptography behind a :class:`PublicKey` (``keys`` makes it), so that options,
+    reports and checks name keys without importing the cryptography library."""
+
+    @property
+    def recovers_signed_digest(self) -> bool:
+        """Whether :meth:`signed_digest` can tell what a signature signs (RSA's can)."""
+
+    def verifies(self, signature: bytes, payload: bytes) -> bool:
+        """Whether ``signature`` is the key's over exactly ``payload``, as sigstore signs."""
+
+    def signed_digest(self, signature: bytes) -> Digest | None:
+        """The SHA-256 digest an RSA ``signature`` of the key signs, None when it is not one
+        of the key's (PKCS#1 v1.5 makes the signed digest recoverable with the public key)."""
+
+    def fingerprint_of(self, pem: bytes) -> Digest:
+        """The fingerprint of another public key, in PEM; raises ``ValueError`` when the bytes
+        are no public key cosign signs with."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKey:
+    """A cosign public key, ready to verify (``load_public_key`` reads one): ``algorithm``
+    names it for messages, ``fingerprint`` is the digest of its DER SubjectPublicKeyInfo (what
+    tells keys apart)."""
+
+    algorithm: str
+    fingerprint: Digest
+    verifier: KeyVerifier = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.algorithm} key {self.fingerprint.short}"
+
+    def verifies(self, signature: bytes, payload: bytes) -> bool:
+        """Whether ``signature`` is this key's over exactly ``payload``, as sigstore signs."""
+        return self.verifier.verifies(signature, payload)
+
+    def signed_digest(self, signature: bytes) -> Digest | None:
+        """What an RSA ``signature`` of this key signs (see :class:`KeyVerifier`)."""
+        return self.verifier.signed_digest(signature)
 
 
 class Outcome(StrEnum):
@@ -182,11 +221,11 @@ def _why_not(
             "and bulkpull checks signatures made with a key"
         )
     altered = f"payload {layer.digest} was altered after signing"
-    if signature is not None and key.recovers_signed_digest:
+    if signature is not None and key.verifier.recovers_signed_digest:
         if key.signed_digest(signature) is not None:
             return Outcome.TAMPERED, f"{altered}: {tag} holds the {key}'s signature of other bytes"
         return Outcome.OTHER_KEY, f"signed with another key: {tag} holds no signature of the {key}"
-    signed, signer = _logged(layer)
+    signed, signer = _logged(layer, key.verifier)
     if signed is not None and signed != payload:
         return Outcome.TAMPERED, f"{altered}: its log entry records the signed payload {signed}"
     if signer is not None and signer != key.fingerprint:
@@ -199,9 +238,10 @@ def _why_not(
     )
 
 
-def _logged(layer: Descriptor) -> tuple[Digest | None, Digest | None]:
+def _logged(layer: Descriptor, keys: KeyVerifier) -> tuple[Digest | None, Digest | None]:
     """The payload digest and signer's key fingerprint the layer's Rekor bundle records
-    (hashedrekord or rekord entry), each None when it records none that can be read."""
+    (hashedrekord or rekord entry), each None when it records none that can be read; the
+    signer's key is read by ``keys``."""
     try:
         bundle = json.loads(layer.annotation(BUNDLE_ANNOTATION) or "null")
         entry = json.loads(base64.b64decode(bundle["Payload"]["body"], validate=True))
@@ -210,10 +250,8 @@ def _logged(layer: Descriptor) -> tuple[Digest | None, Digest | None]:
         signer = spec["signature"]["publicKey"]["content"]
     except (ValueError, KeyError, TypeError, InvalidReferenceError):
         return None, None
-    from bulkpull.keys import load_public_key  # loaded already: a check is given a key
-
     try:
-        return recorded, load_public_key(base64.b64decode(signer), "log entry").fingerprint
+        return recorded, keys.fingerprint_of(base64.b64decode(signer))
     except (ValueError, TypeError):  # a certificate, or no key at all
         return recorded, None
 

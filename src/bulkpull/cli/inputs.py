@@ -26,6 +26,7 @@ from bulkpull import (
     Keychain,
     Mirror,
     Proxies,
+    PublicKey,
     PullOptions,
     Shard,
     VerifyKeyError,
@@ -40,7 +41,7 @@ from bulkpull import (
 from bulkpull.cli.commands import usage_error
 
 if TYPE_CHECKING:  # a run that needs them imports them: the HTTP stack, cryptography
-    from bulkpull import HaveFile, PublicKey
+    from bulkpull import HaveFile
 
 STDIN = "-"
 DEFAULT_OUT_DIR = Path("bundles")

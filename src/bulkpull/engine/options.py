@@ -29,10 +29,10 @@ from bulkpull.registry import (
 )
 
 if TYPE_CHECKING:
-    from bulkpull.keys import PublicKey
     from bulkpull.registry import Transport
 
 from bulkpull.retry import DEFAULT_RETRIES, DEFAULT_RETRY_DELAY, RetryListener, RetryPolicy
+from bulkpull.signatures import PublicKey
 
 N = TypeVar("N", int, float)
 # The fields BULKPULL_PLATFORM sets together.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from bulkpull.digest import Digest
 from bulkpull.discovery import Found, Referrer
@@ -31,14 +30,12 @@ from bulkpull.report import CarriedReferrer, SkippedReferrer
 from bulkpull.resolved import FetchedManifest, ResolvedImage
 from bulkpull.signatures import (
     MAX_PAYLOAD_BYTES,
+    PublicKey,
     SignatureCheck,
     check_signatures,
     payloads_to_fetch,
 )
 from bulkpull.tasks import all_of
-
-if TYPE_CHECKING:
-    from bulkpull.keys import PublicKey
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,6 @@ import asyncio
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bulkpull.digest import Digest
 from bulkpull.engine.pushoptions import PushOptions, transport_for
@@ -34,14 +33,12 @@ from bulkpull.referrers import CosignKind, cosign_tag
 from bulkpull.registry import PushClient, RegistryClient
 from bulkpull.signatures import (
     MAX_PAYLOAD_BYTES,
+    PublicKey,
     SignatureCheck,
     check_signatures,
     payloads_to_fetch,
 )
 from bulkpull.targets import PushTarget, digest_tag
-
-if TYPE_CHECKING:
-    from bulkpull.keys import PublicKey
 
 log = logging.getLogger("bulkpull")
 INVENTORY_VERSION = 1

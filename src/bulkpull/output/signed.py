@@ -15,7 +15,6 @@ Imports ``digest``,
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from bulkpull.digest import Digest
 from bulkpull.errors import ContentError
@@ -25,13 +24,11 @@ from bulkpull.output.verify import ArchiveCheck, ArchiveEntry
 from bulkpull.referrers import CosignKind, cosign_link
 from bulkpull.signatures import (
     Outcome,
+    PublicKey,
     SignatureCheck,
     check_signatures,
     payloads_to_fetch,
 )
-
-if TYPE_CHECKING:
-    from bulkpull.keys import PublicKey
 
 
 def verify_signatures(check: ArchiveCheck, key: PublicKey) -> list[tuple[str, SignatureCheck]]:
