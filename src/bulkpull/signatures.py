@@ -17,9 +17,10 @@ the two. Keyless signatures (a Fulcio certificate in ``dev.sigstore.cosign/certi
 would need the sigstore trust root and Rekor; they are carried, and reported as not verified.
 
 The I/O side fetches the ``.sig`` manifest and the payloads :func:`payloads_to_fetch` names,
-then :func:`check_signatures` decides with a key that ``keys`` loaded (the ``cryptography``
-library stays out of runs without ``--verify-key``). Imports ``errors``, ``jsondoc``,
-``digest``, ``manifest`` and ``referrers``; ``keys`` only for its types.
+then :func:`check_signatures` decides with a :class:`PublicKey` that ``keys`` loaded; the key's
+cryptography sits behind its :class:`KeyVerifier`, so the ``cryptography`` library stays out of
+runs without ``--verify-key``. Imports ``errors``, ``jsondoc``, ``digest``, ``manifest`` and
+``referrers``.
 """
 
 from __future__ import annotations
