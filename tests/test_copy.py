@@ -283,3 +283,20 @@ async def test_an_image_found_up_to_date_is_reported_with_the_size_and_type_of_i
     ]
     assert [r.media_type for r in second.results] == [f.OCI_MANIFEST, f.OCI_INDEX]
     assert all(r.size > 200_000 for r in second.results)
+
+
+async def test_an_out_dir_set_in_the_environment_does_not_stop_a_copy(
+    start: Start, tmp_path: Path
+) -> None:
+    _, source_host, uploads, target_host = await registries(start, tmp_path)
+    env = {
+        "BULKPULL_OUT_DIR": str(tmp_path / "archives"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+    }
+
+    code, out, err = await run_cli("-i", f"{source_host}/team/one:1", "--to", target_host, env=env)
+
+    assert code == 0, out + err
+    assert uploads.registry.manifests[("team/one", "1")] == (ONE.manifest, f.OCI_MANIFEST)
+    assert not (tmp_path / "archives").exists()

@@ -351,3 +351,28 @@ async def test_every_blob_reads_back_out_of_an_archive_a_bundle_and_a_layout(
         for digest, blob in blobs.items():
             assert source.read(bulkpull.Digest.parse(digest), len(blob)) == blob, (path, digest)
     assert read_source(single.archive).place(bulkpull.Digest.of(b"absent")) is None
+
+
+async def test_an_out_dir_set_in_the_environment_stands_for_the_default_not_beside_a_bundle(
+    start: Start, tmp_path: Path
+) -> None:
+    registry = FakeRegistry()
+    registry.add("x/y", "1", f.make_image([f.random_layer(1000)]))
+    host = await start(registry.app())
+    env = {"BULKPULL_OUT_DIR": str(tmp_path / "archives")}
+    bundle = tmp_path / "offline.tar"
+
+    image = f"{host}/x/y:1"
+    bundled = await run_cli("-i", image, "--bundle", str(bundle), env=env)
+    split = await run_cli("-i", image, "--bundle", str(bundle), "--split", "1MiB", env=env)
+    archives_beside_the_bundle = (tmp_path / "archives").exists()
+    default = await run_cli("-i", image, env=env)
+
+    assert bundled[0] == 0, bundled[2]
+    assert split[0] == 0, split[2]
+    assert bundle.is_file()
+    assert not archives_beside_the_bundle
+    assert default[0] == 0, default[2]
+    assert [p.name for p in (tmp_path / "archives").iterdir()] == [
+        f"127.0.0.1_{host.split(':')[1]}_x_y_1.tar"
+    ]

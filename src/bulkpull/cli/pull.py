@@ -56,6 +56,7 @@ Exit codes: 0 all pulled, 1 some failed, 2 usage error, 130 interrupted."""
 
 
 def pull(
+    ctx: typer.Context,
     images_file: flags.ImagesFile = None,
     image: flags.Images = None,
     out_dir: flags.OutDir = None,
@@ -111,10 +112,21 @@ def pull(
         mirrors=mirror,
         **inputs.work_flags(force, jobs, max_downloads, cache),
     )
-    outputs = (out_dir, bundle, oci_layout, split)
+    named = bundle is not None or oci_layout is not None or to_registry is not None
+    outputs = (_out_dir(ctx, out_dir, named=named), bundle, oci_layout, split)
     chosen = _Chosen(shard, to_registry, outputs, have, max_uploads, state_dir)
     run = _run_for(listed, chosen, options, dry_run, verbose, quiet)
     raise typer.Exit(run.conclude(report_file, lock_file, inputs.list_source(images_file, image)))
+
+
+def _out_dir(ctx: typer.Context, out_dir: Path | None, *, named: bool) -> Path | None:
+    """``-o DIR``; or ``BULKPULL_OUT_DIR`` unless another output (``--bundle``,
+    ``--oci-layout``, ``--to``) is ``named``. The variable is set once per machine and stands
+    for the default ``bundles``: taken as a flag, it would add per-image archives to every
+    bundle, or refuse every copy and split as if ``-o`` had been typed."""
+    source = ctx.get_parameter_source("out_dir")
+    from_environment = source is not None and source.name == "ENVIRONMENT"
+    return None if from_environment and named else out_dir
 
 
 class _Chosen(NamedTuple):
