@@ -300,3 +300,19 @@ async def test_an_out_dir_set_in_the_environment_does_not_stop_a_copy(
     assert code == 0, out + err
     assert uploads.registry.manifests[("team/one", "1")] == (ONE.manifest, f.OCI_MANIFEST)
     assert not (tmp_path / "archives").exists()
+
+
+async def test_the_summary_says_when_a_copy_narrowed_an_index_to_a_new_digest(
+    start: Start, tmp_path: Path
+) -> None:
+    _, source_host, _, target_host = await registries(start, tmp_path)
+    places = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_STATE_HOME": str(tmp_path / "state")}
+    line = f"{source_host}/team/multi:2"
+    platforms = ("--platform", "linux/amd64", "--platform", "linux/arm64")
+
+    code, out, err = await run_cli("-i", line, *platforms, "--to", target_host, env=places)
+
+    assert code == 0, out + err
+    (row,) = [row for row in out.splitlines() if row.startswith("pushed")]
+    assert f"  {target_host}/team/multi:2 (" in row
+    assert row.endswith(" (index narrowed to 2 of 3 manifests)")

@@ -115,10 +115,7 @@ def result_fields(result: ImageResult | PushResult, *, full_digest: bool) -> lis
     if result.error is not None:
         outcome = error_text(result.error)
     elif result.archive is not None:
-        outcome = str(result.archive)
-        if result.narrowed:  # the one digest bulkpull makes: never leave it unsaid
-            kept, listed = result.narrowed
-            outcome += f" (index narrowed to {kept} of {listed} manifests)"
+        outcome = str(result.archive) + narrowed_text(result.narrowed)
     else:
         outcome = "-"
     return [
@@ -142,6 +139,7 @@ def push_fields(result: PushResult, *, full_digest: bool) -> list[str]:
     else:
         counts = blob_counts_text(result.blobs)
         outcome = f"{result.spec.target}" + (f" ({counts})" if counts else "")
+        outcome += narrowed_text(result.narrowed)
     return [
         result.status.value,
         image_text(result.spec),
@@ -149,6 +147,15 @@ def push_fields(result: PushResult, *, full_digest: bool) -> list[str]:
         size_text(result.size) if result.digest and result.size else "-",
         outcome,
     ]
+
+
+def narrowed_text(narrowed: tuple[int, int] | None) -> str:
+    """`` (index narrowed to 2 of 5 manifests)``, or nothing: the one digest bulkpull makes,
+    never left unsaid in a row, whether the index went into an archive or a registry."""
+    if not narrowed:
+        return ""
+    kept, listed = narrowed
+    return f" (index narrowed to {kept} of {listed} manifests)"
 
 
 def blob_counts_text(counts: BlobCounts) -> str:
