@@ -3,13 +3,16 @@ any request: the push's naming rule, a line's new name standing for the image's 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import sys
 from pathlib import Path
 
 import pytest
 from support import imagefactory as f
 from support.commandline import run_cli
-from support.fakeregistry import FakeRegistry, Start
+from support.fakeregistry import FakeRegistry, Faults, Start
 from support.fakeupload import FakeUploads
 
 import bulkpull
@@ -316,3 +319,40 @@ async def test_the_summary_says_when_a_copy_narrowed_an_index_to_a_new_digest(
     (row,) = [row for row in out.splitlines() if row.startswith("pushed")]
     assert f"  {target_host}/team/multi:2 (" in row
     assert row.endswith(" (index narrowed to 2 of 3 manifests)")
+
+
+async def test_an_interrupted_copy_reports_the_bytes_it_sent_not_those_it_downloaded(
+    start: Start, tmp_path: Path
+) -> None:
+    source, source_host, _, target_host = await registries(start, tmp_path)
+    slow = f.random_layer(4 * 1024 * 1024)
+    source.add("team/slow", "1", f.make_image([slow], label="slow"))
+    source.faults[slow.digest] = Faults(chunk_delay=0.2)
+    report_file = tmp_path / "report.json"
+    images = ["-i", f"{source_host}/team/one:1", "-i", f"{source_host}/team/slow:1"]
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "bulkpull", *images, "--to", target_host],
+        *["--cache", str(tmp_path / "store"), "--state-dir", str(tmp_path / "state")],
+        *["--report", str(report_file)],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    async with asyncio.timeout(60):
+        while b"pushed  " not in (line := await process.stderr.readline()):
+            assert line, "bulkpull ended before it copied an image"
+    await asyncio.sleep(1)  # the slow layer's download goes on meanwhile
+    process.send_signal(signal.SIGINT)
+    await process.communicate()
+
+    assert process.returncode == 130
+    report = json.loads(report_file.read_text())
+    one, unfinished = report["images"]
+    assert (one["status"], unfinished["status"]) == ("pushed", "interrupted")
+    totals = report["totals"]
+    # Beside the finished image's blobs, only the slow image's small config can have left.
+    assert 0 < one["bytes_uploaded"] <= totals["bytes_sent"] < one["bytes_uploaded"] + 64 * 1024
+    assert (totals["blobs_uploaded"], totals["bytes_uploaded"]) == (
+        one["blobs_uploaded"],
+        one["bytes_uploaded"],
+    )

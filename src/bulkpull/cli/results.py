@@ -14,6 +14,7 @@ from pathlib import Path
 
 import bulkpull
 from bulkpull import (
+    BlobCounts,
     ImageResult,
     ImageSpec,
     PullReport,
@@ -85,11 +86,14 @@ def interrupted_push_report(
     seconds: float,
 ) -> PushReport:
     """The report of a push or a copy stopped part-way, as :func:`interrupted_report` is of a
-    pull; ``images`` are the run's, each with where it is read from."""
+    pull; ``images`` are the run's, each with where it is read from. Its blob counts are
+    those of the images that finished, and the bytes sent only upload bytes: a copy's
+    downloads from its sources are no bytes sent to the target."""
     found: list[PushResult] = []
     for spec, source in images:
         finished = [r for r in tally.results.get(spec, []) if isinstance(r, PushResult)]
         found += finished or [PushResult(spec, PushStatus.INTERRUPTED, source)]
+    blobs = sum((result.blobs for result in found), BlobCounts())
     return PushReport(
-        target, tuple(found), bytes_sent=tally.received, seconds=seconds, started=started
+        target, tuple(found), blobs, bytes_sent=tally.sent, seconds=seconds, started=started
     )

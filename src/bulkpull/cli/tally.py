@@ -115,6 +115,8 @@ class Tally:
     got: dict[Digest, int] = field(default_factory=dict)
     done: set[Digest] = field(default_factory=set)
     received: int = 0
+    # Of those, the bytes that left for a target registry: a copy also downloads.
+    sent: int = 0
     reused: int = 0
     in_flight: dict[ImageSpec, ImageStage] = field(default_factory=dict)
     # The image whose need started each blob's download: its task is downloading it.
@@ -137,6 +139,8 @@ class Tally:
         elif isinstance(event, BytesReceived | BytesSent):
             self.got[event.digest] = self.got.get(event.digest, 0) + event.count
             self.received += event.count
+            if isinstance(event, BytesSent):
+                self.sent += event.count
         elif isinstance(event, BlobDone):
             self.done.add(event.digest)
         elif isinstance(event, Retrying):
