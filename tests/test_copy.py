@@ -356,3 +356,28 @@ async def test_an_interrupted_copy_reports_the_bytes_it_sent_not_those_it_downlo
         one["blobs_uploaded"],
         one["bytes_uploaded"],
     )
+
+
+async def test_a_target_refusing_the_login_fails_each_image_naming_the_target_and_why(
+    start: Start, tmp_path: Path
+) -> None:
+    source = FakeRegistry()
+    source.add("team/one", "1", ONE)
+    source_host = await start(source.app())
+    target = FakeUploads(FakeRegistry(auth="basic", username="u", password="right"), tmp_path)
+    target_host = await start(target.app())
+    wrong = "wr0ng-pa55word"
+    places = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_STATE_HOME": str(tmp_path / "state")}
+    copy = ("-i", f"{source_host}/team/one:1", "--to", f"{target_host}/m")
+
+    refused = await run_cli(*copy, "--creds", f"{target_host}=u:{wrong}", env=places)
+    anonymous = await run_cli(*copy, env=places)
+
+    assert refused[0] == anonymous[0] == 1
+    (row,) = [row for row in refused[1].splitlines() if row.startswith("failed")]
+    assert f"HEAD http://{target_host}/v2/m/team/one/manifests/1: 401 Unauthorized" in row
+    assert row.endswith(f"; {target_host} refused the login sent")
+    assert wrong not in refused[1] + refused[2]
+    (row,) = [row for row in anonymous[1].splitlines() if row.startswith("failed")]
+    assert row.endswith(f"; no login was sent to {target_host}")
+    assert target.pushed_manifests == []

@@ -133,7 +133,15 @@ def test_is_temporary_decides_retry(error: BaseException, temporary: bool) -> No
             f"GET {URL}: 503 UNAVAILABLE",
             id="diagnostics-win-over-text",
         ),
-        pytest.param(RegistryError("GET", URL, 500), f"GET {URL}: 500", id="status-only"),
+        pytest.param(
+            RegistryError("GET", URL, 500),
+            f"GET {URL}: 500 Internal Server Error",
+            id="status-only-says-what-it-means",
+        ),
+        pytest.param(
+            RegistryError("HEAD", URL, 401), f"HEAD {URL}: 401 Unauthorized", id="head-refused"
+        ),
+        pytest.param(RegistryError("GET", URL, 599), f"GET {URL}: 599", id="status-http-lacks"),
     ],
 )
 def test_registry_error_message_names_method_url_status_and_what_the_registry_said(

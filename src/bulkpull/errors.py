@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Self
 
 # HTTP statuses a registry or CDN uses for "try again later"; the same set as
@@ -161,7 +162,7 @@ class RegistryError(BulkpullError):
         # Seconds the server asked us to wait (Retry-After), already parsed by the transport.
         self.retry_after = retry_after
         said = "; ".join(str(d) for d in self.diagnostics) or printable(text.strip()[:200])
-        detail = f"{status} {said}" if said else str(status)
+        detail = f"{status} {said or _phrase(status)}".rstrip()
         # ``hint``: what bulkpull knows and the registry does not say (why no login was sent);
         # ``summary``: the whole message, where bulkpull can say it better than the answer.
         super().__init__(summary or f"{method} {url}: {detail}" + (f"; {hint}" if hint else ""))
@@ -169,6 +170,15 @@ class RegistryError(BulkpullError):
     @property
     def codes(self) -> frozenset[str]:
         return frozenset(d.code for d in self.diagnostics)
+
+
+def _phrase(status: int) -> str:
+    """``Unauthorized`` for 401: what a status means where the answer says nothing (the
+    answer to a ``HEAD`` has no body); "" for a status HTTP does not name."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 class AuthenticationError(RegistryError):

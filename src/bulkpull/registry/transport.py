@@ -225,6 +225,17 @@ class Transport:
             return await attempt()
         return await retrying(attempt, self._retry, on_retry=self._on_retry)
 
+    def _login_hint(self, status: int, host: str, repository: str) -> str:
+        """What a 401 leaves unsaid: whether a login went with the request. The answer to a
+        ``HEAD`` has no body to say anything in, and the two are mended in different places:
+        a wrong password where the login came from, a missing login with ``--creds`` or
+        ``docker login``."""
+        if status != 401:
+            return ""
+        if self._auth.logins.logged_in(host, repository):
+            return f"{host} refused the login sent"
+        return f"no login was sent to {host}"
+
     async def _send(
         self,
         method: str,
@@ -257,7 +268,9 @@ class Transport:
             )
             self._limits.observe(host, method, path, response.headers)
             if response.status >= 400:
-                hint = self._auth.state.withheld(endpoint.origin)
+                hint = self._auth.state.withheld(endpoint.origin) or self._login_hint(
+                    response.status, host, repository
+                )
                 raise await self._throttle.error(response, method, hint)
         except RegistryError as exc:
             if not limit_is_spent(exc):
