@@ -87,7 +87,9 @@ def test_a_shard_reads_as_people_write_it(text: str) -> None:
     assert str(Shard.parse(text)) == text.strip()
 
 
-@pytest.mark.parametrize("text", ["3/3", "0/0", "-1/3", "1", "a/b", "1/3/5", "", "1.0/3"])
+@pytest.mark.parametrize(
+    "text", ["3/3", "0/0", "-1/3", "1", "a/b", "1/3/5", "", "1.0/3", "\u0663/5", "1/\uff13"]
+)
 def test_a_shard_outside_its_count_is_refused(text: str) -> None:
     with pytest.raises(InvalidOptionError, match="expected K/N"):
         Shard.parse(text)
@@ -164,5 +166,23 @@ async def test_a_bad_shard_is_a_usage_error_before_any_request(
     code, _, err = await run_cli(str(listing), "--shard", "3/3")
 
     assert code == 2
-    assert "--shard: shard 3/3: expected K/N, a part K (from 0) of N, such as 0/3" in err
+    assert "--shard: shard 3/3: K must be below N; expected K/N, a part K (from 0) of N" in err
     assert registry.seen == []
+
+
+@pytest.mark.parametrize(
+    ("text", "why"), [("3/3", "K must be below N"), ("0/0", "N must be at least 1")]
+)
+def test_a_shard_outside_its_count_says_which_number_is_wrong(text: str, why: str) -> None:
+    with pytest.raises(InvalidOptionError, match=f"^shard {text}: {why}; expected K/N"):
+        Shard.parse(text)
+
+
+async def test_a_bad_shard_from_the_environment_is_named_as_the_variable(tmp_path: Path) -> None:
+    listing = tmp_path / "images.txt"
+    listing.write_text("127.0.0.1:1/team/app:1\n")
+
+    code, _, err = await run_cli(str(listing), env={"BULKPULL_SHARD": "5/3"})
+
+    assert code == 2
+    assert err.startswith("bulkpull: BULKPULL_SHARD: shard 5/3: K must be below N;")

@@ -30,14 +30,16 @@ class Shard:
     count: int
 
     def __post_init__(self) -> None:
-        if self.count < 1 or not 0 <= self.index < self.count:
-            raise InvalidOptionError(f"shard {self.index}/{self.count}: expected {FORM}")
+        wrong = _out_of_range(self.index, self.count)
+        if wrong:
+            raise InvalidOptionError(f"shard {self.index}/{self.count}: {wrong}; expected {FORM}")
 
     @classmethod
     def parse(cls, text: str) -> Shard:
-        """``2/5`` (as ``--shard`` and ``BULKPULL_SHARD`` give it)."""
+        """``2/5`` (as ``--shard`` and ``BULKPULL_SHARD`` give it), in ASCII digits: ``int``
+        would also read ``٣/5`` as 3/5, a part no other process of the Job was told."""
         index, slash, count = text.strip().partition("/")
-        if not (slash and index.isdecimal() and count.isdecimal()):
+        if not (slash and _is_number(index) and _is_number(count)):
             raise InvalidOptionError(f"shard {text!r}: expected {FORM}")
         return cls(int(index), int(count))
 
@@ -51,6 +53,20 @@ class Shard:
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdecimal()
+
+
+def _out_of_range(index: int, count: int) -> str:
+    """Which number of ``index/count`` is wrong, in words; "" when neither is. The usual
+    slip is counting parts from 1 (pod 3 of 3 as ``3/3``)."""
+    if count < 1:
+        return "N must be at least 1"
+    if not 0 <= index < count:
+        return "K must be below N" if index >= count else "K must be at least 0"
+    return ""
 
 
 def part_of(reference: Reference, count: int) -> int:

@@ -88,14 +88,15 @@ def _hint(images_file: str) -> str:
     return f"; to pull the image {images_file}, use: bulkpull -i {images_file}"
 
 
-def shard_of(text: str | None) -> Shard | None:
-    """The part of the list ``--shard`` (or ``BULKPULL_SHARD``) asks for; None: all of it."""
+def shard_of(text: str | None, named: str) -> Shard | None:
+    """The part of the list ``--shard`` (or ``BULKPULL_SHARD``) asks for; None: all of it.
+    ``named`` is where ``text`` came from, which a usage error names."""
     if text is None or not text.strip():
         return None
     try:
         return Shard.parse(text)
     except InvalidOptionError as exc:
-        usage_error(f"--shard: {exc}")
+        usage_error(f"{named}: {exc}")
 
 
 def list_source(images_file: str | None, images: list[str] | None) -> str:

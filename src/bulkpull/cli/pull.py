@@ -114,7 +114,8 @@ def pull(
     )
     named = bundle is not None or oci_layout is not None or to_registry is not None
     outputs = (_out_dir(ctx, out_dir, named=named), bundle, oci_layout, split)
-    chosen = _Chosen(shard, to_registry, outputs, have, max_uploads, state_dir)
+    shard_named = "BULKPULL_SHARD" if _from_environment(ctx, "shard") else "--shard"
+    chosen = _Chosen((shard, shard_named), to_registry, outputs, have, max_uploads, state_dir)
     run = _run_for(listed, chosen, options, dry_run, verbose, quiet)
     raise typer.Exit(run.conclude(report_file, lock_file, inputs.list_source(images_file, image)))
 
@@ -124,9 +125,13 @@ def _out_dir(ctx: typer.Context, out_dir: Path | None, *, named: bool) -> Path |
     ``--oci-layout``, ``--to``) is ``named``. The variable is set once per machine and stands
     for the default ``bundles``: taken as a flag, it would add per-image archives to every
     bundle, or refuse every copy and split as if ``-o`` had been typed."""
-    source = ctx.get_parameter_source("out_dir")
-    from_environment = source is not None and source.name == "ENVIRONMENT"
-    return None if from_environment and named else out_dir
+    return None if _from_environment(ctx, "out_dir") and named else out_dir
+
+
+def _from_environment(ctx: typer.Context, parameter: str) -> bool:
+    """Whether ``parameter`` came from its ``BULKPULL_*`` variable, not the command line."""
+    source = ctx.get_parameter_source(parameter)
+    return source is not None and source.name == "ENVIRONMENT"
 
 
 class _Chosen(NamedTuple):
@@ -134,7 +139,8 @@ class _Chosen(NamedTuple):
     it goes: a registry (``--to``, with the push's own flags), else the outputs (a delta
     against the ``--have`` files)."""
 
-    shard: str | None
+    shard: tuple[str | None, str]
+    """``--shard`` and where it came from: the flag, or ``BULKPULL_SHARD``."""
     to_registry: str | None
     outputs: tuple[Path | None, Path | None, Path | None, str | None]
     have: list[Path] | None
@@ -171,7 +177,7 @@ def _run_for(
     if chosen.to_registry is None and chosen.uploads:
         given = " and ".join(f"--{name.replace('_', '-')}" for name in chosen.uploads)
         usage_error(f"{given}: only for a copy into a registry (--to REGISTRY)")
-    part = inputs.shard_of(chosen.shard)
+    part = inputs.shard_of(*chosen.shard)
     run: _Run | CopyRun
     if chosen.to_registry is not None:
         run = CopyRun(
