@@ -161,19 +161,30 @@ def test_every_bulkpull_type_in_a_public_signature_is_exported() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        name
-        for name in bulkpull.__all__
-        if isinstance(getattr(bulkpull, name), type) or inspect.isfunction(getattr(bulkpull, name))
-    ],
-)
+CLASSES_AND_FUNCTIONS = [
+    name
+    for name in bulkpull.__all__
+    if isinstance(getattr(bulkpull, name), type) or inspect.isfunction(getattr(bulkpull, name))
+]
+
+
+@pytest.mark.parametrize("name", CLASSES_AND_FUNCTIONS)
 def test_type_hints_of_every_exported_class_and_function_resolve(name: str) -> None:
     """Typing tools (pydantic, typeguard, IDEs) read annotations through ``get_type_hints``,
     which must find every name an annotation mentions."""
     obj = getattr(bulkpull, name)
     typing.get_type_hints(obj)
+
+
+def test_every_exported_class_and_function_has_a_docstring_of_its_own() -> None:
+    """``help(bulkpull.Status)`` is where a library user looks first; an enum without one
+    shows only ``An enumeration.``."""
+    documented = {
+        name: (getattr(bulkpull, name).__doc__ or "").strip() for name in CLASSES_AND_FUNCTIONS
+    }
+    undocumented = [name for name, doc in documented.items() if not doc]
+
+    assert undocumented == []
 
 
 def test_version_is_the_installed_distribution_version() -> None:

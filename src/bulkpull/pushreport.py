@@ -22,6 +22,9 @@ PUSH_REPORT_VERSION = 1
 
 
 class PushStatus(StrEnum):
+    """What became of an image in a push or a copy: ``PushResult.status`` and the push
+    report's ``status``; the values are the report's words."""
+
     PUSHED = "pushed"
     # The target's tag already names the digest: no blob was sent, no tag rewritten.
     UP_TO_DATE = "up-to-date"

@@ -27,6 +27,9 @@ REPORT_VERSION = 1
 
 
 class Status(StrEnum):
+    """What became of an image in a pull: ``ImageResult.status`` and the report's
+    ``status``; the values are the report's words."""
+
     PULLED = "pulled"
     UP_TO_DATE = "up-to-date"
     RESOLVED = "resolved"  # a dry run: nothing downloaded or written
@@ -258,6 +261,9 @@ class PullReport:
 
 
 class Stage(StrEnum):
+    """What an image is doing, as ``ImageStage`` events tell it: a pull resolves, downloads
+    and writes; a push checks, uploads and writes."""
+
     RESOLVING = "resolving"
     DOWNLOADING = "downloading"
     WRITING = "writing"
