@@ -381,3 +381,44 @@ async def test_a_target_refusing_the_login_fails_each_image_naming_the_target_an
     (row,) = [row for row in anonymous[1].splitlines() if row.startswith("failed")]
     assert row.endswith(f"; no login was sent to {target_host}")
     assert target.pushed_manifests == []
+
+
+async def test_a_copy_pins_the_list_as_a_pull_does_not_the_names_at_the_target(
+    start: Start, tmp_path: Path
+) -> None:
+    _, source_host, _, target_host = await registries(start, tmp_path)
+    lines = [
+        f"{source_host}/team/one:1",
+        f"{source_host}/team/one:1 base/one:stable",
+        f"{source_host}/team/multi:2",
+        f"{source_host}/team/multi:2 base/multi:all platform=all",
+        f"{source_host}/team/gone:1",
+    ]
+    specs = bulkpull.parse_image_list(lines, "images.txt")
+    pull, push = copy_options(tmp_path)
+
+    copied = await bulkpull.copy_images(specs, f"{target_host}/mirror", pull, push=push)
+    resolved = await bulkpull.resolve_images(specs, pull)
+
+    assert [r.status for r in copied.results].count(PushStatus.FAILED) == 1
+    assert copied.lock_lines() == resolved.lock_lines()
+
+
+async def test_the_lock_of_a_copy_on_the_command_line_keeps_the_names_of_the_list(
+    start: Start, tmp_path: Path
+) -> None:
+    _, source_host, _, target_host = await registries(start, tmp_path)
+    places = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_STATE_HOME": str(tmp_path / "state")}
+    listing = tmp_path / "images.txt"
+    listing.write_text(f"{source_host}/team/one:1\n{source_host}/team/one:1 base/one:stable\n")
+    lock = tmp_path / "images.lock"
+
+    code, out, err = await run_cli(
+        str(listing), "--to", f"{target_host}/mirror", "--lock", str(lock), env=places
+    )
+
+    assert code == 0, out + err
+    assert [line for line in lock.read_text().splitlines() if not line.startswith("#")] == [
+        f"{source_host}/team/one:1@{ONE.digest}",
+        f"{source_host}/team/one:1@{ONE.digest} docker.io/base/one:stable",
+    ]

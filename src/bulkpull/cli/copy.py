@@ -57,6 +57,7 @@ class CopyRun(runs.Run[PushReport]):
         except (ImageListError, InvalidOptionError) as exc:
             usage_error(str(exc))
         self.part = part
+        self.listed = specs
         self.specs = self.plan if part is None else part.select(self.plan)
         platforms = options.platforms
         super().__init__(self.specs, platforms, dry_run=dry_run, verbose=verbose, quiet=quiet)
@@ -77,8 +78,10 @@ class CopyRun(runs.Run[PushReport]):
         return results.interrupted_push_report(target, images, tally, self.started, seconds)
 
     async def work(self) -> PushReport:
+        """Copy the list as it was given: the plan made of it is the one made here (the
+        display's), and the lock needs the names the lines gave."""
         return await bulkpull.copy_images(
-            self.plan,
+            self.listed,
             self.target,
             self.options,
             push=self.push,

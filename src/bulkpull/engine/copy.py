@@ -88,9 +88,11 @@ async def copy_images(
     blobs (``peers``).
     """
     options = options or PullOptions()
-    plan = copy_plan(specs_of(images), to)
+    listed = specs_of(images)
+    plan = copy_plan(listed, to)
     specs = plan if shard is None else shard.select(plan)
     target = to if isinstance(to, PushTarget) else PushTarget.parse(to)
+    as_listed = {target.name_for(spec.target): spec.target for spec in listed}
     push = push or PushOptions.from_pull(options)
     store = BlobStore(options.cache_dir or default_store())
     started, clock = datetime.now(UTC).isoformat(timespec="seconds"), time.monotonic()
@@ -103,7 +105,7 @@ async def copy_images(
     ):
         client = PushClient(transport, target.registry_host)
         delivery = Delivery(client, push, on_event, mount_guesses(plan, shard))
-        run = _Copy(registry, store, fetch, delivery, options, dry_run)
+        run = _Copy(registry, store, fetch, delivery, options, dry_run, as_listed)
         try:
             results = await all_of(run.image(spec) for spec in specs)
         finally:
@@ -156,6 +158,7 @@ class _Copy:
         delivery: Delivery,
         options: PullOptions,
         dry_run: bool,
+        as_listed: Mapping[Reference, Reference],
     ) -> None:
         self._registry = registry
         self._store = store
@@ -168,11 +171,21 @@ class _Copy:
         self.delivery = delivery
         self._options = options
         self._dry_run = dry_run
+        self._as_listed = as_listed
         self._jobs = asyncio.Semaphore(options.jobs)
+
+    def _pinned(self, spec: ImageSpec, digest: Digest | None) -> str:
+        """``spec`` as a lock line, pinned to ``digest``, under the name its list line gave
+        (``as_listed``: target name -> listed name), not its name at the target: a lock is
+        the list again, copying to the same names here, and to other registries, into a
+        bundle for the far side or a push there, as the list itself would."""
+        return replace(spec, target=self._as_listed[spec.target]).pinned(digest)
 
     async def image(self, spec: ImageSpec) -> PushResult:
         working_for(spec)
-        result = PushResult(spec, PushStatus.PUSHED, str(spec.source))
+        result = PushResult(
+            spec, PushStatus.PUSHED, str(spec.source), pinned=self._pinned(spec, None)
+        )
         try:
             result = await self._copy(spec, result)
         except EXPECTED as exc:
@@ -196,7 +209,7 @@ class _Copy:
             self.delivery.current(spec.target), self._source_digest(spec.source)
         )
         if current is not None and current == source:
-            pinned = (wanted if media_type in INDEX_TYPES else spec).pinned(source)
+            pinned = self._pinned(wanted if media_type in INDEX_TYPES else spec, source)
             kind, size = await stored_footprint(self._store, current, media_type)
             up_to_date = replace(result, status=PushStatus.UP_TO_DATE, media_type=kind, size=size)
             return replace(up_to_date, digest=current, pinned=pinned)
@@ -215,7 +228,7 @@ class _Copy:
             media_type=top.media_type,
             size=top.size + sum(blob.size for blob in _blobs(resolved)),
             narrowed=entry.narrowed,
-            pinned=(wanted if resolved[0].index else spec).pinned(_source_of(resolved)),
+            pinned=self._pinned(wanted if resolved[0].index else spec, _source_of(resolved)),
         )
         if current == top.digest:
             self.delivery.held(spec.target, _blobs(resolved))
