@@ -422,3 +422,15 @@ async def test_the_lock_of_a_copy_on_the_command_line_keeps_the_names_of_the_lis
         f"{source_host}/team/one:1@{ONE.digest}",
         f"{source_host}/team/one:1@{ONE.digest} docker.io/base/one:stable",
     ]
+
+
+async def test_force_is_refused_with_to_since_a_copy_has_no_archive_to_rewrite(
+    tmp_path: Path,
+) -> None:
+    listing = tmp_path / "images.txt"
+    listing.write_text("127.0.0.1:1/team/one:1\n")
+
+    code, out, err = await run_cli(str(listing), "--to", "127.0.0.1:1/mirror", "--force")
+
+    assert code == 2, out + err
+    assert err.startswith("bulkpull: --force ")

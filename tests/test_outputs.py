@@ -364,13 +364,14 @@ async def test_an_out_dir_set_in_the_environment_stands_for_the_default_not_besi
 
     image = f"{host}/x/y:1"
     bundled = await run_cli("-i", image, "--bundle", str(bundle), env=env)
+    bundle_written = bundle.is_file()
     split = await run_cli("-i", image, "--bundle", str(bundle), "--split", "1MiB", env=env)
     archives_beside_the_bundle = (tmp_path / "archives").exists()
     default = await run_cli("-i", image, env=env)
 
     assert bundled[0] == 0, bundled[2]
     assert split[0] == 0, split[2]
-    assert bundle.is_file()
+    assert bundle_written
     assert not archives_beside_the_bundle
     assert default[0] == 0, default[2]
     assert [p.name for p in (tmp_path / "archives").iterdir()] == [

@@ -166,17 +166,7 @@ def _run_for(
     of the part of the list ``--shard`` names, a delta against the ``--have`` files;
     started: its headline said."""
     holding = inputs.have_files(chosen.have or [], chosen.to_registry is not None, dry_run)
-    if chosen.to_registry is not None and any(chosen.outputs):
-        usage_error(
-            "--to copies into a registry and writes no archive: drop "
-            "-o/--bundle/--oci-layout/--split"
-        )
-    out_dir, _, oci_layout, split = chosen.outputs
-    if split is not None and (out_dir is not None or oci_layout is not None):
-        usage_error("--split writes the --bundle alone in volumes: drop -o/--oci-layout")
-    if chosen.to_registry is None and chosen.uploads:
-        given = " and ".join(f"--{name.replace('_', '-')}" for name in chosen.uploads)
-        usage_error(f"{given}: only for a copy into a registry (--to REGISTRY)")
+    _refuse_flags_that_cannot_go_together(chosen, options)
     part = inputs.shard_of(*chosen.shard)
     run: _Run | CopyRun
     if chosen.to_registry is not None:
@@ -200,6 +190,30 @@ def _run_for(
         run.shard = (part, len(listed))
     run.start()
     return run
+
+
+def _refuse_flags_that_cannot_go_together(chosen: _Chosen, options: PullOptions) -> None:
+    """A usage error for flags one run cannot honour together, before any request: outputs
+    and ``--force`` beside ``--to`` (a copy writes no archive, and an image whose tag already
+    names its digest is never copied again), ``--split`` beside other outputs, the push's
+    own flags without ``--to``."""
+    copying = chosen.to_registry is not None
+    if copying and any(chosen.outputs):
+        usage_error(
+            "--to copies into a registry and writes no archive: drop "
+            "-o/--bundle/--oci-layout/--split"
+        )
+    if copying and options.force:
+        usage_error(
+            "--force rewrites archives; --to writes none, and copies an image whose tag the "
+            "registry already has under the same digest never again: drop --force"
+        )
+    out_dir, _, oci_layout, split = chosen.outputs
+    if split is not None and (out_dir is not None or oci_layout is not None):
+        usage_error("--split writes the --bundle alone in volumes: drop -o/--oci-layout")
+    if not copying and chosen.uploads:
+        given = " and ".join(f"--{name.replace('_', '-')}" for name in chosen.uploads)
+        usage_error(f"{given}: only for a copy into a registry (--to REGISTRY)")
 
 
 class _Run(runs.Run[PullReport]):
