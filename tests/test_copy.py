@@ -434,3 +434,17 @@ async def test_force_is_refused_with_to_since_a_copy_has_no_archive_to_rewrite(
 
     assert code == 2, out + err
     assert err.startswith("bulkpull: --force ")
+
+
+async def test_a_copy_whose_images_failed_before_any_upload_does_not_call_its_blobs_unneeded(
+    start: Start, tmp_path: Path
+) -> None:
+    _, source_host, _, _ = await registries(start, tmp_path)
+    target = FakeUploads(FakeRegistry(auth="basic", username="u", password="p"), tmp_path)
+    target_host = await start(target.app())
+    places = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_STATE_HOME": str(tmp_path / "state")}
+
+    code, out, _ = await run_cli("-i", f"{source_host}/team/one:1", "--to", target_host, env=places)
+
+    assert code == 1
+    assert out.splitlines()[-1].startswith(f"0 B sent to {target_host}; no blobs sent; in ")

@@ -239,7 +239,8 @@ def push_totals_lines(report: PushReport) -> list[str]:
             f"dry run: {size_text(report.bytes_missing)} of blobs missing at {report.target}, "
             f"nothing written; {seconds}",
         ]
-    blobs = blob_counts_text(report.blobs) or "no blobs needed"
+    # Nothing sent is "needed" only when every image went through; a failed one may need all.
+    blobs = blob_counts_text(report.blobs) or ("no blobs needed" if report.ok else "no blobs sent")
     rate = report.bytes_sent / max(report.seconds, 1e-9)
     sent = f"{size_text(report.bytes_sent)} sent to {report.target}"
     speed = f" ({size_text(rate)}/s)" if report.bytes_sent else ""
