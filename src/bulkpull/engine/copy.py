@@ -92,7 +92,8 @@ async def copy_images(
     plan = copy_plan(listed, to)
     specs = plan if shard is None else shard.select(plan)
     target = to if isinstance(to, PushTarget) else PushTarget.parse(to)
-    as_listed = {target.name_for(spec.target): spec.target for spec in listed}
+    # The first line naming a target is the one the plan keeps (a repeated image is taken once).
+    as_listed = {target.name_for(spec.target): spec.target for spec in reversed(listed)}
     push = push or PushOptions.from_pull(options)
     store = BlobStore(options.cache_dir or default_store())
     started, clock = datetime.now(UTC).isoformat(timespec="seconds"), time.monotonic()
