@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from support import imagefactory as f
-from support.commandline import run_cli
+from support.commandline import interrupt_once, run_cli
 from support.fakeregistry import FakeRegistry, Faults, Start
 
 
@@ -329,24 +328,16 @@ async def test_an_interrupted_run_writes_its_report_with_unfinished_images_inter
     registry.faults[slow.digest] = Faults(chunk_delay=0.2)
     host = await start(registry.app())
     report_file = tmp_path / "report.json"
-    process = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "bulkpull", "-i", f"{host}/x/quick:1", "-i", f"{host}/x/slow:1"],
-        *["-o", str(tmp_path / "out"), "--report", str(report_file)],
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    images = ["-i", f"{host}/x/quick:1", "-i", f"{host}/x/slow:1"]
+    code, out, err = await interrupt_once(
+        *images, "-o", str(tmp_path / "out"), "--report", str(report_file), printed=b"pulled  "
     )
-    assert process.stderr is not None
-    async with asyncio.timeout(60):
-        while b"pulled  " not in (line := await process.stderr.readline()):
-            assert line, "bulkpull ended before it pulled an image"
-    process.send_signal(signal.SIGINT)
-    out, err = await process.communicate()
 
-    assert process.returncode == 130, err
+    assert code == 130, err
     report = json.loads(report_file.read_text())
     assert [image["status"] for image in report["images"]] == ["pulled", "interrupted"]
     assert report["totals"]["interrupted"] == 1
-    assert f"report written to {report_file}" in out.decode()
+    assert f"report written to {report_file}" in out
 
 
 @pytest.mark.parametrize("flag", ["--help", "--version"])

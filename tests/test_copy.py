@@ -3,15 +3,12 @@ any request: the push's naming rule, a line's new name standing for the image's 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
-import sys
 from pathlib import Path
 
 import pytest
 from support import imagefactory as f
-from support.commandline import run_cli
+from support.commandline import interrupt_once, run_cli
 from support.fakeregistry import FakeRegistry, Faults, Start
 from support.fakeupload import FakeUploads
 
@@ -330,22 +327,14 @@ async def test_an_interrupted_copy_reports_the_bytes_it_sent_not_those_it_downlo
     source.faults[slow.digest] = Faults(chunk_delay=0.2)
     report_file = tmp_path / "report.json"
     images = ["-i", f"{source_host}/team/one:1", "-i", f"{source_host}/team/slow:1"]
-    process = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "bulkpull", *images, "--to", target_host],
-        *["--cache", str(tmp_path / "store"), "--state-dir", str(tmp_path / "state")],
-        *["--report", str(report_file)],
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stderr is not None
-    async with asyncio.timeout(60):
-        while b"pushed  " not in (line := await process.stderr.readline()):
-            assert line, "bulkpull ended before it copied an image"
-    await asyncio.sleep(1)  # the slow layer's download goes on meanwhile
-    process.send_signal(signal.SIGINT)
-    await process.communicate()
+    places = ["--cache", str(tmp_path / "store"), "--state-dir", str(tmp_path / "state")]
+    # A second more after the first image: the slow layer's download goes on meanwhile.
+    code, _, err = await interrupt_once(
+        *images, "--to", target_host, *places, "--report", str(report_file),
+        printed=b"pushed  ", settle=1,
+    )  # fmt: skip
 
-    assert process.returncode == 130
+    assert code == 130, err
     report = json.loads(report_file.read_text())
     one, unfinished = report["images"]
     assert (one["status"], unfinished["status"]) == ("pushed", "interrupted")
