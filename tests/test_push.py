@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
 import os
 import tarfile
 import time
@@ -333,6 +334,26 @@ async def test_a_push_drops_state_records_a_week_old_at_most_once_a_day(
     os.utime(old, (week_ago, week_ago))
     assert (await bulkpull.push_images(source, f"{host}/site", push_options(tmp_path))).ok
     assert old.exists()  # pruned less than a day ago
+
+
+async def test_a_state_directory_that_is_a_file_is_named_in_a_warning_and_the_push_goes_on(
+    start: Start, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, host = await target(start, tmp_path)
+    state = tmp_path / "state"
+    state.write_text("not a directory")
+
+    with caplog.at_level(logging.WARNING, logger="bulkpull"):
+        report = await bulkpull.push_images(
+            [layout(tmp_path)], f"{host}/site", push_options(tmp_path, state_dir=state)
+        )
+
+    assert report.ok
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == [
+        f"state directory {state} cannot be used (a file is there): an upload cut off starts "
+        "over, and processes sharing the directory do not meet over blobs"
+    ]
 
 
 async def test_one_platform_pulled_from_an_index_is_pushed_as_that_platforms_manifest(

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import stat
 import time
@@ -45,6 +46,8 @@ from bulkpull.errors import InvalidReferenceError, OutputError
 from bulkpull.files import read_file, remove, write_atomically
 from bulkpull.reference import Reference
 from bulkpull.store.locks import exclusive
+
+log = logging.getLogger("bulkpull")
 
 _MAX_STATE_BYTES = 64 * 1024
 # distribution's default for dropping unfinished uploads (uploadpurging age: 168h).
@@ -67,6 +70,7 @@ class UploadState:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._made = False
+        self._warned = False
 
     async def load(self, registry: str, repository: str, digest: Digest) -> SavedUpload | None:
         """The upload of ``digest`` to ``registry/repository`` left by an earlier run."""
@@ -148,13 +152,29 @@ class UploadState:
         try:
             await self._make()
             await write_atomically(path, json.dumps(document).encode())
-        except OSError:
-            return
+        except OSError as exc:
+            self._unusable(exc)
 
     async def _make(self) -> None:
         if not self._made:
-            await asyncio.to_thread(_make_private, self.directory)
+            try:
+                await asyncio.to_thread(_make_private, self.directory)
+            except OSError as exc:
+                self._unusable(exc)
+                raise
             self._made = True
+
+    def _unusable(self, exc: OSError) -> None:
+        """Say once that the directory cannot be used: the push goes on without it, but a
+        user who gave ``--state-dir`` expects a kill to resume."""
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "state directory %s cannot be used (%s): an upload cut off starts over, and "
+                "processes sharing the directory do not meet over blobs",
+                self.directory,
+                "a file is there" if isinstance(exc, FileExistsError) else exc.strerror or exc,
+            )
 
     def _path(self, registry: str, repository: str, digest: Digest) -> Path:
         name = hashlib.sha256(_key(registry, repository, digest).encode()).hexdigest()
