@@ -163,6 +163,26 @@ async def test_a_list_file_and_i_images_are_pulled_together_in_that_order(
     ]
 
 
+async def test_an_image_listed_again_and_given_with_i_is_pulled_once_into_its_archive(
+    start: Start, tmp_path: Path
+) -> None:
+    registry = FakeRegistry()
+    image = f.make_image([f.random_layer(1000)])
+    registry.add("x/y", "1", image)
+    host = await start(registry.app())
+    listing = tmp_path / "images.txt"
+    listing.write_text(f"{host}/x/y:1\n{host}/x/y:1  # again\n")
+
+    code, out, err = await run_cli(str(listing), "-i", f"{host}/x/y:1", "-o", str(tmp_path / "out"))
+
+    assert code == 0, err
+    assert "1 image: 1 pulled, 0 failed" in out
+    assert [path.name for path in (tmp_path / "out").iterdir()] == [
+        f"127.0.0.1_{host.split(':')[1]}_x_y_1.tar"
+    ]
+    assert registry.count("GET", f"/blobs/{image.layers[0].digest}") == 1
+
+
 async def test_pull_may_be_named_as_a_command(start: Start, tmp_path: Path) -> None:
     registry = FakeRegistry()
     registry.add("x/y", "1", f.make_image([f.random_layer(1000)]))

@@ -244,10 +244,6 @@ def test_bad_line_raises_file_line_reason(lines: list[str], line_number: int, re
 @pytest.mark.parametrize(
     ("lines", "earlier", "later"),
     [
-        pytest.param(["alpine:3.19", "# x", "alpine:3.19"], 1, 3, id="same-line-twice"),
-        pytest.param(
-            ["busybox", "alpine:3.19", "docker.io/library/alpine:3.19"], 2, 3, id="same-normalized"
-        ),
         pytest.param(
             ["alpine:3.19", "registry.example/alpine:3.19 docker.io/library/alpine"],
             1,
@@ -271,6 +267,26 @@ def test_two_lines_for_one_archive_are_refused_naming_the_earlier_line(
 
     assert caught.value.line == later
     assert f"line {earlier}" in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("lines", "kept"),
+    [
+        pytest.param(["alpine:3.19", "# x", "alpine:3.19"], 1, id="same-line-twice"),
+        pytest.param(
+            ["busybox", "alpine:3.19", "docker.io/library/alpine:3.19"], 2, id="normalized"
+        ),
+        pytest.param(["nginx:1 platform=linux/arm64,linux/amd64"] * 2, 1, id="with-platforms"),
+    ],
+)
+def test_a_line_repeating_an_image_writes_no_archive_of_its_own(
+    lines: list[str], kept: int
+) -> None:
+    specs = parse_image_list(lines, "images.txt")
+
+    check_archive_names(specs, [AMD64])
+
+    assert len(distinct_targets(specs)) == kept
 
 
 @pytest.mark.parametrize(
@@ -442,13 +458,14 @@ def test_the_run_wide_platforms_decide_which_archives_collide() -> None:
 
 
 def test_images_given_without_a_list_are_named_by_position_or_flag() -> None:
-    named = [image_spec("alpine"), image_spec("busybox"), image_spec("alpine", origin="--image")]
+    again = image_spec("registry.example/alpine", "alpine", origin="--image")
+    named = [image_spec("alpine"), image_spec("busybox"), again]
 
     with pytest.raises(ImageListError) as caught:
         check_archive_names(named, [AMD64])
 
     assert str(caught.value) == (
-        "--image docker.io/library/alpine:latest: docker.io/library/alpine:latest would overwrite "
+        "--image registry.example/alpine:latest: docker.io/library/alpine:latest would overwrite "
         "alpine_latest.tar, the archive of image 1 (docker.io/library/alpine:latest)"
     )
 

@@ -110,7 +110,8 @@ def check_archive_names(
 ) -> None:
     """Refuse two images that would write the same archive: the second would silently
     overwrite the first. ``platforms`` and ``all_platforms`` are the run's choice, for images
-    whose line makes none.
+    whose line makes none. A line repeating an earlier image is no such second image: it is
+    pulled once (:func:`distinct_targets`), so it writes no archive of its own.
 
     Raises :class:`ImageListError` at the later image: its ``FILE:LINE``, else its position.
     """
@@ -119,7 +120,7 @@ def check_archive_names(
         chosen = spec.choosing(tuple(platforms), all_platforms)
         for name in sorted(archive_names(chosen)):
             first = claimed.setdefault(name, index)
-            if first != index:
+            if first != index and not _repeats(specs[first], spec):
                 source, line = _origin(spec, index)
                 before, before_line = _origin(specs[first], first)
                 named = f"line {before_line}" if before == source and before_line else before
@@ -151,6 +152,11 @@ def distinct_targets(specs: Sequence[ImageSpec]) -> list[ImageSpec]:
 
 def _image_of(spec: ImageSpec) -> tuple[object, ...]:
     return spec.source, spec.platforms, spec.all_platforms
+
+
+def _repeats(earlier: ImageSpec, later: ImageSpec) -> bool:
+    """Whether ``later`` is ``earlier`` again: the same image under the same name."""
+    return earlier.target == later.target and _image_of(earlier) == _image_of(later)
 
 
 def _origin(spec: ImageSpec, index: int) -> tuple[str, int | None]:
