@@ -451,7 +451,7 @@ async def test_a_string_is_refused_as_the_list_of_images_before_any_request(
 @pytest.mark.parametrize(
     ("lines", "platforms"),
     [
-        pytest.param(["{host}/x/app:1", "{host}/x/app:1"], ["linux/amd64"], id="twice"),
+        pytest.param(["{host}/x/a_b:1", "{host}/x/a/b:1"], ["linux/amd64"], id="names-alike"),
         pytest.param(
             ["{host}/x/multi:oci", "{host}/x/other:1 {host}/x/multi:oci_linux_amd64"],
             ["linux/amd64", "linux/arm64"],
@@ -472,6 +472,21 @@ async def test_images_that_would_write_one_archive_are_refused_before_any_reques
 
     assert caught.value.source.startswith("image 2 (")
     assert registry.seen == []
+
+
+async def test_an_image_given_twice_is_pulled_once_into_its_archive(
+    start: Start, options: PullOptions, tmp_path: Path
+) -> None:
+    registry = FakeRegistry()
+    image = f.make_image([f.random_layer(500)])
+    registry.add("x/app", "1", image)
+    host = await start(registry.app())
+
+    report = await bulkpull.pull_images([f"{host}/x/app:1"] * 2, tmp_path / "out", options)
+
+    assert [result.ok for result in report.results] == [True]
+    assert len(list((tmp_path / "out").iterdir())) == 1
+    assert registry.count("GET", f"/blobs/{image.layers[0].digest}") == 1
 
 
 async def test_images_whose_archive_names_would_collide_share_one_bundle(
