@@ -92,15 +92,19 @@ async def test_a_platform_the_index_lacks_is_named_with_what_it_has(start: Start
             await pulling.resolve(parse_reference(f"{host}/x/y:1"), [Platform("linux", "s390x")])
 
 
-async def test_a_manifest_that_differs_from_its_digest_header_is_refused(start: Start) -> None:
+async def test_a_manifest_that_differs_from_its_digest_header_is_refused_naming_its_tag(
+    start: Start,
+) -> None:
     registry = FakeRegistry()
     registry.add("x/y", "1", f.make_image([f.random_layer(100)]))
     registry.content_digest_override = "sha256:" + "0" * 64
     host = await start(registry.app())
 
     async with client() as pulling:
-        with pytest.raises(DigestMismatchError, match="Docker-Content-Digest"):
+        with pytest.raises(DigestMismatchError) as caught:
             await pulling.resolve(parse_reference(f"{host}/x/y:1"), [AMD64])
+
+    assert str(caught.value).startswith(f"manifest {host}/x/y:1 (Docker-Content-Digest): ")
 
 
 async def test_a_known_manifest_is_read_from_disk_after_a_head(start: Start) -> None:

@@ -148,7 +148,7 @@ class RegistryClient:
             return None
         if not header.startswith("sha256:"):
             return None
-        return _header_digest(header, f"manifest {reference.name}:{identifier}"), media_type
+        return _header_digest(header, _manifest_named(reference, identifier)), media_type
 
     async def _cached(self, reference: Reference, identifier: str) -> FetchedManifest | None:
         assert self._known is not None
@@ -177,7 +177,7 @@ class RegistryClient:
             raw = await response.read(MAX_MANIFEST_BYTES)
             media_type = response.content_type
             header = response.headers.get("Docker-Content-Digest")
-        what = f"manifest {reference.name}@{identifier}"
+        what = _manifest_named(reference, identifier)
         actual = Digest.of(raw)
         if identifier.startswith("sha256:") and str(actual) != identifier:
             raise DigestMismatchError(what, identifier, str(actual), len(raw))
@@ -252,6 +252,13 @@ def _body_start(response: Response, offset: int) -> int:
     if not match or int(match.group(1)) != offset:
         raise ContentError(f"GET {response.url}: Content-Range does not start at {offset}")
     return offset
+
+
+def _manifest_named(reference: Reference, identifier: str) -> str:
+    """``manifest NAME:TAG`` or ``manifest NAME@DIGEST``, as users write the reference asked for
+    (a tag after ``@`` reads as a broken digest)."""
+    joiner = "@" if identifier.startswith("sha256:") else ":"
+    return f"manifest {reference.name}{joiner}{identifier}"
 
 
 def _header_digest(header: str, what: str) -> Digest:
