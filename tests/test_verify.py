@@ -399,6 +399,12 @@ def test_a_file_that_is_no_tar_cannot_be_read(tmp_path: Path) -> None:
     assert check.problems[0].startswith("cannot read archive:")
 
 
+def test_a_path_that_is_not_there_is_named_with_the_reason_alone(tmp_path: Path) -> None:
+    check = bulkpull.verify_archive(tmp_path / "gone.tar")
+
+    assert check.problems == ("cannot read archive: No such file or directory",)
+
+
 def test_json_beyond_the_memory_budget_is_a_problem_not_an_exhausted_machine(
     tmp_path: Path,
 ) -> None:

@@ -157,8 +157,16 @@ def verify_archive(path: Path | str, *, max_json_bytes: int = MAX_KEPT_TOTAL) ->
     except (SourceError, NotRegularFileError) as exc:
         return ArchiveCheck(path, (), 0, (str(exc),))
     except READ_ERRORS as exc:
-        return ArchiveCheck(path, (), 0, (f"cannot read archive: {exc}",))
+        return ArchiveCheck(path, (), 0, (f"cannot read archive: {_read_failure(exc)}",))
     return _Checker(files).run(path)
+
+
+def _read_failure(exc: BaseException) -> str:
+    """Why an archive could not be read, without Python's ``[Errno 2] …: 'PATH'`` repeating
+    the path the line already names."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
 
 
 def _verify_volumes(path: Path, volumes: VolumeSet, max_json_bytes: int) -> ArchiveCheck:
