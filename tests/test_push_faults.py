@@ -109,3 +109,27 @@ async def test_upload_fault(start: Start, tmp_path: Path, row: Row) -> None:
             assert uploads.registry.manifests[(repository, "1")][0] == image.manifest
     assert uploads.received == TOTAL + row.extra
     assert report.bytes_sent >= uploads.received
+
+
+async def test_a_blob_damaged_in_the_source_fails_naming_it_and_is_not_sent_again(
+    start: Start, tmp_path: Path
+) -> None:
+    uploads = FakeUploads(FakeRegistry(), tmp_path / "registry")
+    host = await start(uploads.app())
+    source = tmp_path / "layout"
+    f.write_oci_layout(source, {"docker.io/team/first:1": FIRST})
+    damaged = source / "blobs" / "sha256" / SHARED.digest.removeprefix("sha256:")
+    flipped = bytearray(damaged.read_bytes())
+    flipped[1000] ^= 1
+    damaged.write_bytes(bytes(flipped))
+    options = PushOptions(
+        plain_http=True, retry=RetryPolicy(retries=2, delay=0.0), state_dir=tmp_path / "state"
+    )
+
+    report = await bulkpull.push_images([source], host, options)
+
+    [result] = report.results
+    assert isinstance(result.error, DigestMismatchError)
+    assert str(result.error).startswith(f"blob {SHARED.digest} as read from {damaged}: ")
+    assert f"got {f.sha256(bytes(flipped))}" in str(result.error)
+    assert uploads.received <= LAYER + len(FIRST.config)  # the damaged layer went once

@@ -100,12 +100,13 @@ class _Attempts:
         """Seconds to wait before the next attempt, or None to give up on ``exc``.
 
         A body that arrived corrupted is fetched once more at once (the store has dropped its
-        bytes); a second mismatch means the registry serves wrong bytes. Otherwise only
+        bytes); a second mismatch means the registry serves wrong bytes, and one marked
+        ``final`` is known not to be the transfer's fault (a damaged source). Otherwise only
         temporary errors are retried: exponential backoff, lengthened by a ``Retry-After`` of
         up to five minutes.
         """
         self.counted = False
-        if isinstance(exc, DigestMismatchError) and not self.refetched:
+        if isinstance(exc, DigestMismatchError) and not (self.refetched or exc.final):
             self.refetched = True
             return 0.0
         if not is_temporary(exc):

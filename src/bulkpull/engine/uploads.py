@@ -39,9 +39,9 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bulkpull.digest import Digest
+from bulkpull.digest import Digest, DigestVerifier
 from bulkpull.engine.pushplan import BlobSource
-from bulkpull.errors import BulkpullError, RegistryError, is_temporary
+from bulkpull.errors import BulkpullError, DigestMismatchError, RegistryError, is_temporary
 from bulkpull.imagelist import ImageSpec
 from bulkpull.manifest import Descriptor
 from bulkpull.output import BlobPlace, read_place
@@ -245,6 +245,8 @@ class Uploads:
                 except BulkpullError as exc:
                     if not _lost(exc):
                         raise
+                    if isinstance(exc, RegistryError) and "DIGEST_INVALID" in exc.codes:
+                        await _check_source(blob, where)
                     await self._forget(repository, blob.digest)
                     restarted = await self._start(repository, blob.digest)
                     await self._send(restarted, blob, where, progress)
@@ -329,6 +331,22 @@ class _Progress:
 
     def furthest(self) -> int:
         return self._furthest
+
+
+async def _check_source(blob: Descriptor, where: BlobPlace) -> None:
+    """Raise :class:`DigestMismatchError` if the source's bytes of ``blob`` do not hash to its
+    digest. A registry answers ``DIGEST_INVALID`` to bytes that differ from the digest they
+    were sent under: after a flipped bit on the medium that carried a bundle, sending them again
+    would only be refused again, and the registry's words would blame the upload, not the file.
+    Costs one read of the blob, only after such an answer."""
+    verifier = DigestVerifier(blob.digest, blob.size)
+    async for chunk in read_place(where, 0, blob.size):
+        verifier.update(chunk)
+    try:
+        verifier.verify(f"blob {blob.digest} as read from {where.path}")
+    except DigestMismatchError as damaged:
+        damaged.final = True  # the same bytes again would be refused again
+        raise
 
 
 def _lost(exc: BulkpullError) -> bool:
