@@ -183,6 +183,25 @@ async def test_an_image_listed_again_and_given_with_i_is_pulled_once_into_its_ar
     assert registry.count("GET", f"/blobs/{image.layers[0].digest}") == 1
 
 
+async def test_an_output_path_with_control_characters_is_shown_escaped(
+    start: Start, tmp_path: Path
+) -> None:
+    registry = FakeRegistry()
+    registry.add("x/y", "1", f.make_image([f.random_layer(1000)]))
+    host = await start(registry.app())
+    out_dir, report = tmp_path / "out\x1b[2J", tmp_path / "report\x1b[2J.json"
+
+    code, out, err = await run_cli(
+        "-i", f"{host}/x/y:1", "-o", str(out_dir), "--report", str(report)
+    )
+
+    assert code == 0, err
+    assert "\x1b" not in out + err
+    assert f"{tmp_path}/out\\x1b[2J/127.0.0.1_" in out
+    assert f"into {tmp_path}/out\\x1b[2J" in err
+    assert f"report written to {tmp_path}/report\\x1b[2J.json" in out
+
+
 async def test_pull_may_be_named_as_a_command(start: Start, tmp_path: Path) -> None:
     registry = FakeRegistry()
     registry.add("x/y", "1", f.make_image([f.random_layer(1000)]))

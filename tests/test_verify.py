@@ -531,6 +531,23 @@ async def test_verify_on_the_command_line_reads_directories_and_exits_one_on_a_p
     assert "Traceback" not in err
 
 
+async def test_verify_shows_names_and_paths_a_carried_bundle_chose_with_escapes(
+    tmp_path: Path,
+) -> None:
+    layout = tmp_path / "usb\x1b[2J"
+    f.write_oci_layout(layout, {"app\x1b]0;owned\x07:1": IMAGE})
+    broken = tmp_path / "gone\x1b[31m.tar"
+    broken.write_bytes(b"not a tar")
+
+    code, out, _ = await run_cli("verify", str(layout), str(broken))
+
+    assert code == 1
+    assert "\x1b" not in out
+    assert "\x07" not in out
+    assert f"ok      {tmp_path}/usb\\x1b[2J: 3 blobs verified; app\\x1b]0;owned\\x07:1" in out
+    assert f"FAILED  {tmp_path}/gone\\x1b[31m.tar: cannot read archive:" in out
+
+
 @pytest.mark.parametrize("output", ["archive", "bundle"])
 async def test_a_pull_onto_a_tar_with_absurd_json_rewrites_it(
     start: Start, options: PullOptions, tmp_path: Path, output: str

@@ -75,6 +75,7 @@ from bulkpull.errors import (
     UnsupportedMediaTypeError,
     VerifyKeyError,
     is_temporary,
+    printable,
 )
 from bulkpull.files import write_atomically
 from bulkpull.imagelist import (
@@ -282,6 +283,7 @@ __all__ = [
     "parse_reference",
     "parse_size",
     "plan_push",
+    "printable",
     "pull_image",
     "pull_images",
     "push_images",

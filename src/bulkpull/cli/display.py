@@ -35,6 +35,7 @@ from bulkpull import (
     Retrying,
     Stage,
     Status,
+    printable,
 )
 from bulkpull.cli.tally import Finished, RateMeter, Row, Tally
 from bulkpull.cli.text import (
@@ -102,8 +103,9 @@ class Display:
         """Render the passage of time."""
 
     def note(self, text: str, style: str = "") -> None:
-        """A message of its own line: a log record, a headline, a finished image."""
-        self.console.print(Text(text, style=style), soft_wrap=True)
+        """A message of its own line: a log record, a headline, a finished image. Escaped:
+        paths, names and registry text in it may hold characters a terminal would act on."""
+        self.console.print(Text(printable(text), style=style), soft_wrap=True)
 
     def finished(self, result: Finished) -> None:
         """One line per finished image (and platform); unknown fields are left out."""
@@ -209,8 +211,8 @@ class LiveDisplay(Display):
         )
 
     def note(self, text: str, style: str = "") -> None:
-        """Printed above the live rows, wrapped at words to the terminal's width."""
-        self.console.print(Text(text, style=style))
+        """Printed above the live rows, wrapped at words to the terminal's width; escaped."""
+        self.console.print(Text(printable(text), style=style))
 
     def finished(self, result: Finished) -> None:
         """Kept in view while failures are few; every image is in the summary that follows."""
@@ -335,4 +337,4 @@ def log_through(shown: Display, *, verbose: bool, quiet: bool) -> None:
 
 def error(message: str) -> None:
     """A one-line error on standard error, prefixed like every bulkpull message."""
-    stderr.print(f"bulkpull: {message}", soft_wrap=True)
+    stderr.print(f"bulkpull: {printable(message)}", soft_wrap=True)

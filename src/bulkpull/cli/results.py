@@ -43,7 +43,7 @@ def _write(what: str, path: Path, text: str) -> bool:
     except OSError as exc:
         display.error(f"cannot write the {what} {path}: {exc.strerror or exc}")
         return False
-    display.stdout.print(f"{what} written to {path}", soft_wrap=True)
+    display.stdout.print(bulkpull.printable(f"{what} written to {path}"), soft_wrap=True)
     return True
 
 

@@ -16,7 +16,7 @@ from typing import TypeVar
 from rich.table import Table
 from rich.text import Text
 
-from bulkpull import PullReport, PushReport, PushStatus, SignatureError, Status
+from bulkpull import PullReport, PushReport, PushStatus, SignatureError, Status, printable
 from bulkpull.cli.display import STYLES, is_interactive, stdout
 from bulkpull.cli.tally import Finished
 from bulkpull.cli.text import (
@@ -73,9 +73,10 @@ def print_summary(
     left_out = len(report.results) - len(listed)
     if left_out and not quiet:
         where = f"{report_file} lists" if report_file else "--report FILE.json lists"
-        stdout.print(f"{count_text(left_out, 'more image')} not listed here; {where} every image")
+        left = f"{count_text(left_out, 'more image')} not listed here; {where} every image"
+        stdout.print(printable(left))
     for total in totals:
-        stdout.print(total, soft_wrap=True)
+        stdout.print(printable(total), soft_wrap=True)
 
 
 def volume_lines(report: PullReport) -> list[str]:

@@ -25,6 +25,7 @@ from bulkpull import (
     PushResult,
     PushStatus,
     Retrying,
+    printable,
 )
 
 ELLIPSIS = "…"
@@ -115,7 +116,8 @@ def result_fields(result: ImageResult | PushResult, *, full_digest: bool) -> lis
     if result.error is not None:
         outcome = error_text(result.error)
     elif result.archive is not None:
-        outcome = str(result.archive) + narrowed_text(result.narrowed)
+        # a path the user chose, shown escaped
+        outcome = printable(str(result.archive)) + narrowed_text(result.narrowed)
     else:
         outcome = "-"
     return [

@@ -127,32 +127,35 @@ def _show_lock(matched: LockCheck) -> int:
     lines = [("ok     ", text) for text in matched.found]
     lines += [("FAILED ", text) for text in matched.problems]
     for status, text in lines:
-        display.stdout.print(f"{status} {text}", soft_wrap=True)
+        _say(f"{status} {text}")
     return len(matched.problems)
 
 
 def _show_check(check: bulkpull.ArchiveCheck) -> bool:
     """Print what verify found in one archive; returns whether it is sound."""
     for note in check.notes:
-        display.stdout.print(f"note    {check.path}: {note}", soft_wrap=True)
+        _say(f"note    {check.path}: {note}")
     for problem in check.problems:
-        display.stdout.print(f"FAILED  {check.path}: {problem}", soft_wrap=True)
+        _say(f"FAILED  {check.path}: {problem}")
     if check.expected is not None:
         size = size_text(sum(blob.size for blob in check.expected))
-        display.stdout.print(
+        _say(
             f"delta   {check.path}: a delta for bulkpull push; it expects "
-            f"{count_text(len(check.expected), 'blob')} ({size}) at the target:",
-            soft_wrap=True,
+            f"{count_text(len(check.expected), 'blob')} ({size}) at the target:"
         )
         for blob in check.expected:
             held = f" (held by {', '.join(blob.holders)})" if blob.holders else ""
-            display.stdout.print(f"expects {blob.digest}{held}", soft_wrap=True)
+            _say(f"expects {blob.digest}{held}")
     if check.ok:
         names = ", ".join(check.names)
-        display.stdout.print(
-            f"ok      {check.path}: {check.blobs} blobs verified; {names}", soft_wrap=True
-        )
+        _say(f"ok      {check.path}: {check.blobs} blobs verified; {names}")
     return check.ok
+
+
+def _say(line: str) -> None:
+    """One line of what verify found, escaped: paths and names come from the media a bundle
+    was carried on and from its ``index.json``, written by whoever made it."""
+    display.stdout.print(bulkpull.printable(line), soft_wrap=True)
 
 
 def _show_signatures(check: bulkpull.ArchiveCheck, key: bulkpull.PublicKey) -> int:
@@ -161,5 +164,5 @@ def _show_signatures(check: bulkpull.ArchiveCheck, key: bulkpull.PublicKey) -> i
     for name, verdict in bulkpull.verify_signatures(check, key):
         status = "signed " if verdict.verified else "FAILED "
         failed += not verdict.verified
-        display.stdout.print(f"{status} {check.path}: {name}: {verdict.message}", soft_wrap=True)
+        _say(f"{status} {check.path}: {name}: {verdict.message}")
     return failed
