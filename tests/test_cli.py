@@ -259,6 +259,14 @@ async def test_help_names_every_command_in_its_usage_lines() -> None:
     assert not re.search(r"<(str|list|Path)", out)
 
 
+async def test_help_says_every_platform_is_platform_all() -> None:
+    code, out, _ = await run_cli("--help")
+
+    assert code == 0
+    platform = " ".join(out.split()).partition("--platform OS/ARCH[/VARIANT] ")[2]
+    assert "or all for every platform of an index" in platform.split("[env var")[0]
+
+
 async def test_verify_help_lists_its_arguments_without_type_labels() -> None:
     code, out, _ = await run_cli("verify", "--help")
 

@@ -105,7 +105,8 @@ Platforms = Annotated[
         metavar="OS/ARCH[/VARIANT]",
         help=environment(
             "Platform to pick from multi-platform images; repeat for several (each gets its "
-            "own archive, or all go in the bundle or layout).",
+            "own archive, or all go in the bundle or layout), or all for every platform of an "
+            "index, under its own digest.",
             "BULKPULL_PLATFORM",
             "linux/amd64",
         ),
