@@ -369,16 +369,8 @@ def retry_events(on_event: EventCallback) -> RetryListener:
     def retrying(notice: RetryNotice) -> None:
         subject = _working_for.get()
         digest = subject if isinstance(subject, Digest) else None
-        on_event(
-            Retrying(
-                notice.error,
-                notice.attempt,
-                notice.attempts,
-                notice.delay,
-                image_worked_for(),
-                digest,
-            )
-        )
+        tried = (notice.error, notice.attempt, notice.attempts, notice.delay)
+        on_event(Retrying(*tried, image_worked_for(), digest))
 
     return retrying
 

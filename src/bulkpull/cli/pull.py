@@ -112,20 +112,24 @@ def pull(
         mirrors=mirror,
         **inputs.work_flags(force, jobs, max_downloads, cache),
     )
-    named = bundle is not None or oci_layout is not None or to_registry is not None
-    outputs = (_out_dir(ctx, out_dir, named=named), bundle, oci_layout, split)
-    shard_named = "BULKPULL_SHARD" if _from_environment(ctx, "shard") else "--shard"
-    chosen = _Chosen((shard, shard_named), to_registry, outputs, have, max_uploads, state_dir)
-    run = _run_for(listed, chosen, options, dry_run, verbose, quiet)
+    # The outputs, --shard and the copy's own flags are read back from ctx by _chosen.
+    run = _run_for(listed, _chosen(ctx), options, dry_run, verbose, quiet)
     raise typer.Exit(run.conclude(report_file, lock_file, inputs.list_source(images_file, image)))
 
 
-def _out_dir(ctx: typer.Context, out_dir: Path | None, *, named: bool) -> Path | None:
-    """``-o DIR``; or ``BULKPULL_OUT_DIR`` unless another output (``--bundle``,
-    ``--oci-layout``, ``--to``) is ``named``. The variable is set once per machine and stands
-    for the default ``bundles``: taken as a flag, it would add per-image archives to every
-    bundle, or refuse every copy and split as if ``-o`` had been typed."""
-    return None if _from_environment(ctx, "out_dir") and named else out_dir
+def _chosen(ctx: typer.Context) -> _Chosen:
+    """The outputs, the part of the list and the copy's flags as parsed (``ctx.params``),
+    with what came from the environment told apart. ``BULKPULL_OUT_DIR`` is set once per
+    machine and stands for the default ``bundles`` only: beside ``--bundle``, ``--oci-layout``
+    or ``--to`` it is passed over, where ``-o`` would add per-image archives to every bundle
+    or refuse every copy and split. A bad ``BULKPULL_SHARD`` is named as the variable."""
+    given = ctx.params
+    named = any(given[name] is not None for name in ("bundle", "oci_layout", "to_registry"))
+    out_dir = None if named and _from_environment(ctx, "out_dir") else given["out_dir"]
+    outputs = (out_dir, given["bundle"], given["oci_layout"], given["split"])
+    shard = (given["shard"], "BULKPULL_SHARD" if _from_environment(ctx, "shard") else "--shard")
+    uploads = given["have"], given["max_uploads"], given["state_dir"]
+    return _Chosen(shard, given["to_registry"], outputs, *uploads)
 
 
 def _from_environment(ctx: typer.Context, parameter: str) -> bool:
