@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -119,6 +120,44 @@ async def test_the_password_never_appears_in_output(start: Start, tmp_path: Path
     assert code == 1
     assert "pa55-word-xyz" not in out + err
     assert not any(token in out + err for token in registry.tokens)
+
+
+async def test_a_username_without_a_password_asks_for_it_on_the_terminal(
+    start: Start, tmp_path: Path
+) -> None:
+    registry = FakeRegistry(auth="bearer", username="alice", password="pa55-word-xyz")
+    registry.add("x/y", "1", f.make_image([f.random_layer(1000)]))
+    host = await start(registry.app())
+    leader, follower = os.openpty()
+    args = ["-i", f"{host}/x/y:1", "-o", str(tmp_path), "--plain-http", "-u", "alice"]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bulkpull", *args, stdin=follower, stdout=follower, stderr=follower
+    )
+    os.close(follower)
+
+    asked = await asyncio.to_thread(read_until, leader, b"Password for alice: ")
+    os.write(leader, b"pa55-word-xyz\n")
+    rest = await asyncio.to_thread(read_until, leader, b"1 image: ")
+    code = await asyncio.wait_for(process.wait(), 60)
+    os.close(leader)
+
+    assert asked.endswith(b"Password for alice: ")
+    assert code == 0, rest.decode(errors="replace")
+    assert b"pa55-word-xyz" not in rest
+
+
+def read_until(fd: int, wanted: bytes, limit: int = 1 << 20) -> bytes:
+    """What a terminal shows until ``wanted`` appears (or the program closes it)."""
+    seen = b""
+    while wanted not in seen and len(seen) < limit:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the other side of the terminal closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    return seen
 
 
 async def test_images_named_with_i_need_no_list_file(start: Start, tmp_path: Path) -> None:

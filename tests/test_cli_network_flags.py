@@ -78,6 +78,11 @@ def listing(tmp_path: Path) -> str:
             id="insecure-registry-url",
         ),
         pytest.param(["--ca-cert", "/nonexistent/ca.pem"], "does not exist", id="ca-cert-missing"),
+        pytest.param(
+            ["-u", "alice"],
+            "-u alice: no password given and no terminal to ask on; use --password-stdin",
+            id="username-without-password-or-terminal",
+        ),
     ],
 )
 async def test_bad_flag_values_are_usage_errors_that_never_echo_a_secret(

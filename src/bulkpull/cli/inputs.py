@@ -8,6 +8,7 @@ I/O. Imports the public ``bulkpull`` API and ``commands``.
 
 from __future__ import annotations
 
+import getpass
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -319,7 +320,19 @@ def _credentials(
         usage_error("a password needs --username")
     if username is None:
         return None
-    return Credentials(username, password or "")
+    return Credentials(username, password if password is not None else _asked_for(username))
+
+
+def _asked_for(username: str) -> str:
+    """The password of ``-u USER`` given without one: asked on the terminal, as ``docker
+    login`` asks; without a terminal a usage error, not a login with an empty password that
+    the registry would refuse only after the run has started."""
+    if sys.stdin is None or not sys.stdin.isatty():
+        usage_error(
+            f"-u {username}: no password given and no terminal to ask on; "
+            "use --password-stdin (or -p)"
+        )
+    return getpass.getpass(f"Password for {username}: ")
 
 
 def verify_key(path: Path | None) -> PublicKey | None:
